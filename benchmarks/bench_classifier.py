@@ -1,0 +1,162 @@
+"""Training throughput of the harness classifier loop, side by side with two alternatives.
+
+  harness     harness.train.train_classifier (uint8 tensors on the device, batched augmentation)
+  bare        the plainest PyTorch loop over the same tensors and model: the ceiling
+  dataloader  torchvision-style Dataset of PIL images + transforms + DataLoader(num_workers=2)
+
+Each variant trains one epoch per round over the same 3000 images; rounds alternate the variants
+so that machine noise hits them alike; the median round counts. Also prints achieved GFLOP/s
+against a measured float32 matrix-multiply peak.
+
+    python benchmarks/bench_classifier.py [--data-dir ../shared/datasets/cifar10] [--rounds 3]
+
+Targets (2-core CPU): harness >= 0.9x bare, >= 1.5x dataloader.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import transforms
+
+from harness import config, data, train
+from harness.models import CIFAR_MEAN, CIFAR_STD, SimpleCNN
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
+
+
+def bare_epoch(x, y, cfg, device):
+    torch.manual_seed(cfg.seed)
+    model = SimpleCNN(3).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.train()
+    for idx in torch.randperm(len(x), device=device).split(cfg.batch_size):
+        xb, yb = x[idx], y[idx]
+        if cfg.augment:
+            xb = train.augment_batch(xb, torch.Generator(device=device).manual_seed(0))
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+class PILDataset(Dataset):
+    """What a torchvision user writes: PIL images, per-image transforms."""
+
+    def __init__(self, x, y, augment):
+        self.images = [Image.fromarray(img) for img in x.permute(0, 2, 3, 1).numpy()]
+        self.y = y
+        steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
+        self.transform = transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), self.y[i]
+
+
+class NormalizedCNN(SimpleCNN):
+    """SimpleCNN for inputs the DataLoader already normalized."""
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def dataloader_epoch(loader, cfg, device):
+    torch.manual_seed(cfg.seed)
+    model = NormalizedCNN(3).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.train()
+    for xb, yb in loader:
+        loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def matmul_peak(device, n=2048, reps=10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def train_flops_per_image(device, batch=64) -> float:
+    model = SimpleCNN(3).to(device)
+    x = torch.randint(0, 255, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch
+
+
+@click.command()
+@click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
+@click.option("--rounds", default=3, show_default=True, help="Timed epochs per variant.")
+@click.option("--augment/--no-augment", default=False, show_default=True, help="Random crop + flip in every variant.")
+def main(data_dir, rounds, augment):
+    device = train.pick_device("auto")
+    cfg = dataclasses.replace(config.Config().classifier, epochs=1, augment=augment)
+    if Path(data_dir).is_dir():
+        s = data.load_splits(config.Config().data, data_dir)
+        x, y, source = s.train_x, s.train_y, "CIFAR-10, 3 classes x 1000"
+    else:
+        x = torch.randint(0, 256, (3000, 3, 32, 32), dtype=torch.uint8)
+        y = torch.arange(3000) % 3
+        source = "random uint8 images (no data dir)"
+    n = len(x)
+    xd, yd = x.to(device), y.to(device)
+    loader = DataLoader(PILDataset(x, y, augment), batch_size=cfg.batch_size, shuffle=True, num_workers=2,
+                        persistent_workers=True)
+    variants = {
+        "harness": lambda: train.train_classifier(xd, yd, 3, cfg, device, label="harness"),
+        "bare": lambda: bare_epoch(xd, yd, cfg, device),
+        "dataloader": lambda: dataloader_epoch(loader, cfg, device),
+    }
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {n} images ({source}), "
+          f"batch {cfg.batch_size}, augment {augment}, {rounds} rounds")
+    for fn in variants.values():  # warm-up: allocator, worker start, first-call overheads
+        fn()
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    rate = {k: n / statistics.median(v) for k, v in times.items()}
+    flops = train_flops_per_image(device)
+    peak = matmul_peak(device)
+    print(f"\n{'loop':<12}{'images/s':>10}{'GFLOP/s':>10}   epoch times (s)")
+    for name in variants:
+        print(f"{name:<12}{rate[name]:>10.0f}{rate[name] * flops / 1e9:>10.1f}   "
+              + " ".join(f"{t:.2f}" for t in times[name]))
+    print(f"\ntraining cost {flops / 1e6:.1f} MFLOP per image (forward + backward, FlopCounterMode)")
+    print(f"matmul peak {peak:.1f} GFLOP/s (float32 2048^2); harness reaches {rate['harness'] * flops / 1e9 / peak:.1%} of it")
+    print(f"harness / bare       = {rate['harness'] / rate['bare']:.2f}x   (target >= 0.9)")
+    print(f"harness / dataloader = {rate['harness'] / rate['dataloader']:.2f}x   (target >= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

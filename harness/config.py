@@ -1,0 +1,243 @@
+"""One frozen config for the whole study, presets from TOML, `--set section.key=value` overrides.
+
+The defaults *are* the reference study (3 CIFAR-10 classes, 1000 images each, SimpleCNN, WGAN-GP,
+1500 synthetic images, confidence >= 0.95). A preset file only lists what it changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    classes: tuple[str, ...] = ("airplane", "automobile", "bird")  # CIFAR-10 class names
+    n_per_class: int = 1000  # training images drawn per class
+    val_per_class: int = 500  # validation images per class, drawn from the unused training images
+    seed: int = 0  # which training/validation images are drawn
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    epochs: int = 15  # passes over the training set
+    batch_size: int = 64  # images per step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam L2 penalty
+    augment: bool = False  # random crop (4 px padding) + horizontal flip; the reference used none
+    seed: int = 0  # weight init and batch order
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    epochs: int = 400  # passes of the critic over the real training set
+    width: int = 64  # DCGAN base channel count
+    latent_dim: int = 128  # size of the noise vector
+    batch_size: int = 64  # images per critic step
+    lr: float = 1e-4  # Adam learning rate, generator and critic (Gulrajani et al. 2017)
+    beta1: float = 0.0  # Adam beta1 (Gulrajani et al. 2017)
+    beta2: float = 0.9  # Adam beta2 (Gulrajani et al. 2017)
+    critic_steps: int = 5  # critic updates per generator update
+    gp_weight: float = 10.0  # gradient-penalty weight lambda
+    sample_every: int = 50  # epochs between sample grids
+    checkpoint_every: int = 50  # epochs between generator checkpoints
+    seed: int = 0  # weight init, noise and batch order
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    n_samples: int = 1500  # synthetic images to generate
+    checkpoint_epoch: int = 0  # generator checkpoint to sample from; 0 = the last one
+    seed: int = 0  # noise seed
+
+
+@dataclass(frozen=True)
+class PseudolabelConfig:
+    threshold: float = 0.95  # keep a synthetic image when the baseline's top probability >= this
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "reference"  # name of the preset this config came from (not hashed)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (not hashed: it names where, not what)
+    data: DataConfig = field(default_factory=DataConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
+
+
+UNHASHED = {"preset", "device"}
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flat(cfg: Config) -> dict[str, str]:
+    """`section.key -> str(value)`, the form MLflow params take."""
+    out = {}
+    for key, value in to_dict(cfg).items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                out[f"{key}.{sub}"] = ",".join(v) if isinstance(v, (list, tuple)) else str(v)
+        else:
+            out[key] = str(value)
+    return out
+
+
+def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None) -> str:
+    """A stable 12-hex-digit hash of the config (or of some sections): same settings, same hash."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED}
+    if sections is not None:
+        d = {k: d[k] for k in sections}
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation, presets and overrides
+
+def _fields(cls) -> dict[str, type]:
+    return typing.get_type_hints(cls)
+
+
+def _valid_keys() -> list[str]:
+    keys = []
+    for name, typ in _fields(Config).items():
+        if dataclasses.is_dataclass(typ):
+            keys += [f"{name}.{sub}" for sub in _fields(typ)]
+        else:
+            keys.append(name)
+    return keys
+
+
+def _coerce(key: str, typ, value):
+    """Check a TOML value (or parse a --set string) against the field's declared type."""
+    want = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(typ) is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value) or not value:
+            raise HarnessError(f"{key} must be a non-empty list of names (a,b,c), got {value!r}")
+        return tuple(value)
+    if isinstance(value, str) and typ is not str:
+        text = value.strip().lower()
+        try:
+            if typ is bool:
+                if text not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text in ("true", "1", "yes")
+            return typ(text)
+        except ValueError:
+            raise HarnessError(f"{key} must be {want[typ]}, got {value!r}") from None
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not typ:
+        raise HarnessError(f"{key} must be {want[typ]}, got {value!r}")
+    return value
+
+
+def _check_ranges(cfg: Config) -> None:
+    positive = ["data.n_per_class", "classifier.epochs", "classifier.batch_size", "gan.epochs",
+                "gan.width", "gan.latent_dim", "gan.batch_size", "gan.critic_steps",
+                "gan.sample_every", "gan.checkpoint_every", "generate.n_samples"]
+    values = {k: v for k, v in _flat_values(cfg).items()}
+    for key in positive:
+        if values[key] <= 0:
+            raise HarnessError(f"{key} must be > 0, got {values[key]}")
+    for key in ["data.val_per_class", "generate.checkpoint_epoch", "classifier.weight_decay"]:
+        if values[key] < 0:
+            raise HarnessError(f"{key} must be >= 0, got {values[key]}")
+    for key in ["classifier.lr", "gan.lr"]:
+        if not values[key] > 0:
+            raise HarnessError(f"{key} must be > 0, got {values[key]}")
+    if not 0.0 <= cfg.pseudolabel.threshold <= 1.0:
+        raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
+    if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
+        raise HarnessError(f"data.classes must name at least 2 distinct classes, got {list(cfg.data.classes)}")
+
+
+def _flat_values(cfg: Config) -> dict:
+    out = {}
+    for name in _fields(Config):
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(value):
+            for sub in _fields(type(value)):
+                out[f"{name}.{sub}"] = getattr(value, sub)
+        else:
+            out[name] = value
+    return out
+
+
+def apply(cfg: Config, updates: dict[str, object]) -> Config:
+    """Return a new Config with `section.key -> value` updates, each checked against its type."""
+    sections: dict[str, dict] = {}
+    top: dict[str, object] = {}
+    hints = _fields(Config)
+    for key, value in updates.items():
+        section, _, sub = key.partition(".")
+        typ = hints.get(section)
+        if typ is None or (sub and not dataclasses.is_dataclass(typ)) or (not sub and dataclasses.is_dataclass(typ)):
+            raise HarnessError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys())}")
+        if sub:
+            sub_hints = _fields(typ)
+            if sub not in sub_hints:
+                raise HarnessError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys())}")
+            sections.setdefault(section, {})[sub] = _coerce(key, sub_hints[sub], value)
+        else:
+            top[section] = _coerce(key, typ, value)
+    replaced = {name: dataclasses.replace(getattr(cfg, name), **subs) for name, subs in sections.items()}
+    new = dataclasses.replace(cfg, **top, **replaced)
+    _check_ranges(new)
+    return new
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml") if not p.stem.startswith("sweep"))
+
+
+def preset_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise HarnessError(f"preset file {path} does not exist")
+        return path
+    for base in (Path.cwd() / "experiments", EXPERIMENTS_DIR):
+        candidate = base / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    raise HarnessError(f"unknown preset {name_or_path!r}; available: {', '.join(available_presets())} "
+                       "(or give a path to a .toml file)")
+
+
+def load(preset: str = "reference", overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults <- preset file <- `--set section.key=value` overrides, validated at each step."""
+    path = preset_path(preset)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise HarnessError(f"preset {path} is not valid TOML: {e}") from None
+    updates: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            updates.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            updates[key] = value
+    updates.setdefault("preset", path.stem)
+    cfg = apply(Config(), updates)
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"--set takes section.key=value, got {item!r}")
+        parsed[key.strip()] = value
+    return apply(cfg, parsed) if parsed else cfg

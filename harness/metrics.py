@@ -1,0 +1,67 @@
+"""Classification metrics, thin over scikit-learn, in one vocabulary: `test/accuracy`, `test/<class>/f1`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,
+                             confusion_matrix, f1_score)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # flat, MLflow-ready
+    report: dict  # sklearn's classification_report(output_dict=True)
+    report_text: str
+    confusion: np.ndarray  # rows = true class, columns = predicted
+    pred: np.ndarray
+    confidence: np.ndarray  # top-class probability
+
+
+def evaluate(y_true, proba, classes, prefix: str = "test") -> Evaluation:
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba)
+    pred = proba.argmax(1)
+    labels = list(range(len(classes)))
+    report = classification_report(y_true, pred, labels=labels, target_names=list(classes),
+                                   output_dict=True, zero_division=0)
+    text = classification_report(y_true, pred, labels=labels, target_names=list(classes), digits=4, zero_division=0)
+    metrics = {f"{prefix}/accuracy": accuracy_score(y_true, pred),
+               f"{prefix}/f1_weighted": f1_score(y_true, pred, labels=labels, average="weighted", zero_division=0),
+               f"{prefix}/f1_macro": f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)}
+    for name in classes:
+        for stat in ("precision", "recall"):
+            metrics[f"{prefix}/{name}/{stat}"] = report[name][stat]
+        metrics[f"{prefix}/{name}/f1"] = report[name]["f1-score"]
+    return Evaluation({k: float(v) for k, v in metrics.items()}, report, text,
+                      confusion_matrix(y_true, pred, labels=labels), pred, proba.max(1))
+
+
+def confusion_figure(ev: Evaluation, classes, title: str = ""):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(classes), 1.2 + 1.0 * len(classes)))
+    ConfusionMatrixDisplay(ev.confusion, display_labels=list(classes)).plot(ax=ax, cmap="Blues", colorbar=False)
+    ax.set_title(title or f"accuracy {ev.metrics[next(iter(ev.metrics))]:.4f}")
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(epochs: list[dict[str, float]], title: str = ""):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    xs = range(1, len(epochs) + 1)
+    for key in epochs[0] if epochs else []:
+        ax = ax_loss if key.endswith("loss") else ax_acc
+        ax.plot(xs, [row[key] for row in epochs], label=key, marker=".")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,78 @@
+"""The networks: SimpleCNN (the classifier of both arms), the DCGAN generator and WGAN-GP critic."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Per-channel statistics of the CIFAR-10 training set (published values, checked on ../shared).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class SimpleCNN(nn.Module):
+    """3 conv blocks (conv-BN-ReLU-maxpool, 32/64/128 channels) + a 2-layer MLP head, as in the reference.
+
+    Takes uint8 images [B, 3, 32, 32] and normalizes them itself, so that every caller (training,
+    evaluation, pseudo-labelling of generated images) feeds it the same thing.
+    """
+
+    def __init__(self, n_classes: int, width: int = 32, hidden: int = 256, dropout: float = 0.5):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, 3, 1, 1) * 255)
+        chans = [3, width, 2 * width, 4 * width]
+        blocks = []
+        for c_in, c_out in zip(chans, chans[1:]):
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * 4 * 4, hidden), nn.ReLU(inplace=True),
+                                  nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) / self.std
+        return self.head(self.features(x))
+
+
+class Generator(nn.Module):
+    """DCGAN generator for 32x32: z -> 4x4x4w -> 8x8x2w -> 16x16xw -> 32x32x3 in [-1, 1]."""
+
+    def __init__(self, latent_dim: int = 128, width: int = 64):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.project = nn.Sequential(nn.Linear(latent_dim, 4 * 4 * 4 * width, bias=False),
+                                     nn.BatchNorm1d(4 * 4 * 4 * width), nn.ReLU(inplace=True))
+        self.width = width
+        self.body = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, 3, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.project(z).view(-1, 4 * self.width, 4, 4))
+
+
+class Critic(nn.Module):
+    """DCGAN critic without batch norm: the gradient penalty is per-sample, and batch norm would
+    couple the samples of a batch (Gulrajani et al. 2017, section 4)."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Flatten(), nn.Linear(4 * width * 4 * 4, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).view(-1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> uint8 images, the form real data and synthetic.npz take."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> [-1, 1], the critic's input scale."""
+    return images.float() / 127.5 - 1

@@ -1,0 +1,57 @@
+"""Baseline phase: SimpleCNN trained on the real training images only.
+
+Artifacts of the run (the augmented phase logs the same set):
+  classification_report.json / .txt   sklearn's per-class precision, recall, F1, support
+  confusion_matrix.png                test-set confusion matrix
+  training_curves.png                 per-epoch loss and accuracy
+  model/model.pt                      {"state_dict", "config", "classes"}; torch.load(weights_only=True)
+  predictions.csv                     test index, label, predicted, confidence
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import mlflow
+import torch
+
+from harness import metrics, tracking, train
+from harness.config import Config
+from harness.data import Splits
+from harness.models import SimpleCNN
+
+
+@dataclass
+class ClassifierResult:
+    run_id: str
+    model: SimpleCNN
+    metrics: dict[str, float]
+
+
+def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                   label: str, on_epoch=None) -> tuple[SimpleCNN, dict[str, float]]:
+    """Train on (x, y), evaluate on the test split, log curves, metrics and artifacts to the active run."""
+    model, history = train.train_classifier(x, y, len(splits.classes), cfg.classifier, device,
+                                            val=(splits.val_x, splits.val_y), label=label, on_epoch=on_epoch)
+    proba = train.predict_proba(model, splits.test_x, device).numpy()
+    ev = metrics.evaluate(splits.test_y.numpy(), proba, splits.classes)
+    tracking.log_history(history.epochs)
+    mlflow.log_metrics(ev.metrics)
+    tracking.log_json(ev.report, "classification_report.json")
+    mlflow.log_text(ev.report_text, "classification_report.txt")
+    tracking.log_figure(metrics.confusion_figure(ev, splits.classes, f"{label}: test accuracy {ev.metrics['test/accuracy']:.4f}"),
+                        "confusion_matrix.png")
+    tracking.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
+    mlflow.log_text(tracking.csv_text(["index", "label", "predicted", "confidence"],
+                                      ((i, int(t), int(p), f"{c:.6f}") for i, (t, p, c) in
+                                       enumerate(zip(splits.test_y.tolist(), ev.pred, ev.confidence)))),
+                    "predictions.csv")
+    tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                        "config": asdict(cfg), "classes": list(splits.classes)}, "model/model.pt")
+    return model, ev.metrics
+
+
+def run(cfg: Config, splits: Splits, device: torch.device) -> ClassifierResult:
+    with tracking.phase_run("baseline", cfg, extra_params={"data.n_train": len(splits.train_x)}) as active:
+        mlflow.set_tag("harness.data_source", splits.source)
+        model, m = fit_and_report(cfg, splits, splits.train_x, splits.train_y, device, "baseline")
+    return ClassifierResult(active.info.run_id, model, m)

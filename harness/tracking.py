@@ -1,0 +1,168 @@
+"""MLflow plumbing: the tracking store, phase runs (nested under a parent when there is one), tags
+that say what produced a result, and batched logging (one call per phase, not per step: each
+MLflow call costs ~10 ms on SQLite).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from harness import __version__
+from harness.config import Config, config_hash, flat
+from harness.errors import HarnessError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.x
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def configure(experiment: str) -> str:
+    """Point MLflow at the tracking store, check it answers, and return the experiment id.
+
+    Checked before any training starts, so an unreachable store costs seconds, not a lost run.
+    """
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        # MLflow retries a dead server for minutes by default; fail fast and say so instead.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            # The UI opens classic-ML experiments in the runs table, not the GenAI view.
+            exp_id = client.create_experiment(experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+        else:
+            if exp.lifecycle_stage == "deleted":
+                raise HarnessError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another --experiment")
+            exp_id = exp.experiment_id
+    except HarnessError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"cannot reach the MLflow tracking store {uri!r} ({first[:300]}); "
+                           "check MLFLOW_TRACKING_URI") from None
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+# ---------------------------------------------------------------------------------------------
+# What produced a result
+
+def code_version() -> str:
+    """Hash of the package source: unlike a git commit, it also changes with uncommitted edits."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance_tags() -> dict[str, str]:
+    import numpy
+    import sklearn
+    import torch
+    import torchvision
+    tags = {"harness.code_version": code_version(), "harness.version": __version__,
+            "harness.versions.python": platform.python_version(), "harness.versions.torch": torch.__version__,
+            "harness.versions.torchvision": torchvision.__version__, "harness.versions.mlflow": mlflow.__version__,
+            "harness.versions.numpy": numpy.__version__, "harness.versions.sklearn": sklearn.__version__}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+@contextlib.contextmanager
+def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params: dict | None = None,
+              tags: dict | None = None):
+    """One MLflow run for one phase, nested under the active run if there is one.
+
+    The run ends FINISHED on success, KILLED on Ctrl-C / SIGTERM and FAILED on any other error,
+    never left RUNNING.
+    """
+    all_tags = {"harness.phase": phase, "harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset,
+                **provenance_tags(), **(tags or {})}
+    run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None, tags=all_tags)
+    try:
+        mlflow.log_params({**flat(cfg), **(extra_params or {})})
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def log_history(epochs: list[dict[str, float]], run_id: str | None = None) -> None:
+    """Per-epoch curves (step = epoch) in as few calls as MLflow allows (1000 metrics per batch)."""
+    run_id = run_id or mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, step) for step, row in enumerate(epochs, 1) for key, value in row.items()]
+    client = MlflowClient()
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000], synchronous=True)
+
+
+def log_figure(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
+    mlflow.log_figure(fig, path)
+    plt.close(fig)
+
+
+def log_torch(obj, path: str) -> None:
+    """torch.save an object (a state dict + the config that made it) as an artifact."""
+    import torch
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / Path(path).name
+        torch.save(obj, target)
+        parent = str(Path(path).parent)
+        mlflow.log_artifact(str(target), artifact_path=None if parent == "." else parent)
+
+
+def load_torch(run_id: str, path: str):
+    import torch
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+    return torch.load(local, map_location="cpu", weights_only=True)
+
+
+def csv_text(header: list[str], rows) -> str:
+    buf = io.StringIO()
+    buf.write(",".join(header) + "\n")
+    for row in rows:
+        buf.write(",".join(str(v) for v in row) + "\n")
+    return buf.getvalue()
+
+
+def log_json(obj, path: str) -> None:
+    mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True), path)

@@ -1,0 +1,96 @@
+"""Shared fixtures: an MLflow SQLite store per test (copied from one migrated template), a small
+generated CIFAR-like class-folder tree, and the path of the real data when it is there."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
+TREE_CLASSES = ("airplane", "automobile", "bird", "cat")
+# Each class is a noisy image around its own colour, so a classifier can learn it in a few steps.
+TREE_COLOURS = {"airplane": (200, 60, 60), "automobile": (60, 200, 60), "bird": (60, 60, 200), "cat": (200, 200, 60)}
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> Path:
+    """MLflow's schema migration takes seconds: do it once, copy the file per test."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch, tmp_path_factory):
+    """Every test gets its own decoded-image cache dir and working dir; no MLflow run leaks out."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def tracking_uri(template_db, tmp_path, monkeypatch) -> str:
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def client(tracking_uri) -> MlflowClient:
+    return MlflowClient(tracking_uri)
+
+
+def write_tree(root: Path, n_train: int = 40, n_test: int = 12, seed: int = 0) -> Path:
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for name in TREE_CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(rng.normal(TREE_COLOURS[name], 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{name}_{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tree_template(tmp_path_factory) -> Path:
+    return write_tree(tmp_path_factory.mktemp("tree") / "cifar")
+
+
+@pytest.fixture
+def tree(tree_template, tmp_path) -> Path:
+    """A fresh copy per test, so a test may corrupt it."""
+    return Path(shutil.copytree(tree_template, tmp_path / "cifar"))
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (REAL_DATA / "train" / "airplane").is_dir():
+        pytest.skip(f"the real CIFAR-10 folder {REAL_DATA} is absent (it sits beside the repo in CI)")
+    return REAL_DATA
+
+
+def invoke(runner, args, ok=True):
+    """Run the real CLI in-process; on an unexpected exit code show what it printed."""
+    from harness.cli import main
+    result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
