@@ -1,7 +1,7 @@
 """Training throughput of the harness classifier loop, side by side with two alternatives.
 
   harness     harness.train.train_classifier (uint8 tensors on the device, batched augmentation)
-  bare        the plainest PyTorch loop over the same tensors and model: the ceiling
+  bare        the plainest PyTorch loop over the same tensors and model (default NCHW memory format)
   dataloader  torchvision-style Dataset of PIL images + transforms + DataLoader(num_workers=2)
 
 Each variant trains one epoch per round over the same 3000 images; rounds alternate the variants
@@ -36,7 +36,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ci
 
 def bare_epoch(x, y, cfg, device):
     torch.manual_seed(cfg.seed)
-    model = SimpleCNN(3).to(device)
+    model = PlainCNN(3).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
     for idx in torch.randperm(len(x), device=device).split(cfg.batch_size):
@@ -70,6 +70,13 @@ class NormalizedCNN(SimpleCNN):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+class PlainCNN(SimpleCNN):
+    """SimpleCNN as a plain loop would run it: NCHW, no memory-format choice."""
+
+    def forward(self, x):
+        return self.head(self.features((x.float() - self.mean) / self.std))
 
 
 def dataloader_epoch(loader, cfg, device):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 
 import click
 
+from harness import pipeline
 from harness.errors import HarnessError
 
 
@@ -30,6 +33,15 @@ def common(fn):
                   help="CIFAR-10 as class folders (train/<class>/*.png) or cifar-10-batches-py. "
                        "[env: HARNESS_DATA_DIR; default: download into ~/.cache/harness]")
     @click.option("--experiment", "-e", default="harness", show_default=True, help="MLflow experiment name.")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def cache_options(fn):
+    @click.option("--no-cache", is_flag=True, help="Recompute phases even when a finished run with the same "
+                  "config, inputs and code exists in the experiment.")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)
@@ -62,7 +74,19 @@ def main():
     Each command is one phase of the study, tracked as an MLflow run (tracking store from
     MLFLOW_TRACKING_URI, default sqlite:///mlflow.db). Settings come from a preset in
     experiments/ plus --set overrides; `harness config` prints them.
+
+    \b
+    harness run --preset cpu --data-dir ../shared/datasets/cifar10     the whole study
+    harness baseline --preset tiny                                    one phase
     """
+    # MLflow's per-download progress bars would drown our own; phases download small artifacts often.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C does: marked KILLED, not left RUNNING.
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 @main.command()
@@ -79,13 +103,135 @@ def config(preset, overrides):
 
 @main.command()
 @common
-def baseline(preset, overrides, data_dir, experiment):
+@cache_options
+def baseline(preset, overrides, data_dir, experiment, no_cache):
     """Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."""
-    from harness import data
     from harness.phases import baseline as phase
     cfg, device = _setup(preset, overrides, experiment)
+    splits = _load_data(cfg, data_dir, device)
+    result = phase.run(cfg, splits, device, key=pipeline.phase_key("baseline", cfg), use_cache=not no_cache)
+    _summary(f"baseline run {result.run_id}", result.metrics, splits.classes)
+
+
+def _load_data(cfg, data_dir, device):
+    from harness import data
     splits = data.load_splits(cfg.data, data_dir)
     click.echo(f"data: {len(splits.train_x)} train / {len(splits.val_x)} val / {len(splits.test_x)} test images "
                f"of {', '.join(splits.classes)} ({splits.source}); device {device}", err=True)
-    result = phase.run(cfg, splits, device)
-    _summary(f"baseline run {result.run_id}", result.metrics, splits.classes)
+    return splits
+
+
+@main.command()
+@common
+@cache_options
+@click.option("--resume", is_flag=True, help="Continue the last interrupted (KILLED/FAILED) gan run of this "
+              "config from its last checkpoint instead of starting over.")
+def gan(preset, overrides, data_dir, experiment, no_cache, resume):
+    """Train WGAN-GP on the real training images; log losses, sample grids, checkpoints."""
+    from harness.phases import gan as phase
+    cfg, device = _setup(preset, overrides, experiment)
+    splits = _load_data(cfg, data_dir, device)
+    result = phase.run(cfg, splits, device, key=pipeline.phase_key("gan", cfg), use_cache=not no_cache, resume=resume)
+    click.echo(f"gan run {result.run_id}: checkpoints at epochs "
+               f"{', '.join(map(str, phase.list_checkpoints(result.run_id)))}")
+
+
+@main.command()
+@common
+@cache_options
+@click.option("--gan-run", default=None, metavar="RUN_ID", help="Gan run to sample from [default: the finished "
+              "gan run of this config].")
+def generate(preset, overrides, data_dir, experiment, no_cache, gan_run):
+    """Sample generate.n_samples images from a gan checkpoint into synthetic.npz."""
+    from harness.phases import generate as phase
+    cfg, device = _setup(preset, overrides, experiment)
+    pinned = {"gan": gan_run} if gan_run else {}
+    gan_run = pipeline.upstream_run("gan", cfg, gan_run, "gan")
+    result = phase.run(cfg, gan_run, device, key=pipeline.phase_key("generate", cfg, pinned), use_cache=not no_cache)
+    click.echo(f"generate run {result.run_id}: {len(result.images)} images from gan run {gan_run}")
+
+
+@main.command()
+@common
+@cache_options
+@click.option("--baseline-run", default=None, metavar="RUN_ID", help="Classifier that labels [default: the finished "
+              "baseline run of this config].")
+@click.option("--generate-run", default=None, metavar="RUN_ID", help="Synthetic images to label [default: the "
+              "finished generate run of this config].")
+def pseudolabel(preset, overrides, data_dir, experiment, no_cache, baseline_run, generate_run):
+    """Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."""
+    from harness import tracking
+    from harness.phases import pseudolabel as phase
+    cfg, device = _setup(preset, overrides, experiment)
+    pinned = {k: v for k, v in (("baseline", baseline_run), ("generate", generate_run)) if v}
+    baseline_run = pipeline.upstream_run("baseline", cfg, baseline_run, "baseline")
+    generate_run = pipeline.upstream_run("generate", cfg, generate_run, "generate")
+    import torch
+    images = torch.from_numpy(tracking.load_npz(generate_run, "synthetic.npz")["images"])
+    result = phase.run(cfg, baseline_run, images, cfg.data.classes, device,
+                       key=pipeline.phase_key("pseudolabel", cfg, pinned), use_cache=not no_cache,
+                       extra_params={"pseudolabel.generate_run": generate_run})
+    per_class = ", ".join(f"{c} {int(result.metrics[f'kept/{c}/count'])}" for c in cfg.data.classes)
+    click.echo(f"pseudolabel run {result.run_id}: kept {int(result.metrics['kept/count'])} of {len(images)} ({per_class})")
+
+
+@main.command()
+@common
+@cache_options
+@click.option("--pseudolabel-run", default=None, metavar="RUN_ID", help="Kept synthetic images [default: the "
+              "finished pseudolabel run of this config].")
+def augment(preset, overrides, data_dir, experiment, no_cache, pseudolabel_run):
+    """Retrain SimpleCNN from scratch on real + kept synthetic images; log it like the baseline."""
+    from harness import tracking
+    from harness.phases import augment as phase
+    import torch
+    cfg, device = _setup(preset, overrides, experiment)
+    pinned = {"pseudolabel": pseudolabel_run} if pseudolabel_run else {}
+    pseudolabel_run = pipeline.upstream_run("pseudolabel", cfg, pseudolabel_run, "pseudolabel")
+    splits = _load_data(cfg, data_dir, device)
+    kept = tracking.load_npz(pseudolabel_run, "kept.npz")
+    result = phase.run(cfg, splits, torch.from_numpy(kept["images"]), torch.from_numpy(kept["labels"]), device,
+                       key=pipeline.phase_key("augmented", cfg, pinned), use_cache=not no_cache,
+                       extra_params={"augmented.pseudolabel_run": pseudolabel_run})
+    _summary(f"augmented run {result.run_id} ({len(kept['labels'])} synthetic images)", result.metrics, splits.classes)
+
+
+@main.command()
+@click.option("--parent", default=None, metavar="RUN_ID", help="A pipeline parent run: compare its children.")
+@click.option("--baseline", "baseline_id", default=None, metavar="RUN_ID", help="Baseline run (with --augmented).")
+@click.option("--augmented", "augmented_id", default=None, metavar="RUN_ID", help="Augmented run (with --baseline).")
+@click.option("--experiment", "-e", default="harness", show_default=True, help="MLflow experiment for the compare run.")
+def compare(parent, baseline_id, augmented_id, experiment):
+    """Augmented minus baseline for every test metric; logs a compare run with comparison.md/json/png."""
+    from harness import compare as cmp, config as cfgmod, tracking
+    from harness.phases import compare as phase
+    if bool(parent) == bool(baseline_id or augmented_id) or (not parent and not (baseline_id and augmented_id)):
+        raise HarnessError("give either --parent RUN_ID, or both --baseline RUN_ID and --augmented RUN_ID")
+    tracking.configure(experiment)
+    if parent:
+        base, aug = cmp.runs_of_pipeline(parent)
+    else:
+        base, aug = cmp.get_run(baseline_id), cmp.get_run(augmented_id)
+    cmp.check_comparable(base, aug)
+    cfg = cfgmod.Config(preset=base.data.tags.get("harness.preset", "unknown"))
+    result = phase.run(cfg, base.data.metrics, aug.data.metrics, cmp.classes_of(base), use_cache=False,
+                       extra_params={"compare.baseline_run": base.info.run_id,
+                                     "compare.augmented_run": aug.info.run_id})
+    click.echo(f"compare run {result.run_id}: baseline {base.info.run_id} vs augmented {aug.info.run_id}\n")
+    click.echo(result.table_md, nl=False)
+
+
+@main.command(name="run")
+@common
+@cache_options
+@click.option("--resume", is_flag=True, help="Continue an interrupted gan phase from its last checkpoint.")
+def run_(preset, overrides, data_dir, experiment, no_cache, resume):
+    """The whole study as nested runs under one parent: baseline, gan, generate, pseudolabel,
+    augmented, compare. Finished phases with the same config and code are reused."""
+    cfg, device = _setup(preset, overrides, experiment)
+    splits = _load_data(cfg, data_dir, device)
+    result = pipeline.run(cfg, splits, device, use_cache=not no_cache, resume=resume)
+    per_class = ", ".join(f"{c} {int(result.kept[f'kept/{c}/count'])}" for c in cfg.data.classes)
+    click.echo(f"\npipeline run {result.run_id}: kept {int(result.kept['kept/count'])} synthetic images ({per_class})")
+    click.echo("phase seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + "\n")
+    click.echo(result.table_md, nl=False)

@@ -13,6 +13,7 @@ import platform
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -36,6 +37,7 @@ def configure(experiment: str) -> str:
 
     Checked before any training starts, so an unreachable store costs seconds, not a lost run.
     """
+    global _experiment_id
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         # MLflow retries a dead server for minutes by default; fail fast and say so instead.
@@ -44,6 +46,13 @@ def configure(experiment: str) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         client = MlflowClient(uri)
+        if os.environ.get("MLFLOW_RUN_ID"):
+            # Under `mlflow run`, the run it started becomes our top-level run, so we must log to
+            # its experiment (choose it with `mlflow run --experiment-name`).
+            exp_id = client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+            mlflow.set_experiment(experiment_id=exp_id)
+            _experiment_id = exp_id
+            return exp_id
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             # The UI opens classic-ML experiments in the runs table, not the GenAI view.
@@ -59,6 +68,7 @@ def configure(experiment: str) -> str:
         raise HarnessError(f"cannot reach the MLflow tracking store {uri!r} ({first[:300]}); "
                            "check MLFLOW_TRACKING_URI") from None
     mlflow.set_experiment(experiment_id=exp_id)
+    _experiment_id = exp_id
     return exp_id
 
 
@@ -100,20 +110,66 @@ def provenance_tags() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 # Runs
 
+_experiment_id: str | None = None
+
+
+def experiment_id() -> str:
+    if _experiment_id is None:
+        raise RuntimeError("tracking.configure() must run first")
+    return _experiment_id
+
+
+def find_runs(key: str, statuses=("FINISHED",), max_results: int = 1):
+    """Most recent runs of this experiment that *computed* the phase with cache key `key`."""
+    status = " or ".join(f"attributes.status = '{s}'" for s in statuses)
+    runs = MlflowClient().search_runs([experiment_id()], f"tags.`harness.cache_key` = '{key}'",
+                                      order_by=["attributes.start_time DESC"], max_results=50)
+    return [r for r in runs if r.info.status in statuses][:max_results]
+
+
+def find_finished(key: str):
+    runs = find_runs(key)
+    return runs[0] if runs else None
+
+
+@dataclass
+class PhaseRun:
+    run: mlflow.ActiveRun
+    hit: object | None  # the FINISHED run reused instead of computing, if any
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    @property
+    def source_id(self) -> str:
+        """The run that holds this phase's artifacts: the reused one, or this one."""
+        return self.hit.info.run_id if self.hit is not None else self.run.info.run_id
+
+
 @contextlib.contextmanager
 def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params: dict | None = None,
-              tags: dict | None = None):
+              tags: dict | None = None, key: str | None = None, use_cache: bool = True):
     """One MLflow run for one phase, nested under the active run if there is one.
 
-    The run ends FINISHED on success, KILLED on Ctrl-C / SIGTERM and FAILED on any other error,
-    never left RUNNING.
+    With a cache `key`, a FINISHED run of the experiment with that key is reused: the new run is
+    tagged `harness.reused_from` and copies its metrics, and `.hit` tells the phase to load the
+    artifacts from there instead of computing. The run ends FINISHED on success, KILLED on Ctrl-C /
+    SIGTERM and FAILED on any other error, never left RUNNING.
     """
+    hit = find_finished(key) if key and use_cache else None
     all_tags = {"harness.phase": phase, "harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset,
                 **provenance_tags(), **(tags or {})}
+    if key:
+        all_tags["harness.cache_hit" if hit else "harness.cache_key"] = key
+    if hit:
+        all_tags["harness.reused_from"] = hit.info.run_id
     run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None, tags=all_tags)
     try:
         mlflow.log_params({**flat(cfg), **(extra_params or {})})
-        yield run
+        if hit:
+            mlflow.log_metrics(hit.data.metrics)
+        yield PhaseRun(run, hit)
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
@@ -126,9 +182,16 @@ def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params
 
 def log_history(epochs: list[dict[str, float]], run_id: str | None = None) -> None:
     """Per-epoch curves (step = epoch) in as few calls as MLflow allows (1000 metrics per batch)."""
+    log_history_rows(epochs, 1, run_id)
+
+
+def log_history_rows(rows: list[dict[str, float]], first_step: int, run_id: str | None = None) -> None:
+    if not rows:
+        return
     run_id = run_id or mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
-    metrics = [Metric(key, float(value), now, step) for step, row in enumerate(epochs, 1) for key, value in row.items()]
+    metrics = [Metric(key, float(value), now, step)
+               for step, row in enumerate(rows, first_step) for key, value in row.items()]
     client = MlflowClient()
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000], synchronous=True)
@@ -150,10 +213,37 @@ def log_torch(obj, path: str) -> None:
         mlflow.log_artifact(str(target), artifact_path=None if parent == "." else parent)
 
 
+def download(run_id: str, path: str) -> str:
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tempfile.mkdtemp(prefix="harness-"))
+
+
 def load_torch(run_id: str, path: str):
     import torch
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
-    return torch.load(local, map_location="cpu", weights_only=True)
+    return torch.load(download(run_id, path), map_location="cpu", weights_only=True)
+
+
+def log_npz(path: str, **arrays) -> None:
+    import numpy as np
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / Path(path).name
+        np.savez_compressed(target, **arrays)
+        parent = str(Path(path).parent)
+        mlflow.log_artifact(str(target), artifact_path=None if parent == "." else parent)
+
+
+def load_npz(run_id: str, path: str) -> dict:
+    import numpy as np
+    with np.load(download(run_id, path)) as f:
+        return {k: f[k] for k in f.files}
+
+
+def log_image_grid(images_uint8, path: str, nrow: int = 8) -> None:
+    """A grid of uint8 [N, 3, H, W] images as a PNG artifact."""
+    from torchvision.utils import make_grid
+    if len(images_uint8) == 0:
+        return
+    grid = make_grid(images_uint8, nrow=nrow, padding=2, pad_value=255)
+    mlflow.log_image(grid.permute(1, 2, 0).numpy(), path)
 
 
 def csv_text(header: list[str], rows) -> str:

@@ -78,7 +78,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     `on_epoch(epoch, row)` is called after each epoch with its metrics (a sweep reports and prunes there).
     """
     torch.manual_seed(cfg.seed)
-    model = SimpleCNN(n_classes).to(device)
+    model = SimpleCNN(n_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     x, y = x.to(device), y.to(device)
@@ -114,3 +114,117 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
             if on_epoch is not None:
                 on_epoch(epoch, row)
     return model, history
+
+
+# ---------------------------------------------------------------------------------------------
+# WGAN-GP (Gulrajani et al. 2017)
+
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[(||grad critic(x_hat)||_2 - 1)^2] on random interpolates of real and fake samples."""
+    eps = torch.rand(len(real), 1, 1, 1, device=real.device)
+    mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+class WganGp:
+    """The WGAN-GP training state and its epoch loop, so that a run can be checkpointed and resumed.
+
+    One epoch = one pass of the critic over the real images in batches; every `critic_steps`-th
+    critic step is followed by one generator step (the count carries across epochs).
+    """
+
+    def __init__(self, cfg, device: torch.device):
+        from harness.models import Critic, Generator
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(cfg.seed)
+        self.generator = Generator(cfg.latent_dim, cfg.width).to(device)
+        self.critic = Critic(cfg.width).to(device)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, betas=betas)
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.epoch = 0
+        self.critic_iters = 0
+        self.generator_iters = 0
+        # Fixed noise: the sample grids of successive epochs show the same 64 latent points.
+        self.fixed_noise = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, generator=self.gen, device=self.device)
+
+    def train_epoch(self, real_uint8: torch.Tensor) -> dict[str, float]:
+        from harness.models import from_uint8
+        cfg = self.cfg
+        self.generator.train()
+        n_batches = len(real_uint8) // cfg.batch_size  # full batches only: the GP wants equal-size pairs
+        if n_batches == 0:
+            raise HarnessError(f"gan.batch_size ({cfg.batch_size}) is larger than the training set ({len(real_uint8)})")
+        order = torch.randperm(len(real_uint8), generator=self.gen, device=self.device)
+        sums = torch.zeros(4, device=self.device)  # critic loss, wasserstein, gp, generator loss
+        g_steps = 0
+        for i in range(n_batches):
+            real = from_uint8(real_uint8[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]])
+            with torch.no_grad():
+                fake = self.generator(self._noise(len(real)))
+            wasserstein = self.critic(real).mean() - self.critic(fake).mean()
+            gp = gradient_penalty(self.critic, real, fake)
+            loss_d = -wasserstein + cfg.gp_weight * gp
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            sums[:3] += torch.stack([loss_d.detach(), wasserstein.detach(), gp.detach()])
+            self.critic_iters += 1
+            if self.critic_iters % cfg.critic_steps == 0:
+                for p in self.critic.parameters():
+                    p.requires_grad_(False)  # no critic grads needed for the generator step
+                loss_g = -self.critic(self.generator(self._noise(cfg.batch_size))).mean()
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                self.opt_g.step()
+                for p in self.critic.parameters():
+                    p.requires_grad_(True)
+                sums[3] += loss_g.detach()
+                g_steps += 1
+                self.generator_iters += 1
+        self.epoch += 1
+        s = sums.tolist()  # one host sync per epoch
+        row = {"gan/critic_loss": s[0] / n_batches, "gan/wasserstein": s[1] / n_batches,
+               "gan/gradient_penalty": s[2] / n_batches, "gan/generator_iters": float(self.generator_iters)}
+        if g_steps:
+            row["gan/generator_loss"] = s[3] / g_steps
+        return row
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """Generator output for `noise`, in eval mode (batch-norm running statistics), as uint8."""
+        from harness.models import to_uint8
+        self.generator.eval()
+        out = to_uint8(self.generator(noise.to(self.device))).cpu()
+        self.generator.train()
+        return out
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "rng": self.gen.get_state(), "epoch": self.epoch, "critic_iters": self.critic_iters,
+                "generator_iters": self.generator_iters}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.gen.set_state(state["rng"])
+        self.epoch, self.critic_iters, self.generator_iters = state["epoch"], state["critic_iters"], state["generator_iters"]
+
+
+@torch.no_grad()
+def generate(generator: torch.nn.Module, n: int, latent_dim: int, seed: int, device: torch.device,
+             batch: int = 500) -> torch.Tensor:
+    """n uint8 images from a generator, seeded, in eval mode."""
+    from harness.models import to_uint8
+    generator.eval().to(device)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, latent_dim, generator=g)
+    return torch.cat([to_uint8(generator(noise[i:i + batch].to(device))).cpu() for i in range(0, n, batch)])

@@ -26,6 +26,11 @@ def test_preset_and_overrides_are_typed():
     assert cfg.data.n_per_class == 20  # from the preset, untouched
 
 
+def test_several_items_in_one_set():
+    cfg = config.load("tiny", ["classifier.epochs=3  data.seed=4", ""])
+    assert (cfg.classifier.epochs, cfg.data.seed) == (3, 4)
+
+
 def test_preset_by_path(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text("[classifier]\nepochs = 7\n")

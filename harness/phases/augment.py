@@ -1,0 +1,26 @@
+"""Augmented phase: the same SimpleCNN, trained from scratch on real + kept synthetic images, and
+evaluated and logged exactly like the baseline (same metrics and artifacts; see phases/baseline.py),
+plus data/n_real and data/n_synthetic.
+"""
+from __future__ import annotations
+
+import mlflow
+import torch
+
+from harness import tracking
+from harness.config import Config
+from harness.data import Splits
+from harness.phases.baseline import ClassifierResult, fit_and_report, load_model
+
+
+def run(cfg: Config, splits: Splits, synthetic_x: torch.Tensor, synthetic_y: torch.Tensor, device: torch.device,
+        key: str, use_cache: bool = True, extra_params: dict | None = None) -> ClassifierResult:
+    with tracking.phase_run("augmented", cfg, key=key, use_cache=use_cache, extra_params=extra_params) as pr:
+        if pr.hit:
+            return ClassifierResult(pr.source_id, load_model(pr.source_id)[0], dict(pr.hit.data.metrics))
+        x = torch.cat([splits.train_x, synthetic_x])
+        y = torch.cat([splits.train_y, synthetic_y])
+        mlflow.log_metrics({"data/n_real": len(splits.train_x), "data/n_synthetic": len(synthetic_x)})
+        model, m = fit_and_report(cfg, splits, x, y, device, "augmented")
+        return ClassifierResult(pr.run_id, model, m | {"data/n_real": len(splits.train_x),
+                                                       "data/n_synthetic": len(synthetic_x)})

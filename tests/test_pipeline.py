@@ -1,0 +1,205 @@
+"""`harness run` end to end on the tiny preset: the nested run tree, tags, metrics, artifacts,
+phase reuse, an interrupted GAN resumed, and `mlflow run . -e full`."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import invoke
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
+PHASES = ["baseline", "gan", "generate", "pseudolabel", "augmented", "compare"]
+
+
+def _tree_runs(client, parent_id):
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return parent, {r.data.tags["harness.phase"]: r for r in children}
+
+
+def _pipelines(client):
+    exp = client.get_experiment_by_name("harness")
+    return client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pipeline'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def _artifacts(client, run_id, path=""):
+    out = set()
+    for a in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, a.path) if a.is_dir else {a.path}
+    return out
+
+
+def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
+    args = ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES]
+    result = invoke(runner, args)
+    (first,) = _pipelines(client)
+    parent, kids = _tree_runs(client, first.info.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["harness.phase"] == "pipeline"
+    assert parent.info.run_name == "pipeline seed=0"
+    assert sorted(kids) == sorted(PHASES)
+    assert all(k.info.status == "FINISHED" for k in kids.values())
+    assert not any("harness.reused_from" in k.data.tags for k in kids.values())
+
+    # gan: losses per epoch, sample grids, checkpoints carrying their config, loss curves
+    gan = kids["gan"]
+    assert len(client.get_metric_history(gan.info.run_id, "gan/wasserstein")) == 2
+    assert {"gan/critic_loss", "gan/gradient_penalty", "gan/generator_loss"} <= set(gan.data.metrics)
+    arts = _artifacts(client, gan.info.run_id)
+    assert {"samples/epoch_0001.png", "samples/epoch_0002.png", "checkpoints/generator_epoch_0001.pt",
+            "checkpoints/generator_epoch_0002.pt", "checkpoints/training_state.pt", "loss_curves.png"} <= arts
+    ckpt = torch.load(client.download_artifacts(gan.info.run_id, "checkpoints/generator_epoch_0002.pt", str(tmp_path)),
+                      weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["width"] == 8 and ckpt["config"]["critic_steps"] == 2
+
+    # generate: 64 uint8 images + preview
+    gen = kids["generate"]
+    assert {"synthetic.npz", "preview.png"} <= _artifacts(client, gen.info.run_id)
+    synth = np.load(client.download_artifacts(gen.info.run_id, "synthetic.npz", str(tmp_path)))["images"]
+    assert synth.shape == (64, 3, 32, 32) and synth.dtype == np.uint8
+    assert gen.data.params["generate.checkpoint_used"] == "2"
+
+    # pseudolabel: threshold 0 keeps everything; counts add up
+    pl = kids["pseudolabel"].data.metrics
+    assert pl["kept/count"] == 64 and pl["kept/fraction"] == 1.0
+    assert sum(pl[f"kept/{c}/count"] for c in ("airplane", "automobile", "bird")) == 64
+    assert {"kept.npz", "pseudo_labels.csv", "confidence_histogram.png"} <= _artifacts(client, kids["pseudolabel"].info.run_id)
+
+    # augmented: logged exactly like the baseline, plus the data sizes
+    aug, base = kids["augmented"], kids["baseline"]
+    assert aug.data.metrics["data/n_real"] == 60 and aug.data.metrics["data/n_synthetic"] == 64
+    assert set(base.data.metrics) <= set(aug.data.metrics)
+    assert _artifacts(client, base.info.run_id) <= _artifacts(client, aug.info.run_id)
+
+    # compare: augmented minus baseline, and the table ends the terminal output
+    cmp = kids["compare"].data.metrics
+    for key in ("accuracy", "f1_weighted", "airplane/f1", "automobile/f1", "bird/f1"):
+        want = aug.data.metrics[f"test/{key}"] - base.data.metrics[f"test/{key}"]
+        assert abs(cmp[f"delta/{key}"] - want) < 1e-9, key
+    assert "comparison.md" in _artifacts(client, kids["compare"].info.run_id)
+    lines = result.output.strip().splitlines()
+    assert lines[-14] == "| Metric | Baseline | Augmented | Difference |" and lines[-1].startswith("| bird F1 |")
+    assert abs(parent.data.metrics["delta/accuracy"] - cmp["delta/accuracy"]) < 1e-12
+
+    # An identical rerun reuses every phase and reports the same numbers, in seconds.
+    t = time.perf_counter()
+    invoke(runner, args)
+    second = _pipelines(client)[-1]
+    _, kids2 = _tree_runs(client, second.info.run_id)
+    assert time.perf_counter() - t < 30
+    assert sorted(kids2) == sorted(PHASES)
+    for phase, run in kids2.items():
+        assert run.data.tags["harness.reused_from"] == kids[phase].info.run_id, phase
+    assert second.data.metrics["delta/accuracy"] == parent.data.metrics["delta/accuracy"]
+
+    # A changed downstream setting recomputes only what depends on it.
+    invoke(runner, args + ["--set", "pseudolabel.threshold=0.5"])
+    _, kids3 = _tree_runs(client, _pipelines(client)[-1].info.run_id)
+    reused = {p for p, r in kids3.items() if "harness.reused_from" in r.data.tags}
+    assert reused == {"baseline", "gan", "generate"}
+
+    # --no-cache recomputes everything.
+    invoke(runner, args + ["--no-cache"])
+    _, kids4 = _tree_runs(client, _pipelines(client)[-1].info.run_id)
+    assert not any("harness.reused_from" in r.data.tags for r in kids4.values())
+
+
+def test_phases_one_by_one_then_run_reuses_them(runner, client, tree):
+    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
+    for cmd in ["baseline", "gan", "generate", "pseudolabel", "augment"]:
+        invoke(runner, [cmd, *common])
+    out = invoke(runner, ["run", *common]).output
+    (pipe,) = _pipelines(client)
+    _, kids = _tree_runs(client, pipe.info.run_id)
+    assert {p for p, r in kids.items() if "harness.reused_from" in r.data.tags} == set(PHASES) - {"compare"}
+    assert "| Accuracy |" in out
+    # compare by parent and by explicit runs
+    out = invoke(runner, ["compare", "--parent", pipe.info.run_id]).output
+    assert "| Accuracy |" in out
+    out = invoke(runner, ["compare", "--baseline", kids["baseline"].info.run_id,
+                          "--augmented", kids["augmented"].info.run_id]).output
+    assert out.strip().splitlines()[-1].startswith("| bird F1 |")
+
+
+def test_phase_without_upstream_says_what_to_run(runner, client, tree):
+    result = invoke(runner, ["generate", "--preset", "tiny", "--data-dir", tree], ok=False)
+    assert result.exit_code == 2
+    assert "no finished gan run for this config" in result.output and "harness gan" in result.output
+
+
+def test_compare_refuses_different_data(runner, client, tree):
+    common = ["--preset", "tiny", "--data-dir", tree]
+    invoke(runner, ["baseline", *common, *CLASSES])
+    invoke(runner, ["baseline", *common, "--set", "data.classes=airplane,automobile,cat"])
+    a, b = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
+    result = invoke(runner, ["compare", "--baseline", a.info.run_id, "--augmented", b.info.run_id], ok=False)
+    assert result.exit_code == 2 and "different data" in result.output and "data.classes" in result.output
+
+
+def _env(tracking_uri, tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, HARNESS_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONUNBUFFERED="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
+    return env
+
+
+def test_interrupted_gan_is_killed_then_resumed(runner, client, tree, tracking_uri, tmp_path):
+    gan_args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, "--set", "gan.epochs=400",
+                "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=100"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "gan", *gan_args], cwd=tmp_path,
+                            env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    run_id = None
+    while time.time() < deadline:  # wait until the run has checkpointed at least twice
+        exp = client.get_experiment_by_name("harness")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs:
+            run_id = runs[0].info.run_id
+            ckpts = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+            if "checkpoints/generator_epoch_0040.pt" in ckpts:
+                break
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode != 0
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED", out
+    done_before = len(client.get_metric_history(run_id, "gan/wasserstein"))
+    assert 40 <= done_before < 400
+
+    invoke(runner, ["gan", "--resume", *gan_args])
+    exp = client.get_experiment_by_name("harness")
+    resumed = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")[0]
+    assert resumed.data.tags["harness.resumed_from"] == run_id
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "gan/wasserstein")]
+    assert sorted(steps) == list(range(1, 401))  # the killed run's epochs carried over, none twice
+    ckpts = {a.path for a in client.list_artifacts(resumed.info.run_id, "checkpoints")}
+    assert {"checkpoints/generator_epoch_0020.pt", "checkpoints/generator_epoch_0400.pt"} <= ckpts
+    assert resumed.data.metrics["gan/epochs"] == 400
+
+
+def test_mlflow_run_full_entry_point(client, tree, tracking_uri, tmp_path):
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow_bin), "run", str(ROOT), "-e", "full", "--env-manager", "local", "--experiment-name", "harness",
+           "-P", "preset=tiny", "-P", f"data_dir={tree}", "-P", "overrides=data.classes=airplane,bird gan.epochs=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tracking_uri, tmp_path), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = client.get_experiment_by_name("harness")
+    runs = client.search_runs([exp.experiment_id])
+    tops = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # The run `mlflow run` started is the pipeline parent, not a sibling of it.
+    assert len(tops) == 1, [(r.info.run_name, r.data.tags.get("harness.phase")) for r in runs]
+    (top,) = tops
+    assert top.data.tags["harness.phase"] == "pipeline" and top.info.status == "FINISHED"
+    assert top.data.tags.get("mlflow.project.entryPoint") == "full"
+    assert {r.data.tags["harness.phase"] for r in runs if r is not top} == set(PHASES)
+    assert top.data.params["data.classes"] == "airplane,bird" and top.data.params["gan.epochs"] == "1"
