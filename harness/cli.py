@@ -197,38 +197,87 @@ def augment(preset, overrides, data_dir, experiment, no_cache, pseudolabel_run):
 
 
 @main.command()
-@click.option("--parent", default=None, metavar="RUN_ID", help="A pipeline parent run: compare its children.")
+@click.option("--parent", default=None, metavar="RUN_ID", help="A pipeline run (one pair) or a multi-seed study run.")
 @click.option("--baseline", "baseline_id", default=None, metavar="RUN_ID", help="Baseline run (with --augmented).")
 @click.option("--augmented", "augmented_id", default=None, metavar="RUN_ID", help="Augmented run (with --baseline).")
-@click.option("--experiment", "-e", default="harness", show_default=True, help="MLflow experiment for the compare run.")
-def compare(parent, baseline_id, augmented_id, experiment):
-    """Augmented minus baseline for every test metric; logs a compare run with comparison.md/json/png."""
+@click.option("--filter", "filter_string", default=None, metavar="MLFLOW_FILTER",
+              help="Pool every finished pipeline of --experiment matching this MLflow filter, "
+                   "e.g. \"params.preset = 'cpu'\".")
+@click.option("--experiment", "-e", default="harness", show_default=True,
+              help="Experiment to search (with --filter) and to log the compare run in.")
+def compare(parent, baseline_id, augmented_id, filter_string, experiment):
+    """Augmented vs baseline: deltas, per-arm mean ± std over seeds, paired t-test, Wilcoxon,
+    McNemar per pair, and a verdict. Logs a compare run with comparison.md / .json / .png.
+
+    \b
+    harness compare --parent STUDY_OR_PIPELINE_RUN_ID
+    harness compare --baseline RUN_ID --augmented RUN_ID
+    harness compare --filter "params.preset = 'cpu'"
+    """
     from harness import compare as cmp, config as cfgmod, tracking
     from harness.phases import compare as phase
-    if bool(parent) == bool(baseline_id or augmented_id) or (not parent and not (baseline_id and augmented_id)):
-        raise HarnessError("give either --parent RUN_ID, or both --baseline RUN_ID and --augmented RUN_ID")
+    chosen = [bool(parent), bool(baseline_id or augmented_id), filter_string is not None]
+    if sum(chosen) != 1 or (chosen[1] and not (baseline_id and augmented_id)):
+        raise HarnessError("give exactly one of: --parent RUN_ID; --baseline RUN_ID --augmented RUN_ID; --filter EXPR")
     tracking.configure(experiment)
-    if parent:
-        base, aug = cmp.runs_of_pipeline(parent)
-    else:
-        base, aug = cmp.get_run(baseline_id), cmp.get_run(augmented_id)
-    cmp.check_comparable(base, aug)
-    cfg = cfgmod.Config(preset=base.data.tags.get("harness.preset", "unknown"))
-    result = phase.run(cfg, base.data.metrics, aug.data.metrics, cmp.classes_of(base), use_cache=False,
-                       extra_params={"compare.baseline_run": base.info.run_id,
-                                     "compare.augmented_run": aug.info.run_id})
-    click.echo(f"compare run {result.run_id}: baseline {base.info.run_id} vs augmented {aug.info.run_id}\n")
-    click.echo(result.table_md, nl=False)
+    pairs = cmp.pairs_for(parent, baseline_id, augmented_id, experiment, filter_string)
+    report = cmp.seed_report(pairs)
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
+    cfg = cfgmod.Config(preset=pairs[0].baseline.data.tags.get("harness.preset", "unknown"))
+    if report.n == 1:
+        base, aug = pairs[0].baseline, pairs[0].augmented
+        single = phase.run(cfg, base.data.metrics, aug.data.metrics, cmp.classes_of(base), use_cache=False,
+                           extra_params={"compare.baseline_run": base.info.run_id,
+                                         "compare.augmented_run": aug.info.run_id})
+        click.echo(f"compare run {single.run_id}: baseline {base.info.run_id} vs augmented {aug.info.run_id}\n")
+        _, b, c, p = report.mcnemar[0]
+        click.echo(f"McNemar: baseline-only correct {b}, augmented-only correct {c}, p = {p:.3g}; "
+                   f"verdict: {report.verdict()}\n")
+        click.echo(single.table_md, nl=False)
+        return
+    run_id = phase.run_report(cfg, report)
+    click.echo(f"compare run {run_id}: {report.n} pairs\n")
+    click.echo(report.markdown(), nl=False)
 
 
 @main.command(name="run")
 @common
 @cache_options
 @click.option("--resume", is_flag=True, help="Continue an interrupted gan phase from its last checkpoint.")
-def run_(preset, overrides, data_dir, experiment, no_cache, resume):
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Run N paired pipelines (seeds 0..N-1) under one study run, then compare them.")
+@click.option("--seed-list", default=None, metavar="0,1,2", help="Like --seeds, with these seeds.")
+@click.option("--share-gan", is_flag=True, help="With several seeds: train one GAN (on the first seed's images) "
+              "and use it for every seed. Cheaper; the report says so.")
+def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_list, share_gan):
     """The whole study as nested runs under one parent: baseline, gan, generate, pseudolabel,
-    augmented, compare. Finished phases with the same config and code are reused."""
+    augmented, compare. Finished phases with the same config and code are reused.
+
+    With --seeds N / --seed-list, N paired pipelines run under one study run and the comparator
+    tells a real delta from seed noise (mean ± std, 95% CI, paired t, Wilcoxon, McNemar).
+    """
+    if seeds and seed_list:
+        raise HarnessError("give --seeds N or --seed-list a,b,c, not both")
+    seed_values = None
+    if seed_list:
+        try:
+            seed_values = [int(v) for v in seed_list.split(",") if v.strip()]
+        except ValueError:
+            raise HarnessError(f"--seed-list takes comma-separated integers, got {seed_list!r}") from None
+        if len(set(seed_values)) != len(seed_values) or not seed_values:
+            raise HarnessError(f"--seed-list needs distinct seeds, got {seed_list!r}")
+    elif seeds:
+        seed_values = list(range(seeds))
+    if share_gan and not seed_values:
+        raise HarnessError("--share-gan needs --seeds or --seed-list")
     cfg, device = _setup(preset, overrides, experiment)
+    if seed_values:
+        study_id, results, report, _ = pipeline.run_seeds(cfg, seed_values, data_dir, device, use_cache=not no_cache,
+                                                          resume=resume, share_gan=share_gan)
+        click.echo(f"\nstudy run {study_id}: {len(results)} pipelines")
+        click.echo(report.markdown(), nl=False)
+        return
     splits = _load_data(cfg, data_dir, device)
     result = pipeline.run(cfg, splits, device, use_cache=not no_cache, resume=resume)
     per_class = ", ".join(f"{c} {int(result.kept[f'kept/{c}/count'])}" for c in cfg.data.classes)

@@ -15,7 +15,7 @@ import mlflow
 import torch
 
 from harness import tracking
-from harness.config import Config, config_hash
+from harness.config import Config, apply, config_hash
 from harness.data import Splits
 from harness.errors import HarnessError
 from harness.phases import augment, baseline, compare as compare_phase, gan, generate, pseudolabel
@@ -31,14 +31,19 @@ GRAPH = {
 }
 
 
-def phase_key(phase: str, cfg: Config, pinned: dict[str, str] | None = None) -> str:
-    """Cache key of `phase`. `pinned` maps an upstream phase to an explicit run id given by the user,
-    which then stands in for that phase's key."""
-    pinned = pinned or {}
+def phase_key(phase: str, cfg: Config, fixed: dict[str, str] | None = None) -> str:
+    """Cache key of `phase`. `fixed` maps an upstream phase to a key that stands in for the one
+    this config would give it: `run:<id>` for a run the user named, or a shared GAN's key."""
+    fixed = fixed or {}
     sections, upstream = GRAPH[phase]
     parts = [phase, config_hash(cfg, sections), tracking.code_version()]
-    parts += [f"run:{pinned[u]}" if u in pinned else phase_key(u, cfg, pinned) for u in upstream]
+    parts += [fixed[u] if u in fixed else phase_key(u, cfg, fixed) for u in upstream]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def seeded(cfg: Config, seed: int) -> Config:
+    """The config of one seed of a multi-seed study: every seed of the study set to `seed`."""
+    return apply(cfg, {"data.seed": seed, "classifier.seed": seed, "gan.seed": seed, "generate.seed": seed})
 
 
 def upstream_run(phase: str, cfg: Config, run_id: str | None, command: str) -> str:
@@ -62,8 +67,12 @@ class PipelineResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = True, resume: bool = False) -> PipelineResult:
-    keys = {p: phase_key(p, cfg) for p in GRAPH}
+def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = True, resume: bool = False,
+        gan_cfg: Config | None = None, gan_splits: Splits | None = None, note: str = "") -> PipelineResult:
+    """One pipeline under one parent run. `gan_cfg`/`gan_splits` let several seeds share one GAN."""
+    gan_cfg, gan_splits = gan_cfg or cfg, gan_splits or splits
+    fixed = {"gan": phase_key("gan", gan_cfg)}
+    keys = {p: fixed.get(p) or phase_key(p, cfg, fixed) for p in GRAPH}
     seconds: dict[str, float] = {}
 
     def timed(name, fn):
@@ -75,10 +84,12 @@ def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = Tru
         click.echo(f"   {name}: {seconds[name]:.1f} s{reused}", err=True)
         return out
 
-    with tracking.phase_run("pipeline", cfg, run_name=f"pipeline seed={cfg.data.seed}") as parent:
+    with tracking.phase_run("pipeline", cfg, run_name=f"pipeline seed={cfg.data.seed}",
+                            extra_params={"pipeline.gan_shared": gan_cfg is not cfg}) as parent:
         mlflow.set_tag("harness.data_source", splits.source)
         base = timed("baseline", lambda: baseline.run(cfg, splits, device, key=keys["baseline"], use_cache=use_cache))
-        g = timed("gan", lambda: gan.run(cfg, splits, device, key=keys["gan"], use_cache=use_cache, resume=resume))
+        g = timed("gan", lambda: gan.run(gan_cfg, gan_splits, device, key=keys["gan"], use_cache=use_cache,
+                                         resume=resume))
         gen = timed("generate", lambda: generate.run(cfg, g.run_id, device, key=keys["generate"], use_cache=use_cache))
         pl = timed("pseudolabel", lambda: pseudolabel.run(cfg, base.run_id, gen.images, splits.classes, device,
                                                           key=keys["pseudolabel"], use_cache=use_cache,
@@ -98,8 +109,40 @@ def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = Tru
                     **kept, **{f"time/{k}_seconds": v for k, v in seconds.items()}}
         mlflow.log_metrics(headline)
         mlflow.log_text(cmp.table_md, "comparison.md")
-        mlflow.set_tag("mlflow.note.content", _description(cfg, headline, cmp.table_md))
+        mlflow.set_tag("mlflow.note.content", _description(cfg, headline, cmp.table_md) + note)
     return PipelineResult(parent.run_id, base.metrics, aug.metrics, kept, cmp.table_md, seconds)
+
+
+def run_seeds(cfg: Config, seeds: list[int], data_dir, device: torch.device, use_cache: bool = True,
+              resume: bool = False, share_gan: bool = False):
+    """Paired pipelines, one per seed, under one `study` parent run; then the seed statistics.
+
+    Baseline and augmented of a pair share the seed's data draw. With `share_gan`, one GAN (trained
+    on the first seed's images) serves every seed: cheaper, but then the GAN's own seed noise is not
+    in the spread, and the report says so.
+    """
+    from harness import compare, data
+    from harness.phases import compare as compare_phase
+    first = seeded(cfg, seeds[0])
+    first_splits = data.load_splits(first.data, data_dir)
+    results = []
+    with tracking.phase_run("study", cfg, run_name=f"study {cfg.preset} seeds={','.join(map(str, seeds))}",
+                            extra_params={"study.seeds": ",".join(map(str, seeds)), "study.share_gan": share_gan}) as study:
+        for seed in seeds:
+            cfg_s = seeded(cfg, seed)
+            splits = first_splits if seed == seeds[0] else data.load_splits(cfg_s.data, data_dir)
+            click.echo(f"=== seed {seed}", err=True)
+            note = f"\n\nGAN shared across seeds: trained once on seed {seeds[0]}'s images." if share_gan else ""
+            results.append(run(cfg_s, splits, device, use_cache, resume,
+                               gan_cfg=first if share_gan else None,
+                               gan_splits=first_splits if share_gan else None, note=note))
+        report = compare.seed_report(compare.pairs_of_study(study.run_id), share_gan=share_gan)
+        cmp = compare_phase.run_report(cfg, report)
+        mlflow.log_metrics(report.headline())
+        mlflow.log_text(report.markdown(), "comparison.md")
+        mlflow.set_tag("mlflow.note.content", f"**Study** of {len(seeds)} paired seeds, preset `{cfg.preset}`.\n\n"
+                       + report.markdown())
+    return study.run_id, results, report, cmp
 
 
 def _last_child(phase: str):

@@ -5,6 +5,7 @@ MLflow call costs ~10 ms on SQLite).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -75,8 +76,10 @@ def configure(experiment: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # What produced a result
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """Hash of the package source: unlike a git commit, it also changes with uncommitted edits."""
+    """Hash of the package source: unlike a git commit, it also changes with uncommitted edits.
+    Read once per process: it names the code that was imported, even if files change meanwhile."""
     h = hashlib.sha256()
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())

@@ -33,3 +33,15 @@ def run(cfg: Config, base_metrics: dict, aug_metrics: dict, classes, key: str | 
                                         for k, _, b, a in table]}, "comparison.json")
             tracking.log_figure(compare.figure(table, classes), "comparison.png")
         return CompareResult(pr.source_id, md, deltas)
+
+
+def run_report(cfg: Config, report: compare.SeedReport, extra_params: dict | None = None) -> str:
+    """A compare run for several paired seeds: comparison.md / .json / .png and the statistics as metrics."""
+    with tracking.phase_run("compare", cfg, run_name=f"compare {report.n} seeds",
+                            extra_params={"compare.seeds": ",".join(report.seeds), **(extra_params or {})}) as pr:
+        mlflow.log_metrics(report.headline())
+        mlflow.log_text(report.markdown(), "comparison.md")
+        tracking.log_json(report.to_json(), "comparison.json")
+        tracking.log_figure(compare.seed_figure(report), "comparison.png")
+        mlflow.set_tag("harness.verdict", report.verdict())
+        return pr.run_id

@@ -1,0 +1,118 @@
+"""The comparator's statistics on constructed inputs with known answers, run filters, refusals,
+and a tiny two-seed study compared end to end."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import invoke
+from harness import compare
+from harness.compare import SeedReport, Stat
+
+CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
+
+
+def _report(base, aug, mcn=None):
+    seeds = [str(i) for i in range(len(base))]
+    return SeedReport(seeds, [Stat("Accuracy", base, aug, True)], mcn or [(s, 10, 10, 1.0) for s in seeds], True, [])
+
+
+def test_identical_arms_show_no_difference():
+    acc = [0.85, 0.86, 0.84, 0.87, 0.855]
+    r = _report(acc, list(acc))
+    t = r.stats[0].tests()
+    assert t["delta_mean"] == 0 and t["t_p"] == 1.0 and t["ci_low"] == t["ci_high"] == 0
+    assert r.verdict().startswith("no significant difference")
+
+
+def test_clear_shift_is_significant_and_matches_scipy():
+    rng = np.random.default_rng(0)
+    base = list(0.85 + rng.normal(0, 0.005, 8))
+    aug = [b + 0.02 + e for b, e in zip(base, rng.normal(0, 0.003, 8))]
+    r = _report(base, aug)
+    t = r.stats[0].tests()
+    want = stats.ttest_rel(aug, base)
+    assert t["t_p"] == pytest.approx(want.pvalue) and t["t_p"] < 1e-4
+    ci = want.confidence_interval(0.95)
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert t["ci_low"] > 0 and t["delta_mean"] == pytest.approx(np.mean(np.subtract(aug, base)))
+    assert t["wilcoxon_p"] == pytest.approx(stats.wilcoxon(aug, base).pvalue) and t["wilcoxon_p"] < 0.05
+    assert r.verdict().startswith("significant gain")
+    assert _report(aug, base).verdict().startswith("significant loss")
+    md = r.markdown()
+    assert "| Accuracy (%) |" in md and "**Verdict**" in md
+
+
+def test_noise_without_shift_is_not_significant():
+    rng = np.random.default_rng(1)
+    base = list(0.85 + rng.normal(0, 0.01, 5))
+    aug = list(0.85 + rng.normal(0, 0.01, 5))
+    r = _report(base, aug)
+    assert r.stats[0].tests()["t_p"] > 0.05
+    assert r.verdict().startswith("no significant difference")
+    assert "smallest possible p = 0.0625" in r.markdown()
+
+
+def test_mcnemar_counts_discordant_pairs():
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    base = np.stack([np.arange(8), labels, np.array([0, 1, 2, 0, 1, 2, 1, 2])], 1)  # wrong on the last two
+    aug = np.stack([np.arange(8), labels, np.array([0, 1, 2, 1, 1, 0, 0, 1])], 1)  # wrong on 3, 5; right on 6, 7
+    b, c, p = compare.mcnemar(base, aug)
+    assert (b, c) == (2, 2) and p == pytest.approx(1.0)
+    many = np.stack([np.arange(40), np.zeros(40, int), np.r_[np.ones(20, int), np.zeros(20, int)]], 1)
+    right = np.stack([np.arange(40), np.zeros(40, int), np.zeros(40, int)], 1)
+    b, c, p = compare.mcnemar(many, right)
+    assert (b, c) == (0, 20) and p == pytest.approx(stats.binomtest(20, 20, 0.5).pvalue) and p < 1e-5
+    r = SeedReport(["0"], [Stat("Accuracy", [0.5], [1.0], True)], [("0", b, c, p)], False, [])
+    assert r.verdict().startswith("significant gain (one seed only: McNemar")
+
+
+def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
+    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
+    out = invoke(runner, ["run", *common, "--seeds", "2", "--share-gan"]).output
+    exp = client.get_experiment_by_name("harness")
+    (study,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'study'")
+    pipes = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{study.info.run_id}'")
+    phases = sorted(r.data.tags["harness.phase"] for r in pipes)
+    assert phases == ["compare", "pipeline", "pipeline"]
+    seeds = sorted(r.data.params["data.seed"] for r in pipes if r.data.tags["harness.phase"] == "pipeline")
+    assert seeds == ["0", "1"]
+    # One GAN served both seeds: the second pipeline's gan child reuses the first one's.
+    gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'gan'")
+    assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
+    assert "Paired seeds: n = 2 (0, 1); GAN shared across seeds" in out and "**Verdict**" in out
+    assert study.data.metrics["study/n_seeds"] == 2
+    (cmp_run,) = [r for r in pipes if r.data.tags["harness.phase"] == "compare"]
+    local = client.download_artifacts(cmp_run.info.run_id, "", str(tmp_path / "dl"))
+    report = json.load(open(f"{local}/comparison.json"))
+    assert report["seeds"] == ["0", "1"] and report["share_gan"] is True
+    acc = report["metrics"][0]
+    assert acc["delta_mean"] == pytest.approx(np.mean(np.subtract(acc["augmented"], acc["baseline"])))
+    assert len(report["mcnemar"]) == 2 and {"comparison.md", "comparison.png"} <= set(__import__("os").listdir(local))
+
+    # The same two pipelines, found again by parent and by filter.
+    out = invoke(runner, ["compare", "--parent", study.info.run_id]).output
+    assert "Paired seeds: n = 2" in out
+    out = invoke(runner, ["compare", "--filter", "params.`data.seed` = '1'"]).output
+    assert "McNemar:" in out and "| Accuracy |" in out  # one pair: the single-run table
+    result = invoke(runner, ["compare", "--filter", "params.`data.seed` = '7'"], ok=False)
+    assert result.exit_code == 2 and "no finished pipeline runs" in result.output
+
+
+def test_pooling_refuses_different_data_configs(runner, client, tree):
+    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
+    invoke(runner, ["run", *common])
+    invoke(runner, ["run", *common, "--set", "data.n_per_class=15"])
+    result = invoke(runner, ["compare", "--filter", "params.preset = 'tiny'"], ok=False)
+    assert result.exit_code == 2
+    assert "different data configs" in result.output and "data.n_per_class = 20 vs 15" in result.output
+
+
+def test_compare_argument_errors(runner, client):
+    result = invoke(runner, ["compare", "--baseline", "abc"], ok=False)
+    assert result.exit_code == 2 and "give exactly one of" in result.output
+    result = invoke(runner, ["compare", "--parent", "0123456789abcdef0123456789abcdef"], ok=False)
+    assert result.exit_code == 2 and "no run" in result.output
+    result = invoke(runner, ["run", "--preset", "tiny", "--seeds", "2", "--seed-list", "1,2"], ok=False)
+    assert result.exit_code == 2 and "not both" in result.output
