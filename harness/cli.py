@@ -269,9 +269,12 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
             raise HarnessError(f"--seed-list needs distinct seeds, got {seed_list!r}")
     elif seeds:
         seed_values = list(range(seeds))
-    if share_gan and not seed_values:
-        raise HarnessError("--share-gan needs --seeds or --seed-list")
     cfg, device = _setup(preset, overrides, experiment)
+    if seed_values is None and cfg.study.seeds > 1:
+        seed_values = list(range(cfg.study.seeds))
+    share_gan = share_gan or cfg.study.share_gan
+    if share_gan and not seed_values:
+        raise HarnessError("--share-gan needs --seeds or --seed-list (or study.seeds > 1)")
     if seed_values:
         study_id, results, report, _ = pipeline.run_seeds(cfg, seed_values, data_dir, device, use_cache=not no_cache,
                                                           resume=resume, share_gan=share_gan)
@@ -284,3 +287,25 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     click.echo(f"\npipeline run {result.run_id}: kept {int(result.kept['kept/count'])} synthetic images ({per_class})")
     click.echo("phase seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + "\n")
     click.echo(result.table_md, nl=False)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 127.0.0.1 keeps it private.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--experiment", "-e", default="harness", show_default=True, help="Experiment whose runs table to open.")
+def ui(host, port, experiment):
+    """Start the MLflow UI on the harness's tracking store (MLFLOW_TRACKING_URI, default
+    sqlite:///mlflow.db) and print the address of the experiment's runs table."""
+    import subprocess
+    import sys
+    from harness import tracking
+    exp_id = tracking.configure(experiment)
+    uri = tracking.tracking_uri()
+    if not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql")) and "://" in uri:
+        raise HarnessError(f"{uri} is a tracking server already: open it in a browser instead")
+    click.echo(f"MLflow UI over {uri}\nruns table: http://{host}:{port}/#/experiments/{exp_id}/runs\n(Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    try:
+        raise SystemExit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise SystemExit(0)

@@ -174,7 +174,8 @@ def check_pairs(pairs: list[Pair]) -> list[str]:
 def predictions(run) -> "np.ndarray":
     import numpy as np
     from harness import tracking
-    path = tracking.download(run.info.run_id, "predictions.csv")
+    # A reused run holds no artifacts of its own: they are in the run it reused.
+    path = tracking.download(run.data.tags.get("harness.reused_from", run.info.run_id), "predictions.csv")
     return np.loadtxt(path, delimiter=",", skiprows=1, usecols=(0, 1, 2), dtype=np.int64).reshape(-1, 3)
 
 

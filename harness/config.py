@@ -65,6 +65,12 @@ class PseudolabelConfig:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    seeds: int = 1  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` a multi-seed study
+    share_gan: bool = False  # one GAN (trained on seed 0's images) serves every seed
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "reference"  # name of the preset this config came from (not hashed)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not hashed: it names where, not what)
@@ -73,6 +79,7 @@ class Config:
     gan: GanConfig = field(default_factory=GanConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 UNHASHED = {"preset", "device"}
@@ -149,7 +156,7 @@ def _coerce(key: str, typ, value):
 def _check_ranges(cfg: Config) -> None:
     positive = ["data.n_per_class", "classifier.epochs", "classifier.batch_size", "gan.epochs",
                 "gan.width", "gan.latent_dim", "gan.batch_size", "gan.critic_steps",
-                "gan.sample_every", "gan.checkpoint_every", "generate.n_samples"]
+                "gan.sample_every", "gan.checkpoint_every", "generate.n_samples", "study.seeds"]
     values = {k: v for k, v in _flat_values(cfg).items()}
     for key in positive:
         if values[key] <= 0:

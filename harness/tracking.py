@@ -114,6 +114,12 @@ def provenance_tags() -> dict[str, str]:
 # Runs
 
 _experiment_id: str | None = None
+NOTE = "mlflow.note.content"  # the run description the MLflow UI shows, in Markdown
+
+
+def describe(markdown: str) -> None:
+    """The active run's description: what the phase did and its headline figures."""
+    mlflow.set_tag(NOTE, markdown)
 
 
 def experiment_id() -> str:
@@ -172,6 +178,8 @@ def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params
         mlflow.log_params({**flat(cfg), **(extra_params or {})})
         if hit:
             mlflow.log_metrics(hit.data.metrics)
+            describe(f"Reused: identical config, inputs and code as run `{hit.info.run_id}`, whose artifacts "
+                     f"this phase used.\n\n{hit.data.tags.get(NOTE, '')}")
         yield PhaseRun(run, hit)
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")

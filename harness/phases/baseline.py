@@ -47,6 +47,13 @@ def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor
                     "predictions.csv")
     tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                         "config": asdict(cfg), "classes": list(splits.classes)}, "model/model.pt")
+    n_syn = len(x) - len(splits.train_x)
+    per_class = ", ".join(f"{c} {ev.metrics[f'test/{c}/f1']:.3f}" for c in splits.classes)
+    tracking.describe(f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
+                      f"{f' + {n_syn} synthetic' if n_syn else ''} images for {cfg.classifier.epochs} epochs "
+                      f"(augment={cfg.classifier.augment}).\n\nTest accuracy **{100 * ev.metrics['test/accuracy']:.2f}%**, "
+                      f"weighted F1 **{ev.metrics['test/f1_weighted']:.4f}**; per-class F1: {per_class}. "
+                      f"See confusion_matrix.png and classification_report.txt.")
     return model, ev.metrics
 
 

@@ -32,6 +32,8 @@ def run(cfg: Config, base_metrics: dict, aug_metrics: dict, classes, key: str | 
             tracking.log_json({"rows": [{"metric": k, "baseline": b, "augmented": a, "difference": a - b}
                                         for k, _, b, a in table]}, "comparison.json")
             tracking.log_figure(compare.figure(table, classes), "comparison.png")
+            tracking.describe(f"**compare**: augmented minus baseline, accuracy {100 * deltas['delta/accuracy']:+.2f} "
+                              f"points, weighted F1 {deltas['delta/f1_weighted']:+.4f}.\n\n{md}")
         return CompareResult(pr.source_id, md, deltas)
 
 
@@ -44,4 +46,5 @@ def run_report(cfg: Config, report: compare.SeedReport, extra_params: dict | Non
         tracking.log_json(report.to_json(), "comparison.json")
         tracking.log_figure(compare.seed_figure(report), "comparison.png")
         mlflow.set_tag("harness.verdict", report.verdict())
+        tracking.describe(f"**compare** over {report.n} paired seeds.\n\n{report.markdown()}")
         return pr.run_id

@@ -109,9 +109,14 @@ def _train(cfg: Config, splits: Splits, device: torch.device, state: dict | None
                 checkpoint()
             bar.current_item = f"W {row['gan/wasserstein']:.3f}  G iters {trainer.generator_iters}"
             bar.update(1)
-    mlflow.log_metrics({"gan/epochs": trainer.epoch, "gan/seconds": time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    mlflow.log_metrics({"gan/epochs": trainer.epoch, "gan/seconds": seconds,
                         "gan/generator_iters_total": trainer.generator_iters})
     tracking.log_figure(loss_figure(history), "loss_curves.png")
+    tracking.describe(f"**gan**: WGAN-GP, DCGAN width {g.width}, {trainer.epoch} epochs = {trainer.generator_iters} "
+                      f"generator iterations ({g.critic_steps} critic steps each), {seconds:.0f} s this session. "
+                      f"Final Wasserstein estimate {history[-1]['gan/wasserstein']:.3f}.\n\n"
+                      f"Samples from fixed noise: `samples/epoch_{trainer.epoch:04d}.png`; loss curves: `loss_curves.png`.")
 
 
 def run(cfg: Config, splits: Splits, device: torch.device, key: str, use_cache: bool = True,

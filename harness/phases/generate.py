@@ -35,4 +35,6 @@ def run(cfg: Config, gan_run_id: str, device: torch.device, key: str, use_cache:
         mlflow.log_metrics({"generate/n_samples": len(images), "generate/checkpoint_epoch": ckpt["epoch"]})
         tracking.log_npz("synthetic.npz", images=images.numpy())
         tracking.log_image_grid(images[:64], "preview.png")
+        tracking.describe(f"**generate**: {len(images)} images from the epoch-{ckpt['epoch']} generator of gan run "
+                          f"`{gan_run_id}` (noise seed {cfg.generate.seed}). `synthetic.npz`, `preview.png`.")
         return GenerateResult(pr.run_id, images)

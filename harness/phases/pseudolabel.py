@@ -72,4 +72,8 @@ def run(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, dev
                             "confidence_histogram.png")
         for i, name in enumerate(classes):
             tracking.log_image_grid(images[labels == i][:64], f"kept/{name}.png")
+        per_class = ", ".join(f"{c} {m[f'kept/{c}/count']}" for c in classes)
+        tracking.describe(f"**pseudolabel**: the baseline labelled {len(keep)} synthetic images and kept "
+                          f"**{m['kept/count']}** ({100 * m['kept/fraction']:.1f}%) with confidence >= "
+                          f"{cfg.pseudolabel.threshold}: {per_class}. See confidence_histogram.png and kept/.")
         return PseudolabelResult(pr.run_id, images, labels, m)

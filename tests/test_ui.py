@@ -1,0 +1,83 @@
+"""The MLflow UI as a user sees it: `harness ui` serves a tiny pipeline's store, and headless
+Chromium renders the runs table, the pipeline run's page and the GAN's sample-grid artifact."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import invoke
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _browser():
+    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
+        pytest.skip("no Chromium on this machine (apt-get install chromium); the UI test needs a real browser")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dump(browser, url, profile: Path) -> str:
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+           "--virtual-time-budget=20000", "--dump-dom", url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, tmp_path):
+    browser = _browser()
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird"])
+    exp = client.get_experiment_by_name("harness")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pipeline'")
+    (gan,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'gan'")
+
+    port = _free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri)
+    server = subprocess.Popen([sys.executable, "-m", "harness", "ui", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/health", timeout=2).read() == b"OK":
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            assert time.time() < deadline, "mlflow server did not come up in 90 s"
+            time.sleep(0.5)
+        exp_url = f"{base}/#/experiments/{exp.experiment_id}"
+
+        runs_page = _dump(browser, f"{exp_url}/runs", tmp_path / "p1")
+        assert "pipeline seed=0" in runs_page
+
+        run_page = _dump(browser, f"{exp_url}/runs/{parent.info.run_id}", tmp_path / "p2")
+        text = " ".join(run_page.split())
+        assert "Child runs" in text
+        for name in ("baseline", "gan", "generate", "pseudolabel", "augmented", "compare"):
+            assert f">{name}<" in run_page.replace(" ", ""), name
+        assert "baseline/test_accuracy" in run_page and "delta/accuracy" in run_page
+        assert "Test accuracy" in run_page  # the Markdown description
+
+        art_page = _dump(browser, f"{exp_url}/runs/{gan.info.run_id}/artifacts/samples/epoch_0002.png", tmp_path / "p3")
+        assert 'alt="samples/epoch_0002.png"' in art_page  # the image element the artifact viewer renders
+    finally:
+        os.killpg(server.pid, 15)
+        out = server.communicate(timeout=30)[0]
+    # What `harness ui` told the user: the runs table's address.
+    assert f"runs table: http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs" in out
