@@ -309,3 +309,34 @@ def ui(host, port, experiment):
         raise SystemExit(subprocess.call(cmd))
     except KeyboardInterrupt:
         raise SystemExit(0)
+
+
+@main.command()
+@common
+@cache_options
+@click.option("--trials", "-n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Finished (complete or pruned) trials the study should hold; reruns resume up to this.")
+@click.option("--study", "study_name", default=None, help="Optuna study name [default: sweep-<preset>].")
+@click.option("--storage", default=None, metavar="URL", help="Optuna RDB URL shared by all workers "
+              "[default: sqlite optuna.db beside the tracking database].")
+@click.option("--spec", type=click.Path(dir_okay=False), default=None, help="Search space TOML "
+              "[default: experiments/sweep.toml].")
+@click.option("--sampler-seed", default=0, show_default=True, help="TPE seed; give parallel workers different seeds.")
+def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name, storage, spec, sampler_seed):
+    """Optuna study over the augmentation knobs (GAN checkpoint, sample count, threshold, ...),
+    maximizing the augmented model's validation accuracy; each trial is a nested MLflow run.
+    Several processes with the same --study and --storage share the work."""
+    from harness import sweep as sweepmod
+    spec_obj = sweepmod.load_spec(spec)
+    cfg, device = _setup(preset, overrides, experiment)
+    storage = storage or sweepmod.default_storage()
+    study_name = study_name or f"sweep-{cfg.preset}"
+    splits = _load_data(cfg, data_dir, device)
+    result = sweepmod.run(cfg, spec_obj, trials, study_name, storage, splits, device, use_cache=not no_cache,
+                          sampler_seed=sampler_seed)
+    click.echo(f"\nsweep run {result.run_id}: study {study_name!r} in {storage}")
+    click.echo(f"best params {result.best_params}: validation {100 * result.best_value:.2f}%, "
+               f"test {100 * result.best_test['test/accuracy']:.2f}% vs baseline "
+               f"{100 * result.baseline['test/accuracy']:.2f}%")
+    click.echo(f"optuna-dashboard {storage}\n")
+    click.echo(result.table_md, nl=False)

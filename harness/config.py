@@ -117,7 +117,7 @@ def _fields(cls) -> dict[str, type]:
     return typing.get_type_hints(cls)
 
 
-def _valid_keys() -> list[str]:
+def valid_keys() -> list[str]:
     keys = []
     for name, typ in _fields(Config).items():
         if dataclasses.is_dataclass(typ):
@@ -194,11 +194,11 @@ def apply(cfg: Config, updates: dict[str, object]) -> Config:
         section, _, sub = key.partition(".")
         typ = hints.get(section)
         if typ is None or (sub and not dataclasses.is_dataclass(typ)) or (not sub and dataclasses.is_dataclass(typ)):
-            raise HarnessError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys())}")
+            raise HarnessError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
         if sub:
             sub_hints = _fields(typ)
             if sub not in sub_hints:
-                raise HarnessError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys())}")
+                raise HarnessError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
             sections.setdefault(section, {})[sub] = _coerce(key, sub_hints[sub], value)
         else:
             top[section] = _coerce(key, typ, value)

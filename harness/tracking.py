@@ -56,8 +56,14 @@ def configure(experiment: str) -> str:
             return exp_id
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            # The UI opens classic-ML experiments in the runs table, not the GenAI view.
-            exp_id = client.create_experiment(experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+            try:
+                # The UI opens classic-ML experiments in the runs table, not the GenAI view.
+                exp_id = client.create_experiment(experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+            except Exception:
+                exp = client.get_experiment_by_name(experiment)  # another worker created it just now
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
         else:
             if exp.lifecycle_stage == "deleted":
                 raise HarnessError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another --experiment")
@@ -181,11 +187,12 @@ def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params
             describe(f"Reused: identical config, inputs and code as run `{hit.info.run_id}`, whose artifacts "
                      f"this phase used.\n\n{hit.data.tags.get(NOTE, '')}")
         yield PhaseRun(run, hit)
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as e:
+        # Ctrl-C, SIGTERM and an Optuna pruning decision stop a run on purpose: KILLED, not FAILED.
+        stopped = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrialPruned"
+        if type(e).__name__ == "TrialPruned":
+            mlflow.set_tag("harness.pruned", "true")
+        mlflow.end_run("KILLED" if stopped else "FAILED")
         raise
     else:
         mlflow.end_run("FINISHED")

@@ -28,33 +28,51 @@ class ClassifierResult:
 
 
 def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                   label: str, on_epoch=None) -> tuple[SimpleCNN, dict[str, float]]:
-    """Train on (x, y), evaluate on the test split, log curves, metrics and artifacts to the active run."""
-    model, history = train.train_classifier(x, y, len(splits.classes), cfg.classifier, device,
-                                            val=(splits.val_x, splits.val_y), label=label, on_epoch=on_epoch)
+                   label: str, on_epoch=None, evaluate_test: bool = True) -> tuple[SimpleCNN, dict[str, float]]:
+    """Train on (x, y) and log curves, weights and (unless `evaluate_test` is off, as in sweep
+    trials, which must never see the test set) test metrics and artifacts to the active run."""
+    done: list[dict] = []
+
+    def hook(epoch: int, row: dict) -> None:
+        done.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+
+    try:
+        model, history = train.train_classifier(x, y, len(splits.classes), cfg.classifier, device,
+                                                val=(splits.val_x, splits.val_y), label=label, on_epoch=hook)
+    except BaseException:
+        tracking.log_history(done)  # a pruned or interrupted run keeps the curves it had
+        raise
+    tracking.log_history(history.epochs)
+    tracking.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
+    tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                        "config": asdict(cfg), "classes": list(splits.classes)}, "model/model.pt")
+    n_syn = len(x) - len(splits.train_x)
+    trained = (f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
+               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {cfg.classifier.epochs} epochs "
+               f"(augment={cfg.classifier.augment}).")
+    final = {"val/accuracy": history.epochs[-1]["val/accuracy"]} if "val/accuracy" in history.epochs[-1] else {}
+    if not evaluate_test:
+        tracking.describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "
+                          "(test set not evaluated: sweep trials choose by validation only).")
+        return model, final
     proba = train.predict_proba(model, splits.test_x, device).numpy()
     ev = metrics.evaluate(splits.test_y.numpy(), proba, splits.classes)
-    tracking.log_history(history.epochs)
     mlflow.log_metrics(ev.metrics)
     tracking.log_json(ev.report, "classification_report.json")
     mlflow.log_text(ev.report_text, "classification_report.txt")
     tracking.log_figure(metrics.confusion_figure(ev, splits.classes, f"{label}: test accuracy {ev.metrics['test/accuracy']:.4f}"),
                         "confusion_matrix.png")
-    tracking.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
     mlflow.log_text(tracking.csv_text(["index", "label", "predicted", "confidence"],
                                       ((i, int(t), int(p), f"{c:.6f}") for i, (t, p, c) in
                                        enumerate(zip(splits.test_y.tolist(), ev.pred, ev.confidence)))),
                     "predictions.csv")
-    tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                        "config": asdict(cfg), "classes": list(splits.classes)}, "model/model.pt")
-    n_syn = len(x) - len(splits.train_x)
     per_class = ", ".join(f"{c} {ev.metrics[f'test/{c}/f1']:.3f}" for c in splits.classes)
-    tracking.describe(f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
-                      f"{f' + {n_syn} synthetic' if n_syn else ''} images for {cfg.classifier.epochs} epochs "
-                      f"(augment={cfg.classifier.augment}).\n\nTest accuracy **{100 * ev.metrics['test/accuracy']:.2f}%**, "
+    tracking.describe(f"{trained}\n\nTest accuracy **{100 * ev.metrics['test/accuracy']:.2f}%**, "
                       f"weighted F1 **{ev.metrics['test/f1_weighted']:.4f}**; per-class F1: {per_class}. "
                       f"See confusion_matrix.png and classification_report.txt.")
-    return model, ev.metrics
+    return model, final | ev.metrics
 
 
 def load_model(run_id: str) -> tuple[SimpleCNN, list[str]]:

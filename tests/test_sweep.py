@@ -1,0 +1,153 @@
+"""`harness sweep` on the tiny preset: trials as nested MLflow runs, resume, two workers on one
+study, pruning, and spec errors."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import invoke
+from harness import sweep
+from harness.errors import HarnessError
+
+CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
+SPEC = """
+[space."generate.checkpoint_epoch"]
+type = "checkpoint"
+[space."generate.n_samples"]
+type = "int"
+low = 16
+high = 64
+log = true
+[space."pseudolabel.threshold"]
+type = "float"
+low = 0.0
+high = 0.5
+[sampler]
+n_startup_trials = 2
+[pruner]
+type = "{pruner}"
+warmup_epochs = 0
+lower = 1.01
+"""
+
+
+def _spec(tmp_path, pruner="none"):
+    path = tmp_path / f"spec-{pruner}.toml"
+    path.write_text(SPEC.format(pruner=pruner))
+    return path
+
+
+def _finished(storage, name):
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study, study.get_trials(states=sweep.FINISHED)
+
+
+def test_sweep_then_resume(runner, client, tree, tmp_path, tracking_uri):
+    args = ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--spec", _spec(tmp_path), "--study", "s1"]
+    out = invoke(runner, [*args, "--trials", "3"]).output
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # beside the tracking database
+    study, done = _finished(storage, "s1")
+    assert len(done) == 3 and "best params" in out and "| Accuracy |" in out
+    invoke(runner, [*args, "--trials", "6"])
+    study, done = _finished(storage, "s1")
+    assert sorted(t.number for t in done) == list(range(6))
+    exp = client.get_experiment_by_name("harness")
+    trial_runs = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'trial'")
+    assert len(trial_runs) == 6
+    by_id = {r.info.run_id: r for r in trial_runs}
+    for t in done:  # each trial knows its MLflow run, and the run knows its trial
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["harness.trial"] == str(t.number)
+        assert run.info.run_name == f"sweep trial {t.number}"
+        assert run.data.tags["harness.study"] == "s1"
+        assert float(run.data.params["pseudolabel.threshold"]) == pytest.approx(t.params["pseudolabel.threshold"])
+        # Trials never evaluate on the test set.
+        assert not any(k.startswith("test/") for k in run.data.metrics)
+    sweeps = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'sweep'",
+                                order_by=["attributes.start_time ASC"])
+    assert len(sweeps) == 2
+    parents = {r.data.tags["mlflow.parentRunId"] for r in trial_runs}
+    assert parents == {s.info.run_id for s in sweeps}
+    last = sweeps[-1]
+    arts = {a.path for a in client.list_artifacts(last.info.run_id)} | \
+        {a.path for a in client.list_artifacts(last.info.run_id, "optuna")}
+    assert {"best_params.json", "optuna/optimization_history.png", "optuna/slice.png"} <= arts
+    assert 0 <= last.data.metrics["best/test_accuracy"] <= 1
+    # Baseline and GAN are trained once per study: the second sweep reused both.
+    gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'gan'")
+    assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
+
+
+def test_two_workers_share_one_study(client, tree, tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'shared-optuna.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, HARNESS_CACHE_DIR=str(tmp_path / "cache"))
+    # Train baseline and GAN first, so that both workers start on the trials at once.
+    invoke_args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES]
+    subprocess.run([sys.executable, "-m", "harness", "gan", *invoke_args], env=env, cwd=tmp_path, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "harness", "baseline", *invoke_args], env=env, cwd=tmp_path, check=True,
+                   capture_output=True)
+    cmd = [sys.executable, "-m", "harness", "sweep", *invoke_args, "--spec", str(_spec(tmp_path)),
+           "--study", "shared", "--storage", storage, "--trials", "6"]
+    workers = [subprocess.Popen([*cmd, "--sampler-seed", str(i)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outs[0][-2000:] + outs[1][-2000:]
+    study, done = _finished(storage, "shared")
+    assert len(done) == 6  # none lost, none duplicated
+    exp = client.get_experiment_by_name("harness")
+    trial_runs = {r.info.run_id for r in client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'trial'")}
+    assert {t.user_attrs["mlflow_run_id"] for t in done} <= trial_runs
+    # Both workers did trials.
+    owners = {client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["mlflow.parentRunId"] for t in done}
+    assert len(owners) == 2
+
+
+def test_pruned_trials_show_in_mlflow(runner, client, tree, tmp_path):
+    # A threshold pruner no accuracy can pass: every trial is pruned after its first epoch.
+    result = invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--spec",
+                             _spec(tmp_path, "threshold"), "--study", "p", "--trials", "2"], ok=False)
+    assert result.exit_code == 2 and "no completed trial (all pruned or failed)" in result.output
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    exp = client.get_experiment_by_name("harness")
+    for t in study.trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["harness.pruned"] == "true"
+    augmented = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'augmented'")
+    assert all(r.info.status == "KILLED" for r in augmented)
+    # One epoch was reported before the pruner stopped each trial.
+    assert all(len(client.get_metric_history(r.info.run_id, "val/accuracy")) == 1 for r in augmented)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[space."gan.epoch"]\ntype = "int"\nlow = 1\nhigh = 2\n', "unknown config field; valid fields:"),
+    ('[space."generate.n_samples"]\ntype = "int"\nlow = 100\nhigh = 10\n', "low (100) must be below high (10)"),
+    ('[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.0\nhigh = 0.5\nlog = true\n', "a log range needs low > 0"),
+    ('[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.5\nhigh = 1.5\n', "pseudolabel.threshold must be in [0, 1]"),
+    ('[space."generate.n_samples"]\ntype = "normal"\n', "type must be int, float, categorical or checkpoint"),
+    ('[space."gan.width"]\ntype = "checkpoint"\n', "type checkpoint only fits generate.checkpoint_epoch"),
+    ('[spaces."gan.width"]\n', "unknown section(s) spaces"),
+    ('[pruner]\ntype = "median"\n', "declares no"),
+])
+def test_spec_errors(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(HarnessError) as info:
+        sweep.load_spec(path)
+    assert message in str(info.value)
+
+
+def test_spec_error_through_cli(runner, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[space."nope.x"]\ntype = "int"\nlow = 1\nhigh = 2\n')
+    result = invoke(runner, ["sweep", "--preset", "tiny", "--spec", path], ok=False)
+    assert result.exit_code == 2 and "unknown config field" in result.output and "Traceback" not in result.output
+
+
+def test_default_spec_is_valid():
+    spec = sweep.load_spec(None)
+    assert {p.field for p in spec.params} == {"generate.checkpoint_epoch", "generate.n_samples", "pseudolabel.threshold"}
