@@ -7,7 +7,6 @@ import signal
 
 import click
 
-from harness import pipeline
 from harness.errors import HarnessError
 
 
@@ -48,11 +47,14 @@ def cache_options(fn):
     return wrapper
 
 
-def _setup(preset, overrides, experiment):
+def _setup(preset, overrides, experiment, trains_gan: bool = False):
     from harness import config, tracking, train
     cfg = config.load(preset, overrides)
     device = train.pick_device(cfg.device)
     tracking.configure(experiment)
+    if trains_gan and device.type == "cpu" and cfg.gan.width * cfg.gan.epochs > 20000:
+        click.echo(f"note: preset {cfg.preset!r} trains a GPU-sized GAN (width {cfg.gan.width}, {cfg.gan.epochs} epochs); "
+                   "on this CPU its gan phase takes many hours. --preset cpu is sized for a CPU.", err=True)
     return cfg, device
 
 
@@ -106,11 +108,17 @@ def config(preset, overrides):
 @cache_options
 def baseline(preset, overrides, data_dir, experiment, no_cache):
     """Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."""
+    from harness import pipeline  # torch + mlflow: imported only when needed, so --help is instant
     from harness.phases import baseline as phase
     cfg, device = _setup(preset, overrides, experiment)
     splits = _load_data(cfg, data_dir, device)
     result = phase.run(cfg, splits, device, key=pipeline.phase_key("baseline", cfg), use_cache=not no_cache)
     _summary(f"baseline run {result.run_id}", result.metrics, splits.classes)
+
+
+def _pinned(**runs) -> dict[str, str]:
+    """Upstream runs the user named: they stand in for those phases in the cache key."""
+    return {phase: f"run:{run_id}" for phase, run_id in runs.items() if run_id}
 
 
 def _load_data(cfg, data_dir, device):
@@ -128,8 +136,9 @@ def _load_data(cfg, data_dir, device):
               "config from its last checkpoint instead of starting over.")
 def gan(preset, overrides, data_dir, experiment, no_cache, resume):
     """Train WGAN-GP on the real training images; log losses, sample grids, checkpoints."""
+    from harness import pipeline
     from harness.phases import gan as phase
-    cfg, device = _setup(preset, overrides, experiment)
+    cfg, device = _setup(preset, overrides, experiment, trains_gan=True)
     splits = _load_data(cfg, data_dir, device)
     result = phase.run(cfg, splits, device, key=pipeline.phase_key("gan", cfg), use_cache=not no_cache, resume=resume)
     click.echo(f"gan run {result.run_id}: checkpoints at epochs "
@@ -143,9 +152,10 @@ def gan(preset, overrides, data_dir, experiment, no_cache, resume):
               "gan run of this config].")
 def generate(preset, overrides, data_dir, experiment, no_cache, gan_run):
     """Sample generate.n_samples images from a gan checkpoint into synthetic.npz."""
+    from harness import pipeline
     from harness.phases import generate as phase
     cfg, device = _setup(preset, overrides, experiment)
-    pinned = {"gan": gan_run} if gan_run else {}
+    pinned = _pinned(gan=gan_run)
     gan_run = pipeline.upstream_run("gan", cfg, gan_run, "gan")
     result = phase.run(cfg, gan_run, device, key=pipeline.phase_key("generate", cfg, pinned), use_cache=not no_cache)
     click.echo(f"generate run {result.run_id}: {len(result.images)} images from gan run {gan_run}")
@@ -160,10 +170,11 @@ def generate(preset, overrides, data_dir, experiment, no_cache, gan_run):
               "finished generate run of this config].")
 def pseudolabel(preset, overrides, data_dir, experiment, no_cache, baseline_run, generate_run):
     """Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."""
+    from harness import pipeline
     from harness import tracking
     from harness.phases import pseudolabel as phase
     cfg, device = _setup(preset, overrides, experiment)
-    pinned = {k: v for k, v in (("baseline", baseline_run), ("generate", generate_run)) if v}
+    pinned = _pinned(baseline=baseline_run, generate=generate_run)
     baseline_run = pipeline.upstream_run("baseline", cfg, baseline_run, "baseline")
     generate_run = pipeline.upstream_run("generate", cfg, generate_run, "generate")
     import torch
@@ -182,11 +193,12 @@ def pseudolabel(preset, overrides, data_dir, experiment, no_cache, baseline_run,
               "finished pseudolabel run of this config].")
 def augment(preset, overrides, data_dir, experiment, no_cache, pseudolabel_run):
     """Retrain SimpleCNN from scratch on real + kept synthetic images; log it like the baseline."""
+    from harness import pipeline
     from harness import tracking
     from harness.phases import augment as phase
     import torch
     cfg, device = _setup(preset, overrides, experiment)
-    pinned = {"pseudolabel": pseudolabel_run} if pseudolabel_run else {}
+    pinned = _pinned(pseudolabel=pseudolabel_run)
     pseudolabel_run = pipeline.upstream_run("pseudolabel", cfg, pseudolabel_run, "pseudolabel")
     splits = _load_data(cfg, data_dir, device)
     kept = tracking.load_npz(pseudolabel_run, "kept.npz")
@@ -257,6 +269,7 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     With --seeds N / --seed-list, N paired pipelines run under one study run and the comparator
     tells a real delta from seed noise (mean ± std, 95% CI, paired t, Wilcoxon, McNemar).
     """
+    from harness import pipeline
     if seeds and seed_list:
         raise HarnessError("give --seeds N or --seed-list a,b,c, not both")
     seed_values = None
@@ -269,7 +282,7 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
             raise HarnessError(f"--seed-list needs distinct seeds, got {seed_list!r}")
     elif seeds:
         seed_values = list(range(seeds))
-    cfg, device = _setup(preset, overrides, experiment)
+    cfg, device = _setup(preset, overrides, experiment, trains_gan=True)
     if seed_values is None and cfg.study.seeds > 1:
         seed_values = list(range(cfg.study.seeds))
     share_gan = share_gan or cfg.study.share_gan
@@ -328,7 +341,7 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     Several processes with the same --study and --storage share the work."""
     from harness import sweep as sweepmod
     spec_obj = sweepmod.load_spec(spec)
-    cfg, device = _setup(preset, overrides, experiment)
+    cfg, device = _setup(preset, overrides, experiment, trains_gan=True)
     storage = storage or sweepmod.default_storage()
     study_name = study_name or f"sweep-{cfg.preset}"
     splits = _load_data(cfg, data_dir, device)

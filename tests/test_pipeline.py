@@ -203,3 +203,17 @@ def test_mlflow_run_full_entry_point(client, tree, tracking_uri, tmp_path):
     assert top.data.tags.get("mlflow.project.entryPoint") == "full"
     assert {r.data.tags["harness.phase"] for r in runs if r is not top} == set(PHASES)
     assert top.data.params["data.classes"] == "airplane,bird" and top.data.params["gan.epochs"] == "1"
+
+
+def test_named_upstream_runs_key_the_cache(runner, client, tree):
+    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
+    invoke(runner, ["gan", *common])
+    gan_id = client.search_runs([client.get_experiment_by_name("harness").experiment_id])[0].info.run_id
+    invoke(runner, ["generate", *common, "--gan-run", gan_id])
+    invoke(runner, ["generate", *common, "--gan-run", gan_id])  # same named input: reused
+    invoke(runner, ["generate", *common])  # the config's own gan run, found by key: its own cache entry
+    exp = client.get_experiment_by_name("harness")
+    gens = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'",
+                              order_by=["attributes.start_time ASC"])
+    assert [("harness.reused_from" in g.data.tags) for g in gens] == [False, True, False]
+    assert all(g.data.params["generate.gan_run"] == gan_id for g in gens)
