@@ -203,7 +203,9 @@ def augment(preset, overrides, data_dir, experiment, no_cache, pseudolabel_run):
     splits = _load_data(cfg, data_dir, device)
     kept = tracking.load_npz(pseudolabel_run, "kept.npz")
     result = phase.run(cfg, splits, torch.from_numpy(kept["images"]), torch.from_numpy(kept["labels"]), device,
-                       key=pipeline.phase_key("augmented", cfg, pinned), use_cache=not no_cache,
+                       key=pipeline.phase_key("augmented", cfg, pipeline.kept_fixed(
+                           pinned, torch.from_numpy(kept["images"]), torch.from_numpy(kept["labels"]))),
+                       use_cache=not no_cache,
                        extra_params={"augmented.pseudolabel_run": pseudolabel_run})
     _summary(f"augmented run {result.run_id} ({len(kept['labels'])} synthetic images)", result.metrics, splits.classes)
 

@@ -41,6 +41,13 @@ def phase_key(phase: str, cfg: Config, fixed: dict[str, str] | None = None) -> s
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def kept_fixed(fixed: dict[str, str], images: torch.Tensor, labels: torch.Tensor) -> dict[str, str]:
+    """Key downstream phases by the kept images themselves, not by the settings that chose them:
+    two thresholds that keep the same images (say, none) then share one augmented run."""
+    digest = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
+    return {**fixed, "pseudolabel": f"kept:{digest}"}
+
+
 def seeded(cfg: Config, seed: int) -> Config:
     """The config of one seed of a multi-seed study: every seed of the study set to `seed`."""
     return apply(cfg, {"data.seed": seed, "classifier.seed": seed, "gan.seed": seed, "generate.seed": seed})
@@ -94,6 +101,8 @@ def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = Tru
         pl = timed("pseudolabel", lambda: pseudolabel.run(cfg, base.run_id, gen.images, splits.classes, device,
                                                           key=keys["pseudolabel"], use_cache=use_cache,
                                                           extra_params={"pseudolabel.generate_run": gen.run_id}))
+        by_kept = kept_fixed(fixed, pl.images, pl.labels)
+        keys["augmented"], keys["compare"] = (phase_key(p, cfg, by_kept) for p in ("augmented", "compare"))
         aug = timed("augmented", lambda: augment.run(cfg, splits, pl.images, pl.labels, device, key=keys["augmented"],
                                                      use_cache=use_cache,
                                                      extra_params={"augmented.pseudolabel_run": pl.run_id}))

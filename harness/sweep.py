@@ -242,7 +242,7 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
         pl = pseudolabel.run(best_cfg, base.run_id, gen.images, splits.classes, device,
                              key=pipeline.phase_key("pseudolabel", best_cfg, fixed))
         aug = augment.run(best_cfg, splits, pl.images, pl.labels, device,
-                          key=pipeline.phase_key("augmented", best_cfg, fixed),
+                          key=pipeline.phase_key("augmented", best_cfg, pipeline.kept_fixed(fixed, pl.images, pl.labels)),
                           extra_params={"augmented.pseudolabel_run": pl.run_id, "sweep.best_trial": best.number})
         cmp = compare_phase.run(best_cfg, base.metrics, aug.metrics, splits.classes, use_cache=False)
         best_test, table_md = aug.metrics, cmp.table_md
@@ -281,7 +281,7 @@ def _trial(trial: optuna.Trial, tcfg: Config, splits: Splits, device: torch.devi
             raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")
 
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    key = pipeline.phase_key("augmented", tcfg, pinned) + "-val"
+    key = pipeline.phase_key("augmented", tcfg, pipeline.kept_fixed(pinned, pl.images, pl.labels)) + "-val"
     aug = augment.run(tcfg, splits, pl.images, pl.labels, device, key=key, use_cache=use_cache,
                       on_epoch=report, evaluate_test=False)
     return aug.metrics["val/accuracy"]

@@ -64,7 +64,9 @@ class History:
 
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 1000) -> torch.Tensor:
-    model.eval()
+    # The forward pass feeds channels_last activations; NCHW weights (a model just loaded from a
+    # checkpoint) would send oneDNN down a slow mixed-layout path (~3x slower here).
+    model.to(device, memory_format=torch.channels_last).eval()
     out = [torch.softmax(model(x[i:i + batch].to(device, non_blocking=True)), dim=1).cpu()
            for i in range(0, len(x), batch)]
     return torch.cat(out) if out else torch.zeros(0)

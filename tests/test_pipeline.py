@@ -98,11 +98,21 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
         assert run.data.tags["harness.reused_from"] == kids[phase].info.run_id, phase
     assert second.data.metrics["delta/accuracy"] == parent.data.metrics["delta/accuracy"]
 
-    # A changed downstream setting recomputes only what depends on it.
-    invoke(runner, args + ["--set", "pseudolabel.threshold=0.5"])
+    # A changed downstream setting recomputes only what depends on it...
+    invoke(runner, args + ["--set", "pseudolabel.threshold=0.99"])
     _, kids3 = _tree_runs(client, _pipelines(client)[-1].info.run_id)
     reused = {p for p, r in kids3.items() if "harness.reused_from" in r.data.tags}
+    assert kids3["pseudolabel"].data.metrics["kept/count"] < 64
     assert reused == {"baseline", "gan", "generate"}
+    # ...and a threshold that keeps the very same images (all 64, as threshold 0 did) retrains nothing
+    # downstream: the augmented phase is keyed by the kept images, not by the threshold.
+    csv = client.download_artifacts(kids["pseudolabel"].info.run_id, "pseudo_labels.csv", str(tmp_path))
+    lowest = min(float(line.split(",")[3]) for line in open(csv).read().splitlines()[1:])
+    invoke(runner, args + ["--set", f"pseudolabel.threshold={np.floor(lowest * 1e4) / 1e4}"])
+    _, kids3b = _tree_runs(client, _pipelines(client)[-1].info.run_id)
+    assert kids3b["pseudolabel"].data.metrics["kept/count"] == 64
+    assert "harness.reused_from" not in kids3b["pseudolabel"].data.tags
+    assert kids3b["augmented"].data.tags["harness.reused_from"] == kids["augmented"].info.run_id
 
     # --no-cache recomputes everything.
     invoke(runner, args + ["--no-cache"])

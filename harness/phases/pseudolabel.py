@@ -29,6 +29,21 @@ class PseudolabelResult:
     metrics: dict[str, float]
 
 
+_proba_memo: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _baseline_proba(baseline_run_id: str, synthetic: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The baseline's probabilities for these images, computed once per process: sweep trials that
+    change only the threshold label the same images with the same model."""
+    import hashlib
+    key = (baseline_run_id, hashlib.sha256(synthetic.numpy().tobytes()).hexdigest())
+    if key not in _proba_memo:
+        model, _ = load_model(baseline_run_id)
+        _proba_memo.clear()  # one entry is what a sweep reuses; keep memory flat
+        _proba_memo[key] = train.predict_proba(model, synthetic, device).numpy()
+    return _proba_memo[key]
+
+
 def histogram_figure(confidence: np.ndarray, pred: np.ndarray, classes, threshold: float):
     import matplotlib
     matplotlib.use("Agg")
@@ -53,8 +68,7 @@ def run(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, dev
             kept = tracking.load_npz(pr.source_id, "kept.npz")
             return PseudolabelResult(pr.source_id, torch.from_numpy(kept["images"]), torch.from_numpy(kept["labels"]),
                                      dict(pr.hit.data.metrics))
-        model, _ = load_model(baseline_run_id)
-        proba = train.predict_proba(model.to(device), synthetic, device).numpy()
+        proba = _baseline_proba(baseline_run_id, synthetic, device)
         pred, confidence = proba.argmax(1), proba.max(1)
         keep = confidence >= cfg.pseudolabel.threshold
         m = {"kept/count": int(keep.sum()), "kept/fraction": float(keep.mean()) if len(keep) else 0.0,
