@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image

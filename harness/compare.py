@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from harness.errors import HarnessError
@@ -171,7 +170,7 @@ def check_pairs(pairs: list[Pair]) -> list[str]:
     return warnings
 
 
-def predictions(run) -> "np.ndarray":
+def predictions(run):
     import numpy as np
     from harness import tracking
     # A reused run holds no artifacts of its own: they are in the run it reused.

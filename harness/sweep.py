@@ -15,7 +15,6 @@ fields and runs the normal phases.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tomllib
 from dataclasses import dataclass

@@ -136,7 +136,6 @@ def experiment_id() -> str:
 
 def find_runs(key: str, statuses=("FINISHED",), max_results: int = 1):
     """Most recent runs of this experiment that *computed* the phase with cache key `key`."""
-    status = " or ".join(f"attributes.status = '{s}'" for s in statuses)
     runs = MlflowClient().search_runs([experiment_id()], f"tags.`harness.cache_key` = '{key}'",
                                       order_by=["attributes.start_time DESC"], max_results=50)
     return [r for r in runs if r.info.status in statuses][:max_results]

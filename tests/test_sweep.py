@@ -3,7 +3,6 @@ study, pruning, and spec errors."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
