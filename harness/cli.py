@@ -140,7 +140,9 @@ def gan(preset, overrides, data_dir, experiment, no_cache, resume):
     from harness.phases import gan as phase
     cfg, device = _setup(preset, overrides, experiment, trains_gan=True)
     splits = _load_data(cfg, data_dir, device)
-    result = phase.run(cfg, splits, device, key=pipeline.phase_key("gan", cfg), use_cache=not no_cache, resume=resume)
+    ev = pipeline.evaluator_for(cfg, splits, device, not no_cache, data_dir)
+    result = phase.run(cfg, splits, device, key=pipeline.phase_key("gan", cfg), use_cache=not no_cache, resume=resume,
+                       evaluator=ev)
     click.echo(f"gan run {result.run_id}: checkpoints at epochs "
                f"{', '.join(map(str, phase.list_checkpoints(result.run_id)))}")
 
@@ -157,7 +159,10 @@ def generate(preset, overrides, data_dir, experiment, no_cache, gan_run):
     cfg, device = _setup(preset, overrides, experiment)
     pinned = _pinned(gan=gan_run)
     gan_run = pipeline.upstream_run("gan", cfg, gan_run, "gan")
-    result = phase.run(cfg, gan_run, device, key=pipeline.phase_key("generate", cfg, pinned), use_cache=not no_cache)
+    splits = _load_data(cfg, data_dir, device) if cfg.quality.enabled else None
+    ev = pipeline.evaluator_for(cfg, splits, device, not no_cache, data_dir) if splits is not None else None
+    result = phase.run(cfg, gan_run, device, key=pipeline.phase_key("generate", cfg, pinned), use_cache=not no_cache,
+                       evaluator=ev, splits=splits)
     click.echo(f"generate run {result.run_id}: {len(result.images)} images from gan run {gan_run}")
 
 
@@ -178,10 +183,12 @@ def pseudolabel(preset, overrides, data_dir, experiment, no_cache, baseline_run,
     baseline_run = pipeline.upstream_run("baseline", cfg, baseline_run, "baseline")
     generate_run = pipeline.upstream_run("generate", cfg, generate_run, "generate")
     import torch
-    images = torch.from_numpy(tracking.load_npz(generate_run, "synthetic.npz")["images"])
+    synthetic = tracking.load_npz(generate_run, "synthetic.npz")
+    images = torch.from_numpy(synthetic["images"])
     result = phase.run(cfg, baseline_run, images, cfg.data.classes, device,
                        key=pipeline.phase_key("pseudolabel", cfg, pinned), use_cache=not no_cache,
-                       extra_params={"pseudolabel.generate_run": generate_run})
+                       extra_params={"pseudolabel.generate_run": generate_run},
+                       generated=torch.from_numpy(synthetic["labels"]) if "labels" in synthetic else None)
     per_class = ", ".join(f"{c} {int(result.metrics[f'kept/{c}/count'])}" for c in cfg.data.classes)
     click.echo(f"pseudolabel run {result.run_id}: kept {int(result.metrics['kept/count'])} of {len(images)} ({per_class})")
 
@@ -201,11 +208,11 @@ def augment(preset, overrides, data_dir, experiment, no_cache, pseudolabel_run):
     pinned = _pinned(pseudolabel=pseudolabel_run)
     pseudolabel_run = pipeline.upstream_run("pseudolabel", cfg, pseudolabel_run, "pseudolabel")
     splits = _load_data(cfg, data_dir, device)
-    kept = tracking.load_npz(pseudolabel_run, "kept.npz")
-    result = phase.run(cfg, splits, torch.from_numpy(kept["images"]), torch.from_numpy(kept["labels"]), device,
+    kept = {k: torch.from_numpy(v) for k, v in tracking.load_npz(pseudolabel_run, "kept.npz").items()}
+    result = phase.run(cfg, splits, kept["images"], kept["labels"], device,
                        key=pipeline.phase_key("augmented", cfg, pipeline.kept_fixed(
-                           pinned, torch.from_numpy(kept["images"]), torch.from_numpy(kept["labels"]))),
-                       use_cache=not no_cache,
+                           pinned, kept["images"], kept["labels"], kept.get("soft"))),
+                       use_cache=not no_cache, soft=kept.get("soft"),
                        extra_params={"augmented.pseudolabel_run": pseudolabel_run})
     _summary(f"augmented run {result.run_id} ({len(kept['labels'])} synthetic images)", result.metrics, splits.classes)
 

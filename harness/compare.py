@@ -37,15 +37,14 @@ def markdown(table) -> str:
 
 
 def figure(table, classes):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from harness.metrics import subplots
     labels = ["overall"] + list(classes)
     base = [dict((k, b) for k, _, b, _ in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
     aug = [dict((k, a) for k, _, _, a in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(1.8 + 1.5 * len(labels), 3.8))
+    fig, ax = subplots(figsize=(1.8 + 1.5 * len(labels), 3.8))
     ax.bar(x - 0.2, base, 0.4, label="baseline")
     ax.bar(x + 0.2, aug, 0.4, label="augmented")
     for i, (b, a) in enumerate(zip(base, aug)):
@@ -321,11 +320,10 @@ def seed_report(pairs: list[Pair], share_gan: bool | None = None) -> SeedReport:
 
 def seed_figure(report: SeedReport):
     """Per metric: baseline and augmented means with their seeds as dots; the delta with its CI."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
-    fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
+
+    from harness.metrics import subplots
+    fig, (ax, ax_d) = subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
     labels = [s.label for s in report.stats]
     x = np.arange(len(labels))
     for off, arm, color in ((-0.2, "base", "tab:blue"), (0.2, "aug", "tab:orange")):

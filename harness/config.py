@@ -34,6 +34,11 @@ class ClassifierConfig:
     weight_decay: float = 0.0  # Adam L2 penalty
     augment: bool = False  # random crop (4 px padding) + horizontal flip; the reference used none
     seed: int = 0  # weight init and batch order
+    # How synthetic images enter training (the augmented arm; no effect on the baseline).
+    budget: str = "epochs"  # epochs: `epochs` passes over real+synthetic (the reference) | steps: the baseline's step count
+    synthetic_share: float = 0.0  # > 0: every batch = batch_size real images + this share of synthetic ones on top; an epoch = one pass over the real images
+    synthetic_weight: float = 1.0  # loss weight of a synthetic sample relative to a real one
+    real_only_epochs: int = 0  # the last N epochs train on real images only
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,14 @@ class GanConfig:
     beta2: float = 0.9  # Adam beta2 (Gulrajani et al. 2017)
     critic_steps: int = 5  # critic updates per generator update
     gp_weight: float = 10.0  # gradient-penalty weight lambda
+    gp_fraction: float = 1.0  # share of each batch the gradient penalty is computed on (cheaper below 1)
+    loss: str = "wgan-gp"  # wgan-gp (the reference) | hinge (with spectral_norm: SNGAN, Miyato et al. 2018)
+    spectral_norm: bool = False  # spectral normalization on every critic layer
+    lr_d: float = 0.0  # critic learning rate; 0 = gan.lr (two-timescale: e.g. lr 1e-4, lr_d 4e-4)
+    conditional: str = "none"  # none | projection (Miyato & Koyama 2018) | acgan (AC-WGAN-GP auxiliary classifier)
+    ac_weight: float = 1.0  # acgan: weight of the auxiliary classification loss
+    diffaugment: str = ""  # DiffAugment policy on real and fake critic inputs, e.g. color,translation,cutout
+    ema: float = 0.0  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
     sample_every: int = 100  # epochs between sample grids
     checkpoint_every: int = 250  # epochs between generator checkpoints
     seed: int = 0  # weight init, noise and batch order
@@ -62,6 +75,20 @@ class GenerateConfig:
 @dataclass(frozen=True)
 class PseudolabelConfig:
     threshold: float = 0.95  # keep a synthetic image when the baseline's top probability >= this
+    mode: str = "label"  # label: the baseline's class (reference) | filter: a conditional GAN's class, kept when the baseline agrees | none: a conditional GAN's class, unfiltered
+    top_k_per_class: int = 0  # > 0: of the images passing the threshold, keep the k most confident per class
+    soft_labels: bool = False  # train on the baseline's tempered probabilities instead of a hard class
+    temperature: float = 1.0  # soft labels: p ** (1 / T), renormalized (T < 1 sharpens)
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    enabled: bool = False  # offline sample quality on gan checkpoints and generate runs
+    n_samples: int = 1000  # generated images measured per gan checkpoint
+    evaluator_per_class: int = 0  # real training images per class for the evaluator CNN; 0 = data.n_per_class
+    evaluator_epochs: int = 15  # evaluator training epochs
+    k: int = 3  # nearest neighbour for the precision/recall manifolds (Kynkaanniemi et al. 2019)
+    cas: bool = True  # on generate runs: accuracy on real test images of a CNN trained on the synthetic images only
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,7 @@ class Config:
     gan: GanConfig = field(default_factory=GanConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
 
@@ -169,6 +197,34 @@ def _check_ranges(cfg: Config) -> None:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")
     if not 0.0 <= cfg.pseudolabel.threshold <= 1.0:
         raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
+    choices = {"classifier.budget": ("epochs", "steps"), "gan.loss": ("wgan-gp", "hinge"),
+               "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none")}
+    for key, allowed in choices.items():
+        if values[key] not in allowed:
+            raise HarnessError(f"{key} must be one of {', '.join(allowed)}, got {values[key]!r}")
+    for key in ["gan.gp_fraction", "classifier.synthetic_weight"]:
+        if not 0.0 <= values[key] <= (1.0 if key == "gan.gp_fraction" else float("inf")):
+            raise HarnessError(f"{key} must be in [0, 1]" if key == "gan.gp_fraction" else f"{key} must be >= 0")
+    if not 0.0 <= cfg.classifier.synthetic_share < 1.0:
+        raise HarnessError(f"classifier.synthetic_share must be in [0, 1), got {cfg.classifier.synthetic_share}")
+    if not 0.0 <= cfg.gan.ema < 1.0:
+        raise HarnessError(f"gan.ema must be in [0, 1), got {cfg.gan.ema}")
+    for key in ["classifier.real_only_epochs", "pseudolabel.top_k_per_class", "gan.lr_d", "quality.evaluator_per_class"]:
+        if values[key] < 0:
+            raise HarnessError(f"{key} must be >= 0, got {values[key]}")
+    if cfg.classifier.real_only_epochs > cfg.classifier.epochs:
+        raise HarnessError(f"classifier.real_only_epochs ({cfg.classifier.real_only_epochs}) exceeds classifier.epochs "
+                           f"({cfg.classifier.epochs})")
+    for key in ["pseudolabel.temperature", "quality.n_samples", "quality.evaluator_epochs", "quality.k"]:
+        if not values[key] > 0:
+            raise HarnessError(f"{key} must be > 0, got {values[key]}")
+    from harness.diffaugment import POLICIES
+    unknown = [p for p in cfg.gan.diffaugment.split(",") if p and p not in POLICIES]
+    if unknown:
+        raise HarnessError(f"gan.diffaugment: unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+    if cfg.pseudolabel.mode != "label" and cfg.gan.conditional == "none":
+        raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs a class-conditional GAN "
+                           "(gan.conditional=projection or acgan)")
     if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
         raise HarnessError(f"data.classes must name at least 2 distinct classes, got {list(cfg.data.classes)}")
 

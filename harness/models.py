@@ -29,6 +29,11 @@ class SimpleCNN(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * 4 * 4, hidden), nn.ReLU(inplace=True),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden layer (after ReLU): the feature space of the sample-quality metrics."""
+        x = ((x.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.head[:3](self.features(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels_last: oneDNN's CPU convolutions run ~1.3x faster on NHWC for this net (measured
         # here); cuDNN prefers it as well.
@@ -37,37 +42,58 @@ class SimpleCNN(nn.Module):
 
 
 class Generator(nn.Module):
-    """DCGAN generator for 32x32: z -> 4x4x4w -> 8x8x2w -> 16x16xw -> 32x32x3 in [-1, 1]."""
+    """DCGAN generator for 32x32: z -> 4x4x4w -> 8x8x2w -> 16x16xw -> 32x32x3 in [-1, 1].
 
-    def __init__(self, latent_dim: int = 128, width: int = 64):
+    With `n_classes`, a learned class embedding is concatenated to z: sample(z, y) draws class y.
+    """
+
+    def __init__(self, latent_dim: int = 128, width: int = 64, n_classes: int = 0):
         super().__init__()
-        self.latent_dim = latent_dim
-        self.project = nn.Sequential(nn.Linear(latent_dim, 4 * 4 * 4 * width, bias=False),
+        self.latent_dim, self.width, self.n_classes = latent_dim, width, n_classes
+        self.embed = nn.Embedding(n_classes, latent_dim) if n_classes else None
+        self.project = nn.Sequential(nn.Linear(latent_dim * (2 if n_classes else 1), 4 * 4 * 4 * width, bias=False),
                                      nn.BatchNorm1d(4 * 4 * 4 * width), nn.ReLU(inplace=True))
-        self.width = width
         self.body = nn.Sequential(
             nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.ConvTranspose2d(width, 3, 4, 2, 1), nn.Tanh())
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], dim=1)
         return self.body(self.project(z).view(-1, 4 * self.width, 4, 4))
 
 
 class Critic(nn.Module):
     """DCGAN critic without batch norm: the gradient penalty is per-sample, and batch norm would
-    couple the samples of a batch (Gulrajani et al. 2017, section 4)."""
+    couple the samples of a batch (Gulrajani et al. 2017, section 4).
 
-    def __init__(self, width: int = 64):
+    conditional = "projection": score + <embed(y), features> (Miyato & Koyama 2018);
+    "acgan": a second head of class logits (`forward` returns (score, logits)).
+    """
+
+    def __init__(self, width: int = 64, n_classes: int = 0, conditional: str = "none", spectral_norm: bool = False):
         super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        self.conditional = conditional
         self.body = nn.Sequential(
-            nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Flatten(), nn.Linear(4 * width * 4 * 4, 1))
+            sn(nn.Conv2d(3, width, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(2 * width, 4 * width, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
+            nn.Flatten())
+        features = 4 * width * 4 * 4
+        self.score = sn(nn.Linear(features, 1))
+        self.embed = sn(nn.Embedding(n_classes, features)) if conditional == "projection" else None
+        self.classify = sn(nn.Linear(features, n_classes)) if conditional == "acgan" else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).view(-1)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        h = self.body(x)
+        out = self.score(h).view(-1)
+        if self.embed is not None:
+            out = out + (self.embed(y) * h).sum(1)
+        if self.classify is not None:
+            return out, self.classify(h)
+        return out
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

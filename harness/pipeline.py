@@ -18,10 +18,11 @@ from harness import tracking
 from harness.config import Config, apply, config_hash
 from harness.data import Splits
 from harness.errors import HarnessError
-from harness.phases import augment, baseline, compare as compare_phase, gan, generate, pseudolabel
+from harness.phases import augment, baseline, compare as compare_phase, evaluator, gan, generate, pseudolabel
 
 # phase -> (config sections it reads, phases whose outputs it consumes)
 GRAPH = {
+    "evaluator": (("data", "quality"), ()),
     "baseline": (("data", "classifier"), ()),
     "gan": (("data", "gan"), ()),
     "generate": (("generate",), ("gan",)),
@@ -36,21 +37,32 @@ def phase_key(phase: str, cfg: Config, fixed: dict[str, str] | None = None) -> s
     this config would give it: `run:<id>` for a run the user named, or a shared GAN's key."""
     fixed = fixed or {}
     sections, upstream = GRAPH[phase]
+    if phase in ("gan", "generate") and cfg.quality.enabled:  # their runs then carry quality metrics
+        sections, upstream = sections + ("quality",), upstream + ("evaluator",)
     parts = [phase, config_hash(cfg, sections), tracking.code_version()]
     parts += [fixed[u] if u in fixed else phase_key(u, cfg, fixed) for u in upstream]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def kept_fixed(fixed: dict[str, str], images: torch.Tensor, labels: torch.Tensor) -> dict[str, str]:
+def kept_fixed(fixed: dict[str, str], images: torch.Tensor, labels: torch.Tensor,
+               soft: torch.Tensor | None = None) -> dict[str, str]:
     """Key downstream phases by the kept images themselves, not by the settings that chose them:
     two thresholds that keep the same images (say, none) then share one augmented run."""
-    digest = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:16]
+    blob = images.numpy().tobytes() + labels.numpy().tobytes() + (b"" if soft is None else soft.numpy().tobytes())
+    digest = hashlib.sha256(blob).hexdigest()[:16]
     return {**fixed, "pseudolabel": f"kept:{digest}"}
 
 
 def seeded(cfg: Config, seed: int) -> Config:
     """The config of one seed of a multi-seed study: every seed of the study set to `seed`."""
     return apply(cfg, {"data.seed": seed, "classifier.seed": seed, "gan.seed": seed, "generate.seed": seed})
+
+
+def evaluator_for(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = True, data_dir=None):
+    """The sample-quality evaluator (trained once, then reused), or None when quality is off."""
+    if not cfg.quality.enabled:
+        return None
+    return evaluator.run(cfg, splits, device, key=phase_key("evaluator", cfg), use_cache=use_cache, data_dir=data_dir)
 
 
 def upstream_run(phase: str, cfg: Config, run_id: str | None, command: str) -> str:
@@ -75,7 +87,8 @@ class PipelineResult:
 
 
 def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = True, resume: bool = False,
-        gan_cfg: Config | None = None, gan_splits: Splits | None = None, note: str = "") -> PipelineResult:
+        gan_cfg: Config | None = None, gan_splits: Splits | None = None, note: str = "",
+        data_dir=None) -> PipelineResult:
     """One pipeline under one parent run. `gan_cfg`/`gan_splits` let several seeds share one GAN."""
     gan_cfg, gan_splits = gan_cfg or cfg, gan_splits or splits
     fixed = {"gan": phase_key("gan", gan_cfg)}
@@ -94,28 +107,34 @@ def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = Tru
     with tracking.phase_run("pipeline", cfg, run_name=f"pipeline seed={cfg.data.seed}",
                             extra_params={"pipeline.gan_shared": gan_cfg is not cfg}) as parent:
         mlflow.set_tag("harness.data_source", splits.source)
+        ev = timed("evaluator", lambda: evaluator_for(cfg, splits, device, use_cache, data_dir)) \
+            if cfg.quality.enabled else None
         base = timed("baseline", lambda: baseline.run(cfg, splits, device, key=keys["baseline"], use_cache=use_cache))
         g = timed("gan", lambda: gan.run(gan_cfg, gan_splits, device, key=keys["gan"], use_cache=use_cache,
-                                         resume=resume))
-        gen = timed("generate", lambda: generate.run(cfg, g.run_id, device, key=keys["generate"], use_cache=use_cache))
+                                         resume=resume, evaluator=ev))
+        gen = timed("generate", lambda: generate.run(cfg, g.run_id, device, key=keys["generate"], use_cache=use_cache,
+                                                     evaluator=ev, splits=splits))
         pl = timed("pseudolabel", lambda: pseudolabel.run(cfg, base.run_id, gen.images, splits.classes, device,
                                                           key=keys["pseudolabel"], use_cache=use_cache,
-                                                          extra_params={"pseudolabel.generate_run": gen.run_id}))
-        by_kept = kept_fixed(fixed, pl.images, pl.labels)
+                                                          extra_params={"pseudolabel.generate_run": gen.run_id},
+                                                          generated=gen.labels))
+        by_kept = kept_fixed(fixed, pl.images, pl.labels, pl.soft)
         keys["augmented"], keys["compare"] = (phase_key(p, cfg, by_kept) for p in ("augmented", "compare"))
         aug = timed("augmented", lambda: augment.run(cfg, splits, pl.images, pl.labels, device, key=keys["augmented"],
                                                      use_cache=use_cache,
-                                                     extra_params={"augmented.pseudolabel_run": pl.run_id}))
+                                                     extra_params={"augmented.pseudolabel_run": pl.run_id},
+                                                     soft=pl.soft))
         cmp = timed("compare", lambda: compare_phase.run(cfg, base.metrics, aug.metrics, splits.classes,
                                                          key=keys["compare"], use_cache=use_cache))
         kept = {k: v for k, v in pl.metrics.items() if k.startswith("kept/")}
+        quality = {k: v for k, v in gen.metrics.items() if k.startswith("quality/")} if ev is not None else {}
         headline = {"baseline/test_accuracy": base.metrics["test/accuracy"],
                     "baseline/test_f1_weighted": base.metrics["test/f1_weighted"],
                     "augmented/test_accuracy": aug.metrics["test/accuracy"],
                     "augmented/test_f1_weighted": aug.metrics["test/f1_weighted"],
                     "delta/accuracy": cmp.deltas["delta/accuracy"],
                     "delta/f1_weighted": cmp.deltas["delta/f1_weighted"],
-                    **kept, **{f"time/{k}_seconds": v for k, v in seconds.items()}}
+                    **kept, **quality, **{f"time/{k}_seconds": v for k, v in seconds.items()}}
         mlflow.log_metrics(headline)
         mlflow.log_text(cmp.table_md, "comparison.md")
         mlflow.set_tag("mlflow.note.content", _description(cfg, headline, cmp.table_md) + note)
@@ -144,7 +163,7 @@ def run_seeds(cfg: Config, seeds: list[int], data_dir, device: torch.device, use
             note = f"\n\nGAN shared across seeds: trained once on seed {seeds[0]}'s images." if share_gan else ""
             results.append(run(cfg_s, splits, device, use_cache, resume,
                                gan_cfg=first if share_gan else None,
-                               gan_splits=first_splits if share_gan else None, note=note))
+                               gan_splits=first_splits if share_gan else None, note=note, data_dir=data_dir))
         report = compare.seed_report(compare.pairs_of_study(study.run_id), share_gan=share_gan)
         cmp = compare_phase.run_report(cfg, report)
         mlflow.log_metrics(report.headline())

@@ -200,7 +200,8 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
         keys = {p: pipeline.phase_key(p, cfg) for p in ("baseline", "gan")}
         # Trained once per study; `use_cache` still governs whether an earlier identical run serves.
         base = baseline.run(cfg, splits, device, key=keys["baseline"], use_cache=use_cache)
-        g = gan.run(cfg, splits, device, key=keys["gan"], use_cache=use_cache)
+        g = gan.run(cfg, splits, device, key=keys["gan"], use_cache=use_cache,
+                    evaluator=pipeline.evaluator_for(cfg, splits, device, use_cache))
         checkpoints = list(gan.list_checkpoints(g.run_id))
 
         def objective(trial: optuna.Trial) -> float:
@@ -239,10 +240,12 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
         fixed = {"gan": keys["gan"]}
         gen = generate.run(best_cfg, g.run_id, device, key=pipeline.phase_key("generate", best_cfg, fixed))
         pl = pseudolabel.run(best_cfg, base.run_id, gen.images, splits.classes, device,
-                             key=pipeline.phase_key("pseudolabel", best_cfg, fixed))
+                             key=pipeline.phase_key("pseudolabel", best_cfg, fixed), generated=gen.labels)
         aug = augment.run(best_cfg, splits, pl.images, pl.labels, device,
-                          key=pipeline.phase_key("augmented", best_cfg, pipeline.kept_fixed(fixed, pl.images, pl.labels)),
-                          extra_params={"augmented.pseudolabel_run": pl.run_id, "sweep.best_trial": best.number})
+                          key=pipeline.phase_key("augmented", best_cfg,
+                                                 pipeline.kept_fixed(fixed, pl.images, pl.labels, pl.soft)),
+                          extra_params={"augmented.pseudolabel_run": pl.run_id, "sweep.best_trial": best.number},
+                          soft=pl.soft)
         cmp = compare_phase.run(best_cfg, base.metrics, aug.metrics, splits.classes, use_cache=False)
         best_test, table_md = aug.metrics, cmp.table_md
         mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": aug.metrics["test/accuracy"],
@@ -272,7 +275,7 @@ def _trial(trial: optuna.Trial, tcfg: Config, splits: Splits, device: torch.devi
     pinned = {"gan": f"run:{gan_run}", "baseline": f"run:{base_run}"} if not use_cache else {}
     gen = generate.run(tcfg, gan_run, device, key=pipeline.phase_key("generate", tcfg, pinned), use_cache=use_cache)
     pl = pseudolabel.run(tcfg, base_run, gen.images, splits.classes, device,
-                         key=pipeline.phase_key("pseudolabel", tcfg, pinned), use_cache=use_cache)
+                         key=pipeline.phase_key("pseudolabel", tcfg, pinned), use_cache=use_cache, generated=gen.labels)
 
     def report(epoch: int, row: dict) -> None:
         trial.report(row["val/accuracy"], epoch)
@@ -280,8 +283,8 @@ def _trial(trial: optuna.Trial, tcfg: Config, splits: Splits, device: torch.devi
             raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")
 
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    key = pipeline.phase_key("augmented", tcfg, pipeline.kept_fixed(pinned, pl.images, pl.labels)) + "-val"
-    aug = augment.run(tcfg, splits, pl.images, pl.labels, device, key=key, use_cache=use_cache,
+    key = pipeline.phase_key("augmented", tcfg, pipeline.kept_fixed(pinned, pl.images, pl.labels, pl.soft)) + "-val"
+    aug = augment.run(tcfg, splits, pl.images, pl.labels, device, key=key, use_cache=use_cache, soft=pl.soft,
                       on_epoch=report, evaluate_test=False)
     return aug.metrics["val/accuracy"]
 

@@ -102,6 +102,13 @@ def git_commit() -> str | None:
 
 
 def provenance_tags() -> dict[str, str]:
+    return dict(_provenance())
+
+
+@functools.lru_cache(maxsize=1)
+def _provenance() -> dict[str, str]:
+    # Once per process, like code_version(): a sweep opens hundreds of runs, and `git rev-parse`
+    # per run cost more than the run itself.
     import numpy
     import sklearn
     import torch

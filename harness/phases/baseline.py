@@ -22,13 +22,21 @@ from harness.models import SimpleCNN
 
 @dataclass
 class ClassifierResult:
-    run_id: str
-    model: SimpleCNN
+    run_id: str  # the run holding model/model.pt (the reused one on a cache hit)
     metrics: dict[str, float]
+    trained: SimpleCNN | None = None
+
+    @property
+    def model(self) -> SimpleCNN:
+        # Loaded on demand: a reused run's weights are read only if someone asks (sweeps never do).
+        if self.trained is None:
+            self.trained = load_model(self.run_id)[0]
+        return self.trained
 
 
 def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                   label: str, on_epoch=None, evaluate_test: bool = True) -> tuple[SimpleCNN, dict[str, float]]:
+                   label: str, on_epoch=None, evaluate_test: bool = True,
+                   synthetic=None) -> tuple[SimpleCNN, dict[str, float]]:
     """Train on (x, y) and log curves, weights and (unless `evaluate_test` is off, as in sweep
     trials, which must never see the test set) test metrics and artifacts to the active run."""
     done: list[dict] = []
@@ -40,7 +48,8 @@ def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor
 
     try:
         model, history = train.train_classifier(x, y, len(splits.classes), cfg.classifier, device,
-                                                val=(splits.val_x, splits.val_y), label=label, on_epoch=hook)
+                                                val=(splits.val_x, splits.val_y), label=label, on_epoch=hook,
+                                                synthetic=synthetic)
     except BaseException:
         tracking.log_history(done)  # a pruned or interrupted run keeps the curves it had
         raise
@@ -48,10 +57,15 @@ def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor
     tracking.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
     tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                         "config": asdict(cfg), "classes": list(splits.classes)}, "model/model.pt")
-    n_syn = len(x) - len(splits.train_x)
+    n_syn = len(synthetic[0]) if synthetic is not None else 0
+    c = cfg.classifier
+    mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
+             (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
+             (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
+             (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
     trained = (f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
-               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {cfg.classifier.epochs} epochs "
-               f"(augment={cfg.classifier.augment}).")
+               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs "
+               f"(augment={c.augment}{mixing if n_syn else ''}).")
     final = {"val/accuracy": history.epochs[-1]["val/accuracy"]} if "val/accuracy" in history.epochs[-1] else {}
     if not evaluate_test:
         tracking.describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "
@@ -88,6 +102,6 @@ def run(cfg: Config, splits: Splits, device: torch.device, key: str | None = Non
                             extra_params={"data.n_train": len(splits.train_x)}) as pr:
         mlflow.set_tag("harness.data_source", splits.source)
         if pr.hit:
-            return ClassifierResult(pr.source_id, load_model(pr.source_id)[0], dict(pr.hit.data.metrics))
+            return ClassifierResult(pr.source_id, dict(pr.hit.data.metrics))
         model, m = fit_and_report(cfg, splits, splits.train_x, splits.train_y, device, "baseline")
-        return ClassifierResult(pr.run_id, model, m)
+        return ClassifierResult(pr.run_id, m, model)
