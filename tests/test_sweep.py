@@ -150,3 +150,32 @@ def test_spec_error_through_cli(runner, tmp_path):
 def test_default_spec_is_valid():
     spec = sweep.load_spec(None)
     assert {p.field for p in spec.params} == {"generate.checkpoint_epoch", "generate.n_samples", "pseudolabel.threshold"}
+
+
+def test_incremental_labelling_matches_labelling_from_scratch(monkeypatch):
+    # A sweep labels a checkpoint's stream once, extending it for larger sample counts; the memo
+    # must give what labelling each request from scratch would (up to float noise of batching).
+    import torch
+
+    from harness import train
+    from harness.models import SimpleCNN
+    from harness.phases import pseudolabel
+    model = SimpleCNN(3)
+    monkeypatch.setattr(pseudolabel, "load_model", lambda run_id: (model, ["a", "b", "c"]))
+    monkeypatch.setattr(pseudolabel, "_memo", [])
+    calls = []
+    real_predict = train.predict_proba
+    monkeypatch.setattr(train, "predict_proba", lambda m, x, d: calls.append(len(x)) or real_predict(m, x, d))
+    images = torch.randint(0, 256, (700, 3, 32, 32), dtype=torch.uint8)
+    dev = torch.device("cpu")
+    fresh = real_predict(model, images, dev).numpy()
+    a = pseudolabel._baseline_proba("run", images[:300], dev)
+    b = pseudolabel._baseline_proba("run", images[:100], dev)  # a prefix: nothing to label
+    c = pseudolabel._baseline_proba("run", images, dev)  # longer: only the 400 new images
+    assert calls == [300, 400]
+    for got, n in ((a, 300), (b, 100), (c, 700)):
+        assert got.shape == (n, 3) and abs(got - fresh[:n]).max() < 1e-5
+    other = images.clone()
+    other[0] = 255 - other[0]
+    pseudolabel._baseline_proba("run", other[:50], dev)  # different images: labelled afresh
+    assert calls[-1] == 50
