@@ -68,7 +68,7 @@ class GanConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     n_samples: int = 1500  # synthetic images to generate
-    checkpoint_epoch: int = 0  # generator checkpoint to sample from; 0 = the last one
+    checkpoint_epoch: int = 0  # generator checkpoint to sample from; 0 = the last one; -1 = the lowest quality/fd one
     seed: int = 0  # noise seed
 
 
@@ -189,7 +189,9 @@ def _check_ranges(cfg: Config) -> None:
     for key in positive:
         if values[key] <= 0:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")
-    for key in ["data.val_per_class", "generate.checkpoint_epoch", "classifier.weight_decay"]:
+    if cfg.generate.checkpoint_epoch < -1:
+        raise HarnessError(f"generate.checkpoint_epoch must be >= -1 (-1: best by quality), got {cfg.generate.checkpoint_epoch}")
+    for key in ["data.val_per_class", "classifier.weight_decay"]:
         if values[key] < 0:
             raise HarnessError(f"{key} must be >= 0, got {values[key]}")
     for key in ["classifier.lr", "gan.lr"]:
@@ -222,6 +224,8 @@ def _check_ranges(cfg: Config) -> None:
     unknown = [p for p in cfg.gan.diffaugment.split(",") if p and p not in POLICIES]
     if unknown:
         raise HarnessError(f"gan.diffaugment: unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+    if cfg.generate.checkpoint_epoch == -1 and not cfg.quality.enabled:
+        raise HarnessError("generate.checkpoint_epoch=-1 (the best checkpoint by quality) needs quality.enabled=true")
     if cfg.pseudolabel.mode != "label" and cfg.gan.conditional == "none":
         raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs a class-conditional GAN "
                            "(gan.conditional=projection or acgan)")

@@ -206,7 +206,8 @@ LEVERS = ["quality.enabled=true", "quality.evaluator_epochs=2", "gan.conditional
           "gan.spectral_norm=true", "gan.gp_weight=0", "gan.diffaugment=color,translation,cutout", "gan.ema=0.9",
           "pseudolabel.mode=filter", "pseudolabel.threshold=0.0", "pseudolabel.soft_labels=true",
           "pseudolabel.top_k_per_class=8", "classifier.synthetic_share=0.25", "classifier.synthetic_weight=0.5",
-          "classifier.real_only_epochs=1", "classifier.augment=true", "data.classes=airplane,automobile,bird"]
+          "classifier.real_only_epochs=1", "classifier.augment=true", "data.classes=airplane,automobile,bird",
+          "generate.checkpoint_epoch=-1"]
 
 
 def test_pipeline_with_every_lever(runner, client, tree):
@@ -217,6 +218,8 @@ def test_pipeline_with_every_lever(runner, client, tree):
     gan_id = runs["gan"].info.run_id
     fd = client.get_metric_history(gan_id, "quality/fd")
     assert [m.step for m in fd] == [1, 2]  # one measurement per checkpoint
+    best = min(fd, key=lambda m: m.value).step
+    assert runs["generate"].data.params["generate.checkpoint_used"] == str(best)  # -1: the lowest-FD checkpoint
     for key in ("quality/fd", "quality/kid", "quality/precision", "quality/recall", "quality/cas"):
         assert np.isfinite(runs["generate"].data.metrics[key]), key
     ckpt = torch.load(client.download_artifacts(gan_id, "checkpoints/generator_epoch_0002.pt", str(tree.parent)),
@@ -236,6 +239,7 @@ def test_pipeline_with_every_lever(runner, client, tree):
     ("gan.loss=wgan", "gan.loss must be one of"),
     ("classifier.synthetic_share=1.0", "synthetic_share must be in [0, 1)"),
     ("classifier.real_only_epochs=3", "exceeds classifier.epochs"),
+    ("generate.checkpoint_epoch=-1", "needs quality.enabled=true"),
 ])
 def test_lever_settings_are_checked(runner, setting, message):
     result = invoke(runner, ["config", "--preset", "tiny", "--set", setting], ok=False)

@@ -67,6 +67,17 @@ def load_generator(run_id: str, epoch: int | None = None) -> tuple[Generator, di
     return g, ckpt
 
 
+def best_checkpoint(run_id: str) -> int:
+    """The checkpoint epoch with the lowest Frechet distance the gan run measured (quality.enabled)."""
+    from harness.errors import HarnessError
+    fd = {m.step: m.value for m in mlflow.MlflowClient().get_metric_history(run_id, "quality/fd")}
+    scored = [e for e in list_checkpoints(run_id) if e in fd]
+    if not scored:
+        raise HarnessError(f"gan run {run_id} measured no sample quality at its checkpoints; "
+                           "generate.checkpoint_epoch=-1 needs a gan run trained with quality.enabled=true")
+    return min(scored, key=fd.get)
+
+
 def loss_figure(history: list[dict[str, float]]):
     from harness.metrics import subplots
     keys = ["gan/critic_loss", "gan/wasserstein", "gan/gradient_penalty", "gan/generator_loss"]

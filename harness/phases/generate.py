@@ -71,7 +71,10 @@ def run(cfg: Config, gan_run_id: str, device: torch.device, key: str, use_cache:
             return GenerateResult(pr.source_id, torch.from_numpy(saved["images"]),
                                   torch.from_numpy(saved["labels"]) if "labels" in saved else None,
                                   dict(pr.hit.data.metrics))
-        generator, ckpt = gan.load_generator(gan_run_id, cfg.generate.checkpoint_epoch or None)
+        epoch = cfg.generate.checkpoint_epoch
+        if epoch == -1:
+            epoch = gan.best_checkpoint(gan_run_id)
+        generator, ckpt = gan.load_generator(gan_run_id, epoch or None)
         images, labels = sample(generator, gan_run_id, ckpt["epoch"], ckpt["config"]["latent_dim"], cfg.generate.n_samples,
                         cfg.generate.seed, device)
         mlflow.log_params({"generate.checkpoint_used": ckpt["epoch"]})
