@@ -7,7 +7,7 @@ import torch
 
 from harness import config, diffaugment, quality, train
 from harness.phases import pseudolabel
-from tests.conftest import invoke
+from conftest import invoke
 
 COLOURS = torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220]])
 
