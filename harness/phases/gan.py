@@ -95,10 +95,10 @@ def loss_figure(history: list[dict[str, float]]):
 
 def checkpoint_quality(cfg: Config, sampler: torch.nn.Module, evaluator, device: torch.device) -> dict[str, float]:
     """FD, KID, precision, recall of quality.n_samples images of a checkpoint (noise seed 0)."""
+    was_training = sampler.training  # the live generator trains on; the EMA copy stays in eval mode
     images, _ = train.generate(sampler, cfg.gan.latent_dim, 0, device, 0, cfg.quality.n_samples)
-    out = evaluator.measure(images, cfg.quality.k)
-    sampler.train()
-    return out
+    sampler.train(was_training)
+    return evaluator.measure(images, cfg.quality.k)
 
 
 def _train(cfg: Config, splits: Splits, device: torch.device, state: dict | None, history: list,
