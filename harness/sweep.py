@@ -166,9 +166,11 @@ def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> optuna
             return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
                                        direction="maximize", load_if_exists=True)
         except Exception as e:
-            # Workers starting together race to create a new storage's tables (or the study):
-            # the loser finds them made, and simply opens them on the next try.
-            if "already exists" in str(e) and attempt < 4:
+            # Workers starting together race to create a new storage's tables, its schema-version
+            # row (UNIQUE alembic_version) or the study: the loser finds them made, and simply
+            # opens them on the next try.
+            racing = ("already exists", "UNIQUE constraint failed", "database is locked")
+            if any(r in str(e) for r in racing) and attempt < 4:
                 time.sleep(0.5 + attempt)
                 continue
             raise HarnessError(f"cannot open Optuna storage {storage!r}: {str(e).splitlines()[0]}") from None
