@@ -64,7 +64,7 @@ def curves_figure(epochs: list[dict[str, float]], title: str = ""):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="upper right" if name == "loss" else "lower right")  # "best" costs ~0.1 s a figure
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -215,14 +215,14 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
             values = {p.field: suggest(trial, p, checkpoints) for p in spec.params}
             tcfg = config.apply(cfg, values)
             with tracking.phase_run("trial", tcfg, run_name=f"sweep trial {trial.number}",
-                                    extra_params={"trial.number": trial.number, "sweep.study": study_name}) as tr:
+                                    extra_params={"trial.number": trial.number, "sweep.study": study_name},
+                                    tags={"harness.trial": trial.number, "harness.study": study_name}) as tr:
                 trial.set_user_attr("mlflow_run_id", tr.run_id)
-                mlflow.set_tags({"harness.trial": trial.number, "harness.study": study_name})
-                value = _trial(trial, tcfg, splits, device, base.run_id if use_cache else None,
-                               g.run_id if use_cache else None, use_cache)
-                mlflow.log_metric("trial/value", value)
-                tracking.describe(f"**sweep trial {trial.number}**: {json.dumps(values)} -> validation accuracy "
-                                  f"{100 * value:.2f}%.")
+                value, what = _trial(trial, tcfg, splits, device, base.run_id if use_cache else None,
+                                     g.run_id if use_cache else None, use_cache)
+                tracking.log_batch(metrics={"trial/value": value}, tags={
+                    tracking.NOTE: f"**sweep trial {trial.number}**: {json.dumps(values)}: {what} -> validation "
+                                   f"accuracy {100 * value:.2f}%."})
             return value
 
         def stop_when_done(study, _trial):
@@ -243,11 +243,15 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
         gen = generate.run(best_cfg, g.run_id, device, key=pipeline.phase_key("generate", best_cfg, fixed))
         pl = pseudolabel.run(best_cfg, base.run_id, gen.images, splits.classes, device,
                              key=pipeline.phase_key("pseudolabel", best_cfg, fixed), generated=gen.labels)
-        aug = augment.run(best_cfg, splits, pl.images, pl.labels, device,
-                          key=pipeline.phase_key("augmented", best_cfg,
-                                                 pipeline.kept_fixed(fixed, pl.images, pl.labels, pl.soft)),
-                          extra_params={"augmented.pseudolabel_run": pl.run_id, "sweep.best_trial": best.number},
-                          soft=pl.soft)
+        aug_key = pipeline.phase_key("augmented", best_cfg, pipeline.kept_fixed(fixed, pl.images, pl.labels, pl.soft))
+        extra = {"augmented.pseudolabel_run": pl.run_id, "sweep.best_trial": best.number}
+        if best.user_attrs.get("augmented_run_id"):
+            # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
+            aug = augment.evaluate(best_cfg, splits, best.user_attrs["augmented_run_id"], device, key=aug_key,
+                                   extra_params=extra)
+        else:  # a trial of an older study, whose model run was not recorded
+            aug = augment.run(best_cfg, splits, pl.images, pl.labels, device, key=aug_key, extra_params=extra,
+                              soft=pl.soft)
         cmp = compare_phase.run(best_cfg, base.metrics, aug.metrics, splits.classes, use_cache=False)
         best_test, table_md = aug.metrics, cmp.table_md
         mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": aug.metrics["test/accuracy"],
@@ -268,16 +272,22 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
 
 
 def _trial(trial: optuna.Trial, tcfg: Config, splits: Splits, device: torch.device, base_run: str | None,
-           gan_run: str | None, use_cache: bool) -> float:
-    """One trial's phases, nested under its run; without the cache it retrains everything."""
+           gan_run: str | None, use_cache: bool) -> tuple[float, str]:
+    """One trial, under its run; without the cache it retrains baseline and GAN first.
+
+    Generating and pseudo-labelling log their metrics on the trial's run, not as phase runs with
+    arrays: every trial's images are a prefix of one noise stream per checkpoint (train.noise), so
+    storing them per trial would only repeat the GAN run's checkpoint (and cost 30 MB a trial).
+    The best trial's images are logged in full when it is evaluated. The augmented model is a
+    child run holding its weights. Returns (validation accuracy, a line for the description)."""
     if base_run is None:
         base_run = baseline.run(tcfg, splits, device, key=pipeline.phase_key("baseline", tcfg), use_cache=False).run_id
     if gan_run is None:
         gan_run = gan.run(tcfg, splits, device, key=pipeline.phase_key("gan", tcfg), use_cache=False).run_id
-    pinned = {"gan": f"run:{gan_run}", "baseline": f"run:{base_run}"} if not use_cache else {}
-    gen = generate.run(tcfg, gan_run, device, key=pipeline.phase_key("generate", tcfg, pinned), use_cache=use_cache)
-    pl = pseudolabel.run(tcfg, base_run, gen.images, splits.classes, device,
-                         key=pipeline.phase_key("pseudolabel", tcfg, pinned), use_cache=use_cache, generated=gen.labels)
+    images, generated, epoch = generate.draw(tcfg, gan_run, device)
+    lab = pseudolabel.label(tcfg, base_run, images, splits.classes, device, generated)
+    tracking.log_batch(params={"trial.gan_run": gan_run, "trial.baseline_run": base_run},
+                       metrics={"generate/n_samples": len(images), "generate/checkpoint_epoch": epoch, **lab.metrics})
 
     def report(epoch: int, row: dict) -> None:
         trial.report(row["val/accuracy"], epoch)
@@ -285,10 +295,13 @@ def _trial(trial: optuna.Trial, tcfg: Config, splits: Splits, device: torch.devi
             raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")
 
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    key = pipeline.phase_key("augmented", tcfg, pipeline.kept_fixed(pinned, pl.images, pl.labels, pl.soft)) + "-val"
-    aug = augment.run(tcfg, splits, pl.images, pl.labels, device, key=key, use_cache=use_cache, soft=pl.soft,
+    pinned = {"gan": f"run:{gan_run}", "baseline": f"run:{base_run}"} if not use_cache else {}
+    key = pipeline.phase_key("augmented", tcfg, pipeline.kept_fixed(pinned, lab.images, lab.labels, lab.soft)) + "-val"
+    aug = augment.run(tcfg, splits, lab.images, lab.labels, device, key=key, use_cache=use_cache, soft=lab.soft,
                       on_epoch=report, evaluate_test=False)
-    return aug.metrics["val/accuracy"]
+    trial.set_user_attr("augmented_run_id", aug.run_id)  # holds the model the best trial is tested with
+    return aug.metrics["val/accuracy"], (f"{len(images)} images from the epoch-{epoch} generator, kept "
+                                         f"{lab.metrics['kept/count']} (augmented run `{aug.run_id}`)")
 
 
 def _log_plots(study: optuna.Study) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness import __version__
@@ -185,13 +185,14 @@ def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params
         all_tags["harness.cache_hit" if hit else "harness.cache_key"] = key
     if hit:
         all_tags["harness.reused_from"] = hit.info.run_id
-    run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None, tags=all_tags)
+    run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
+                           tags={k: str(v) for k, v in all_tags.items()})
     try:
-        mlflow.log_params({**flat(cfg), **(extra_params or {})})
-        if hit:
-            mlflow.log_metrics(hit.data.metrics)
-            describe(f"Reused: identical config, inputs and code as run `{hit.info.run_id}`, whose artifacts "
-                     f"this phase used.\n\n{hit.data.tags.get(NOTE, '')}")
+        # One write for params (+ a reused run's metrics and description): a sweep opens four runs
+        # per trial, and every MLflow call is a SQLite transaction.
+        log_batch(params={**flat(cfg), **(extra_params or {})}, metrics=hit.data.metrics if hit else None,
+                  tags={NOTE: f"Reused: identical config, inputs and code as run `{hit.info.run_id}`, whose "
+                              f"artifacts this phase used.\n\n{hit.data.tags.get(NOTE, '')}"} if hit else None)
         yield PhaseRun(run, hit)
     except BaseException as e:
         # Ctrl-C, SIGTERM and an Optuna pruning decision stop a run on purpose: KILLED, not FAILED.
@@ -202,6 +203,23 @@ def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,
+              run_id: str | None = None) -> None:
+    """Params, metrics and tags of the active run in one call (MLflow takes 100 params a call)."""
+    run_id = run_id or mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    params = [Param(k, str(v)) for k, v in (params or {}).items()]
+    metrics = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+    tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    client = MlflowClient()
+    # MLflow's limits per call: 100 params + tags, 1000 entities in all.
+    while params or metrics or tags:
+        t, tags = tags[:100], tags[100:]
+        p, params = params[:100 - len(t)], params[100 - len(t):]
+        m, metrics = metrics[:1000 - len(t) - len(p)], metrics[1000 - len(t) - len(p):]
+        client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True)
 
 
 def log_history(epochs: list[dict[str, float]], run_id: str | None = None) -> None:

@@ -75,6 +75,18 @@ def test_sweep_then_resume(runner, client, tree, tmp_path, tracking_uri):
         {a.path for a in client.list_artifacts(last.info.run_id, "optuna")}
     assert {"best_params.json", "optuna/optimization_history.png", "optuna/slice.png"} <= arts
     assert 0 <= last.data.metrics["best/test_accuracy"] <= 1
+    # Trials log generation and labelling as metrics on their own run; only the augmented model is
+    # a child run. The best trial's model is the one tested: no retrained copy.
+    assert all({"generate/n_samples", "kept/count"} <= set(r.data.metrics) for r in trial_runs)
+    children = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("mlflow.parentRunId") in by_id]
+    assert {r.data.tags["harness.phase"] for r in children} == {"augmented"}
+    best = study.best_trial
+    tested = [r for r in client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'augmented'")
+              if r.data.tags.get("mlflow.parentRunId") == last.info.run_id]
+    assert len(tested) == 1
+    assert tested[0].data.params["augmented.model_run"] == best.user_attrs["augmented_run_id"]
+    assert tested[0].data.metrics["val/accuracy"] == pytest.approx(best.value)
+    assert tested[0].data.metrics["test/accuracy"] == pytest.approx(last.data.metrics["best/test_accuracy"])
     # Baseline and GAN are trained once per study: the second sweep reused both.
     gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'gan'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1

@@ -55,8 +55,7 @@ def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor
         raise
     tracking.log_history(history.epochs)
     tracking.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
-    tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                        "config": asdict(cfg), "classes": list(splits.classes)}, "model/model.pt")
+    log_model(model, cfg, splits.classes)
     n_syn = len(synthetic[0]) if synthetic is not None else 0
     c = cfg.classifier
     mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
@@ -71,6 +70,11 @@ def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor
         tracking.describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "
                           "(test set not evaluated: sweep trials choose by validation only).")
         return model, final
+    return model, final | report_test(model, splits, device, label, trained)
+
+
+def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: str, trained: str) -> dict[str, float]:
+    """Test metrics and their artifacts on the active run; `trained` says how the model was made."""
     proba = train.predict_proba(model, splits.test_x, device).numpy()
     ev = metrics.evaluate(splits.test_y.numpy(), proba, splits.classes)
     mlflow.log_metrics(ev.metrics)
@@ -86,7 +90,12 @@ def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor
     tracking.describe(f"{trained}\n\nTest accuracy **{100 * ev.metrics['test/accuracy']:.2f}%**, "
                       f"weighted F1 **{ev.metrics['test/f1_weighted']:.4f}**; per-class F1: {per_class}. "
                       f"See confusion_matrix.png and classification_report.txt.")
-    return model, final | ev.metrics
+    return ev.metrics
+
+
+def log_model(model: SimpleCNN, cfg: Config, classes) -> None:
+    tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                        "config": asdict(cfg), "classes": list(classes)}, "model/model.pt")
 
 
 def load_model(run_id: str) -> tuple[SimpleCNN, list[str]]:

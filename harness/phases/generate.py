@@ -48,6 +48,17 @@ def sample(generator, gan_run_id: str, epoch: int, latent_dim: int, n: int, seed
     return pool[:n], (train.stream_labels(0, n, generator.n_classes) if generator.n_classes else None)
 
 
+def draw(cfg: Config, gan_run_id: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """generate.n_samples images (+ their drawn classes, or None) and the checkpoint epoch used."""
+    epoch = cfg.generate.checkpoint_epoch
+    if epoch == -1:
+        epoch = gan.best_checkpoint(gan_run_id)
+    generator, ckpt = gan.load_generator(gan_run_id, epoch or None)
+    images, labels = sample(generator, gan_run_id, ckpt["epoch"], ckpt["config"]["latent_dim"], cfg.generate.n_samples,
+                            cfg.generate.seed, device)
+    return images, labels, ckpt["epoch"]
+
+
 def measure(cfg: Config, images: torch.Tensor, labels: torch.Tensor | None, evaluator, splits, device) -> dict:
     m = evaluator.measure(images, cfg.quality.k)
     if cfg.quality.cas and splits is not None and len(images):
@@ -71,14 +82,9 @@ def run(cfg: Config, gan_run_id: str, device: torch.device, key: str, use_cache:
             return GenerateResult(pr.source_id, torch.from_numpy(saved["images"]),
                                   torch.from_numpy(saved["labels"]) if "labels" in saved else None,
                                   dict(pr.hit.data.metrics))
-        epoch = cfg.generate.checkpoint_epoch
-        if epoch == -1:
-            epoch = gan.best_checkpoint(gan_run_id)
-        generator, ckpt = gan.load_generator(gan_run_id, epoch or None)
-        images, labels = sample(generator, gan_run_id, ckpt["epoch"], ckpt["config"]["latent_dim"], cfg.generate.n_samples,
-                        cfg.generate.seed, device)
-        mlflow.log_params({"generate.checkpoint_used": ckpt["epoch"]})
-        mlflow.log_metrics({"generate/n_samples": len(images), "generate/checkpoint_epoch": ckpt["epoch"]})
+        images, labels, epoch = draw(cfg, gan_run_id, device)
+        mlflow.log_params({"generate.checkpoint_used": epoch})
+        mlflow.log_metrics({"generate/n_samples": len(images), "generate/checkpoint_epoch": epoch})
         tracking.log_npz("synthetic.npz", images=images.numpy(), **({} if labels is None else {"labels": labels.numpy()}))
         tracking.log_image_grid(images[:64], "preview.png")
         q, m = "", {}
@@ -86,6 +92,6 @@ def run(cfg: Config, gan_run_id: str, device: torch.device, key: str, use_cache:
             m = measure(cfg, images, labels, evaluator, splits, device)
             mlflow.log_metrics(m)
             q = "\n\nSample quality: " + ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in m.items()) + "."
-        tracking.describe(f"**generate**: {len(images)} images from the epoch-{ckpt['epoch']} generator of gan run "
+        tracking.describe(f"**generate**: {len(images)} images from the epoch-{epoch} generator of gan run "
                           f"`{gan_run_id}` (noise seed {cfg.generate.seed}). `synthetic.npz`, `preview.png`.{q}")
         return GenerateResult(pr.run_id, images, labels, m)
