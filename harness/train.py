@@ -286,11 +286,10 @@ class WganGp:
             if self.critic_iters % cfg.critic_steps == 0:
                 for p in self.critic.parameters():
                     p.requires_grad_(False)  # no critic grads needed for the generator step
-                yg = y if y is not None else None
-                score, logits = self._critic(self.generator(self._noise(cfg.batch_size), yg), yg)
+                score, logits = self._critic(self.generator(self._noise(cfg.batch_size), y), y)
                 loss_g = -score.mean()
                 if logits is not None:
-                    loss_g = loss_g + cfg.ac_weight * F.cross_entropy(logits, yg)
+                    loss_g = loss_g + cfg.ac_weight * F.cross_entropy(logits, y)
                 self.opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 self.opt_g.step()

@@ -135,13 +135,17 @@ class Labelled:
     generated: np.ndarray | None  # [N] a conditional generator's classes
 
 
-def label(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, device: torch.device,
-          generated: torch.Tensor | None = None) -> Labelled:
-    """Label and filter the synthetic images under pseudolabel.*, logging nothing."""
+def _check_mode(cfg: Config, generated: torch.Tensor | None) -> None:
     from harness.errors import HarnessError
     if cfg.pseudolabel.mode != "label" and generated is None:
         raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs synthetic images with generated classes "
                            "(from a class-conditional GAN)")
+
+
+def label(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, device: torch.device,
+          generated: torch.Tensor | None = None) -> Labelled:
+    """Label and filter the synthetic images under pseudolabel.*, logging nothing."""
+    _check_mode(cfg, generated)
     proba = _baseline_proba(baseline_run_id, synthetic, device)
     gen = generated.numpy() if generated is not None else None
     cls, confidence, keep = select(cfg, proba, gen)
@@ -161,6 +165,7 @@ def run(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, dev
         key: str, use_cache: bool = True, extra_params: dict | None = None,
         generated: torch.Tensor | None = None) -> PseudolabelResult:
     """`generated`: the classes a conditional generator drew (needed by modes filter and none)."""
+    _check_mode(cfg, generated)  # before a run is opened: bad settings leave no FAILED run behind
     with tracking.phase_run("pseudolabel", cfg, key=key, use_cache=use_cache,
                             extra_params={"pseudolabel.baseline_run": baseline_run_id, **(extra_params or {})}) as pr:
         if pr.hit:
