@@ -4,10 +4,12 @@ fields and runs the normal phases.
     harness sweep --trials 20 --preset cpu [--study NAME] [--storage URL] [--spec experiments/sweep.toml]
 
 - Objective: validation accuracy of the augmented model (last epoch). Trials never see the test set;
-  the best trial is evaluated once on it at the end and compared with the baseline.
+  the best trial's model is evaluated once on it at the end and compared with the baseline.
 - Reuse: baseline and GAN are trained once per study (the GAN to gan.epochs; its checkpoints serve
-  the smaller epoch counts); generate/pseudolabel/augmented are cached by key, so a trial pays only
-  for what its parameters change. `--no-cache` retrains every phase in every trial.
+  the smaller epoch counts); a trial generates and labels only the images no earlier trial of the
+  process did (sample counts are prefixes of one stream per checkpoint), and the augmented training
+  is cached by its kept images, so a trial pays only for what its parameters change. `--no-cache`
+  retrains every phase in every trial.
 - Pruning: augmented training reports validation accuracy per epoch; the pruner stops hopeless trials.
 - Storage: any Optuna RDB URL; several workers share one study; heartbeats fail a killed worker's
   trial, which is then retried. Rerunning the command resumes the study up to --trials.
