@@ -207,19 +207,13 @@ def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params
 
 def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,
               run_id: str | None = None) -> None:
-    """Params, metrics and tags of the active run in one call (MLflow takes 100 params a call)."""
+    """Params, metrics and tags of the active run in one call, which MLflow splits at its limits."""
     run_id = run_id or mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
     params = [Param(k, str(v)) for k, v in (params or {}).items()]
     metrics = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
     tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-    client = MlflowClient()
-    # MLflow's limits per call: 100 params + tags, 1000 entities in all.
-    while params or metrics or tags:
-        t, tags = tags[:100], tags[100:]
-        p, params = params[:100 - len(t)], params[100 - len(t):]
-        m, metrics = metrics[:1000 - len(t) - len(p)], metrics[1000 - len(t) - len(p):]
-        client.log_batch(run_id, metrics=m, params=p, tags=t, synchronous=True)
+    MlflowClient().log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
 
 
 def log_history(epochs: list[dict[str, float]], run_id: str | None = None) -> None:
@@ -234,9 +228,7 @@ def log_history_rows(rows: list[dict[str, float]], first_step: int, run_id: str 
     now = int(time.time() * 1000)
     metrics = [Metric(key, float(value), now, step)
                for step, row in enumerate(rows, first_step) for key, value in row.items()]
-    client = MlflowClient()
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i:i + 1000], synchronous=True)
+    MlflowClient().log_batch(run_id, metrics=metrics, synchronous=True)  # split at 1000 by MLflow
 
 
 def log_figure(fig, path: str) -> None:
