@@ -188,8 +188,8 @@ def phase_run(phase: str, cfg: Config, run_name: str | None = None, extra_params
     run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
                            tags={k: str(v) for k, v in all_tags.items()})
     try:
-        # One write for params (+ a reused run's metrics and description): a sweep opens four runs
-        # per trial, and every MLflow call is a SQLite transaction.
+        # One write for params (+ a reused run's metrics and description): a sweep opens runs
+        # every trial, and every MLflow call is a SQLite transaction.
         log_batch(params={**flat(cfg), **(extra_params or {})}, metrics=hit.data.metrics if hit else None,
                   tags={NOTE: f"Reused: identical config, inputs and code as run `{hit.info.run_id}`, whose "
                               f"artifacts this phase used.\n\n{hit.data.tags.get(NOTE, '')}"} if hit else None)
