@@ -40,7 +40,7 @@ def bare_epoch(x, y, cfg, device):
     model.train()
     for idx in torch.randperm(len(x), device=device).split(cfg.batch_size):
         xb, yb = x[idx], y[idx]
-        if cfg.augment:
+        if cfg.augmentation == "crop-flip":
             xb = train.augment_batch(xb, torch.Generator(device=device).manual_seed(0))
         loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
@@ -120,7 +120,7 @@ def train_flops_per_image(device, batch=64) -> float:
 @click.option("--augment/--no-augment", default=False, show_default=True, help="Random crop + flip in every variant.")
 def main(data_dir, rounds, augment):
     device = train.pick_device("auto")
-    cfg = dataclasses.replace(config.Config().classifier, epochs=1, augment=augment)
+    cfg = dataclasses.replace(config.Config().classifier, epochs=1, augmentation="crop-flip" if augment else "none")
     if Path(data_dir).is_dir():
         s = data.load_splits(config.Config().data, data_dir)
         x, y, source = s.train_x, s.train_y, "CIFAR-10, 3 classes x 1000"

@@ -1,11 +1,11 @@
 """WGAN-GP speed: the harness loop vs a bare PyTorch loop of the same networks, side by side, and
 the share of the gan phase's wall time spent in MLflow calls.
 
-  harness  harness.train.WganGp.train_epoch (what the gan phase runs)
+  harness  harness.generators.gan.WganGp.train_epoch (what the generator phase runs)
   bare     the textbook WGAN-GP loop written inline, same Generator/Critic, same batch and steps
 
 Rounds alternate the two loops so that machine noise hits both alike; the median round counts.
-Then the whole gan phase (harness.phases.gan.run) runs once against a throwaway SQLite store with
+Then the whole generator phase (pipeline.execute of `generator`) runs once against a throwaway SQLite store with
 every MLflow call timed.
 
     python benchmarks/bench_gan.py [--data-dir ../shared/datasets/cifar10] [--width 32] [--epochs 2] [--rounds 3]
@@ -26,7 +26,9 @@ import mlflow
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness import config, data, tracking, train
+from harness import config, data, pipeline, train
+from harness.context import Context
+from harness.generators import gan as gan_kind
 from harness.models import Critic, Generator, from_uint8
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
@@ -63,7 +65,7 @@ def bare_epochs(x, cfg, device, epochs):
 
 
 def harness_epochs(x, cfg, device, epochs):
-    trainer = train.WganGp(cfg, device)
+    trainer = gan_kind.WganGp(cfg, device)
     for _ in range(epochs):
         trainer.train_epoch(x)
     return trainer.generator_iters
@@ -143,17 +145,18 @@ def main(data_dir, width, epochs, rounds, phase_epochs):
         timer.wrap(mlflow, name)
     for name in ("log_batch", "search_runs", "list_artifacts", "get_experiment_by_name", "create_experiment"):
         timer.wrap(MlflowClient, name)
-    from harness.phases import gan as gan_phase
+    from harness.tracking import store
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        tracking.configure("bench")  # migrates the new store: not part of the phase
+        # configure() migrates the new store: not timed
+        ctx = Context(store.configure("bench"), device, use_cache=False, loaded_splits={cfg.data: splits})
         timer.seconds, timer.calls = 0.0, 0
         t = time.perf_counter()
-        gan_phase.run(cfg, splits, device, key="bench", use_cache=False)
+        pipeline.execute(ctx, "generator", cfg, {})
         wall = time.perf_counter() - t
     share = timer.seconds / wall
-    print(f"\ngan phase: {phase_epochs} epochs in {wall:.1f} s; MLflow calls {timer.calls}, {timer.seconds:.2f} s "
+    print(f"\ngenerator phase: {phase_epochs} epochs in {wall:.1f} s; MLflow calls {timer.calls}, {timer.seconds:.2f} s "
           f"= {share:.1%} of the phase   (target <= 3%)")
 
 

@@ -1,5 +1,5 @@
 """Sweep reuse speed-up: the same 20-trial tiny-preset sweep with reuse (baseline and GAN trained
-once per study, generation and labelling incremental, augmented runs cached by their kept images)
+once per study, generation and labelling incremental, synthetic-arm runs cached by their kept images)
 and with --no-cache (every trial retrains every phase), each against a fresh tracking store and
 Optuna storage with the same sampler seed, in interleaved repeats.
 

@@ -32,13 +32,19 @@ class ClassifierConfig:
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 0.0  # Adam L2 penalty
-    augment: bool = False  # random crop (4 px padding) + horizontal flip; the reference used none
+    augmentation: str = "none"  # standard augmentation of both arms: none (the reference) | crop-flip (random crop, 4 px padding, + horizontal flip)
     seed: int = 0  # weight init and batch order
     # How synthetic images enter training (the augmented arm; no effect on the baseline).
     budget: str = "epochs"  # epochs: `epochs` passes over real+synthetic (the reference) | steps: the baseline's step count
     synthetic_share: float = 0.0  # > 0: every batch = batch_size real images + this share of synthetic ones on top; an epoch = one pass over the real images
     synthetic_weight: float = 1.0  # loss weight of a synthetic sample relative to a real one
     real_only_epochs: int = 0  # the last N epochs train on real images only
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    kind: str = "gan"  # gan (the family configured by [gan]) | oracle | mixup | noise: see harness/generators/
+    mixup_alpha: float = 1.0  # mixup: the mixing weight of a pair is drawn from Beta(alpha, alpha)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not hashed: it names where, not what)
     data: DataConfig = field(default_factory=DataConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
@@ -127,6 +134,12 @@ def flat(cfg: Config) -> dict[str, str]:
         else:
             out[key] = str(value)
     return out
+
+
+def flat_sections(cfg: Config, sections: typing.Iterable[str]) -> dict[str, str]:
+    """The `section.key` params of some sections only: what a phase run's key covers."""
+    prefixes = tuple(f"{s}." for s in sections)
+    return {k: v for k, v in flat(cfg).items() if k.startswith(prefixes)}
 
 
 def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None) -> str:
@@ -199,7 +212,7 @@ def _check_ranges(cfg: Config) -> None:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")
     if not 0.0 <= cfg.pseudolabel.threshold <= 1.0:
         raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
-    choices = {"classifier.budget": ("epochs", "steps"), "gan.loss": ("wgan-gp", "hinge"),
+    choices = {"classifier.budget": ("epochs", "steps"), "classifier.augmentation": ("none", "crop-flip"), "gan.loss": ("wgan-gp", "hinge"),
                "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none")}
     for key, allowed in choices.items():
         if values[key] not in allowed:
@@ -226,9 +239,8 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"gan.diffaugment: unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     if cfg.generate.checkpoint_epoch == -1 and not cfg.quality.enabled:
         raise HarnessError("generate.checkpoint_epoch=-1 (the best checkpoint by quality) needs quality.enabled=true")
-    if cfg.pseudolabel.mode != "label" and cfg.gan.conditional == "none":
-        raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs a class-conditional GAN "
-                           "(gan.conditional=projection or acgan)")
+    if not cfg.generator.mixup_alpha > 0 or cfg.generator.mixup_alpha == float("inf"):
+        raise HarnessError(f"generator.mixup_alpha must be a finite number > 0, got {cfg.generator.mixup_alpha}")
     if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
         raise HarnessError(f"data.classes must name at least 2 distinct classes, got {list(cfg.data.classes)}")
 

@@ -14,7 +14,7 @@ import hashlib
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,21 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: str  # where the pixels came from, for the log
+    pool_x: torch.Tensor | None = None  # the training images of these classes drawn for neither train nor val
+    pool_y: torch.Tensor | None = None
+    _digests: dict = field(default_factory=dict, repr=False)
+
+    def digest(self, *parts: str) -> str:
+        """A hash of the pixels and labels of some splits (train, val, test, pool): the same images
+        reached through another path or layout give the same digest; one changed pixel another."""
+        for part in parts:
+            if part not in self._digests:
+                h = hashlib.sha256()
+                for t in (getattr(self, f"{part}_x"), getattr(self, f"{part}_y")):
+                    h.update(str(tuple(t.shape)).encode())
+                    h.update(t.contiguous().numpy().tobytes())
+                self._digests[part] = h.hexdigest()[:16]
+        return ",".join(f"{p}:{self._digests[p]}" for p in parts)
 
 
 def cache_dir() -> Path:
@@ -165,7 +180,7 @@ def load_splits(data_cfg, data_dir: str | os.PathLike | None = None) -> Splits:
     unknown = [c for c in data_cfg.classes if c not in source.classes]
     if unknown:
         raise HarnessError(f"unknown class {', '.join(map(repr, unknown))}; valid classes: {', '.join(source.classes)}")
-    parts = {s: ([], []) for s in ("train", "val", "test")}
+    parts = {s: ([], []) for s in ("train", "val", "test", "pool")}
     for label, name in enumerate(data_cfg.classes):
         pool = source.images("train", name)
         need = data_cfg.n_per_class + data_cfg.val_per_class
@@ -177,7 +192,8 @@ def load_splits(data_cfg, data_dir: str | os.PathLike | None = None) -> Splits:
         rng = np.random.default_rng([data_cfg.seed, zlib.crc32(name.encode())])
         order = rng.permutation(len(pool))
         chosen = {"train": order[:data_cfg.n_per_class],
-                  "val": order[data_cfg.n_per_class:need]}
+                  "val": order[data_cfg.n_per_class:need],
+                  "pool": order[need:]}  # what a perfect generator would draw from (generators/oracle.py)
         for split, idx in chosen.items():
             parts[split][0].append(pool[np.sort(idx)])
         parts["test"][0].append(source.images("test", name))
@@ -188,4 +204,4 @@ def load_splits(data_cfg, data_dir: str | os.PathLike | None = None) -> Splits:
     if len(x["test"]) == 0:
         raise HarnessError(f"the test split of {source.source} has no images of {', '.join(data_cfg.classes)}")
     return Splits(tuple(data_cfg.classes), x["train"], y["train"], x["val"], y["val"],
-                  x["test"], y["test"], source.source)
+                  x["test"], y["test"], source.source, x["pool"], y["pool"])

@@ -1,56 +1,197 @@
-"""The whole study under one parent run: baseline, gan, generate, pseudolabel, augmented, compare.
+"""The phase table and its walk: the whole study under one parent run, single phases, and the
+cache keys that decide what is reused.
 
-Each phase has a cache key = its config sections + the keys of the phases it consumes + the code
-version. A FINISHED run with the same key in the experiment is reused (its artifacts loaded, the new
-child tagged harness.reused_from), so rerunning an identical pipeline takes seconds.
+A phase's key = its name + the config sections it reads + the keys of the phases it consumes (or
+what stands for them: a named run, the kept images' digest) + a digest of the data splits it reads
++ a fingerprint of the code it runs (its module and, through imports, everything it reaches; for
+the generator kind, only the chosen kind's module). A FINISHED run with the same key in the
+experiment is reused: its outputs are loaded, and the new child run is tagged harness.reused_from.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import click
-import mlflow
-import torch
 
-from harness import tracking
-from harness.config import Config, apply, config_hash
-from harness.data import Splits
+from harness.config import Config, apply, config_hash, flat, flat_sections
 from harness.errors import HarnessError
-from harness.phases import augment, baseline, compare as compare_phase, evaluator, gan, generate, pseudolabel
 
-# phase -> (config sections it reads, phases whose outputs it consumes)
-GRAPH = {
-    "evaluator": (("data", "quality"), ()),
-    "baseline": (("data", "classifier"), ()),
-    "gan": (("data", "gan"), ()),
-    "generate": (("generate",), ("gan",)),
-    "pseudolabel": (("pseudolabel",), ("generate", "baseline")),
-    "augmented": (("classifier",), ("pseudolabel", "baseline")),
-    "compare": ((), ("baseline", "augmented")),
-}
+if TYPE_CHECKING:
+    from harness.context import Context, PhaseResult
+
+# The table imports no torch or MLflow at import time, so that the CLI builds its commands from it
+# and `harness --help` stays instant; phase modules and generator kinds are imported when used.
 
 
-def phase_key(phase: str, cfg: Config, fixed: dict[str, str] | None = None) -> str:
-    """Cache key of `phase`. `fixed` maps an upstream phase to a key that stands in for the one
-    this config would give it: `run:<id>` for a run the user named, or a shared GAN's key."""
-    fixed = fixed or {}
-    sections, upstream = GRAPH[phase]
-    if phase in ("gan", "generate") and cfg.quality.enabled:  # their runs then carry quality metrics
-        sections, upstream = sections + ("quality",), upstream + ("evaluator",)
-    parts = [phase, config_hash(cfg, sections), tracking.code_version()]
-    parts += [fixed[u] if u in fixed else phase_key(u, cfg, fixed) for u in upstream]
+def _kind(cfg: Config):
+    from harness import generators
+    return generators.get(cfg.generator.kind)
+
+
+def _quality(cfg: Config) -> bool:
+    return cfg.quality.enabled
+
+
+def _trains(cfg: Config) -> bool:
+    return _kind(cfg).TRAINS
+
+
+def _generator_sections(cfg: Config) -> tuple[str, ...]:
+    return ("data", "generator") + _kind(cfg).SECTIONS
+
+
+def _generate_data(cfg: Config) -> tuple[str, ...]:
+    kind = _kind(cfg)
+    return () if kind.TRAINS else kind.DATA
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One row of the table. `sections`, `upstream` and `data` may depend on the config (callables)."""
+    name: str
+    module_name: str  # harness.phases.X: compute(ctx, cfg, inputs, **options), load(ctx, cfg, run), summary(result, cfg)
+    sections: tuple | Callable  # config sections its key covers (and its run logs)
+    upstream: tuple = ()  # phases whose outputs it consumes
+    data: tuple | Callable = ()  # splits of its data draw whose content its key covers
+    when: Callable[[Config], bool] | None = None  # runs only under configs where this holds
+    quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
+    help: str = ""
+
+    def reads(self, cfg: Config) -> tuple[tuple, tuple, tuple]:
+        sections = self.sections(cfg) if callable(self.sections) else self.sections
+        data = self.data(cfg) if callable(self.data) else self.data
+        upstream = tuple(u for u in self.upstream if PHASES[u].runs(cfg))
+        if self.quality and cfg.quality.enabled:
+            sections, upstream = sections + ("quality",), upstream + ("evaluator",)
+        return sections, upstream, data
+
+    @property
+    def module(self):
+        return importlib.import_module(self.module_name)
+
+    def runs(self, cfg: Config) -> bool:
+        return self.when is None or self.when(cfg)
+
+    def code(self, cfg: Config) -> tuple[str, ...]:
+        roots = (self.module_name,)
+        if self.name in ("generator", "generate"):
+            roots += (_kind(cfg).__name__,)
+        return roots
+
+
+PHASES: dict[str, Phase] = {p.name: p for p in [
+    Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), data=("train", "test"), when=_quality,
+          help="Train the sample-quality evaluator CNN (quality.enabled)."),
+    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), data=("train", "val", "test"),
+          help="Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."),
+    Phase("generator", "harness.phases.generator", _generator_sections, data=("train",), when=_trains, quality=True,
+          help="Train the generator (generator.kind=gan: the GAN family of [gan]); log losses, sample grids, "
+               "checkpoints."),
+    Phase("generate", "harness.phases.generate", ("data", "generator", "generate"), upstream=("generator",), data=_generate_data,
+          quality=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
+    Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
+          help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
+    Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
+          help="Retrain SimpleCNN from scratch on real + kept synthetic images; log it like the baseline."),
+    Phase("compare", "harness.phases.compare", (), upstream=("baseline", "synthetic"),
+          help="Synthetic minus baseline for every test metric."),
+]}
+
+
+def data_config(name: str, cfg: Config):
+    if name == "evaluator":
+        from harness.phases import evaluator
+        return evaluator.data_config(cfg)
+    return cfg.data
+
+
+def phase_key(ctx: Context, name: str, cfg: Config, upstream_keys: dict[str, str]) -> str:
+    phase = PHASES[name]
+    sections, upstream, data = phase.reads(cfg)
+    parts = [name, config_hash(cfg, sections), ctx.fingerprint(phase.code(cfg))]
+    if data:
+        parts.append(ctx.splits(data_config(name, cfg)).digest(*data))
+    parts += [f"{u}={upstream_keys[u]}" for u in upstream]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def kept_fixed(fixed: dict[str, str], images: torch.Tensor, labels: torch.Tensor,
-               soft: torch.Tensor | None = None) -> dict[str, str]:
-    """Key downstream phases by the kept images themselves, not by the settings that chose them:
-    two thresholds that keep the same images (say, none) then share one augmented run."""
-    blob = images.numpy().tobytes() + labels.numpy().tobytes() + (b"" if soft is None else soft.numpy().tobytes())
-    digest = hashlib.sha256(blob).hexdigest()[:16]
-    return {**fixed, "pseudolabel": f"kept:{digest}"}
+def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult], run_name: str | None = None,
+            key_suffix: str = "", params: dict | None = None, tags: dict | None = None, **options) -> PhaseResult:
+    """Run one phase under its own MLflow run: reuse a finished run with the same key, else compute."""
+    from harness.tracking.store import phase_run
+    phase = PHASES[name]
+    if name == "generate":
+        from harness import generators
+        generators.preflight(ctx, cfg)
+    _, upstream, _ = phase.reads(cfg)
+    key = phase_key(ctx, name, cfg, {u: inputs[u].downstream_key for u in upstream}) + key_suffix
+    prepared = phase.module.before(ctx, cfg, key) if hasattr(phase.module, "before") else {}
+    sections = phase.reads(cfg)[0]
+    run_params = {**flat_sections(cfg, sections), **{f"upstream.{u}": inputs[u].run_id for u in upstream},
+                  **(params or {})}
+    with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache,
+                   tags={"harness.config_hash": config_hash(cfg, sections), "harness.preset": cfg.preset,
+                         **_data_tags(ctx, name, cfg), **(tags or {}), **prepared.get("tags", {})}) as pr:
+        if pr.hit:
+            result = phase.module.load(ctx, cfg, pr.hit)
+        else:
+            result = phase.module.compute(ctx, cfg, inputs, **options, **prepared.get("options", {}))
+            result.run_id = pr.run_id
+    result.reused, result.key, result.record_id = pr.hit is not None, key, pr.run_id
+    result.downstream_key = result.digest() if hasattr(result, "digest") else key
+    return result
+
+
+def _data_tags(ctx: Context, name: str, cfg: Config) -> dict[str, str]:
+    """The content digest of each split the phase reads, so that comparisons can check them."""
+    data = PHASES[name].reads(cfg)[2]
+    if not data:
+        return {}
+    splits = ctx.splits(data_config(name, cfg))
+    return {"harness.data_source": splits.source, **{f"harness.data.{d}": splits.digest(d) for d in data}}
+
+
+def load_run(ctx: Context, name: str, cfg: Config, run_id: str) -> PhaseResult:
+    """The outputs of a run the user named; it stands for the phase in later keys as `run:<id>`."""
+    run = ctx.store.get_run(run_id)
+    phase = run.data.tags.get("harness.phase")
+    if phase != name:
+        raise HarnessError(f"run {run_id} is a {phase or 'non-harness'} run, not a {name} run")
+    if run.info.status != "FINISHED":
+        raise HarnessError(f"run {run_id} is {run.info.status}, not FINISHED: its {name} outputs are incomplete")
+    source = ctx.store.get_run(run.data.tags["harness.reused_from"]) if "harness.reused_from" in run.data.tags else run
+    result = PHASES[name].module.load(ctx, cfg, source)
+    result.reused, result.record_id = True, run_id
+    result.key = f"run:{source.info.run_id}"
+    result.downstream_key = result.digest() if hasattr(result, "digest") else result.key
+    return result
+
+
+def resolve(ctx: Context, name: str, cfg: Config, pinned: dict[str, str]) -> dict[str, PhaseResult]:
+    """The finished upstream results of `name` under this config (or the runs the user named)."""
+    out: dict[str, PhaseResult] = {}
+
+    def get(u: str) -> PhaseResult:
+        if u in out:
+            return out[u]
+        if u in pinned:
+            out[u] = load_run(ctx, u, cfg, pinned[u])
+            return out[u]
+        _, upstream, _ = PHASES[u].reads(cfg)
+        key = phase_key(ctx, u, cfg, {v: get(v).downstream_key for v in upstream})
+        hit = ctx.store.find_finished(key)
+        if hit is None:
+            raise HarnessError(f"no finished {u} run for this config in the experiment; run `harness {u}` "
+                               f"with the same preset and --set values first, or pass --{u}-run RUN_ID")
+        out[u] = load_run(ctx, u, cfg, hit.info.run_id)
+        out[u].key = out[u].downstream_key = key if not hasattr(out[u], "digest") else out[u].downstream_key
+        return out[u]
+
+    return {u: get(u) for u in PHASES[name].reads(cfg)[1]}
 
 
 def seeded(cfg: Config, seed: int) -> Config:
@@ -58,135 +199,102 @@ def seeded(cfg: Config, seed: int) -> Config:
     return apply(cfg, {"data.seed": seed, "classifier.seed": seed, "gan.seed": seed, "generate.seed": seed})
 
 
-def evaluator_for(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = True, data_dir=None):
-    """The sample-quality evaluator (trained once, then reused), or None when quality is off."""
-    if not cfg.quality.enabled:
-        return None
-    return evaluator.run(cfg, splits, device, key=phase_key("evaluator", cfg), use_cache=use_cache, data_dir=data_dir)
-
-
-def upstream_run(phase: str, cfg: Config, run_id: str | None, command: str) -> str:
-    """The run holding `phase`'s outputs: given by the user, or the finished one for this config."""
-    if run_id:
-        return run_id
-    hit = tracking.find_finished(phase_key(phase, cfg))
-    if hit is None:
-        raise HarnessError(f"no finished {phase} run for this config in the experiment; run `harness {command}` "
-                           f"with the same preset and --set values first, or pass --{phase}-run RUN_ID")
-    return hit.info.run_id
-
-
 @dataclass
 class PipelineResult:
     run_id: str
-    baseline: dict
-    augmented: dict
-    kept: dict
+    results: dict[str, PhaseResult]
     table_md: str
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def kept(self) -> dict:
+        return {k: v for k, v in self.results["pseudolabel"].metrics.items() if k.startswith("kept/")}
 
-def run(cfg: Config, splits: Splits, device: torch.device, use_cache: bool = True, resume: bool = False,
-        gan_cfg: Config | None = None, gan_splits: Splits | None = None, note: str = "",
-        data_dir=None) -> PipelineResult:
-    """One pipeline under one parent run. `gan_cfg`/`gan_splits` let several seeds share one GAN."""
-    gan_cfg, gan_splits = gan_cfg or cfg, gan_splits or splits
-    fixed = {"gan": phase_key("gan", gan_cfg)}
-    keys = {p: fixed.get(p) or phase_key(p, cfg, fixed) for p in GRAPH}
+
+def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = "") -> PipelineResult:
+    """One pipeline under one parent run: every phase of the table that runs under this config, in
+    order. `gan_cfg` lets several seeds share one trained generator (fitted on its own data draw)."""
+    import mlflow
+
+    from harness import generators
+    from harness.tracking.store import NOTE, phase_run
+    generators.check(cfg)
+    generators.preflight(ctx, cfg)
+    gan_cfg = gan_cfg or cfg
+    results: dict[str, PhaseResult] = {}
     seconds: dict[str, float] = {}
-
-    def timed(name, fn):
-        click.echo(f"== {name}", err=True)
-        t = time.perf_counter()
-        out = fn()
-        seconds[name] = time.perf_counter() - t
-        reused = " (reused)" if any(r.data.tags.get("harness.reused_from") for r in _last_child(name)) else ""
-        click.echo(f"   {name}: {seconds[name]:.1f} s{reused}", err=True)
-        return out
-
-    with tracking.phase_run("pipeline", cfg, run_name=f"pipeline seed={cfg.data.seed}",
-                            extra_params={"pipeline.gan_shared": gan_cfg is not cfg}) as parent:
-        mlflow.set_tag("harness.data_source", splits.source)
-        ev = timed("evaluator", lambda: evaluator_for(cfg, splits, device, use_cache, data_dir)) \
-            if cfg.quality.enabled else None
-        base = timed("baseline", lambda: baseline.run(cfg, splits, device, key=keys["baseline"], use_cache=use_cache))
-        g = timed("gan", lambda: gan.run(gan_cfg, gan_splits, device, key=keys["gan"], use_cache=use_cache,
-                                         resume=resume, evaluator=ev))
-        gen = timed("generate", lambda: generate.run(cfg, g.run_id, device, key=keys["generate"], use_cache=use_cache,
-                                                     evaluator=ev, splits=splits))
-        pl = timed("pseudolabel", lambda: pseudolabel.run(cfg, base.run_id, gen.images, splits.classes, device,
-                                                          key=keys["pseudolabel"], use_cache=use_cache,
-                                                          extra_params={"pseudolabel.generate_run": gen.run_id},
-                                                          generated=gen.labels))
-        by_kept = kept_fixed(fixed, pl.images, pl.labels, pl.soft)
-        keys["augmented"], keys["compare"] = (phase_key(p, cfg, by_kept) for p in ("augmented", "compare"))
-        aug = timed("augmented", lambda: augment.run(cfg, splits, pl.images, pl.labels, device, key=keys["augmented"],
-                                                     use_cache=use_cache,
-                                                     extra_params={"augmented.pseudolabel_run": pl.run_id},
-                                                     soft=pl.soft))
-        cmp = timed("compare", lambda: compare_phase.run(cfg, base.metrics, aug.metrics, splits.classes,
-                                                         key=keys["compare"], use_cache=use_cache))
-        kept = {k: v for k, v in pl.metrics.items() if k.startswith("kept/")}
-        quality = {k: v for k, v in gen.metrics.items() if k.startswith("quality/")} if ev is not None else {}
+    with phase_run(ctx.store, "pipeline", {**flat(cfg), "pipeline.generator_shared": gan_cfg is not cfg},
+                   run_name=f"pipeline seed={cfg.data.seed}",
+                   tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset}) as parent:
+        for name, phase in PHASES.items():
+            if not phase.runs(cfg):
+                continue
+            click.echo(f"== {name}", err=True)
+            t = time.perf_counter()
+            inputs = {u: results[u] for u in phase.reads(cfg)[1]}
+            if name == "generator" and gan_cfg is not cfg:  # a shared generator reads its own draw's evaluator
+                inputs = {u: execute(ctx, u, gan_cfg, {}) for u in phase.reads(gan_cfg)[1]}
+            results[name] = execute(ctx, name, gan_cfg if name == "generator" else cfg, inputs)
+            seconds[name] = time.perf_counter() - t
+            click.echo(f"   {name}: {seconds[name]:.1f} s{' (reused)' if results[name].reused else ''}", err=True)
+        base, syn, cmp = results["baseline"], results["synthetic"], results["compare"]
+        quality = {k: v for k, v in results["generate"].metrics.items() if k.startswith("quality/")}
+        kept = {k: v for k, v in results["pseudolabel"].metrics.items() if k.startswith("kept/")}
         headline = {"baseline/test_accuracy": base.metrics["test/accuracy"],
                     "baseline/test_f1_weighted": base.metrics["test/f1_weighted"],
-                    "augmented/test_accuracy": aug.metrics["test/accuracy"],
-                    "augmented/test_f1_weighted": aug.metrics["test/f1_weighted"],
+                    "synthetic/test_accuracy": syn.metrics["test/accuracy"],
+                    "synthetic/test_f1_weighted": syn.metrics["test/f1_weighted"],
                     "delta/accuracy": cmp.deltas["delta/accuracy"],
                     "delta/f1_weighted": cmp.deltas["delta/f1_weighted"],
                     **kept, **quality, **{f"time/{k}_seconds": v for k, v in seconds.items()}}
         mlflow.log_metrics(headline)
         mlflow.log_text(cmp.table_md, "comparison.md")
-        mlflow.set_tag("mlflow.note.content", _description(cfg, headline, cmp.table_md) + note)
-    return PipelineResult(parent.run_id, base.metrics, aug.metrics, kept, cmp.table_md, seconds)
+        mlflow.set_tag(NOTE, _description(cfg, headline, cmp.table_md) + note)
+    return PipelineResult(parent.run_id, results, cmp.table_md, seconds)
 
 
-def run_seeds(cfg: Config, seeds: list[int], data_dir, device: torch.device, use_cache: bool = True,
-              resume: bool = False, share_gan: bool = False):
+def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_gan: bool = False):
     """Paired pipelines, one per seed, under one `study` parent run; then the seed statistics.
 
-    Baseline and augmented of a pair share the seed's data draw. With `share_gan`, one GAN (trained
-    on the first seed's images) serves every seed: cheaper, but then the GAN's own seed noise is not
-    in the spread, and the report says so.
+    Baseline and synthetic arm of a pair share the seed's data draw. With `share_gan`, one generator
+    (trained on the first seed's images) serves every seed: cheaper, but then the generator's own
+    seed noise is not in the spread, and the report says so.
     """
-    from harness import compare, data
-    from harness.phases import compare as compare_phase
+    import mlflow
+
+    from harness import generators
+    from harness.compare import render, runs, stats
+    from harness.phases import compare
+    from harness.tracking.store import NOTE, phase_run
+    generators.check(cfg)
     first = seeded(cfg, seeds[0])
-    first_splits = data.load_splits(first.data, data_dir)
+    generators.preflight(ctx, first)
     results = []
-    with tracking.phase_run("study", cfg, run_name=f"study {cfg.preset} seeds={','.join(map(str, seeds))}",
-                            extra_params={"study.seeds": ",".join(map(str, seeds)), "study.share_gan": share_gan}) as study:
+    with phase_run(ctx.store, "study", {**flat(cfg), "study.seeds": ",".join(map(str, seeds)),
+                                        "study.share_gan": share_gan},
+                   run_name=f"study {cfg.preset} seeds={','.join(map(str, seeds))}",
+                   tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset}) as study:
         for seed in seeds:
-            cfg_s = seeded(cfg, seed)
-            splits = first_splits if seed == seeds[0] else data.load_splits(cfg_s.data, data_dir)
             click.echo(f"=== seed {seed}", err=True)
-            note = f"\n\nGAN shared across seeds: trained once on seed {seeds[0]}'s images." if share_gan else ""
-            results.append(run(cfg_s, splits, device, use_cache, resume,
-                               gan_cfg=first if share_gan else None,
-                               gan_splits=first_splits if share_gan else None, note=note, data_dir=data_dir))
-        report = compare.seed_report(compare.pairs_of_study(study.run_id), share_gan=share_gan)
-        cmp = compare_phase.run_report(cfg, report)
+            note = f"\n\nGenerator shared across seeds: trained once on seed {seeds[0]}'s images." if share_gan else ""
+            results.append(run(ctx, seeded(cfg, seed), gan_cfg=first if share_gan else None, note=note))
+        report = stats.seed_report(runs.pairs_of_study(study.run_id), share_gan=share_gan)
+        compare.run_report(ctx, report)
+        md = render.report_markdown(report)
         mlflow.log_metrics(report.headline())
-        mlflow.log_text(report.markdown(), "comparison.md")
-        mlflow.set_tag("mlflow.note.content", f"**Study** of {len(seeds)} paired seeds, preset `{cfg.preset}`.\n\n"
-                       + report.markdown())
-    return study.run_id, results, report, cmp
-
-
-def _last_child(phase: str):
-    active = mlflow.active_run()
-    if active is None:
-        return []
-    return mlflow.MlflowClient().search_runs(
-        [active.info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{active.info.run_id}' and tags.`harness.phase` = '{phase}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+        mlflow.log_text(md, "comparison.md")
+        mlflow.set_tag(NOTE, f"**Study** of {len(seeds)} paired seeds, preset `{cfg.preset}`, generator "
+                             f"`{cfg.generator.kind}`.\n\n" + md)
+    return study.run_id, results, report
 
 
 def _description(cfg: Config, m: dict, table_md: str) -> str:
+    kind = cfg.generator.kind
+    from harness.generators import gan
+    what = gan.name(cfg) + f" for {cfg.gan.epochs} epochs" if kind == "gan" else f"generator `{kind}`"
     return (f"**Pipeline** (preset `{cfg.preset}`, classes {', '.join(cfg.data.classes)}, "
-            f"{cfg.data.n_per_class} real images per class): baseline SimpleCNN, WGAN-GP for {cfg.gan.epochs} epochs, "
-            f"{cfg.generate.n_samples} synthetic images, kept {int(m['kept/count'])} at confidence >= "
-            f"{cfg.pseudolabel.threshold}, augmented SimpleCNN retrained from scratch.\n\n"
-            f"Test accuracy {100 * m['baseline/test_accuracy']:.2f}% -> {100 * m['augmented/test_accuracy']:.2f}% "
-            f"({100 * m['delta/accuracy']:+.2f} points).\n\n{table_md}")
+            f"{cfg.data.n_per_class} real images per class): baseline SimpleCNN, {what}, "
+            f"{cfg.generate.n_samples} synthetic images, kept {int(m['kept/count'])} (pseudolabel.mode "
+            f"{cfg.pseudolabel.mode}, threshold {cfg.pseudolabel.threshold}), synthetic arm SimpleCNN retrained "
+            f"from scratch.\n\nTest accuracy {100 * m['baseline/test_accuracy']:.2f}% -> "
+            f"{100 * m['synthetic/test_accuracy']:.2f}% ({100 * m['delta/accuracy']:+.2f} points).\n\n{table_md}")

@@ -3,14 +3,14 @@ fields and runs the normal phases.
 
     harness sweep --trials 20 --preset cpu [--study NAME] [--storage URL] [--spec experiments/sweep.toml]
 
-- Objective: validation accuracy of the augmented model (last epoch). Trials never see the test set;
+- Objective: validation accuracy of the synthetic arm's model (last epoch). Trials never see the test set;
   the best trial's model is evaluated once on it at the end and compared with the baseline.
-- Reuse: baseline and GAN are trained once per study (the GAN to gan.epochs; its checkpoints serve
-  the smaller epoch counts); a trial generates and labels only the images no earlier trial of the
-  process did (sample counts are prefixes of one stream per checkpoint), and the augmented training
-  is cached by its kept images, so a trial pays only for what its parameters change. `--no-cache`
+- Reuse: baseline and generator are trained once per study (a GAN to gan.epochs; its checkpoints
+  serve the smaller epoch counts); a trial generates and labels only the images no earlier trial of
+  the process did (sample counts are prefixes of one stream per checkpoint), and the synthetic arm's
+  training is cached by its kept images, so a trial pays only for what its parameters change. `--no-cache`
   retrains every phase in every trial.
-- Pruning: augmented training reports validation accuracy per epoch; the pruner stops hopeless trials.
+- Pruning: the synthetic arm's training reports validation accuracy per epoch; the pruner stops hopeless trials.
 - Storage: any Optuna RDB URL; several workers share one study; heartbeats fail a killed worker's
   trial, which is then retried. Rerunning the command resumes the study up to --trials.
 """
@@ -25,13 +25,15 @@ from pathlib import Path
 import click
 import mlflow
 import optuna
-import torch
 
-from harness import config, pipeline, tracking
+from harness import config, generators, pipeline
+from harness.compare import render
 from harness.config import Config
-from harness.data import Splits
+from harness.context import Context
 from harness.errors import HarnessError
-from harness.phases import augment, baseline, compare as compare_phase, gan, generate, pseudolabel
+from harness.phases import generate, pseudolabel
+from harness.phases.pseudolabel import PseudolabelResult
+from harness.tracking import codecs, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -139,7 +141,7 @@ def suggest(trial: optuna.Trial, p: Param, checkpoints: list[int]):
 
 def default_storage() -> str:
     """A SQLite file beside the tracking database (or in the working directory)."""
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     if uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(uri[len('sqlite:///'):]).with_name('optuna.db')}"
     return "sqlite:///optuna.db"
@@ -188,25 +190,27 @@ class SweepResult:
     study: optuna.Study
     best_params: dict
     best_value: float
-    best_test: dict | None
+    best_test: dict
     baseline: dict
     table_md: str
 
 
-def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, splits: Splits, device: torch.device,
-        use_cache: bool = True, sampler_seed: int = 0) -> SweepResult:
+def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str,
+        sampler_seed: int = 0) -> SweepResult:
+    generators.check(cfg)
     study = open_study(study_name, storage, spec, sampler_seed)
     fields = {p.field for p in spec.params}
-    with tracking.phase_run("sweep", cfg, run_name=f"sweep {study_name}",
-                            extra_params={"sweep.study": study_name, "sweep.trials": n_trials,
-                                          "sweep.space": ",".join(sorted(fields))}) as parent:
+    kind = generators.get(cfg.generator.kind)
+    if any(p.kind == "checkpoint" for p in spec.params) and not kind.TRAINS:
+        raise HarnessError(f"the sweep spec chooses a checkpoint, but generator.kind={cfg.generator.kind} does not "
+                           "train; drop the checkpoint parameter from the spec")
+    with store.phase_run(ctx.store, "sweep", {**config.flat(cfg), "sweep.study": study_name, "sweep.trials": n_trials,
+                                              "sweep.space": ",".join(sorted(fields))},
+                         run_name=f"sweep {study_name}", tags={"harness.preset": cfg.preset}) as parent:
         mlflow.set_tag("harness.optuna_storage", storage)
-        keys = {p: pipeline.phase_key(p, cfg) for p in ("baseline", "gan")}
-        # Trained once per study; `use_cache` still governs whether an earlier identical run serves.
-        base = baseline.run(cfg, splits, device, key=keys["baseline"], use_cache=use_cache)
-        g = gan.run(cfg, splits, device, key=keys["gan"], use_cache=use_cache,
-                    evaluator=pipeline.evaluator_for(cfg, splits, device, use_cache))
-        checkpoints = list(gan.list_checkpoints(g.run_id))
+        # Trained once per study; ctx.use_cache still governs whether an earlier identical run serves.
+        shared = _upstream(ctx, cfg)
+        checkpoints = list(kind.checkpoints(shared["generator"].run_id)) if kind.TRAINS else []
 
         def objective(trial: optuna.Trial) -> float:
             ahead = [t for t in study.get_trials(deepcopy=False, states=FINISHED + (optuna.trial.TrialState.RUNNING,))
@@ -216,15 +220,15 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
                 raise _Surplus
             values = {p.field: suggest(trial, p, checkpoints) for p in spec.params}
             tcfg = config.apply(cfg, values)
-            with tracking.phase_run("trial", tcfg, run_name=f"sweep trial {trial.number}",
-                                    extra_params={"trial.number": trial.number, "sweep.study": study_name},
-                                    tags={"harness.trial": trial.number, "harness.study": study_name}) as tr:
+            with store.phase_run(ctx.store, "trial", {**{k: str(v) for k, v in values.items()},
+                                                      "trial.number": trial.number, "sweep.study": study_name},
+                                 run_name=f"sweep trial {trial.number}",
+                                 tags={"harness.trial": trial.number, "harness.study": study_name}) as tr:
                 trial.set_user_attr("mlflow_run_id", tr.run_id)
-                value, what = _trial(trial, tcfg, splits, device, base.run_id if use_cache else None,
-                                     g.run_id if use_cache else None, use_cache)
-                tracking.log_batch(metrics={"trial/value": value}, tags={
-                    tracking.NOTE: f"**sweep trial {trial.number}**: {json.dumps(values)}: {what} -> validation "
-                                   f"accuracy {100 * value:.2f}%."})
+                value, what = _trial(ctx, trial, tcfg, shared if ctx.use_cache else _upstream(ctx, tcfg))
+                store.log_batch(metrics={"trial/value": value}, tags={
+                    store.NOTE: f"**sweep trial {trial.number}**: {json.dumps(values)}: {what} -> validation "
+                                f"accuracy {100 * value:.2f}%."})
             return value
 
         def stop_when_done(study, _trial):
@@ -234,76 +238,79 @@ def run(cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str, s
         if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study.optimize(objective, n_trials=None, callbacks=[stop_when_done], catch=(_Surplus,))
-        best_test, table_md = None, ""
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
         best = study.best_trial
         # The best trial, evaluated once on the test set and compared with the baseline.
         best_cfg = config.apply(cfg, best.params)
-        fixed = {"gan": keys["gan"]}
-        gen = generate.run(best_cfg, g.run_id, device, key=pipeline.phase_key("generate", best_cfg, fixed))
-        pl = pseudolabel.run(best_cfg, base.run_id, gen.images, splits.classes, device,
-                             key=pipeline.phase_key("pseudolabel", best_cfg, fixed), generated=gen.labels)
-        aug_key = pipeline.phase_key("augmented", best_cfg, pipeline.kept_fixed(fixed, pl.images, pl.labels, pl.soft))
-        extra = {"augmented.pseudolabel_run": pl.run_id, "sweep.best_trial": best.number}
-        if best.user_attrs.get("augmented_run_id"):
-            # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
-            aug = augment.evaluate(best_cfg, splits, best.user_attrs["augmented_run_id"], device, key=aug_key,
-                                   extra_params=extra)
-        else:  # a trial of an older study, whose model run was not recorded
-            aug = augment.run(best_cfg, splits, pl.images, pl.labels, device, key=aug_key, extra_params=extra,
-                              soft=pl.soft)
-        cmp = compare_phase.run(best_cfg, base.metrics, aug.metrics, splits.classes, use_cache=False)
-        best_test, table_md = aug.metrics, cmp.table_md
-        mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": aug.metrics["test/accuracy"],
+        base = shared["baseline"]
+        gen = pipeline.execute(ctx, "generate", best_cfg, shared)
+        pl = pipeline.execute(ctx, "pseudolabel", best_cfg, {**shared, "generate": gen})
+        model_run = best.user_attrs.get("synthetic_run_id")
+        # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
+        syn = pipeline.execute(ctx, "synthetic", best_cfg, {"pseudolabel": pl}, key_suffix=f"-model:{model_run}",
+                               params={"sweep.best_trial": best.number, "synthetic.model_run": model_run},
+                               model_run=model_run)
+        rows = render.rows(base.metrics, syn.metrics, cfg.data.classes)
+        table_md, deltas = render.markdown(rows), render.delta_metrics(rows)
+        mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": syn.metrics["test/accuracy"],
                             "baseline/test_accuracy": base.metrics["test/accuracy"],
                             "baseline/val_accuracy": base.metrics.get("val/accuracy", float("nan")),
-                            "delta/accuracy": cmp.deltas["delta/accuracy"],
+                            "delta/accuracy": deltas["delta/accuracy"],
                             "sweep/trials_complete": len(completed),
                             "sweep/trials_pruned": len(study.get_trials(deepcopy=False,
                                                                         states=(optuna.trial.TrialState.PRUNED,)))})
-        tracking.log_json({"trial": best.number, "value": best.value, "params": best.params,
-                           "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}, "best_params.json")
+        mlflow.log_text(table_md, "comparison.md")
+        codecs.log_json({"trial": best.number, "value": best.value, "params": best.params,
+                         "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}, "best_params.json")
         _log_plots(study)
-        tracking.describe(f"**sweep** `{study_name}`: {len(completed)} complete trials. Best trial {best.number} "
-                          f"{json.dumps(best.params)}: validation {100 * best.value:.2f}%, test "
-                          f"{100 * aug.metrics['test/accuracy']:.2f}% vs baseline "
-                          f"{100 * base.metrics['test/accuracy']:.2f}%.\n\n{table_md}")
-    return SweepResult(parent.run_id, study, best.params, best.value, best_test, base.metrics, table_md)
+        store.describe(f"**sweep** `{study_name}`: {len(completed)} complete trials. Best trial {best.number} "
+                       f"{json.dumps(best.params)}: validation {100 * best.value:.2f}%, test "
+                       f"{100 * syn.metrics['test/accuracy']:.2f}% vs baseline "
+                       f"{100 * base.metrics['test/accuracy']:.2f}%.\n\n{table_md}")
+    return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, base.metrics, table_md)
 
 
-def _trial(trial: optuna.Trial, tcfg: Config, splits: Splits, device: torch.device, base_run: str | None,
-           gan_run: str | None, use_cache: bool) -> tuple[float, str]:
-    """One trial, under its run; without the cache it retrains baseline and GAN first.
+def _upstream(ctx: Context, cfg: Config) -> dict:
+    """Baseline, generator (when the kind trains) and evaluator (quality.enabled): what every trial reads."""
+    out = {}
+    for name in ("evaluator", "baseline", "generator"):
+        phase = pipeline.PHASES[name]
+        if phase.runs(cfg):
+            out[name] = pipeline.execute(ctx, name, cfg, {u: out[u] for u in phase.reads(cfg)[1]})
+    return out
+
+
+def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tuple[float, str]:
+    """One trial, under its run.
 
     Generating and pseudo-labelling log their metrics on the trial's run, not as phase runs with
-    arrays: every trial's images are a prefix of one noise stream per checkpoint (train.noise), so
-    storing them per trial would only repeat the GAN run's checkpoint (and cost 30 MB a trial).
-    The best trial's images are logged in full when it is evaluated. The augmented model is a
+    arrays: every trial's images are a prefix of one stream per checkpoint (generators/stream.py),
+    so storing them per trial would only repeat the generator run (and cost 30 MB a trial). The
+    best trial's images are logged in full when it is evaluated. The synthetic arm's model is a
     child run holding its weights. Returns (validation accuracy, a line for the description)."""
-    if base_run is None:
-        base_run = baseline.run(tcfg, splits, device, key=pipeline.phase_key("baseline", tcfg), use_cache=False).run_id
-    if gan_run is None:
-        gan_run = gan.run(tcfg, splits, device, key=pipeline.phase_key("gan", tcfg), use_cache=False).run_id
-    images, generated, epoch = generate.draw(tcfg, gan_run, device)
-    lab = pseudolabel.label(tcfg, base_run, images, splits.classes, device, generated)
-    tracking.log_batch(params={"trial.gan_run": gan_run, "trial.baseline_run": base_run},
-                       metrics={"generate/n_samples": len(images), "generate/checkpoint_epoch": epoch, **lab.metrics})
+    images, generated, sampler = generate.draw(ctx, tcfg, shared)
+    base = shared["baseline"]
+    lab = pseudolabel.label(ctx, tcfg, base.run_id, images, tcfg.data.classes, generated)
+    store.log_batch(params={"upstream.baseline": base.run_id,
+                            **({"upstream.generator": shared["generator"].run_id} if "generator" in shared else {})},
+                    metrics={"generate/n_samples": len(images), "generate/checkpoint_epoch": sampler.epoch,
+                             **lab.metrics})
 
     def report(epoch: int, row: dict) -> None:
         trial.report(row["val/accuracy"], epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")
 
+    kept = PseudolabelResult("", lab.metrics, images=lab.images, labels=lab.labels, soft=lab.soft)
+    kept.downstream_key = kept.digest()
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    pinned = {"gan": f"run:{gan_run}", "baseline": f"run:{base_run}"} if not use_cache else {}
-    key = pipeline.phase_key("augmented", tcfg, pipeline.kept_fixed(pinned, lab.images, lab.labels, lab.soft)) + "-val"
-    aug = augment.run(tcfg, splits, lab.images, lab.labels, device, key=key, use_cache=use_cache, soft=lab.soft,
-                      on_epoch=report, evaluate_test=False)
-    trial.set_user_attr("augmented_run_id", aug.run_id)  # holds the model the best trial is tested with
-    return aug.metrics["val/accuracy"], (f"{len(images)} images from the epoch-{epoch} generator, kept "
-                                         f"{lab.metrics['kept/count']} (augmented run `{aug.run_id}`)")
+    syn = pipeline.execute(ctx, "synthetic", tcfg, {"pseudolabel": kept}, key_suffix="-val",
+                           on_epoch=report, evaluate_test=False)
+    trial.set_user_attr("synthetic_run_id", syn.run_id)  # holds the model the best trial is tested with
+    return syn.metrics["val/accuracy"], (f"{len(images)} images from {sampler.describe}, kept "
+                                         f"{lab.metrics['kept/count']} (synthetic run `{syn.run_id}`)")
 
 
 def _log_plots(study: optuna.Study) -> None:
@@ -326,4 +333,4 @@ def _log_plots(study: optuna.Study) -> None:
                 continue
         fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
         fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4))
-        tracking.log_figure(fig, path)
+        codecs.log_figure(fig, path)

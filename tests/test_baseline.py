@@ -26,8 +26,11 @@ def test_baseline_tiny_logs_params_metrics_artifacts(runner, client, tree, tmp_p
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     p = run.data.params
-    assert p["preset"] == "tiny" and p["data.n_per_class"] == "20" and p["classifier.epochs"] == "2"
-    assert p["data.classes"] == "airplane,automobile,bird" and p["gan.critic_steps"] == "2"
+    assert p["data.n_per_class"] == "20" and p["classifier.epochs"] == "2"
+    assert p["data.classes"] == "airplane,automobile,bird"
+    # The run logs the sections its key covers, not the whole config: no GAN settings on a baseline.
+    assert not any(k.startswith(("gan.", "generate.", "pseudolabel.")) for k in p)
+    assert run.data.tags["harness.preset"] == "tiny"
     t = run.data.tags
     assert t["harness.phase"] == "baseline" and len(t["harness.config_hash"]) == 12
     assert t["harness.versions.torch"] == torch.__version__ and "harness.code_version" in t

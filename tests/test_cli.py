@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+from conftest import invoke
+
 
 def _harness(*args):
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120)
@@ -23,3 +25,10 @@ def test_bad_input_exits_two_with_one_line():
 def test_help_lists_the_commands():
     out = _harness("--help")
     assert out.returncode == 0 and all(c in out.stdout for c in ("run", "sweep", "compare", "ui"))
+
+
+def test_sigterm_handler_is_the_callers_again_after_a_command(runner):
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+    invoke(runner, ["config", "--preset", "tiny"])
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from conftest import invoke
-from harness import compare
-from harness.compare import SeedReport, Stat
+from harness.compare import render, stats as compare
+from harness.compare.stats import SeedReport, Stat
 
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
 
@@ -40,7 +40,7 @@ def test_clear_shift_is_significant_and_matches_scipy():
     assert t["wilcoxon_p"] == pytest.approx(stats.wilcoxon(aug, base).pvalue) and t["wilcoxon_p"] < 0.05
     assert r.verdict().startswith("significant gain")
     assert _report(aug, base).verdict().startswith("significant loss")
-    md = r.markdown()
+    md = render.report_markdown(r)
     assert "| Accuracy (%) |" in md and "**Verdict**" in md
 
 
@@ -51,7 +51,7 @@ def test_noise_without_shift_is_not_significant():
     r = _report(base, aug)
     assert r.stats[0].tests()["t_p"] > 0.05
     assert r.verdict().startswith("no significant difference")
-    assert "smallest possible p = 0.0625" in r.markdown()
+    assert "smallest possible p = 0.0625" in render.report_markdown(r)
 
 
 def test_mcnemar_counts_discordant_pairs():
@@ -79,16 +79,16 @@ def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
     seeds = sorted(r.data.params["data.seed"] for r in pipes if r.data.tags["harness.phase"] == "pipeline")
     assert seeds == ["0", "1"]
     # One GAN served both seeds: the second pipeline's gan child reuses the first one's.
-    gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'gan'")
+    gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
-    assert "Paired seeds: n = 2 (0, 1); GAN shared across seeds" in out and "**Verdict**" in out
+    assert "Paired seeds: n = 2 (0, 1); generator shared across seeds" in out and "**Verdict**" in out
     assert study.data.metrics["study/n_seeds"] == 2
     (cmp_run,) = [r for r in pipes if r.data.tags["harness.phase"] == "compare"]
     local = client.download_artifacts(cmp_run.info.run_id, "", str(tmp_path / "dl"))
     report = json.load(open(f"{local}/comparison.json"))
     assert report["seeds"] == ["0", "1"] and report["share_gan"] is True
     acc = report["metrics"][0]
-    assert acc["delta_mean"] == pytest.approx(np.mean(np.subtract(acc["augmented"], acc["baseline"])))
+    assert acc["delta_mean"] == pytest.approx(np.mean(np.subtract(acc["synthetic"], acc["baseline"])))
     assert len(report["mcnemar"]) == 2 and {"comparison.md", "comparison.png"} <= set(__import__("os").listdir(local))
 
     # The same two pipelines, found again by parent and by filter.

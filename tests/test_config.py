@@ -15,12 +15,12 @@ def test_defaults_are_the_reference_study():
 
 
 def test_preset_and_overrides_are_typed():
-    cfg = config.load("tiny", ["classifier.epochs=3", "classifier.lr=0.01", "classifier.augment=true",
+    cfg = config.load("tiny", ["classifier.epochs=3", "classifier.lr=0.01", "classifier.augmentation=crop-flip",
                                "data.classes=cat,dog", "device=cpu"])
     assert cfg.preset == "tiny"
     assert cfg.classifier.epochs == 3 and isinstance(cfg.classifier.epochs, int)
     assert cfg.classifier.lr == 0.01
-    assert cfg.classifier.augment is True
+    assert cfg.classifier.augmentation == "crop-flip"
     assert cfg.data.classes == ("cat", "dog")
     assert cfg.device == "cpu"
     assert cfg.data.n_per_class == 20  # from the preset, untouched
@@ -42,7 +42,7 @@ def test_preset_by_path(tmp_path):
     ("classifier.epoch=3", "unknown config key 'classifier.epoch'; valid keys: preset, device, data.classes"),
     ("nosuch.key=1", "unknown config key 'nosuch.key'"),
     ("classifier.epochs=three", "classifier.epochs must be an integer, got 'three'"),
-    ("classifier.augment=maybe", "classifier.augment must be true or false"),
+    ("classifier.augmentation=maybe", "classifier.augmentation must be one of none, crop-flip"),
     ("classifier.epochs=0", "classifier.epochs must be > 0"),
     ("pseudolabel.threshold=1.5", "pseudolabel.threshold must be in [0, 1]"),
     ("classifier.epochs", "--set takes section.key=value"),

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from harness import config, diffaugment, quality, train
+from harness.generators import gan as gan_kind
 from harness.phases import pseudolabel
 from conftest import invoke
 
@@ -33,10 +34,10 @@ def test_conditional_samples_carry_their_class(conditional, loss):
     cfg = dataclasses.replace(config.load("tiny").gan, conditional=conditional, loss=loss, width=8, latent_dim=16,
                               batch_size=32, critic_steps=1, lr=2e-3, lr_d=2e-3, spectral_norm=loss == "hinge",
                               gp_weight=0.0 if loss == "hinge" else 10.0, gp_fraction=0.5, ema=0.9)
-    gan = train.WganGp(cfg, torch.device("cpu"), n_classes=3)
+    gan = gan_kind.WganGp(cfg, torch.device("cpu"), n_classes=3)
     for _ in range(40):
         gan.train_epoch(x, y)
-    images, labels = train.generate(gan.sampler, cfg.latent_dim, 0, torch.device("cpu"), 0, 300)
+    images, labels = gan_kind.generate(gan.sampler, cfg.latent_dim, 0, torch.device("cpu"), 0, 300)
     assert torch.equal(labels, torch.arange(300) % 3)
     hit = (_colour_class(images) == labels).float().mean().item()
     assert hit > 0.8, f"class-k samples look like class k {hit:.0%} of the time (chance 33%)"
@@ -45,7 +46,7 @@ def test_conditional_samples_carry_their_class(conditional, loss):
 def test_ema_follows_the_generator():
     x, y = _toy(64)
     cfg = dataclasses.replace(config.load("tiny").gan, ema=0.75, critic_steps=1, batch_size=32)
-    gan = train.WganGp(cfg, torch.device("cpu"))
+    gan = gan_kind.WganGp(cfg, torch.device("cpu"))
     before = [p.detach().clone() for p in gan.ema.parameters()]
     gan.train_epoch(x, y)  # two critic steps, two generator steps
     assert gan.generator_iters == 2
@@ -56,7 +57,7 @@ def test_ema_follows_the_generator():
         assert not torch.equal(e, b) and not torch.equal(e, p)
     assert gan.sampler is gan.ema
     state = gan.state_dict()
-    other = train.WganGp(cfg, torch.device("cpu"))
+    other = gan_kind.WganGp(cfg, torch.device("cpu"))
     other.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(other.ema.parameters(), gan.ema.parameters()))
 
@@ -77,19 +78,19 @@ def test_spectral_norm_bounds_each_critic_layer():
 
 def test_gradient_penalty_on_a_fraction_of_the_batch(monkeypatch):
     sizes = []
-    real_gp = train.gradient_penalty
+    real_gp = gan_kind.gradient_penalty
 
     def spy(critic, real, fake, y=None, gen=None):
         sizes.append(len(real))
         return real_gp(critic, real, fake, y, gen)
 
-    monkeypatch.setattr(train, "gradient_penalty", spy)
+    monkeypatch.setattr(gan_kind, "gradient_penalty", spy)
     x, y = _toy(64)
     cfg = dataclasses.replace(config.load("tiny").gan, batch_size=32, gp_fraction=0.25)
-    row = train.WganGp(cfg, torch.device("cpu")).train_epoch(x, y)
+    row = gan_kind.WganGp(cfg, torch.device("cpu")).train_epoch(x, y)
     assert sizes == [8, 8] and np.isfinite(row["gan/gradient_penalty"])
     sizes.clear()
-    train.WganGp(dataclasses.replace(cfg, gp_weight=0.0, loss="hinge"), torch.device("cpu")).train_epoch(x, y)
+    gan_kind.WganGp(dataclasses.replace(cfg, gp_weight=0.0, loss="hinge"), torch.device("cpu")).train_epoch(x, y)
     assert sizes == []  # hinge without a penalty never computes one
 
 
@@ -206,7 +207,7 @@ LEVERS = ["quality.enabled=true", "quality.evaluator_epochs=2", "gan.conditional
           "gan.spectral_norm=true", "gan.gp_weight=0", "gan.diffaugment=color,translation,cutout", "gan.ema=0.9",
           "pseudolabel.mode=filter", "pseudolabel.threshold=0.0", "pseudolabel.soft_labels=true",
           "pseudolabel.top_k_per_class=8", "classifier.synthetic_share=0.25", "classifier.synthetic_weight=0.5",
-          "classifier.real_only_epochs=1", "classifier.augment=true", "data.classes=airplane,automobile,bird",
+          "classifier.real_only_epochs=1", "classifier.augmentation=crop-flip", "data.classes=airplane,automobile,bird",
           "generate.checkpoint_epoch=-1"]
 
 
@@ -214,8 +215,8 @@ def test_pipeline_with_every_lever(runner, client, tree):
     args = ["run", "--preset", "tiny", "--data-dir", tree] + [a for s in LEVERS for a in ("--set", s)]
     invoke(runner, args)
     runs = {r.data.tags["harness.phase"]: r for r in client.search_runs(["1"], max_results=50)}
-    assert {"evaluator", "baseline", "gan", "generate", "pseudolabel", "augmented", "compare"} <= set(runs)
-    gan_id = runs["gan"].info.run_id
+    assert {"evaluator", "baseline", "generator", "generate", "pseudolabel", "synthetic", "compare"} <= set(runs)
+    gan_id = runs["generator"].info.run_id
     fd = client.get_metric_history(gan_id, "quality/fd")
     assert [m.step for m in fd] == [1, 2]  # one measurement per checkpoint
     best = min(fd, key=lambda m: m.value).step
@@ -230,12 +231,11 @@ def test_pipeline_with_every_lever(runner, client, tree):
     assert all(pl.data.metrics[f"kept/{c}/count"] <= 8 for c in ("airplane", "automobile", "bird"))
     kept = np.load(client.download_artifacts(pl.info.run_id, "kept.npz", str(tree.parent)))
     assert kept["soft"].shape == (len(kept["labels"]), 3)
-    assert "synthetic share 0.25" in runs["augmented"].data.tags["mlflow.note.content"]
+    assert "synthetic share 0.25" in runs["synthetic"].data.tags["mlflow.note.content"]
 
 
 @pytest.mark.parametrize("setting,message", [
-    ("pseudolabel.mode=filter", "needs a class-conditional GAN"),
-    ("gan.diffaugment=colour", "unknown policy colour"),
+        ("gan.diffaugment=colour", "unknown policy colour"),
     ("gan.loss=wgan", "gan.loss must be one of"),
     ("classifier.synthetic_share=1.0", "synthetic_share must be in [0, 1)"),
     ("classifier.real_only_epochs=3", "exceeds classifier.epochs"),

@@ -1,6 +1,7 @@
 """`harness run` end to end on the tiny preset: the nested run tree, tags, metrics, artifacts,
 phase reuse, an interrupted GAN resumed, and `mlflow run . -e full`."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,13 +9,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
-PHASES = ["baseline", "gan", "generate", "pseudolabel", "augmented", "compare"]
+PHASES = ["baseline", "generator", "generate", "pseudolabel", "synthetic", "compare"]
 
 
 def _tree_runs(client, parent_id):
@@ -46,9 +48,15 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert sorted(kids) == sorted(PHASES)
     assert all(k.info.status == "FINISHED" for k in kids.values())
     assert not any("harness.reused_from" in k.data.tags for k in kids.values())
+    # Each phase run records the sections its key covers and the runs it consumed; the parent, all.
+    assert kids["generate"].data.params["upstream.generator"] == kids["generator"].info.run_id
+    assert kids["synthetic"].data.params["upstream.pseudolabel"] == kids["pseudolabel"].info.run_id
+    assert not any(k.startswith(("classifier.", "pseudolabel.")) for k in kids["generator"].data.params)
+    assert {k.split(".")[0] for k in kids["compare"].data.params} == {"upstream"}
+    assert parent.data.params["gan.epochs"] == "2" and parent.data.params["generator.kind"] == "gan"
 
-    # gan: losses per epoch, sample grids, checkpoints carrying their config, loss curves
-    gan = kids["gan"]
+    # generator: losses per epoch, sample grids, checkpoints carrying their config, loss curves
+    gan = kids["generator"]
     assert len(client.get_metric_history(gan.info.run_id, "gan/wasserstein")) == 2
     assert {"gan/critic_loss", "gan/gradient_penalty", "gan/generator_loss"} <= set(gan.data.metrics)
     arts = _artifacts(client, gan.info.run_id)
@@ -71,20 +79,20 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert sum(pl[f"kept/{c}/count"] for c in ("airplane", "automobile", "bird")) == 64
     assert {"kept.npz", "pseudo_labels.csv", "confidence_histogram.png"} <= _artifacts(client, kids["pseudolabel"].info.run_id)
 
-    # augmented: logged exactly like the baseline, plus the data sizes
-    aug, base = kids["augmented"], kids["baseline"]
+    # synthetic: logged exactly like the baseline, plus the data sizes
+    aug, base = kids["synthetic"], kids["baseline"]
     assert aug.data.metrics["data/n_real"] == 60 and aug.data.metrics["data/n_synthetic"] == 64
     assert set(base.data.metrics) <= set(aug.data.metrics)
     assert _artifacts(client, base.info.run_id) <= _artifacts(client, aug.info.run_id)
 
-    # compare: augmented minus baseline, and the table ends the terminal output
+    # compare: synthetic minus baseline, and the table ends the terminal output
     cmp = kids["compare"].data.metrics
     for key in ("accuracy", "f1_weighted", "airplane/f1", "automobile/f1", "bird/f1"):
         want = aug.data.metrics[f"test/{key}"] - base.data.metrics[f"test/{key}"]
         assert abs(cmp[f"delta/{key}"] - want) < 1e-9, key
     assert "comparison.md" in _artifacts(client, kids["compare"].info.run_id)
     lines = result.output.strip().splitlines()
-    assert lines[-14] == "| Metric | Baseline | Augmented | Difference |" and lines[-1].startswith("| bird F1 |")
+    assert lines[-14] == "| Metric | Baseline | Synthetic | Difference |" and lines[-1].startswith("| bird F1 |")
     assert abs(parent.data.metrics["delta/accuracy"] - cmp["delta/accuracy"]) < 1e-12
 
     # An identical rerun reuses every phase and reports the same numbers, in seconds.
@@ -103,16 +111,16 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     _, kids3 = _tree_runs(client, _pipelines(client)[-1].info.run_id)
     reused = {p for p, r in kids3.items() if "harness.reused_from" in r.data.tags}
     assert kids3["pseudolabel"].data.metrics["kept/count"] < 64
-    assert reused == {"baseline", "gan", "generate"}
+    assert reused == {"baseline", "generator", "generate"}
     # ...and a threshold that keeps the very same images (all 64, as threshold 0 did) retrains nothing
-    # downstream: the augmented phase is keyed by the kept images, not by the threshold.
+    # downstream: the synthetic phase is keyed by the kept images, not by the threshold.
     csv = client.download_artifacts(kids["pseudolabel"].info.run_id, "pseudo_labels.csv", str(tmp_path))
     lowest = min(float(line.split(",")[3]) for line in open(csv).read().splitlines()[1:])
     invoke(runner, args + ["--set", f"pseudolabel.threshold={np.floor(lowest * 1e4) / 1e4}"])
     _, kids3b = _tree_runs(client, _pipelines(client)[-1].info.run_id)
     assert kids3b["pseudolabel"].data.metrics["kept/count"] == 64
     assert "harness.reused_from" not in kids3b["pseudolabel"].data.tags
-    assert kids3b["augmented"].data.tags["harness.reused_from"] == kids["augmented"].info.run_id
+    assert kids3b["synthetic"].data.tags["harness.reused_from"] == kids["synthetic"].info.run_id
 
     # --no-cache recomputes everything.
     invoke(runner, args + ["--no-cache"])
@@ -122,7 +130,7 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
 
 def test_phases_one_by_one_then_run_reuses_them(runner, client, tree):
     common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
-    for cmd in ["baseline", "gan", "generate", "pseudolabel", "augment"]:
+    for cmd in ["baseline", "generator", "generate", "pseudolabel", "synthetic"]:
         invoke(runner, [cmd, *common])
     out = invoke(runner, ["run", *common]).output
     (pipe,) = _pipelines(client)
@@ -133,14 +141,19 @@ def test_phases_one_by_one_then_run_reuses_them(runner, client, tree):
     out = invoke(runner, ["compare", "--parent", pipe.info.run_id]).output
     assert "| Accuracy |" in out
     out = invoke(runner, ["compare", "--baseline", kids["baseline"].info.run_id,
-                          "--augmented", kids["augmented"].info.run_id]).output
+                          "--synthetic", kids["synthetic"].info.run_id]).output
     assert out.strip().splitlines()[-1].startswith("| bird F1 |")
+    # That compare run records what it compared, not a default config that never ran.
+    exp = client.get_experiment_by_name("harness")
+    last = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'compare'",
+                              order_by=["attributes.start_time DESC"])[0]
+    assert set(last.data.params) == {"upstream.baseline", "upstream.synthetic"}
 
 
 def test_phase_without_upstream_says_what_to_run(runner, client, tree):
     result = invoke(runner, ["generate", "--preset", "tiny", "--data-dir", tree], ok=False)
     assert result.exit_code == 2
-    assert "no finished gan run for this config" in result.output and "harness gan" in result.output
+    assert "no finished generator run for this config" in result.output and "harness generator" in result.output
 
 
 def test_compare_refuses_different_data(runner, client, tree):
@@ -148,7 +161,7 @@ def test_compare_refuses_different_data(runner, client, tree):
     invoke(runner, ["baseline", *common, *CLASSES])
     invoke(runner, ["baseline", *common, "--set", "data.classes=airplane,automobile,cat"])
     a, b = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
-    result = invoke(runner, ["compare", "--baseline", a.info.run_id, "--augmented", b.info.run_id], ok=False)
+    result = invoke(runner, ["compare", "--baseline", a.info.run_id, "--synthetic", b.info.run_id], ok=False)
     assert result.exit_code == 2 and "different data" in result.output and "data.classes" in result.output
 
 
@@ -163,11 +176,13 @@ def _env(tracking_uri, tmp_path):
 def test_interrupted_gan_is_killed_then_resumed(runner, client, tree, tracking_uri, tmp_path):
     gan_args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, "--set", "gan.epochs=400",
                 "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=100"]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "gan", *gan_args], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", *gan_args], cwd=tmp_path,
                             env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
     run_id = None
-    while time.time() < deadline:  # wait until the run has checkpointed at least twice
+    # Wait for the second checkpoint, however long a loaded machine takes; the bound only turns a hung
+    # process into a failure that says so, instead of carrying on with fewer epochs than the test needs.
+    deadline = time.time() + 1800
+    while True:
         exp = client.get_experiment_by_name("harness")
         runs = client.search_runs([exp.experiment_id]) if exp else []
         if runs:
@@ -176,6 +191,9 @@ def test_interrupted_gan_is_killed_then_resumed(runner, client, tree, tracking_u
             if "checkpoints/generator_epoch_0040.pt" in ckpts:
                 break
         assert proc.poll() is None, proc.stdout.read().decode()
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("the generator run wrote no epoch-40 checkpoint in 30 minutes")
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=60)[0].decode()
@@ -185,7 +203,7 @@ def test_interrupted_gan_is_killed_then_resumed(runner, client, tree, tracking_u
     done_before = len(client.get_metric_history(run_id, "gan/wasserstein"))
     assert 40 <= done_before < 400
 
-    invoke(runner, ["gan", "--resume", *gan_args])
+    invoke(runner, ["generator", "--resume", *gan_args])
     exp = client.get_experiment_by_name("harness")
     resumed = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")[0]
     assert resumed.data.tags["harness.resumed_from"] == run_id
@@ -217,7 +235,7 @@ def test_mlflow_run_full_entry_point(client, tree, tracking_uri, tmp_path):
 
 def test_named_upstream_runs_key_the_cache(runner, client, tree):
     common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
-    invoke(runner, ["gan", *common])
+    invoke(runner, ["generator", *common])
     gan_id = client.search_runs([client.get_experiment_by_name("harness").experiment_id])[0].info.run_id
     invoke(runner, ["generate", *common, "--gan-run", gan_id])
     invoke(runner, ["generate", *common, "--gan-run", gan_id])  # same named input: reused
@@ -226,4 +244,57 @@ def test_named_upstream_runs_key_the_cache(runner, client, tree):
     gens = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'",
                               order_by=["attributes.start_time ASC"])
     assert [("harness.reused_from" in g.data.tags) for g in gens] == [False, True, False]
-    assert all(g.data.params["generate.gan_run"] == gan_id for g in gens)
+    assert all(g.data.params["upstream.generator"] == gan_id for g in gens)
+
+
+def _baseline_runs(client):
+    exp = client.get_experiment_by_name("harness")
+    return client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'baseline'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def _write_batches(tree, root):
+    """The same images in the official cifar-10-batches-py layout (in the class folders' file order)."""
+    import pickle
+
+    from PIL import Image
+    from conftest import TREE_CLASSES
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        data, labels = [], []
+        for label, name in enumerate(TREE_CLASSES):
+            for path in sorted((tree / split / name).iterdir()):
+                data.append(np.asarray(Image.open(path)).transpose(2, 0, 1).reshape(-1))
+                labels.append(label)
+        chunks = np.array_split(np.arange(len(data)), len(names))
+        for batch, idx in zip(names, chunks):
+            with open(folder / batch, "wb") as f:
+                pickle.dump({"data": np.stack([data[i] for i in idx]), "labels": [labels[i] for i in idx]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list(TREE_CLASSES)}, f)
+    return root
+
+
+def test_the_data_is_in_the_key(runner, client, tree, tmp_path):
+    from PIL import Image
+    common = ["--preset", "tiny", *CLASSES]
+    invoke(runner, ["baseline", "--data-dir", tree, *common])
+    # The same pixels through another path and another layout: the same key, reused.
+    moved = Path(shutil.copytree(tree, tmp_path / "elsewhere" / "copy"))
+    invoke(runner, ["baseline", "--data-dir", moved, *common])
+    invoke(runner, ["baseline", "--data-dir", _write_batches(tree, tmp_path / "batches"), *common])
+    first, *same = _baseline_runs(client)
+    assert [r.data.tags.get("harness.reused_from") for r in same] == [first.info.run_id] * 2
+    assert {r.data.tags["harness.data.test"] for r in [first, *same]} == {first.data.tags["harness.data.test"]}
+    # One changed image of the test split, same config: computed anew, its own accuracy.
+    path = sorted((moved / "test" / "bird").iterdir())[0]
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
+    invoke(runner, ["baseline", "--data-dir", moved, *common])
+    changed = _baseline_runs(client)[-1]
+    assert "harness.reused_from" not in changed.data.tags
+    assert changed.data.tags["harness.data.test"] != first.data.tags["harness.data.test"]
+    assert changed.data.tags["harness.data.train"] == first.data.tags["harness.data.train"]
+    # The comparator refuses to pair runs tested on different images, though every setting agrees.
+    result = invoke(runner, ["compare", "--baseline", first.info.run_id, "--synthetic", changed.info.run_id], ok=False)
+    assert result.exit_code == 2 and "tested on different images" in result.output

@@ -3,12 +3,14 @@ study, pruning, and spec errors."""
 import os
 import subprocess
 import sys
+import types
 
 import optuna
 import pytest
 
 from conftest import invoke
 from harness import sweep
+from harness.context import Memo
 from harness.errors import HarnessError
 
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
@@ -79,16 +81,16 @@ def test_sweep_then_resume(runner, client, tree, tmp_path, tracking_uri):
     # a child run. The best trial's model is the one tested: no retrained copy.
     assert all({"generate/n_samples", "kept/count"} <= set(r.data.metrics) for r in trial_runs)
     children = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("mlflow.parentRunId") in by_id]
-    assert {r.data.tags["harness.phase"] for r in children} == {"augmented"}
+    assert {r.data.tags["harness.phase"] for r in children} == {"synthetic"}
     best = study.best_trial
-    tested = [r for r in client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'augmented'")
+    tested = [r for r in client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'synthetic'")
               if r.data.tags.get("mlflow.parentRunId") == last.info.run_id]
     assert len(tested) == 1
-    assert tested[0].data.params["augmented.model_run"] == best.user_attrs["augmented_run_id"]
+    assert tested[0].data.params["synthetic.model_run"] == best.user_attrs["synthetic_run_id"]
     assert tested[0].data.metrics["val/accuracy"] == pytest.approx(best.value)
     assert tested[0].data.metrics["test/accuracy"] == pytest.approx(last.data.metrics["best/test_accuracy"])
     # Baseline and GAN are trained once per study: the second sweep reused both.
-    gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'gan'")
+    gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
 
 
@@ -97,7 +99,7 @@ def test_two_workers_share_one_study(client, tree, tmp_path, tracking_uri):
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, HARNESS_CACHE_DIR=str(tmp_path / "cache"))
     # Train baseline and GAN first, so that both workers start on the trials at once.
     invoke_args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES]
-    subprocess.run([sys.executable, "-m", "harness", "gan", *invoke_args], env=env, cwd=tmp_path, check=True,
+    subprocess.run([sys.executable, "-m", "harness", "generator", *invoke_args], env=env, cwd=tmp_path, check=True,
                    capture_output=True)
     subprocess.run([sys.executable, "-m", "harness", "baseline", *invoke_args], env=env, cwd=tmp_path, check=True,
                    capture_output=True)
@@ -128,7 +130,7 @@ def test_pruned_trials_show_in_mlflow(runner, client, tree, tmp_path):
     for t in study.trials:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "KILLED" and run.data.tags["harness.pruned"] == "true"
-    augmented = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'augmented'")
+    augmented = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'synthetic'")
     assert all(r.info.status == "KILLED" for r in augmented)
     # One epoch was reported before the pruner stopped each trial.
     assert all(len(client.get_metric_history(r.info.run_id, "val/accuracy")) == 1 for r in augmented)
@@ -174,20 +176,20 @@ def test_incremental_labelling_matches_labelling_from_scratch(monkeypatch):
     from harness.phases import pseudolabel
     model = SimpleCNN(3)
     monkeypatch.setattr(pseudolabel, "load_model", lambda run_id: (model, ["a", "b", "c"]))
-    monkeypatch.setattr(pseudolabel, "_memo", [])
     calls = []
     real_predict = train.predict_proba
     monkeypatch.setattr(train, "predict_proba", lambda m, x, d: calls.append(len(x)) or real_predict(m, x, d))
     images = torch.randint(0, 256, (700, 3, 32, 32), dtype=torch.uint8)
     dev = torch.device("cpu")
+    ctx = types.SimpleNamespace(memo=Memo(), device=dev)  # the memo lives in the caller's context
     fresh = real_predict(model, images, dev).numpy()
-    a = pseudolabel._baseline_proba("run", images[:300], dev)
-    b = pseudolabel._baseline_proba("run", images[:100], dev)  # a prefix: nothing to label
-    c = pseudolabel._baseline_proba("run", images, dev)  # longer: only the 400 new images
+    a = pseudolabel._baseline_proba(ctx, "run", images[:300])
+    b = pseudolabel._baseline_proba(ctx, "run", images[:100])  # a prefix: nothing to label
+    c = pseudolabel._baseline_proba(ctx, "run", images)  # longer: only the 400 new images
     assert calls == [300, 400]
     for got, n in ((a, 300), (b, 100), (c, 700)):
         assert got.shape == (n, 3) and abs(got - fresh[:n]).max() < 1e-5
     other = images.clone()
     other[0] = 255 - other[0]
-    pseudolabel._baseline_proba("run", other[:50], dev)  # different images: labelled afresh
+    pseudolabel._baseline_proba(ctx, "run", other[:50])  # different images: labelled afresh
     assert calls[-1] == 50

@@ -1,116 +1,18 @@
-"""Baseline phase: SimpleCNN trained on the real training images only.
-
-Artifacts of the run (the augmented phase logs the same set):
-  classification_report.json / .txt   sklearn's per-class precision, recall, F1, support
-  confusion_matrix.png                test-set confusion matrix
-  training_curves.png                 per-epoch loss and accuracy
-  model/model.pt                      {"state_dict", "config", "classes"}; torch.load(weights_only=True)
-  predictions.csv                     test index, label, predicted, confidence
-"""
+"""Baseline phase: SimpleCNN trained on the real training images only (artifacts: harness/classifier.py)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-import mlflow
-import torch
-
-from harness import metrics, tracking, train
-from harness.config import Config
-from harness.data import Splits
-from harness.models import SimpleCNN
+from harness import classifier
+from harness.classifier import ClassifierResult
 
 
-@dataclass
-class ClassifierResult:
-    run_id: str  # the run holding model/model.pt (the reused one on a cache hit)
-    metrics: dict[str, float]
-    trained: SimpleCNN | None = None
-
-    @property
-    def model(self) -> SimpleCNN:
-        # Loaded on demand: a reused run's weights are read only if someone asks (sweeps never do).
-        if self.trained is None:
-            self.trained = load_model(self.run_id)[0]
-        return self.trained
+def compute(ctx, cfg, inputs) -> ClassifierResult:
+    model, m = classifier.fit_and_report(cfg, ctx.splits(cfg.data), ctx.device, "baseline")
+    return ClassifierResult("", m, trained=model)
 
 
-def fit_and_report(cfg: Config, splits: Splits, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                   label: str, on_epoch=None, evaluate_test: bool = True,
-                   synthetic=None) -> tuple[SimpleCNN, dict[str, float]]:
-    """Train on (x, y) and log curves, weights and (unless `evaluate_test` is off, as in sweep
-    trials, which must never see the test set) test metrics and artifacts to the active run."""
-    done: list[dict] = []
-
-    def hook(epoch: int, row: dict) -> None:
-        done.append(row)
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-
-    try:
-        model, history = train.train_classifier(x, y, len(splits.classes), cfg.classifier, device,
-                                                val=(splits.val_x, splits.val_y), label=label, on_epoch=hook,
-                                                synthetic=synthetic)
-    except BaseException:
-        tracking.log_history(done)  # a pruned or interrupted run keeps the curves it had
-        raise
-    tracking.log_history(history.epochs)
-    tracking.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
-    log_model(model, cfg, splits.classes)
-    n_syn = len(synthetic[0]) if synthetic is not None else 0
-    c = cfg.classifier
-    mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
-             (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
-             (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
-             (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
-    trained = (f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
-               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs "
-               f"(augment={c.augment}{mixing if n_syn else ''}).")
-    final = {"val/accuracy": history.epochs[-1]["val/accuracy"]} if "val/accuracy" in history.epochs[-1] else {}
-    if not evaluate_test:
-        tracking.describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "
-                          "(test set not evaluated: sweep trials choose by validation only).")
-        return model, final
-    return model, final | report_test(model, splits, device, label, trained)
+def load(ctx, cfg, run) -> ClassifierResult:
+    return ClassifierResult(run.info.run_id, dict(run.data.metrics))
 
 
-def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: str, trained: str) -> dict[str, float]:
-    """Test metrics and their artifacts on the active run; `trained` says how the model was made."""
-    proba = train.predict_proba(model, splits.test_x, device).numpy()
-    ev = metrics.evaluate(splits.test_y.numpy(), proba, splits.classes)
-    mlflow.log_metrics(ev.metrics)
-    tracking.log_json(ev.report, "classification_report.json")
-    mlflow.log_text(ev.report_text, "classification_report.txt")
-    tracking.log_figure(metrics.confusion_figure(ev, splits.classes, f"{label}: test accuracy {ev.metrics['test/accuracy']:.4f}"),
-                        "confusion_matrix.png")
-    mlflow.log_text(tracking.csv_text(["index", "label", "predicted", "confidence"],
-                                      ((i, int(t), int(p), f"{c:.6f}") for i, (t, p, c) in
-                                       enumerate(zip(splits.test_y.tolist(), ev.pred, ev.confidence)))),
-                    "predictions.csv")
-    per_class = ", ".join(f"{c} {ev.metrics[f'test/{c}/f1']:.3f}" for c in splits.classes)
-    tracking.describe(f"{trained}\n\nTest accuracy **{100 * ev.metrics['test/accuracy']:.2f}%**, "
-                      f"weighted F1 **{ev.metrics['test/f1_weighted']:.4f}**; per-class F1: {per_class}. "
-                      f"See confusion_matrix.png and classification_report.txt.")
-    return ev.metrics
-
-
-def log_model(model: SimpleCNN, cfg: Config, classes) -> None:
-    tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                        "config": asdict(cfg), "classes": list(classes)}, "model/model.pt")
-
-
-def load_model(run_id: str) -> tuple[SimpleCNN, list[str]]:
-    saved = tracking.load_torch(run_id, "model/model.pt")
-    model = SimpleCNN(len(saved["classes"]))
-    model.load_state_dict(saved["state_dict"])
-    return model, saved["classes"]
-
-
-def run(cfg: Config, splits: Splits, device: torch.device, key: str | None = None,
-        use_cache: bool = True) -> ClassifierResult:
-    with tracking.phase_run("baseline", cfg, key=key, use_cache=use_cache,
-                            extra_params={"data.n_train": len(splits.train_x)}) as pr:
-        mlflow.set_tag("harness.data_source", splits.source)
-        if pr.hit:
-            return ClassifierResult(pr.source_id, dict(pr.hit.data.metrics))
-        model, m = fit_and_report(cfg, splits, splits.train_x, splits.train_y, device, "baseline")
-        return ClassifierResult(pr.run_id, m, model)
+def summary(result: ClassifierResult, cfg) -> str:
+    return classifier.summary(f"baseline run {result.record_id}", result.metrics, cfg.data.classes)

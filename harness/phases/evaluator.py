@@ -7,48 +7,63 @@ Artifacts: model/model.pt (as the baseline's). Metrics: evaluator/test_accuracy,
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import mlflow
-import torch
 
-from harness import quality, tracking, train
-from harness.config import Config
-from harness.data import Splits, load_splits
-from harness.phases.baseline import load_model
+from harness import quality, train
+from harness.classifier import load_model, log_model
+from harness.config import ClassifierConfig
+from harness.context import PhaseResult
+from harness.tracking.store import describe, log_history
 
 SEED_OFFSET = 1000  # the evaluator's weights and batch order differ from the baseline's
 
 
-def classifier_config(cfg: Config):
+@dataclass
+class EvaluatorResult(PhaseResult):
+    evaluator: quality.Evaluator | None = None
+
+
+def classifier_config(cfg) -> ClassifierConfig:
     """Fixed training settings (the reference's, with crop+flip), independent of classifier.*: presets
     that differ in how they train their arms still share one evaluator, so their figures compare."""
-    from harness.config import ClassifierConfig
-    return ClassifierConfig(epochs=cfg.quality.evaluator_epochs, augment=True, seed=SEED_OFFSET + cfg.data.seed)
+    return ClassifierConfig(epochs=cfg.quality.evaluator_epochs, augmentation="crop-flip", seed=SEED_OFFSET + cfg.data.seed)
 
 
-def training_images(cfg: Config, splits: Splits, data_dir) -> tuple[torch.Tensor, torch.Tensor]:
+def data_config(cfg):
+    """The draw the evaluator trains on: data.n_per_class images per class, or quality.evaluator_per_class."""
     n = cfg.quality.evaluator_per_class
     if not n or n == cfg.data.n_per_class:
-        return splits.train_x, splits.train_y
-    more = load_splits(dataclasses.replace(cfg.data, n_per_class=n, val_per_class=0), data_dir)
-    return more.train_x, more.train_y
+        return cfg.data
+    return dataclasses.replace(cfg.data, n_per_class=n, val_per_class=0)
 
 
-def run(cfg: Config, splits: Splits, device: torch.device, key: str, use_cache: bool = True,
-        data_dir=None) -> quality.Evaluator:
-    with tracking.phase_run("evaluator", cfg, key=key, use_cache=use_cache) as pr:
-        if pr.hit:
-            model = load_model(pr.source_id)[0]
-        else:
-            x, y = training_images(cfg, splits, data_dir)
-            ccfg = classifier_config(cfg)
-            model, history = train.train_classifier(x, y, len(splits.classes), ccfg, device, label="evaluator")
-            tracking.log_history(history.epochs)
-            acc = (train.predict_proba(model, splits.test_x, device).argmax(1) == splits.test_y).float().mean().item()
-            mlflow.log_metrics({"evaluator/test_accuracy": acc, "evaluator/n_train": len(x)})
-            tracking.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                                "config": dataclasses.asdict(cfg), "classes": list(splits.classes)}, "model/model.pt")
-            tracking.describe(f"**evaluator**: SimpleCNN (crop+flip) trained on {len(x)} real images for "
-                              f"{ccfg.epochs} epochs; test accuracy {100 * acc:.2f}%. Its hidden layer is the "
-                              "feature space of the sample-quality metrics (FD, KID, precision/recall).")
-        return quality.Evaluator(model, quality.features(model, splits.test_x, device), device)
+def compute(ctx, cfg, inputs) -> EvaluatorResult:
+    splits = ctx.splits(data_config(cfg))
+    ccfg = classifier_config(cfg)
+    model, history = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), ccfg, ctx.device,
+                                            label="evaluator")
+    log_history(history.epochs)
+    acc = (train.predict_proba(model, splits.test_x, ctx.device).argmax(1) == splits.test_y).float().mean().item()
+    m = {"evaluator/test_accuracy": acc, "evaluator/n_train": len(splits.train_x)}
+    mlflow.log_metrics(m)
+    log_model(model, cfg, splits.classes)
+    describe(f"**evaluator**: SimpleCNN (crop+flip) trained on {len(splits.train_x)} real images for "
+             f"{ccfg.epochs} epochs; test accuracy {100 * acc:.2f}%. Its hidden layer is the "
+             "feature space of the sample-quality metrics (FD, KID, precision/recall).")
+    return EvaluatorResult("", m, evaluator=_evaluator(ctx, cfg, model))
+
+
+def _evaluator(ctx, cfg, model) -> quality.Evaluator:
+    test_x = ctx.splits(cfg.data).test_x
+    return quality.Evaluator(model, quality.features(model, test_x, ctx.device), ctx.device)
+
+
+def load(ctx, cfg, run) -> EvaluatorResult:
+    return EvaluatorResult(run.info.run_id, dict(run.data.metrics),
+                           evaluator=_evaluator(ctx, cfg, load_model(run.info.run_id)[0]))
+
+
+def summary(result: EvaluatorResult, cfg) -> str:
+    return f"evaluator run {result.record_id}: test accuracy {result.metrics.get('evaluator/test_accuracy', 0):.4f}"

@@ -1,19 +1,19 @@
 """Pseudo-label phase: the baseline classifier labels each synthetic image; those with top-class
 probability >= pseudolabel.threshold are kept for the augmented training set.
 
-pseudolabel.mode: label (the reference: the class is the baseline's), filter (the class is the one a
-conditional generator drew; kept when the baseline agrees with at least the threshold's confidence)
-or none (a conditional generator's class, every image kept). top_k_per_class keeps the k most
+pseudolabel.mode: label (the reference: the class is the baseline's), filter (the class is the one the
+generator drew, for kinds that know it; kept when the baseline agrees with at least the threshold's confidence)
+or none (the generator's class, every image kept). top_k_per_class keeps the k most
 confident per class; soft_labels trains on the baseline's tempered probabilities.
 
 Artifacts of the run:
-  kept.npz                  images: uint8 [K, 3, 32, 32], labels: int64 [K], confidence: float32 [K],
+  kept.npz                  images: uint8 [K, C, H, W], labels: int64 [K], confidence: float32 [K],
                             soft: float32 [K, C] (soft_labels only)
   pseudo_labels.csv         index, predicted, class, confidence, kept (+ generated: a conditional GAN's class)
   confidence_histogram.png  top-class probability of every synthetic image, per predicted class
   kept/<class>.png          a grid of (up to 64) kept images per class
 Metrics: kept/count, kept/fraction, kept/<class>/count, confidence/mean, confidence/kept_mean;
-agreement/rate (conditional: how often the baseline's class is the generated one).
+agreement/rate (kinds that know classes: how often the baseline's class is the generated one).
 """
 from __future__ import annotations
 
@@ -23,45 +23,52 @@ import mlflow
 import numpy as np
 import torch
 
-from harness import tracking, train
-from harness.config import Config
-from harness.phases.baseline import load_model
+from harness import train
+from harness.classifier import load_model
+from harness.context import PhaseResult
+from harness.errors import HarnessError
+from harness.tracking import codecs
+from harness.tracking.store import describe
 
 
 @dataclass
-class PseudolabelResult:
-    run_id: str
-    images: torch.Tensor  # uint8 [K, 3, 32, 32], the kept images
-    labels: torch.Tensor  # int64 [K]
-    metrics: dict[str, float]
+class PseudolabelResult(PhaseResult):
+    images: torch.Tensor | None = None  # uint8 [K, C, H, W], the kept images
+    labels: torch.Tensor | None = None  # int64 [K]
     soft: torch.Tensor | None = None  # float32 [K, C] soft targets (pseudolabel.soft_labels), else None
 
+    def digest(self) -> str:
+        """Later phases are keyed by the kept images themselves, not by the settings that chose them:
+        two thresholds that keep the same images (say, all) share one synthetic run."""
+        import hashlib
+        h = hashlib.sha256(self.images.numpy().tobytes() + self.labels.numpy().tobytes())
+        if self.soft is not None:
+            h.update(self.soft.numpy().tobytes())
+        return f"kept:{h.hexdigest()[:16]}"
 
-# (baseline run, the longest synthetic stream labelled, its probabilities). Labels are per image, so
-# a sweep trial whose images are a prefix of a stream labelled before (same checkpoint, fewer
-# samples; or only a new threshold) labels nothing, and a longer stream labels only its new tail.
-_memo: list[tuple[str, torch.Tensor, np.ndarray]] = []
-MEMO_KEPT = 8
 
-
-def _baseline_proba(baseline_run_id: str, synthetic: torch.Tensor, device: torch.device) -> np.ndarray:
+def _baseline_proba(ctx, baseline_run_id: str, synthetic: torch.Tensor) -> np.ndarray:
+    """The baseline's probabilities, per image and memoized in ctx.memo by baseline run: a sweep
+    trial whose images are a prefix of a stream labelled before (same checkpoint, fewer samples; or
+    only a new threshold) labels nothing, and a longer stream labels only its new tail."""
+    memo = ctx.memo.labelled
     n = len(synthetic)
-    for i, (run_id, images, proba) in enumerate(_memo):
+    for i, (run_id, images, proba) in enumerate(memo):
         if run_id != baseline_run_id:
             continue
         m = min(n, len(images))
         if m and torch.equal(images[:m], synthetic[:m]):
             if n > m:
                 model, _ = load_model(baseline_run_id)
-                tail = train.predict_proba(model, synthetic[m:], device).numpy()
+                tail = train.predict_proba(model, synthetic[m:], ctx.device).numpy()
                 images, proba = synthetic, np.concatenate([proba, tail])
-            _memo.pop(i)
-            _memo.append((run_id, images, proba))
+            memo.pop(i)
+            memo.append((run_id, images, proba))
             return proba[:n]
     model, _ = load_model(baseline_run_id)
-    proba = train.predict_proba(model, synthetic, device).numpy()
-    _memo.append((baseline_run_id, synthetic, proba))
-    del _memo[:-MEMO_KEPT]
+    proba = train.predict_proba(model, synthetic, ctx.device).numpy()
+    memo.append((baseline_run_id, synthetic, proba))
+    del memo[:-ctx.memo.kept]
     return proba
 
 
@@ -135,18 +142,13 @@ class Labelled:
     generated: np.ndarray | None  # [N] a conditional generator's classes
 
 
-def _check_mode(cfg: Config, generated: torch.Tensor | None) -> None:
-    from harness.errors import HarnessError
-    if cfg.pseudolabel.mode != "label" and generated is None:
-        raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs synthetic images with generated classes "
-                           "(from a class-conditional GAN)")
-
-
-def label(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, device: torch.device,
+def label(ctx, cfg, baseline_run_id: str, synthetic: torch.Tensor, classes,
           generated: torch.Tensor | None = None) -> Labelled:
     """Label and filter the synthetic images under pseudolabel.*, logging nothing."""
-    _check_mode(cfg, generated)
-    proba = _baseline_proba(baseline_run_id, synthetic, device)
+    if cfg.pseudolabel.mode != "label" and generated is None:
+        raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs synthetic images that carry their "
+                           "classes (generator.kind=oracle or noise, or a class-conditional GAN)")
+    proba = _baseline_proba(ctx, baseline_run_id, synthetic)
     gen = generated.numpy() if generated is not None else None
     cls, confidence, keep = select(cfg, proba, gen)
     m = {"kept/count": int(keep.sum()), "kept/fraction": float(keep.mean()) if len(keep) else 0.0,
@@ -161,37 +163,40 @@ def label(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, d
                     torch.from_numpy(soft) if soft is not None else None, m, proba, cls, confidence, keep, gen)
 
 
-def run(cfg: Config, baseline_run_id: str, synthetic: torch.Tensor, classes, device: torch.device,
-        key: str, use_cache: bool = True, extra_params: dict | None = None,
-        generated: torch.Tensor | None = None) -> PseudolabelResult:
-    """`generated`: the classes a conditional generator drew (needed by modes filter and none)."""
-    _check_mode(cfg, generated)  # before a run is opened: bad settings leave no FAILED run behind
-    with tracking.phase_run("pseudolabel", cfg, key=key, use_cache=use_cache,
-                            extra_params={"pseudolabel.baseline_run": baseline_run_id, **(extra_params or {})}) as pr:
-        if pr.hit:
-            kept = tracking.load_npz(pr.source_id, "kept.npz")
-            return PseudolabelResult(pr.source_id, torch.from_numpy(kept["images"]), torch.from_numpy(kept["labels"]),
-                                     dict(pr.hit.data.metrics),
-                                     torch.from_numpy(kept["soft"]) if "soft" in kept else None)
-        lab = label(cfg, baseline_run_id, synthetic, classes, device, generated)
-        m, images, labels, keep, cls, gen = lab.metrics, lab.images, lab.labels, lab.keep, lab.cls, lab.generated
-        mlflow.log_metrics(m)
-        tracking.log_npz("kept.npz", images=images.numpy(), labels=labels.numpy(), confidence=lab.confidence[keep],
-                         **({"soft": lab.soft.numpy()} if lab.soft is not None else {}))
-        header = ["index", "predicted", "class", "confidence", "kept"] + (["generated"] if gen is not None else [])
-        pred = lab.proba.argmax(1) if len(lab.proba) else cls
-        mlflow.log_text(tracking.csv_text(header, ((i, p, classes[c], f"{conf:.6f}", int(k), *([gen[i]] if gen is not None else []))
-                                                   for i, (p, c, conf, k) in enumerate(zip(pred, cls, lab.confidence, keep)))),
-                        "pseudo_labels.csv")
-        tracking.log_figure(histogram_figure(lab.confidence, cls, classes, cfg.pseudolabel.threshold),
-                            "confidence_histogram.png")
-        for i, name in enumerate(classes):
-            tracking.log_image_grid(images[labels == i][:64], f"kept/{name}.png")
-        per_class = ", ".join(f"{c} {m[f'kept/{c}/count']}" for c in classes)
-        how = {"label": f"the baseline labelled {len(keep)} synthetic images and kept",
-               "filter": f"of {len(keep)} class-conditional images, the baseline agreed (confidence >= "
-                         f"{cfg.pseudolabel.threshold}) with",
-               "none": f"all {len(keep)} class-conditional images kept, with their generated class:"}[cfg.pseudolabel.mode]
-        tracking.describe(f"**pseudolabel**: {how} **{m['kept/count']}** ({100 * m['kept/fraction']:.1f}%): "
-                          f"{per_class}. See confidence_histogram.png and kept/.")
-        return PseudolabelResult(pr.run_id, images, labels, m, lab.soft)
+def compute(ctx, cfg, inputs) -> PseudolabelResult:
+    classes = cfg.data.classes
+    gen_res = inputs["generate"]
+    lab = label(ctx, cfg, inputs["baseline"].run_id, gen_res.images, classes, gen_res.labels)
+    m, images, labels, keep, cls, gen = lab.metrics, lab.images, lab.labels, lab.keep, lab.cls, lab.generated
+    mlflow.log_metrics(m)
+    codecs.log_npz("kept.npz", images=images.numpy(), labels=labels.numpy(), confidence=lab.confidence[keep],
+                   **({"soft": lab.soft.numpy()} if lab.soft is not None else {}))
+    header = ["index", "predicted", "class", "confidence", "kept"] + (["generated"] if gen is not None else [])
+    pred = lab.proba.argmax(1) if len(lab.proba) else cls
+    mlflow.log_text(codecs.csv_text(header, ((i, p, classes[c], f"{conf:.6f}", int(k), *([gen[i]] if gen is not None else []))
+                                             for i, (p, c, conf, k) in enumerate(zip(pred, cls, lab.confidence, keep)))),
+                    "pseudo_labels.csv")
+    codecs.log_figure(histogram_figure(lab.confidence, cls, classes, cfg.pseudolabel.threshold),
+                      "confidence_histogram.png")
+    for i, name in enumerate(classes):
+        codecs.log_image_grid(images[labels == i][:64], f"kept/{name}.png")
+    per_class = ", ".join(f"{c} {m[f'kept/{c}/count']}" for c in classes)
+    how = {"label": f"the baseline labelled {len(keep)} synthetic images and kept",
+           "filter": f"of {len(keep)} images with known classes, the baseline agreed (confidence >= "
+                     f"{cfg.pseudolabel.threshold}) with",
+           "none": f"all {len(keep)} images kept, with the class the generator drew:"}[cfg.pseudolabel.mode]
+    describe(f"**pseudolabel**: {how} **{m['kept/count']}** ({100 * m['kept/fraction']:.1f}%): "
+             f"{per_class}. See confidence_histogram.png and kept/.")
+    return PseudolabelResult("", m, images=images, labels=labels, soft=lab.soft)
+
+
+def load(ctx, cfg, run) -> PseudolabelResult:
+    kept = codecs.load_npz(run.info.run_id, "kept.npz")
+    return PseudolabelResult(run.info.run_id, dict(run.data.metrics), images=torch.from_numpy(kept["images"]),
+                             labels=torch.from_numpy(kept["labels"]),
+                             soft=torch.from_numpy(kept["soft"]) if "soft" in kept else None)
+
+
+def summary(result: PseudolabelResult, cfg) -> str:
+    per_class = ", ".join(f"{c} {int(result.metrics[f'kept/{c}/count'])}" for c in cfg.data.classes)
+    return f"pseudolabel run {result.record_id}: kept {int(result.metrics['kept/count'])} ({per_class})"

@@ -1,0 +1,115 @@
+"""The classifier of both arms as a library: train SimpleCNN and log what the baseline and the
+synthetic arm log alike (curves, weights, test report), load a logged model back.
+
+Artifacts of a classifier run:
+  classification_report.json / .txt   sklearn's per-class precision, recall, F1, support
+  confusion_matrix.png                test-set confusion matrix
+  training_curves.png                 per-epoch loss and accuracy
+  model/model.pt                      {"state_dict", "config", "classes"}; torch.load(weights_only=True)
+  predictions.csv                     test index, label, predicted, confidence
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import mlflow
+import torch
+
+from harness import metrics, train
+from harness.context import PhaseResult
+from harness.data import Splits
+from harness.models import SimpleCNN
+from harness.tracking import codecs
+from harness.tracking.store import describe, log_history
+
+
+@dataclass
+class ClassifierResult(PhaseResult):
+    trained: SimpleCNN | None = None
+
+    @property
+    def model(self) -> SimpleCNN:
+        # Loaded on demand: a reused run's weights are read only if someone asks (sweeps never do).
+        if self.trained is None:
+            self.trained = load_model(self.run_id)[0]
+        return self.trained
+
+
+def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epoch=None, evaluate_test: bool = True,
+                   synthetic=None) -> tuple[SimpleCNN, dict[str, float]]:
+    """Train on the real training images (+ `synthetic` = (images, labels, soft or None)) and log
+    curves, weights and (unless `evaluate_test` is off, as in sweep trials, which must never see
+    the test set) test metrics and artifacts to the active run."""
+    done: list[dict] = []
+
+    def hook(epoch: int, row: dict) -> None:
+        done.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+
+    try:
+        model, history = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), cfg.classifier,
+                                                device, val=(splits.val_x, splits.val_y), label=label, on_epoch=hook,
+                                                synthetic=synthetic)
+    except BaseException:
+        log_history(done)  # a pruned or interrupted run keeps the curves it had
+        raise
+    log_history(history.epochs)
+    codecs.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
+    log_model(model, cfg, splits.classes)
+    n_syn = len(synthetic[0]) if synthetic is not None else 0
+    c = cfg.classifier
+    mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
+             (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
+             (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
+             (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
+    trained = (f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
+               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs "
+               f"(augmentation {c.augmentation}{mixing if n_syn else ''}).")
+    final = {"val/accuracy": history.epochs[-1]["val/accuracy"]} if "val/accuracy" in history.epochs[-1] else {}
+    if not evaluate_test:
+        describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "
+                 "(test set not evaluated: sweep trials choose by validation only).")
+        return model, final
+    return model, final | report_test(model, splits, device, label, trained)
+
+
+def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: str, trained: str) -> dict[str, float]:
+    """Test metrics and their artifacts on the active run; `trained` says how the model was made."""
+    proba = train.predict_proba(model, splits.test_x, device).numpy()
+    ev = metrics.evaluate(splits.test_y.numpy(), proba, splits.classes)
+    mlflow.log_metrics(ev.metrics)
+    codecs.log_json(ev.report, "classification_report.json")
+    mlflow.log_text(ev.report_text, "classification_report.txt")
+    codecs.log_figure(metrics.confusion_figure(ev, splits.classes, f"{label}: test accuracy {ev.metrics['test/accuracy']:.4f}"),
+                      "confusion_matrix.png")
+    mlflow.log_text(codecs.csv_text(["index", "label", "predicted", "confidence"],
+                                    ((i, int(t), int(p), f"{c:.6f}") for i, (t, p, c) in
+                                     enumerate(zip(splits.test_y.tolist(), ev.pred, ev.confidence)))),
+                    "predictions.csv")
+    per_class = ", ".join(f"{c} {ev.metrics[f'test/{c}/f1']:.3f}" for c in splits.classes)
+    describe(f"{trained}\n\nTest accuracy **{100 * ev.metrics['test/accuracy']:.2f}%**, "
+             f"weighted F1 **{ev.metrics['test/f1_weighted']:.4f}**; per-class F1: {per_class}. "
+             f"See confusion_matrix.png and classification_report.txt.")
+    return ev.metrics
+
+
+def log_model(model: SimpleCNN, cfg, classes) -> None:
+    codecs.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                      "config": asdict(cfg), "classes": list(classes)}, "model/model.pt")
+
+
+def load_model(run_id: str) -> tuple[SimpleCNN, list[str]]:
+    saved = codecs.load_torch(run_id, "model/model.pt")
+    model = SimpleCNN(len(saved["classes"]))
+    model.load_state_dict(saved["state_dict"])
+    return model, saved["classes"]
+
+
+def summary(title: str, metrics: dict[str, float], classes) -> str:
+    """The test metrics as terminal lines."""
+    lines = [f"\n{title}", f"  accuracy     {metrics['test/accuracy']:.4f}",
+             f"  F1 weighted  {metrics['test/f1_weighted']:.4f}", f"  F1 macro     {metrics['test/f1_macro']:.4f}"]
+    lines += [f"  {name:<12} P {metrics[f'test/{name}/precision']:.4f}  R {metrics[f'test/{name}/recall']:.4f}"
+              f"  F1 {metrics[f'test/{name}/f1']:.4f}" for name in classes]
+    return "\n".join(lines)

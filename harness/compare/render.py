@@ -1,0 +1,122 @@
+"""Comparisons for people: the reference's table (metric, baseline, synthetic, difference), the
+multi-seed report in Markdown, and their figures."""
+from __future__ import annotations
+
+from harness.compare.stats import ALPHA, SeedReport
+
+HEADLINE = (("accuracy", "Accuracy"), ("f1_weighted", "F1 (weighted)"), ("f1_macro", "F1 (macro)"))
+PER_CLASS = ("precision", "recall", "f1")
+
+
+def rows(base: dict[str, float], aug: dict[str, float], classes) -> list[tuple[str, str, float, float]]:
+    """(metric key, label, baseline, synthetic) for every test metric both runs have."""
+    out = [(k, label, base[f"test/{k}"], aug[f"test/{k}"]) for k, label in HEADLINE]
+    for name in classes:
+        for stat in PER_CLASS:
+            key = f"{name}/{stat}"
+            out.append((key, f"{name} {stat.replace('f1', 'F1')}", base[f"test/{key}"], aug[f"test/{key}"]))
+    return out
+
+
+def delta_metrics(table) -> dict[str, float]:
+    return {f"delta/{key}": a - b for key, _, b, a in table}
+
+
+def markdown(table) -> str:
+    lines = ["| Metric | Baseline | Synthetic | Difference |", "| --- | ---: | ---: | ---: |"]
+    for key, label, b, a in table:
+        if key == "accuracy":  # the reference reports accuracy in percent, its delta in points
+            lines.append(f"| {label} | {100 * b:.2f}% | {100 * a:.2f}% | {100 * (a - b):+.2f} pts |")
+        else:
+            lines.append(f"| {label} | {b:.4f} | {a:.4f} | {a - b:+.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(table, classes):
+    import numpy as np
+
+    from harness.metrics import subplots
+    labels = ["overall"] + list(classes)
+    base = [dict((k, b) for k, _, b, _ in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
+    aug = [dict((k, a) for k, _, _, a in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
+    x = np.arange(len(labels))
+    fig, ax = subplots(figsize=(1.8 + 1.5 * len(labels), 3.8))
+    ax.bar(x - 0.2, base, 0.4, label="baseline")
+    ax.bar(x + 0.2, aug, 0.4, label="synthetic")
+    for i, (b, a) in enumerate(zip(base, aug)):
+        ax.annotate(f"{a - b:+.3f}", (i, max(a, b)), textcoords="offset points", xytext=(0, 4), ha="center",
+                    color="green" if a >= b else "red")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("F1 (overall: weighted)")
+    ax.set_ylim(min(base + aug) - 0.1, 1.02)
+    ax.legend(loc="lower right")
+    ax.set_title("baseline vs synthetic, test F1")
+    fig.tight_layout()
+    return fig
+
+
+def report_markdown(report: SeedReport) -> str:
+    """The multi-seed report: per arm mean ± std, paired delta with CI and tests, McNemar, verdict."""
+    import numpy as np
+
+    def fmt(v, pct):
+        return f"{100 * v:.2f}" if pct else f"{v:.4f}"
+
+    def ms(vals, pct):
+        sd = np.std(vals, ddof=1) if len(vals) > 1 else float("nan")
+        return f"{fmt(np.mean(vals), pct)} ± {fmt(sd, pct)}" if len(vals) > 1 else fmt(vals[0], pct)
+
+    gan = {True: "shared across seeds (trained once)", False: "trained per seed", None: "unknown"}[report.share_gan]
+    lines = [f"Paired seeds: n = {report.n} ({', '.join(report.seeds)}); generator {gan}.", "",
+             "| Metric | Baseline (mean ± std) | Synthetic (mean ± std) | Delta mean [95% CI] | paired t p | Wilcoxon p |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for s in report.stats:
+        t = s.tests()
+        unit = " pts" if s.percent else ""
+        ci = f" [{fmt(t['ci_low'], s.percent)}, {fmt(t['ci_high'], s.percent)}]" if t["ci_low"] == t["ci_low"] else ""
+        p = lambda v: f"{v:.3g}" if v == v else "n/a"
+        lines.append(f"| {s.label}{' (%)' if s.percent else ''} | {ms(s.base, s.percent)} | {ms(s.aug, s.percent)} | "
+                     f"{'+' if t['delta_mean'] >= 0 else ''}{fmt(t['delta_mean'], s.percent)}{unit}{ci} | "
+                     f"{p(t['t_p'])} | {p(t['wilcoxon_p'])} |")
+    lines += ["", "McNemar test per seed (test predictions; exact binomial on discordant images):", "",
+              "| Seed | Baseline-only correct | Synthetic-only correct | p |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {sd} | {b} | {c} | {p:.3g} |" for sd, b, c, p in report.mcnemar]
+    lines += ["", f"**Verdict** (test accuracy, alpha {ALPHA}): {report.verdict()}."]
+    if 2 <= report.n < 6:
+        lines.append(f"Note: with {report.n} seeds the two-sided Wilcoxon test cannot reach p < 0.05 "
+                     f"(smallest possible p = {2 / 2 ** report.n:.3g}).")
+    lines += [f"Warning: {w}." for w in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def seed_figure(report: SeedReport):
+    """Per metric: baseline and synthetic means with their seeds as dots; the delta with its CI."""
+    import numpy as np
+
+    from harness.metrics import subplots
+    fig, (ax, ax_d) = subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
+    labels = [s.label for s in report.stats]
+    x = np.arange(len(labels))
+    for off, arm, color in ((-0.2, "base", "tab:blue"), (0.2, "aug", "tab:orange")):
+        vals = [getattr(s, arm) for s in report.stats]
+        ax.bar(x + off, [np.mean(v) for v in vals], 0.4, color=color, alpha=0.6,
+               label="baseline" if arm == "base" else "synthetic")
+        for i, v in enumerate(vals):
+            ax.scatter(np.full(len(v), x[i] + off), v, color=color, s=12, zorder=3)
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    lo = min(min(s.base + s.aug) for s in report.stats)
+    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.set_title(f"test metrics over {report.n} seeds (dots: seeds)")
+    ax.legend(loc="lower right")
+    t = [s.tests() for s in report.stats]
+    means = [d["delta_mean"] for d in t]
+    err = np.array([[m - d["ci_low"], d["ci_high"] - m] if d["ci_low"] == d["ci_low"] else [0, 0]
+                    for m, d in zip(means, t)]).T
+    ax_d.errorbar(means, x, xerr=err, fmt="o", capsize=4, color="k")
+    ax_d.axvline(0, color="gray", linestyle="--")
+    ax_d.set_yticks(x, labels)
+    ax_d.invert_yaxis()
+    ax_d.set_xlabel("synthetic - baseline (mean, 95% CI)")
+    ax_d.set_title(report.verdict().split(" (")[0])
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,134 @@
+"""Which runs to compare: the baseline and synthetic runs of a pipeline, of a multi-seed study, of
+every pipeline matching a filter, or two named runs; and checks that they may be paired."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.tracking import MlflowClient
+
+from harness.errors import HarnessError
+
+
+def runs_of_pipeline(parent_id: str):
+    """The baseline and synthetic child runs of a pipeline parent run."""
+    client = MlflowClient()
+    try:
+        parent = client.get_run(parent_id)
+    except Exception:
+        raise HarnessError(f"no run {parent_id!r} in the tracking store") from None
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    by_phase = {r.data.tags.get("harness.phase"): r for r in children}
+    missing = [p for p in ("baseline", "synthetic") if p not in by_phase]
+    if missing:
+        raise HarnessError(f"run {parent_id} has no {' or '.join(missing)} child run: is it a pipeline parent run?")
+    return by_phase["baseline"], by_phase["synthetic"]
+
+
+def get_run(run_id: str):
+    try:
+        return MlflowClient().get_run(run_id)
+    except Exception:
+        raise HarnessError(f"no run {run_id!r} in the tracking store") from None
+
+
+def classes_of(run) -> list[str]:
+    return run.data.params["data.classes"].split(",")
+
+
+def check_comparable(base, syn) -> None:
+    keys = [k for k in base.data.params if k.startswith("data.") and k != "data.n_train"]
+    differ = [k for k in keys if base.data.params.get(k) != syn.data.params.get(k)]
+    if differ:
+        raise HarnessError("the runs were trained on different data, so they cannot be compared: "
+                           + "; ".join(f"{k} = {base.data.params.get(k)} vs {syn.data.params.get(k)}" for k in differ))
+    same_test(base, syn)
+
+
+def same_test(a, b) -> None:
+    """The content digests of the test sets, where both runs recorded them: the same settings over
+    another copy of the data (one changed image) are not the same test."""
+    da, db = a.data.tags.get("harness.data.test"), b.data.tags.get("harness.data.test")
+    if da and db and da != db:
+        raise HarnessError(f"runs {a.info.run_id} and {b.info.run_id} were tested on different images (test-set "
+                           f"digests {da} vs {db}), so they cannot be compared")
+
+
+@dataclass
+class Pair:
+    seed: str
+    baseline: object  # mlflow Run
+    synthetic: object
+
+
+def pairs_of_study(study_id: str) -> list[Pair]:
+    """The (baseline, synthetic) pair of each pipeline under a multi-seed study run."""
+    client = MlflowClient()
+    study = get_run(study_id)
+    pipes = client.search_runs([study.info.experiment_id],
+                               f"tags.`mlflow.parentRunId` = '{study_id}' and tags.`harness.phase` = 'pipeline'",
+                               order_by=["attributes.start_time ASC"])
+    return [Pair(p.data.params.get("data.seed", "?"), *runs_of_pipeline(p.info.run_id)) for p in pipes]
+
+
+def pairs_of_experiment(experiment: str, filter_string: str = "") -> list[Pair]:
+    """Every finished pipeline of an experiment, optionally narrowed by an MLflow filter string."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise HarnessError(f"no experiment {experiment!r} in the tracking store")
+    query = "tags.`harness.phase` = 'pipeline' and attributes.status = 'FINISHED'"
+    if filter_string.strip():
+        query += f" and {filter_string}"
+    try:
+        pipes = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1000)
+    except Exception as e:
+        raise HarnessError(f"bad --filter {filter_string!r}: {str(e).splitlines()[0]}") from None
+    if not pipes:
+        raise HarnessError(f"no finished pipeline runs in experiment {experiment!r} match {filter_string!r}")
+    return [Pair(p.data.params.get("data.seed", "?"), *runs_of_pipeline(p.info.run_id)) for p in pipes]
+
+
+def pairs_for(parent: str | None, baseline_id: str | None, synthetic_id: str | None,
+              experiment: str | None, filter_string: str | None) -> list[Pair]:
+    if parent:
+        run = get_run(parent)
+        if run.data.tags.get("harness.phase") == "study":
+            return pairs_of_study(parent)
+        base, aug = runs_of_pipeline(parent)
+        return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
+    if baseline_id and synthetic_id:
+        base, aug = get_run(baseline_id), get_run(synthetic_id)
+        return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
+    return pairs_of_experiment(experiment, filter_string or "")
+
+
+def check_pairs(pairs: list[Pair]) -> list[str]:
+    """Refuse pairs trained on different data; return warnings (code versions differ, ...)."""
+    if not pairs:
+        raise HarnessError("nothing to compare: no baseline/synthetic pairs found")
+    for pair in pairs:
+        check_comparable(pair.baseline, pair.synthetic)
+    # Across pairs only the seed may change the data: classes, sizes and test split must agree.
+    ref = pairs[0].baseline.data.params
+    for pair in pairs[1:]:
+        same_test(pairs[0].baseline, pair.baseline)
+        p = pair.baseline.data.params
+        differ = [k for k in ref if k.startswith("data.") and k not in ("data.seed", "data.n_train") and ref[k] != p.get(k)]
+        if differ:
+            raise HarnessError("the pipelines use different data configs and cannot be pooled: "
+                               + "; ".join(f"{k} = {ref[k]} vs {p.get(k)}" for k in differ))
+    warnings = []
+    versions = {r.data.tags.get("harness.code_version") for pr in pairs for r in (pr.baseline, pr.synthetic)}
+    if len(versions) > 1:
+        warnings.append(f"the runs come from {len(versions)} different code versions ({', '.join(sorted(map(str, versions)))})")
+    return warnings
+
+
+def predictions(run):
+    import numpy as np
+    from harness.tracking import codecs
+    # A reused run holds no artifacts of its own: they are in the run it reused.
+    path = codecs.download(run.data.tags.get("harness.reused_from", run.info.run_id), "predictions.csv")
+    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=(0, 1, 2), dtype=np.int64).reshape(-1, 3)
+
+

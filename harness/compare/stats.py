@@ -1,0 +1,121 @@
+"""Is the delta real? Paired statistics over seeds: mean paired delta with its 95% CI, paired t,
+Wilcoxon signed-rank, exact McNemar per pair, and a verdict in words."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.compare.runs import Pair, check_pairs, classes_of, get_run, predictions
+from harness.errors import HarnessError
+
+ALPHA = 0.05
+
+
+def mcnemar(base_pred, aug_pred) -> tuple[int, int, float]:
+    """Exact McNemar test on paired test predictions: (baseline-only correct, synthetic-only
+    correct, two-sided p), via scipy's binomial test on the discordant pairs."""
+    from scipy.stats import binomtest
+    if not (len(base_pred) == len(aug_pred) and (base_pred[:, :2] == aug_pred[:, :2]).all()):
+        raise HarnessError("the two runs' predictions.csv do not cover the same test images")
+    base_ok = base_pred[:, 2] == base_pred[:, 1]
+    aug_ok = aug_pred[:, 2] == aug_pred[:, 1]
+    b, c = int((base_ok & ~aug_ok).sum()), int((~base_ok & aug_ok).sum())
+    return b, c, (binomtest(c, b + c, 0.5).pvalue if b + c else 1.0)
+
+
+@dataclass
+class Stat:
+    label: str
+    base: list[float]
+    aug: list[float]
+    percent: bool = False
+
+    @property
+    def deltas(self):
+        import numpy as np
+        return np.asarray(self.aug) - np.asarray(self.base)
+
+    def tests(self) -> dict[str, float]:
+        """Mean paired delta, its 95% CI, paired t-test and Wilcoxon signed-rank p-values."""
+        import numpy as np
+        from scipy import stats
+        d = self.deltas
+        out = {"delta_mean": float(d.mean()), "ci_low": float("nan"), "ci_high": float("nan"),
+               "t_p": float("nan"), "wilcoxon_p": float("nan")}
+        if len(d) < 2:
+            return out
+        if np.allclose(d, d[0]):  # no spread: the t statistic is undefined
+            out.update(ci_low=float(d[0]), ci_high=float(d[0]), t_p=1.0 if d[0] == 0 else 0.0,
+                       wilcoxon_p=1.0 if d[0] == 0 else float("nan"))
+            return out
+        t = stats.ttest_rel(self.aug, self.base)
+        ci = t.confidence_interval(1 - ALPHA)
+        out.update(ci_low=float(ci.low), ci_high=float(ci.high), t_p=float(t.pvalue))
+        if np.any(d != 0):
+            out["wilcoxon_p"] = float(stats.wilcoxon(self.aug, self.base).pvalue)
+        return out
+
+
+@dataclass
+class SeedReport:
+    seeds: list[str]
+    stats: list[Stat]
+    mcnemar: list[tuple[str, int, int, float]]  # seed, baseline-only correct, synthetic-only correct, p
+    share_gan: bool | None
+    warnings: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def verdict(self) -> str:
+        """In words, on test accuracy at alpha 0.05: the paired t-test across seeds when there are
+        several, McNemar's test on the one pair's predictions when there is one."""
+        acc = self.stats[0]
+        if self.n >= 2:
+            p, d = acc.tests()["t_p"], acc.tests()["delta_mean"]
+            basis = f"paired t-test over {self.n} seeds, p = {p:.3g}"
+        else:
+            _, b, c, p = self.mcnemar[0]
+            d = acc.deltas[0]
+            basis = f"one seed only: McNemar test on the test predictions, p = {p:.3g}"
+        if p < ALPHA:
+            return f"significant {'gain' if d > 0 else 'loss'} ({basis})"
+        return f"no significant difference ({basis})"
+
+    def headline(self) -> dict[str, float]:
+        import numpy as np
+        out = {"study/n_seeds": self.n}
+        for key, s in zip(("accuracy", "f1_weighted", "f1_macro"), self.stats):
+            t = s.tests()
+            out |= {f"baseline/{key}_mean": float(np.mean(s.base)), f"synthetic/{key}_mean": float(np.mean(s.aug)),
+                    f"delta/{key}": t["delta_mean"]}
+            for k in ("ci_low", "ci_high", "t_p", "wilcoxon_p"):
+                if t[k] == t[k]:  # MLflow refuses NaN in some stores; leave undefined tests out
+                    out[f"delta/{key}_{k}"] = t[k]
+        return out
+
+    def to_json(self) -> dict:
+        import numpy as np
+        return {"seeds": self.seeds, "share_gan": self.share_gan, "verdict": self.verdict(), "warnings": self.warnings,
+                "metrics": [{"metric": s.label, "baseline": s.base, "synthetic": s.aug,
+                             "baseline_mean": float(np.mean(s.base)), "synthetic_mean": float(np.mean(s.aug)),
+                             **s.tests()} for s in self.stats],
+                "mcnemar": [{"seed": sd, "baseline_only_correct": b, "synthetic_only_correct": c, "p": p}
+                            for sd, b, c, p in self.mcnemar]}
+
+
+def seed_report(pairs: list[Pair], share_gan: bool | None = None) -> SeedReport:
+    warnings = check_pairs(pairs)
+    classes = classes_of(pairs[0].baseline)
+    keys = [("accuracy", "Accuracy", True), ("f1_weighted", "F1 (weighted)", False), ("f1_macro", "F1 (macro)", False)]
+    keys += [(f"{c}/f1", f"{c} F1", False) for c in classes]
+    stats = [Stat(label, [p.baseline.data.metrics[f"test/{k}"] for p in pairs],
+                  [p.synthetic.data.metrics[f"test/{k}"] for p in pairs], pct) for k, label, pct in keys]
+    tests = [(p.seed, *mcnemar(predictions(p.baseline), predictions(p.synthetic))) for p in pairs]
+    if share_gan is None:
+        parents = [p.synthetic.data.tags.get("mlflow.parentRunId") for p in pairs]
+        flags = {get_run(r).data.params.get("pipeline.generator_shared") if r else None for r in parents}
+        share_gan = {"True"} == flags if flags <= {"True", "False"} else None
+    return SeedReport([p.seed for p in pairs], stats, tests, share_gan, warnings)
+
+

@@ -1,0 +1,68 @@
+"""What a command holds while it runs phases: the store, the device, where the data is, and the
+caches a sweep relies on. One object, passed explicitly: no module globals, nothing a caller
+cannot see or drop.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from harness.tracking.store import Store
+
+
+@dataclass
+class PhaseResult:
+    """What every phase returns. `run_id` holds the outputs (the reused run on a cache hit);
+    `key` is the phase's cache key and `downstream_key` what stands for it in later phases' keys."""
+    run_id: str
+    metrics: dict = field(default_factory=dict)
+    reused: bool = False
+    key: str = ""
+    downstream_key: str = ""
+    record_id: str = ""  # the run opened for this phase now (== run_id unless reused)
+
+
+class Memo:
+    """Per-process caches of a sweep: image streams per sampler, the baseline's probabilities of
+    them, loaded generators. Bounded, so that a long sweep does not grow without end."""
+
+    def __init__(self, kept: int = 8):
+        self.kept = kept
+        self.pools: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self.labelled: list[tuple[str, torch.Tensor, np.ndarray]] = []
+        self.generators: OrderedDict[tuple, object] = OrderedDict()
+
+    def remember(self, table: OrderedDict, key, value):
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.kept:
+            table.popitem(last=False)
+        return value
+
+
+@dataclass
+class Context:
+    store: Store
+    device: torch.device
+    data_dir: str | None = None
+    use_cache: bool = True
+    resume: bool = False
+    memo: Memo = field(default_factory=Memo)
+    loaded_splits: dict = field(default_factory=dict, repr=False)  # DataConfig -> Splits, loaded on first use
+    _fingerprints: dict = field(default_factory=dict, repr=False)
+
+    def splits(self, data_cfg):
+        """The splits of a data config, loaded once per context (a multi-seed study loads each seed's)."""
+        if data_cfg not in self.loaded_splits:
+            from harness import data
+            self.loaded_splits[data_cfg] = data.load_splits(data_cfg, self.data_dir)
+        return self.loaded_splits[data_cfg]
+
+    def fingerprint(self, roots: tuple[str, ...]) -> str:
+        if roots not in self._fingerprints:
+            from harness.tracking import provenance
+            self._fingerprints[roots] = provenance.fingerprint(roots)
+        return self._fingerprints[roots]

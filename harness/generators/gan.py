@@ -1,0 +1,376 @@
+"""The GAN family (`generator.kind = "gan"`, configured by [gan]): WGAN-GP with a DCGAN generator
+and a critic without batch norm (the reference), plus hinge/spectral norm, class conditioning,
+DiffAugment and a generator EMA.
+
+Artifacts of its generator run:
+  samples/epoch_XXXX.png                 64 samples from fixed noise, every gan.sample_every epochs and at the end
+  checkpoints/generator_epoch_XXXX.pt    {"state_dict", "config", "epoch", "generator_iters"}, every
+                                         gan.checkpoint_every epochs and at the end; torch.load(weights_only=True)
+  checkpoints/training_state.pt          generator, critic, both optimizers, RNG: what --resume continues from
+  loss_curves.png                        critic loss, Wasserstein estimate, gradient penalty, generator loss
+Metrics (step = epoch): gan/critic_loss, gan/wasserstein, gan/gradient_penalty, gan/generator_loss,
+gan/generator_iters; final gan/epochs, gan/seconds; with quality.enabled quality/* per checkpoint.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict
+
+import click
+import mlflow
+import torch
+import torch.nn.functional as F
+
+from harness import train
+from harness.errors import HarnessError
+from harness.generators import stream
+from harness.models import Generator
+from harness.tracking import codecs
+from harness.tracking.store import describe, log_history
+
+TRAINS = True
+SECTIONS = ("gan",)
+DATA = ()
+CHECKPOINT = re.compile(r"checkpoints/generator_epoch_(\d+)\.pt$")
+
+
+def knows_classes(cfg) -> bool:
+    return cfg.gan.conditional != "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# WGAN-GP (Gulrajani et al. 2017)
+
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     y: torch.Tensor | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+    """E[(||grad critic(x_hat)||_2 - 1)^2] on random interpolates of real and fake samples (of the
+    same class `y` when the critic is conditional)."""
+    eps = torch.rand(len(real), 1, 1, 1, device=real.device, generator=gen)
+    mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    out = critic(mix, y)
+    score = out[0] if isinstance(out, tuple) else out
+    (grad,) = torch.autograd.grad(score.sum(), mix, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+class WganGp:
+    """The GAN training state and its epoch loop, so that a run can be checkpointed and resumed.
+
+    The reference is WGAN-GP; GanConfig adds the hinge loss with a spectral-norm critic, a gradient
+    penalty on part of the batch, class conditioning (projection or AC), DiffAugment and a generator EMA.
+    One epoch = one pass of the critic over the real images in batches; every `critic_steps`-th
+    critic step is followed by one generator step (the count carries across epochs).
+    """
+
+    def __init__(self, cfg, device: torch.device, n_classes: int = 0):
+        import copy
+
+        from harness.models import Critic, Generator
+        self.cfg, self.device = cfg, device
+        conditional = cfg.conditional != "none"
+        self.n_classes = n_classes if conditional else 0
+        torch.manual_seed(cfg.seed)
+        self.generator = Generator(cfg.latent_dim, cfg.width, self.n_classes).to(device)
+        self.critic = Critic(cfg.width, self.n_classes, cfg.conditional, cfg.spectral_norm).to(device)
+        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False) if cfg.ema > 0 else None
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.epoch = 0
+        self.critic_iters = 0
+        self.generator_iters = 0
+        # Fixed noise: the sample grids of successive epochs show the same 64 latent points
+        # (and, conditional, the classes in turn).
+        self.fixed_noise = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+        self.fixed_labels = (torch.arange(64, device=device) % self.n_classes) if self.n_classes else None
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator that samples: the EMA copy when there is one."""
+        return self.ema if self.ema is not None else self.generator
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, generator=self.gen, device=self.device)
+
+    def _critic(self, x: torch.Tensor, y: torch.Tensor | None):
+        """(score, class logits or None) of the critic on DiffAugmented inputs."""
+        from harness.diffaugment import diff_augment
+        out = self.critic(diff_augment(x, self.cfg.diffaugment, self.gen), y)
+        return out if isinstance(out, tuple) else (out, None)
+
+    def train_epoch(self, real_uint8: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        from harness.models import from_uint8
+        cfg = self.cfg
+        self.generator.train()
+        n_batches = len(real_uint8) // cfg.batch_size  # full batches only: the GP wants equal-size pairs
+        if n_batches == 0:
+            raise HarnessError(f"gan.batch_size ({cfg.batch_size}) is larger than the training set ({len(real_uint8)})")
+        if self.n_classes and labels is None:
+            raise HarnessError("a class-conditional GAN needs the labels of the real images")
+        order = torch.randperm(len(real_uint8), generator=self.gen, device=self.device)
+        sums = torch.zeros(5, device=self.device)  # critic loss, wasserstein, gp, generator loss, aux accuracy
+        g_steps = 0
+        n_gp = max(1, round(cfg.gp_fraction * cfg.batch_size))
+        for i in range(n_batches):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            real = from_uint8(real_uint8[idx])
+            y = labels[idx] if self.n_classes else None  # fakes of the real batch's classes: balanced, GP pairs match
+            with torch.no_grad():
+                fake = self.generator(self._noise(len(real)), y)
+            real_score, real_logits = self._critic(real, y)
+            fake_score, fake_logits = self._critic(fake, y)
+            wasserstein = real_score.mean() - fake_score.mean()
+            if cfg.loss == "hinge":
+                loss_d = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
+            else:
+                loss_d = -wasserstein
+            gp = torch.zeros((), device=self.device)
+            if cfg.gp_weight > 0:
+                gp = gradient_penalty(self.critic, real[:n_gp], fake[:n_gp], y[:n_gp] if y is not None else None, self.gen)
+                loss_d = loss_d + cfg.gp_weight * gp
+            acc = torch.zeros((), device=self.device)
+            if real_logits is not None:
+                loss_d = loss_d + cfg.ac_weight * (F.cross_entropy(real_logits, y) + F.cross_entropy(fake_logits, y))
+                acc = (real_logits.argmax(1) == y).float().mean()
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            sums[:3] += torch.stack([loss_d.detach(), wasserstein.detach(), gp.detach()])
+            sums[4] += acc.detach()
+            self.critic_iters += 1
+            if self.critic_iters % cfg.critic_steps == 0:
+                for p in self.critic.parameters():
+                    p.requires_grad_(False)  # no critic grads needed for the generator step
+                score, logits = self._critic(self.generator(self._noise(cfg.batch_size), y), y)
+                loss_g = -score.mean()
+                if logits is not None:
+                    loss_g = loss_g + cfg.ac_weight * F.cross_entropy(logits, y)
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                self.opt_g.step()
+                for p in self.critic.parameters():
+                    p.requires_grad_(True)
+                if self.ema is not None:
+                    self._update_ema()
+                sums[3] += loss_g.detach()
+                g_steps += 1
+                self.generator_iters += 1
+        self.epoch += 1
+        s = sums.tolist()  # one host sync per epoch
+        row = {"gan/critic_loss": s[0] / n_batches, "gan/wasserstein": s[1] / n_batches,
+               "gan/gradient_penalty": s[2] / n_batches, "gan/generator_iters": float(self.generator_iters)}
+        if g_steps:
+            row["gan/generator_loss"] = s[3] / g_steps
+        if cfg.conditional == "acgan":
+            row["gan/aux_accuracy"] = s[4] / n_batches
+        return row
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema
+        for e, p in zip(self.ema.parameters(), self.generator.parameters()):
+            e.lerp_(p, 1 - decay)
+        for e, b in zip(self.ema.buffers(), self.generator.buffers()):
+            e.copy_(b)  # batch-norm statistics: the live generator's
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Sampler output for `noise` (and class `labels`), in eval mode (batch-norm running statistics), as uint8."""
+        from harness.models import to_uint8
+        g = self.sampler
+        g.eval()
+        out = to_uint8(g(noise.to(self.device), labels)).cpu()
+        self.generator.train()
+        return out
+
+    def state_dict(self) -> dict:
+        state = {"generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                 "rng": self.gen.get_state(), "epoch": self.epoch, "critic_iters": self.critic_iters,
+                 "generator_iters": self.generator_iters}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.gen.set_state(state["rng"])
+        self.epoch, self.critic_iters, self.generator_iters = state["epoch"], state["critic_iters"], state["generator_iters"]
+
+
+@torch.no_grad()
+def generate(generator: torch.nn.Module, latent_dim: int, seed: int, device: torch.device, start: int, stop: int,
+             batch: int = 512) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images start..stop-1 of a generator's seeded stream (see stream.noise), uint8, in eval mode, and
+    their classes when the generator is conditional (else None)."""
+    from harness.models import to_uint8
+    generator.eval().to(device)
+    z = stream.noise(seed, start, stop, latent_dim)
+    n_classes = getattr(generator, "n_classes", 0)
+    y = stream.balanced_labels(start, stop, n_classes) if n_classes else None
+    out = [to_uint8(generator(z[i:i + batch].to(device), None if y is None else y[i:i + batch].to(device))).cpu()
+           for i in range(0, len(z), batch)]
+    return (torch.cat(out) if out else torch.zeros(0, 3, 32, 32, dtype=torch.uint8)), y
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+def checkpoint_path(epoch: int) -> str:
+    return f"checkpoints/generator_epoch_{epoch:04d}.pt"
+
+
+def checkpoints(run_id: str) -> dict[int, str]:
+    """epoch -> artifact path of each generator checkpoint in a generator run."""
+    out = {}
+    for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoints"):
+        m = CHECKPOINT.search(a.path)
+        if m:
+            out[int(m.group(1))] = a.path
+    return dict(sorted(out.items()))
+
+
+def load_generator(memo, run_id: str, epoch: int | None = None) -> tuple[Generator, dict]:
+    """The generator of checkpoint `epoch` (None: the last) of a generator run, and its checkpoint
+    dict. Held in the memo: a finished run's checkpoints never change, and sweep trials sample the
+    same few (callers only run the generator in eval mode)."""
+    if (run_id, epoch) in memo.generators:
+        return memo.generators[(run_id, epoch)]
+    available = checkpoints(run_id)
+    if not available:
+        raise HarnessError(f"generator run {run_id} has no generator checkpoints")
+    chosen = max(available) if not epoch else epoch
+    if chosen not in available:
+        raise HarnessError(f"generator run {run_id} has no checkpoint for epoch {chosen}; available: "
+                           f"{', '.join(map(str, available))}")
+    ckpt = codecs.load_torch(run_id, available[chosen])
+    g = Generator(ckpt["config"]["latent_dim"], ckpt["config"]["width"], ckpt.get("n_classes", 0))
+    g.load_state_dict(ckpt["state_dict"])
+    return memo.remember(memo.generators, (run_id, epoch), (g, ckpt))
+
+
+def best_checkpoint(run_id: str) -> int:
+    """The checkpoint epoch with the lowest Frechet distance the generator run measured (quality.enabled)."""
+    fd = {m.step: m.value for m in mlflow.MlflowClient().get_metric_history(run_id, "quality/fd")}
+    scored = [e for e in checkpoints(run_id) if e in fd]
+    if not scored:
+        raise HarnessError(f"generator run {run_id} measured no sample quality at its checkpoints; "
+                           "generate.checkpoint_epoch=-1 needs a generator run trained with quality.enabled=true")
+    return min(scored, key=fd.get)
+
+
+def sampler(ctx, cfg, run_id: str) -> stream.Sampler:
+    epoch = cfg.generate.checkpoint_epoch
+    if epoch == -1:
+        epoch = best_checkpoint(run_id)
+    generator, ckpt = load_generator(ctx.memo, run_id, epoch or None)
+    latent, seed = ckpt["config"]["latent_dim"], cfg.generate.seed
+    return stream.Sampler(("gan", run_id, ckpt["epoch"], seed),
+                          lambda start, stop: generate(generator, latent, seed, ctx.device, start, stop),
+                          ckpt["epoch"], f"the epoch-{ckpt['epoch']} generator of run `{run_id}`")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting, inside the generator phase's run
+
+def loss_figure(history: list[dict[str, float]]):
+    from harness.metrics import subplots
+    keys = ["gan/critic_loss", "gan/wasserstein", "gan/gradient_penalty", "gan/generator_loss"]
+    fig, axes = subplots(1, 4, figsize=(14, 3))
+    for ax, key in zip(axes, keys):
+        pts = [(i, row[key]) for i, row in enumerate(history, 1) if key in row]
+        if pts:
+            ax.plot(*zip(*pts))
+        ax.set_title(key.split("/")[1])
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def checkpoint_quality(cfg, sampler_net: torch.nn.Module, evaluator, device: torch.device) -> dict[str, float]:
+    """FD, KID, precision, recall of quality.n_samples images of a checkpoint (noise seed 0)."""
+    was_training = sampler_net.training  # the live generator trains on; the EMA copy stays in eval mode
+    images, _ = generate(sampler_net, cfg.gan.latent_dim, 0, device, 0, cfg.quality.n_samples)
+    sampler_net.train(was_training)
+    return evaluator.measure(images, cfg.quality.k)
+
+
+def resumable(store, run_id: str) -> bool:
+    return any(a.path == "checkpoints/training_state.pt" for a in store.client.list_artifacts(run_id, "checkpoints"))
+
+
+def _carry_over(old: str) -> tuple[dict, list]:
+    """The interrupted run's training state, with its curves, checkpoints and samples copied into the
+    active run, so that this run alone tells the whole story."""
+    state = codecs.load_torch(old, "checkpoints/training_state.pt")
+    history = state.pop("history")
+    log_history(history, first_step=1)
+    for path in checkpoints(old).values():
+        mlflow.log_artifact(codecs.download(old, path), "checkpoints")
+    for a in mlflow.MlflowClient().list_artifacts(old, "samples"):
+        mlflow.log_artifact(codecs.download(old, a.path), "samples")
+    click.echo(f"generator: resuming run {old} from epoch {state['epoch']}", err=True)
+    return state, history
+
+
+def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> None:
+    """Train (or continue `resume_from`) the GAN inside the active run, checkpointing as configured."""
+    g = cfg.gan
+    state, history = _carry_over(resume_from) if resume_from else (None, [])
+    trainer = WganGp(g, ctx.device, len(splits.classes))
+    if state is not None:
+        trainer.load_state_dict(state)
+    real, labels = splits.train_x.to(ctx.device), splits.train_y.to(ctx.device)
+    pending: list[dict] = []  # epochs not yet sent to MLflow: flushed at each checkpoint
+    start = time.perf_counter()
+
+    def checkpoint():
+        log_history(pending, first_step=trainer.epoch - len(pending) + 1)
+        pending.clear()
+        if evaluator is not None:
+            # Per checkpoint: a sweep or a reader can pick the epoch by sample quality.
+            log_history([checkpoint_quality(cfg, trainer.sampler, evaluator, ctx.device)], trainer.epoch)
+        # The sampling generator (the EMA copy when gan.ema > 0) is what later phases use.
+        codecs.log_torch({"state_dict": {k: v.cpu() for k, v in trainer.sampler.state_dict().items()},
+                          "config": asdict(g), "epoch": trainer.epoch, "generator_iters": trainer.generator_iters,
+                          "n_classes": trainer.n_classes, "classes": list(splits.classes)},
+                         checkpoint_path(trainer.epoch))
+        codecs.log_torch(trainer.state_dict() | {"history": history}, "checkpoints/training_state.pt")
+
+    with train.progress(g.epochs - trainer.epoch, "gan") as bar:
+        while trainer.epoch < g.epochs:
+            row = trainer.train_epoch(real, labels)
+            history.append(row)
+            pending.append(row)
+            e = trainer.epoch
+            if e % g.sample_every == 0 or e == g.epochs:
+                codecs.log_image_grid(trainer.sample(trainer.fixed_noise, trainer.fixed_labels), f"samples/epoch_{e:04d}.png")
+            if e % g.checkpoint_every == 0 or e == g.epochs:
+                checkpoint()
+            bar.current_item = f"W {row['gan/wasserstein']:.3f}  G iters {trainer.generator_iters}"
+            bar.update(1)
+    seconds = time.perf_counter() - start
+    mlflow.log_metrics({"gan/epochs": trainer.epoch, "gan/seconds": seconds,
+                        "gan/generator_iters_total": trainer.generator_iters})
+    codecs.log_figure(loss_figure(history), "loss_curves.png")
+    describe(f"**generator**: {name(cfg)}, DCGAN width {g.width}, {trainer.epoch} epochs = {trainer.generator_iters} "
+             f"generator iterations ({g.critic_steps} critic steps each), {seconds:.0f} s this session. "
+             f"Final Wasserstein estimate {history[-1]['gan/wasserstein']:.3f}.\n\n"
+             f"Samples from fixed noise: `samples/epoch_{trainer.epoch:04d}.png`; loss curves: `loss_curves.png`.")
+
+
+def name(cfg) -> str:
+    """The GAN in words, for descriptions."""
+    g = cfg.gan
+    levers = [f"{g.conditional}-conditional" if g.conditional != "none" else "",
+              "spectral norm" if g.spectral_norm else "", f"DiffAugment {g.diffaugment}" if g.diffaugment else "",
+              f"EMA {g.ema}" if g.ema else ""]
+    return ("WGAN-GP" if g.loss == "wgan-gp" else "hinge-loss GAN") + "".join(f", {x}" for x in levers if x)

@@ -1,0 +1,36 @@
+"""`generator.kind = "mixup"`: convex combinations of random pairs of real training images, the
+weight of a pair drawn from Beta(generator.mixup_alpha, ...). A trivial generator: the baseline
+labels its images like a GAN's."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from harness.generators import stream
+
+TRAINS = False
+SECTIONS = ()
+DATA = ("train",)
+
+
+def knows_classes(cfg) -> bool:
+    return False
+
+
+def sampler(ctx, cfg, splits) -> stream.Sampler:
+    x = splits.train_x.float()
+    seed, alpha = cfg.generate.seed, cfg.generator.mixup_alpha
+
+    def draw(start: int, stop: int):
+        out = []
+        for b in stream.blocks(start, stop):
+            rng = np.random.default_rng(stream.block_seed(seed, b))
+            i, j = (torch.from_numpy(rng.integers(0, len(x), stream.BLOCK)) for _ in range(2))
+            lam = torch.from_numpy(rng.beta(alpha, alpha, stream.BLOCK)).float().view(-1, 1, 1, 1)
+            out.append((lam * x[i] + (1 - lam) * x[j]).round().to(torch.uint8))
+        offset = (start // stream.BLOCK) * stream.BLOCK
+        images = torch.cat(out)[start - offset:stop - offset] if out else splits.train_x[:0]
+        return images, None
+
+    return stream.Sampler(("mixup", splits.digest("train"), seed, alpha), draw, 0,
+                          f"mixup (alpha {alpha}) of pairs of the {len(x)} real training images")

@@ -1,0 +1,42 @@
+"""Generator phase: fit the generator kind that trains (generator.kind=gan: see
+harness/generators/gan.py for its artifacts). Kinds that do not train have no such phase: their
+generate phase draws from the data directly.
+
+`--resume` (ctx.resume) continues the newest interrupted (KILLED/FAILED) run of the same key from
+its last checkpoint, in a new run tagged `harness.resumed_from`.
+"""
+from __future__ import annotations
+
+import click
+
+from harness import generators
+from harness.context import PhaseResult
+
+
+def before(ctx, cfg, key: str) -> dict:
+    """Tags and options for the run about to open: which interrupted run to continue, if any."""
+    if not ctx.resume or (ctx.use_cache and ctx.store.find_finished(key)):
+        return {}
+    kind = generators.get(cfg.generator.kind)
+    candidates = ctx.store.find_runs(key, statuses=("KILLED", "FAILED"), max_results=5)
+    old = next((r.info.run_id for r in candidates if kind.resumable(ctx.store, r.info.run_id)), None)
+    if old is None:
+        click.echo("generator: no interrupted run with a checkpoint for this config; training from scratch", err=True)
+        return {}
+    return {"tags": {"harness.resumed_from": old}, "options": {"resume_from": old}}
+
+
+def compute(ctx, cfg, inputs, resume_from: str | None = None) -> PhaseResult:
+    ev = inputs.get("evaluator")
+    generators.get(cfg.generator.kind).fit(ctx, cfg, ctx.splits(cfg.data), resume_from,
+                                           ev.evaluator if ev is not None else None)
+    return PhaseResult("")
+
+
+def load(ctx, cfg, run) -> PhaseResult:
+    return PhaseResult(run.info.run_id, dict(run.data.metrics))
+
+
+def summary(result: PhaseResult, cfg) -> str:
+    epochs = generators.get(cfg.generator.kind).checkpoints(result.run_id)
+    return f"generator run {result.record_id}: checkpoints at epochs {', '.join(map(str, epochs))}"

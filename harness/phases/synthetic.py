@@ -1,0 +1,47 @@
+"""Synthetic phase: the same SimpleCNN, trained from scratch on real + kept synthetic images, and
+evaluated and logged exactly like the baseline (harness/classifier.py), plus data/n_real and
+data/n_synthetic.
+
+Options: `on_epoch` (a sweep reports and prunes there), `evaluate_test=False` (sweep trials choose
+by validation only), `model_run` (test the model a trial trained instead of training again).
+"""
+from __future__ import annotations
+
+import mlflow
+
+from harness import classifier
+from harness.classifier import ClassifierResult, load_model
+
+
+def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
+    splits, kept = ctx.splits(cfg.data), inputs["pseudolabel"]
+    if model_run:
+        return _evaluate(ctx, cfg, splits, model_run)
+    sizes = {"data/n_real": len(splits.train_x), "data/n_synthetic": len(kept.images)}
+    mlflow.log_metrics(sizes)
+    model, m = classifier.fit_and_report(cfg, splits, ctx.device, "synthetic", on_epoch=on_epoch,
+                                         evaluate_test=evaluate_test, synthetic=(kept.images, kept.labels, kept.soft))
+    return ClassifierResult("", m | sizes, trained=model)
+
+
+def _evaluate(ctx, cfg, splits, model_run: str) -> ClassifierResult:
+    """The test evaluation of a model trained earlier without it: the same metrics and artifacts."""
+    model, _ = load_model(model_run)
+    trained = dict(ctx.store.get_run(model_run).data.metrics)
+    m = {k: trained[k] for k in ("val/accuracy", "data/n_real", "data/n_synthetic") if k in trained}
+    mlflow.log_metrics(m)
+    classifier.log_model(model, cfg, splits.classes)
+    m |= classifier.report_test(model, splits, ctx.device, "synthetic",
+                                f"**synthetic**: the SimpleCNN of run `{model_run}` (trained on real + "
+                                f"{int(m.get('data/n_synthetic', 0))} synthetic images, chosen by validation), "
+                                "evaluated once on the test set.")
+    return ClassifierResult("", m, trained=model)
+
+
+def load(ctx, cfg, run) -> ClassifierResult:
+    return ClassifierResult(run.info.run_id, dict(run.data.metrics))
+
+
+def summary(result: ClassifierResult, cfg) -> str:
+    return classifier.summary(f"synthetic run {result.record_id} ({int(result.metrics.get('data/n_synthetic', 0))} "
+                              "synthetic images)", result.metrics, cfg.data.classes)

@@ -1,0 +1,134 @@
+"""What produced a result: the fingerprint of the code a phase runs, the package hash, git commit
+and library versions.
+
+A phase's cache key holds the fingerprint of the modules it runs, found by following its imports
+(static, `ast`), so that nobody maintains a list by hand. The fingerprint hashes each module's
+syntax tree without docstrings: a comment, a blank line or a reworded docstring leaves it
+unchanged; a changed statement changes it. An edit in a module the phase does not reach leaves
+its key alone, so a 20-minute GAN survives an edit of the comparator.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import platform
+import subprocess
+from pathlib import Path
+
+PACKAGE = "harness"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# Registries import every entry they list; a phase runs only the one its config chooses, which the
+# phase names as a root itself. So a registry contributes its own code, not its entries'.
+REGISTRIES = frozenset({"harness.generators"})
+
+
+def module_file(name: str, root: Path = PACKAGE_DIR, package: str = PACKAGE) -> Path | None:
+    """The source file of module `name` (`harness.x.y`) under `root`, the package's folder."""
+    parts = name.split(".")
+    if parts[0] != package:
+        return None
+    base = root.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(name: str, tree: ast.AST, is_package: bool, package: str) -> set[str]:
+    """Package modules that `name`'s code imports, anywhere (lazy imports in functions included)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                here = name.split(".") if is_package else name.split(".")[:-1]
+                base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}  # `from harness import x`: x may be a module
+    found = set()
+    for mod in out:
+        if mod.split(".")[0] != package:
+            continue
+        parts = mod.split(".")
+        # Importing harness.a.b runs harness/__init__ and harness/a/__init__ too.
+        found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return found
+
+
+def closure(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE,
+            registries=REGISTRIES) -> dict[str, Path]:
+    """Every package module the `roots` reach through their imports: name -> file."""
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name, root, package)
+        if path is None:
+            continue  # an attribute imported from a module, not a module
+        seen[name] = path
+        if name in registries:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        todo += sorted(_imports(name, tree, path.name == "__init__.py", package) - set(seen))
+    return seen
+
+
+def normalized(source: str) -> str:
+    """The syntax tree without docstrings: comments and formatting do not count."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def fingerprint(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE, registries=REGISTRIES) -> str:
+    """A 12-hex-digit hash of the code `roots` run (see the module docstring)."""
+    h = hashlib.sha256()
+    for name, path in sorted(closure(roots, root, package, registries).items()):
+        h.update(name.encode() + b"\0" + normalized(path.read_text()).encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def code_version(root: Path = PACKAGE_DIR) -> str:
+    """Hash of the whole package source, edits included: a tag that says which code ran, not a key."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def tags() -> dict[str, str]:
+    """Package hash, git commit and library versions (read once per Store: a sweep opens hundreds of runs)."""
+    import mlflow
+    import numpy
+    import sklearn
+    import torch
+    import torchvision
+
+    from harness import __version__
+    out = {"harness.code_version": code_version(), "harness.version": __version__,
+           "harness.versions.python": platform.python_version(), "harness.versions.torch": torch.__version__,
+           "harness.versions.torchvision": torchvision.__version__, "harness.versions.mlflow": mlflow.__version__,
+           "harness.versions.numpy": numpy.__version__, "harness.versions.sklearn": sklearn.__version__}
+    commit = git_commit()
+    if commit:
+        out["mlflow.source.git.commit"] = commit
+    return out

@@ -1,0 +1,175 @@
+"""The tracking store and phase runs: where runs go, the cache lookup by key, runs that always end
+(FINISHED / KILLED / FAILED, never RUNNING), and batched logging (one call per phase, not per step:
+each MLflow call costs ~10 ms on SQLite)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from harness.errors import HarnessError
+from harness.tracking import provenance
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.x
+NOTE = "mlflow.note.content"  # the run description the MLflow UI shows, in Markdown
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@dataclass
+class Store:
+    """One experiment of one tracking store: held by the caller, passed to whatever opens runs."""
+    uri: str
+    experiment_id: str
+    client: MlflowClient
+    _tags: dict | None = field(default=None, repr=False)
+
+    def provenance(self) -> dict[str, str]:
+        # Once per store: a sweep opens hundreds of runs, and `git rev-parse` per run cost more than the run.
+        if self._tags is None:
+            self._tags = provenance.tags()
+        return self._tags
+
+    def find_runs(self, key: str, statuses=("FINISHED",), max_results: int = 1):
+        """Most recent runs of this experiment that *computed* the phase with cache key `key`."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`harness.cache_key` = '{key}'",
+                                       order_by=["attributes.start_time DESC"], max_results=50)
+        return [r for r in runs if r.info.status in statuses][:max_results]
+
+    def find_finished(self, key: str):
+        runs = self.find_runs(key)
+        return runs[0] if runs else None
+
+    def get_run(self, run_id: str):
+        try:
+            return self.client.get_run(run_id)
+        except Exception:
+            raise HarnessError(f"no run {run_id!r} in the tracking store {self.uri}") from None
+
+
+def configure(experiment: str) -> Store:
+    """Point MLflow at the tracking store, check it answers, and return the experiment's Store.
+
+    Checked before any training starts, so an unreachable store costs seconds, not a lost run.
+    """
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        # MLflow retries a dead server for minutes by default; fail fast and say so instead.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = MlflowClient(uri)
+        if os.environ.get("MLFLOW_RUN_ID"):
+            # Under `mlflow run`, the run it started becomes our top-level run, so we must log to
+            # its experiment (choose it with `mlflow run --experiment-name`).
+            exp_id = client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+        else:
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                try:
+                    # The UI opens classic-ML experiments in the runs table, not the GenAI view.
+                    exp_id = client.create_experiment(experiment,
+                                                      tags={"mlflow.experimentKind": "custom_model_development"})
+                except Exception:
+                    exp = client.get_experiment_by_name(experiment)  # another worker created it just now
+                    if exp is None:
+                        raise
+                    exp_id = exp.experiment_id
+            elif exp.lifecycle_stage == "deleted":
+                raise HarnessError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another --experiment")
+            else:
+                exp_id = exp.experiment_id
+    except HarnessError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"cannot reach the MLflow tracking store {uri!r} ({first[:300]}); "
+                           "check MLFLOW_TRACKING_URI") from None
+    mlflow.set_experiment(experiment_id=exp_id)
+    return Store(uri, exp_id, client)
+
+
+def describe(markdown: str) -> None:
+    """The active run's description: what the phase did and its headline figures."""
+    mlflow.set_tag(NOTE, markdown)
+
+
+@dataclass
+class PhaseRun:
+    run: mlflow.ActiveRun
+    hit: object | None  # the FINISHED run reused instead of computing, if any
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    @property
+    def source_id(self) -> str:
+        """The run that holds this phase's artifacts: the reused one, or this one."""
+        return self.hit.info.run_id if self.hit is not None else self.run.info.run_id
+
+
+@contextlib.contextmanager
+def phase_run(store: Store, phase: str, params: dict, run_name: str | None = None, tags: dict | None = None,
+              key: str | None = None, use_cache: bool = True):
+    """One MLflow run for one phase, nested under the active run if there is one.
+
+    With a cache `key`, a FINISHED run of the experiment with that key is reused: the new run is
+    tagged `harness.reused_from` and copies its metrics, and `.hit` tells the phase to load the
+    outputs from there instead of computing. The run ends FINISHED on success, KILLED on Ctrl-C /
+    SIGTERM / a pruning decision and FAILED on any other error, never left RUNNING.
+    """
+    hit = store.find_finished(key) if key and use_cache else None
+    all_tags = {"harness.phase": phase, **store.provenance(), **(tags or {})}
+    if key:
+        all_tags["harness.cache_hit" if hit else "harness.cache_key"] = key
+    if hit:
+        all_tags["harness.reused_from"] = hit.info.run_id
+    run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
+                           tags={k: str(v) for k, v in all_tags.items()})
+    try:
+        # One write for params (+ a reused run's metrics and description): a sweep opens runs
+        # every trial, and every MLflow call is a SQLite transaction.
+        log_batch(params=params, metrics=hit.data.metrics if hit else None,
+                  tags={NOTE: f"Reused: identical config, inputs and code as run `{hit.info.run_id}`, whose "
+                              f"artifacts this phase used.\n\n{hit.data.tags.get(NOTE, '')}"} if hit else None)
+        yield PhaseRun(run, hit)
+    except BaseException as e:
+        # Ctrl-C, SIGTERM and an Optuna pruning decision stop a run on purpose: KILLED, not FAILED.
+        pruned = type(e).__name__ == "TrialPruned"
+        if pruned:
+            mlflow.set_tag("harness.pruned", "true")
+        mlflow.end_run("KILLED" if pruned or isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,
+              run_id: str | None = None) -> None:
+    """Params, metrics and tags of the active run in one call, which MLflow splits at its limits."""
+    run_id = run_id or mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    params = [Param(k, str(v)) for k, v in (params or {}).items()]
+    metrics = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+    tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    MlflowClient().log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
+
+
+def log_history(rows: list[dict[str, float]], first_step: int = 1, run_id: str | None = None) -> None:
+    """Per-epoch curves (step = epoch) in as few calls as MLflow allows (it splits at 1000)."""
+    if not rows:
+        return
+    run_id = run_id or mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, step)
+               for step, row in enumerate(rows, first_step) for key, value in row.items()]
+    MlflowClient().log_batch(run_id, metrics=metrics, synchronous=True)

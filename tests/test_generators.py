@@ -1,0 +1,155 @@
+"""Generator kinds behind one protocol: prefix-consistent streams, what each kind draws, every kind
+end to end on the tiny preset, and a new kind added with one module + one registry entry."""
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import invoke
+from harness import config, data, generators
+from harness.context import Memo
+from harness.generators import gan, stream
+
+CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
+
+
+class _Ctx:
+    def __init__(self, splits):
+        self.memo, self.device, self._splits = Memo(), torch.device("cpu"), splits
+
+    def splits(self, data_cfg):
+        return self._splits
+
+
+def _splits(tree, n_per_class=20, val_per_class=10):
+    cfg = config.load("tiny", ["data.classes=airplane,automobile,bird", f"data.n_per_class={n_per_class}",
+                               f"data.val_per_class={val_per_class}"])
+    return cfg, data.load_splits(cfg.data, tree)
+
+
+def test_noise_stream_is_prefix_consistent():
+    # Every sample count is a prefix of one stream: what lets a sweep extend one pool per checkpoint.
+    full = stream.noise(3, 0, 1000, 16)
+    assert torch.equal(stream.noise(3, 0, 300, 16), full[:300])
+    assert torch.equal(stream.noise(3, 250, 700, 16), full[250:700])
+    assert not torch.equal(stream.noise(4, 0, 300, 16), full[:300])
+    from harness.models import Generator
+    g = Generator(16, 8)
+    a, _ = gan.generate(g, 16, 3, torch.device("cpu"), 0, 600)
+    b, _ = gan.generate(g, 16, 3, torch.device("cpu"), 0, 200)
+    c, _ = gan.generate(g, 16, 3, torch.device("cpu"), 200, 600)
+    assert torch.equal(a, torch.cat([b, c]))
+
+
+@pytest.mark.parametrize("kind", ["oracle", "mixup", "noise"])
+def test_kinds_draw_prefix_consistent_streams(tree, kind):
+    cfg, splits = _splits(tree)
+    cfg = config.apply(cfg, {"generator.kind": kind})
+    ctx = _Ctx(splits)
+    sampler = generators.get(kind).sampler(ctx, cfg, splits)
+    first, labels = stream.take(ctx.memo, sampler, 20)
+    more, more_labels = stream.take(ctx.memo, sampler, 30)  # extends the memo's stream by 10
+    assert torch.equal(more[:20], first) and more.dtype == torch.uint8 and more.shape[1:] == (3, 32, 32)
+    fresh = generators.get(kind).sampler(_Ctx(splits), cfg, splits).draw(0, 30)[0]
+    assert torch.equal(fresh, more)  # the same images however they were asked for
+    assert (labels is None) == (not generators.get(kind).knows_classes(cfg))
+    other = generators.get(kind).sampler(_Ctx(splits), config.apply(cfg, {"generate.seed": 1}), splits).draw(0, 30)[0]
+    assert not torch.equal(other, more)
+
+
+def test_oracle_draws_real_images_disjoint_from_train_val_test(tree):
+    cfg, splits = _splits(tree)
+    cfg = config.apply(cfg, {"generator.kind": "oracle", "generate.n_samples": 30})
+    images, labels = generators.get("oracle").sampler(_Ctx(splits), cfg, splits).draw(0, 30)
+
+    def rows(x):
+        return {bytes(img) for img in x.numpy()}
+
+    drawn = rows(images)
+    assert len(drawn) == 30
+    source = data.open_source(tree)
+    real = torch.from_numpy(np.concatenate([source.images("train", c) for c in splits.classes])).permute(0, 3, 1, 2)
+    assert drawn <= rows(real.contiguous()), "oracle images are real training images"
+    for split in ("train", "val", "test"):
+        assert not drawn & rows(getattr(splits, f"{split}_x")), split
+    # their labels are the true classes: each image sits in its class's pool
+    for img, y in zip(images, labels):
+        assert bytes(img.numpy()) in rows(splits.pool_x[splits.pool_y == y])
+
+
+def test_noise_fits_per_class_statistics_and_mixup_blends_pairs(tree):
+    cfg, splits = _splits(tree)
+    images, labels = generators.get("noise").sampler(_Ctx(splits), cfg, splits).draw(0, 600)
+    assert np.bincount(labels.numpy()).tolist() == [200, 200, 200]
+    for c in range(3):
+        want = splits.train_x[splits.train_y == c].float().mean((0, 2, 3))
+        got = images[labels == c].float().mean((0, 2, 3))
+        assert torch.allclose(got, want, atol=8), (c, got, want)  # per-channel means of the class
+    # A tiny alpha puts almost all weight on one image of each pair: near-copies of real images.
+    near = config.apply(cfg, {"generator.mixup_alpha": 0.01})
+    mixed, none = generators.get("mixup").sampler(_Ctx(splits), near, splits).draw(0, 50)
+    assert none is None
+    dist = (mixed[:, None].float() - splits.train_x[None].float()).abs().amax((2, 3, 4)).amin(1)
+    assert (dist <= 2).float().mean() > 0.9
+    # alpha 1: blends, mostly far from every single real image
+    mixed, _ = generators.get("mixup").sampler(_Ctx(splits), cfg, splits).draw(0, 50)
+    dist = (mixed[:, None].float() - splits.train_x[None].float()).abs().amax((2, 3, 4)).amin(1)
+    assert (dist > 2).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("kind,extra", [("oracle", ["--set", "generate.n_samples=24"]), ("mixup", []),
+                                        ("noise", ["--set", "pseudolabel.mode=none"])])
+def test_every_kind_end_to_end(runner, client, tree, kind, extra):
+    out = invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", f"generator.kind={kind}",
+                          *extra]).output
+    exp = client.get_experiment_by_name("harness")
+    (pipe,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pipeline'")
+    kids = {r.data.tags["harness.phase"]: r for r in
+            client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{pipe.info.run_id}'")}
+    # Kinds that do not train have no generator phase; the rest is the GAN's path.
+    assert sorted(kids) == ["baseline", "compare", "generate", "pseudolabel", "synthetic"]
+    assert all(r.info.status == "FINISHED" for r in kids.values())
+    n = 24 if kind == "oracle" else 64
+    assert kids["generate"].data.metrics["generate/n_samples"] == n
+    assert kids["synthetic"].data.metrics["data/n_synthetic"] == kids["pseudolabel"].data.metrics["kept/count"]
+    assert f"generator `{kind}`" in pipe.data.tags["mlflow.note.content"] and "| Accuracy |" in out
+
+
+def test_oracle_asking_for_more_than_the_pool_is_refused_before_any_run(runner, client, tree):
+    result = invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=oracle",
+                             "--set", "generate.n_samples=31"], ok=False)
+    assert result.exit_code == 2 and "30 beyond train and validation" in result.output
+    exp = client.get_experiment_by_name("harness")
+    assert client.search_runs([exp.experiment_id]) == []
+
+
+def test_kind_settings_are_checked(runner):
+    for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, oracle, mixup, noise"),
+                             ("pseudolabel.mode=filter", "needs a generator that knows its images' classes"),
+                             ("generator.mixup_alpha=0", "generator.mixup_alpha must be a finite number > 0")]:
+        result = invoke(runner, ["baseline", "--preset", "tiny", "--set", setting], ok=False)
+        assert result.exit_code == 2 and message in result.output, setting
+
+
+def test_a_new_kind_is_one_module_and_one_registry_entry(runner, client, tree, monkeypatch):
+    """A kind that draws mid-grey images of every class in turn, registered with one line."""
+    kind = types.ModuleType("harness_test_grey")
+    kind.TRAINS, kind.SECTIONS, kind.DATA = False, (), ("train",)
+    kind.knows_classes = lambda cfg: True
+
+    def sampler(ctx, cfg, splits):
+        def draw(start, stop):
+            return (torch.full((stop - start, 3, 32, 32), 128, dtype=torch.uint8),
+                    stream.balanced_labels(start, stop, len(splits.classes)))
+        return stream.Sampler(("grey",), draw, 0, "grey squares")
+
+    kind.sampler = sampler
+    monkeypatch.setitem(generators.KINDS, "grey", kind)
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=grey",
+                    "--set", "pseudolabel.mode=none"])
+    exp = client.get_experiment_by_name("harness")
+    (gen,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'")
+    kept = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pseudolabel'")[0]
+    assert "grey squares" in gen.data.tags["mlflow.note.content"]
+    assert kept.data.metrics["kept/count"] == 64 and kept.data.metrics["kept/bird/count"] == 21

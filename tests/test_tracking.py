@@ -1,0 +1,65 @@
+"""harness.tracking: the code fingerprint in a phase's cache key follows what the phase runs (its
+imports), ignores comments and docstrings, and leaves the keys of phases an edit does not reach."""
+import shutil
+
+import pytest
+
+from harness import config, pipeline
+from harness.tracking import provenance
+
+
+@pytest.fixture
+def package(tmp_path):
+    return shutil.copytree(provenance.PACKAGE_DIR, tmp_path / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def _prints(package, cfg):
+    return {name: provenance.fingerprint(pipeline.PHASES[name].code(cfg), root=package)
+            for name in ("baseline", "generator", "generate", "pseudolabel", "synthetic", "compare")}
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_closure_follows_imports_not_the_whole_package():
+    gan_cfg = config.load("tiny")
+    gen = provenance.closure(pipeline.PHASES["generator"].code(gan_cfg))
+    assert {"harness.generators.gan", "harness.models", "harness.train", "harness.diffaugment"} <= set(gen)
+    # Registries contribute their own code only: the kind the config chose is a root of its own.
+    assert "harness.generators.noise" not in gen and "harness.compare.render" not in gen
+    base = provenance.closure(pipeline.PHASES["baseline"].code(gan_cfg))
+    assert "harness.classifier" in base and not any(m.startswith("harness.generators") for m in base)
+    noise = config.apply(gan_cfg, {"generator.kind": "noise"})
+    assert "harness.generators.noise" in provenance.closure(pipeline.PHASES["generate"].code(noise))
+
+
+def test_comments_and_docstrings_do_not_change_a_key(package):
+    cfg = config.load("tiny")
+    before = _prints(package, cfg)
+    _edit(package / "models.py", "class SimpleCNN(nn.Module):", "# a new comment\nclass SimpleCNN(nn.Module):  # why")
+    _edit(package / "train.py", '"""Train a fresh SimpleCNN', '"""Train a brand-new SimpleCNN')
+    assert _prints(package, cfg) == before
+
+
+def test_an_edit_changes_the_keys_of_the_phases_that_run_it_only(package):
+    cfg = config.load("tiny")
+    before = _prints(package, cfg)
+    # The comparator's rendering: only compare runs it. A GAN survives it, and --resume finds its run.
+    _edit(package / "compare" / "render.py", 'label="baseline")', 'label="baseline (real only)")')
+    after = _prints(package, cfg)
+    assert after["compare"] != before["compare"]
+    assert {k: after[k] for k in after if k != "compare"} == {k: before[k] for k in before if k != "compare"}
+    # Another generator kind: the GAN's phases keep their keys; that kind's generate phase does not.
+    noise = config.apply(cfg, {"generator.kind": "noise"})
+    noise_before = provenance.fingerprint(pipeline.PHASES["generate"].code(noise), root=package)
+    _edit(package / "generators" / "noise.py", ".clamp(0, 255)", ".clamp(1, 255)")
+    assert _prints(package, cfg) == after
+    assert provenance.fingerprint(pipeline.PHASES["generate"].code(noise), root=package) != noise_before
+    # The classifier's network: every phase that trains or runs a classifier, and the GAN (models.py
+    # holds its networks too), but not the comparator.
+    _edit(package / "models.py", "hidden: int = 256", "hidden: int = 257")
+    changed = {k for k, v in _prints(package, cfg).items() if v != after[k]}
+    assert changed == {"baseline", "generator", "generate", "pseudolabel", "synthetic"}
