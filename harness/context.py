@@ -53,6 +53,7 @@ class Context:
     memo: Memo = field(default_factory=Memo)
     loaded_splits: dict = field(default_factory=dict, repr=False)  # DataConfig -> Splits, loaded on first use
     _fingerprints: dict = field(default_factory=dict, repr=False)
+    _parsed: dict = field(default_factory=dict, repr=False)  # module file -> (normalized source, imports)
 
     def splits(self, data_cfg):
         """The splits of a data config, loaded once per context (a multi-seed study loads each seed's)."""
@@ -64,5 +65,5 @@ class Context:
     def fingerprint(self, roots: tuple[str, ...]) -> str:
         if roots not in self._fingerprints:
             from harness.tracking import provenance
-            self._fingerprints[roots] = provenance.fingerprint(roots)
+            self._fingerprints[roots] = provenance.fingerprint(roots, cache=self._parsed)
         return self._fingerprints[roots]

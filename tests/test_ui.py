@@ -43,7 +43,7 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
     invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird"])
     exp = client.get_experiment_by_name("harness")
     (parent,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pipeline'")
-    (gan,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'gan'")
+    (gan,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
 
     port = _free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri)
@@ -69,7 +69,7 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
         run_page = _dump(browser, f"{exp_url}/runs/{parent.info.run_id}", tmp_path / "p2")
         text = " ".join(run_page.split())
         assert "Child runs" in text
-        for name in ("baseline", "gan", "generate", "pseudolabel", "augmented", "compare"):
+        for name in ("baseline", "generator", "generate", "pseudolabel", "synthetic", "compare"):
             assert f">{name}<" in run_page.replace(" ", ""), name
         assert "baseline/test_accuracy" in run_page and "delta/accuracy" in run_page
         assert "Test accuracy" in run_page  # the Markdown description

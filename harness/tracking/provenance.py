@@ -58,9 +58,20 @@ def _imports(name: str, tree: ast.AST, is_package: bool, package: str) -> set[st
     return found
 
 
+def _parsed(name: str, path: Path, package: str, cache: dict) -> tuple[str, set[str]]:
+    """(normalized source, package imports) of one module, once per cache (a command asks for
+    the keys of every phase, and they share most modules)."""
+    if path not in cache:
+        tree = ast.parse(path.read_text(), str(path))
+        imports = _imports(name, tree, path.name == "__init__.py", package)
+        cache[path] = (_normalized_tree(tree), imports)
+    return cache[path]
+
+
 def closure(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE,
-            registries=REGISTRIES) -> dict[str, Path]:
+            registries=REGISTRIES, cache: dict | None = None) -> dict[str, Path]:
     """Every package module the `roots` reach through their imports: name -> file."""
+    cache = {} if cache is None else cache
     seen: dict[str, Path] = {}
     todo = list(roots)
     while todo:
@@ -73,14 +84,16 @@ def closure(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE,
         seen[name] = path
         if name in registries:
             continue
-        tree = ast.parse(path.read_text(), str(path))
-        todo += sorted(_imports(name, tree, path.name == "__init__.py", package) - set(seen))
+        todo += sorted(_parsed(name, path, package, cache)[1] - set(seen))
     return seen
 
 
 def normalized(source: str) -> str:
     """The syntax tree without docstrings: comments and formatting do not count."""
-    tree = ast.parse(source)
+    return _normalized_tree(ast.parse(source))
+
+
+def _normalized_tree(tree: ast.AST) -> str:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
@@ -90,11 +103,13 @@ def normalized(source: str) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-def fingerprint(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE, registries=REGISTRIES) -> str:
+def fingerprint(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE, registries=REGISTRIES,
+                cache: dict | None = None) -> str:
     """A 12-hex-digit hash of the code `roots` run (see the module docstring)."""
+    cache = {} if cache is None else cache
     h = hashlib.sha256()
-    for name, path in sorted(closure(roots, root, package, registries).items()):
-        h.update(name.encode() + b"\0" + normalized(path.read_text()).encode() + b"\0")
+    for name, path in sorted(closure(roots, root, package, registries, cache).items()):
+        h.update(name.encode() + b"\0" + _parsed(name, path, package, cache)[0].encode() + b"\0")
     return h.hexdigest()[:12]
 
 

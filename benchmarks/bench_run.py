@@ -1,0 +1,70 @@
+"""Wall time of a whole `harness run` as a user pays it, for one or more source trees side by side:
+a cold run on a fresh tracking store, then the same command again (every phase reused).
+
+    python benchmarks/bench_run.py --tree before=/tmp/before --tree after=. [--preset tiny] [--repeats 5]
+
+Each tree runs as `python -m harness` with that tree first on PYTHONPATH, in interleaved repeats
+(this shared machine's speed drifts between minutes), against a fresh store each repeat and one
+decoded-image cache warmed beforehand, so that decoding PNGs is in no arm. Prints the median and
+best seconds of each arm and the ratios to the first tree.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
+
+
+def timed(tree: Path, args: list[str], env: dict, cwd: str) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(tree.resolve())})
+    if proc.returncode != 0:
+        raise click.ClickException(f"{tree}: harness {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - t
+
+
+@click.command()
+@click.option("--tree", "trees", multiple=True, required=True, metavar="NAME=PATH",
+              help="A source tree holding the harness package (repeatable; the first is the reference).")
+@click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
+@click.option("--preset", default="tiny", show_default=True)
+@click.option("--repeats", default=5, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="K=V", help="Config override for every arm.")
+def main(trees, data_dir, preset, repeats, overrides):
+    arms = dict(t.split("=", 1) for t in trees)
+    args = ["run", "--preset", preset, "--data-dir", data_dir, *sum((["--set", o] for o in overrides), [])]
+    cache = tempfile.mkdtemp(prefix="bench-run-cache-")
+    env = {**os.environ, "HARNESS_CACHE_DIR": cache, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    with tempfile.TemporaryDirectory() as warm:  # decode the PNGs once, outside every timing
+        timed(Path(next(iter(arms.values()))), args, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{warm}/m.db"}, warm)
+    cold = {name: [] for name in arms}
+    cached = {name: [] for name in arms}
+    for r in range(repeats):
+        for name, tree in arms.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+                cold[name].append(timed(Path(tree), args, run_env, tmp))
+                cached[name].append(timed(Path(tree), args, run_env, tmp))
+        print(f"repeat {r + 1}: " + "  ".join(f"{n} cold {cold[n][-1]:.1f} s, cached {cached[n][-1]:.1f} s"
+                                              for n in arms), flush=True)
+    ref = next(iter(arms))
+    print(f"\n`harness {' '.join(args)}`, {repeats} interleaved repeats, seconds (median / best)")
+    for name in arms:
+        print(f"{name:<10} cold {statistics.median(cold[name]):6.1f} / {min(cold[name]):6.1f}   "
+              f"cached {statistics.median(cached[name]):6.1f} / {min(cached[name]):6.1f}   "
+              f"ratio to {ref} (medians): cold {statistics.median(cold[name]) / statistics.median(cold[ref]):.2f}x, "
+              f"cached {statistics.median(cached[name]) / statistics.median(cached[ref]):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
