@@ -241,35 +241,41 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
-        best = study.best_trial
-        # The best trial, evaluated once on the test set and compared with the baseline.
-        best_cfg = config.apply(cfg, best.params)
-        base = shared["baseline"]
-        gen = pipeline.execute(ctx, "generate", best_cfg, shared)
-        pl = pipeline.execute(ctx, "pseudolabel", best_cfg, {**shared, "generate": gen})
-        model_run = best.user_attrs.get("synthetic_run_id")
-        # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
-        syn = pipeline.execute(ctx, "synthetic", best_cfg, {"pseudolabel": pl}, key_suffix=f"-model:{model_run}",
-                               params={"sweep.best_trial": best.number, "synthetic.model_run": model_run},
-                               model_run=model_run)
-        rows = render.rows(base.metrics, syn.metrics, cfg.data.classes)
-        table_md, deltas = render.markdown(rows), render.delta_metrics(rows)
-        mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": syn.metrics["test/accuracy"],
-                            "baseline/test_accuracy": base.metrics["test/accuracy"],
-                            "baseline/val_accuracy": base.metrics.get("val/accuracy", float("nan")),
-                            "delta/accuracy": deltas["delta/accuracy"],
-                            "sweep/trials_complete": len(completed),
-                            "sweep/trials_pruned": len(study.get_trials(deepcopy=False,
-                                                                        states=(optuna.trial.TrialState.PRUNED,)))})
-        mlflow.log_text(table_md, "comparison.md")
-        codecs.log_json({"trial": best.number, "value": best.value, "params": best.params,
-                         "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}, "best_params.json")
+        best, syn, table_md = _test_best(ctx, cfg, study, study_name, shared)
         _log_plots(study)
-        store.describe(f"**sweep** `{study_name}`: {len(completed)} complete trials. Best trial {best.number} "
-                       f"{json.dumps(best.params)}: validation {100 * best.value:.2f}%, test "
-                       f"{100 * syn.metrics['test/accuracy']:.2f}% vs baseline "
-                       f"{100 * base.metrics['test/accuracy']:.2f}%.\n\n{table_md}")
-    return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, base.metrics, table_md)
+    return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, shared["baseline"].metrics, table_md)
+
+
+def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, shared: dict):
+    """The best trial, evaluated once on the test set and compared with the baseline, on the sweep run."""
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = study.best_trial
+    best_cfg = config.apply(cfg, best.params)
+    base = shared["baseline"]
+    gen = pipeline.execute(ctx, "generate", best_cfg, shared)
+    pl = pipeline.execute(ctx, "pseudolabel", best_cfg, {**shared, "generate": gen})
+    model_run = best.user_attrs.get("synthetic_run_id")
+    # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
+    syn = pipeline.execute(ctx, "synthetic", best_cfg, {"pseudolabel": pl}, key_suffix=f"-model:{model_run}",
+                           params={"sweep.best_trial": best.number, "synthetic.model_run": model_run},
+                           model_run=model_run)
+    rows = render.rows(base.metrics, syn.metrics, cfg.data.classes)
+    table_md, deltas = render.markdown(rows), render.delta_metrics(rows)
+    mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": syn.metrics["test/accuracy"],
+                        "baseline/test_accuracy": base.metrics["test/accuracy"],
+                        "baseline/val_accuracy": base.metrics.get("val/accuracy", float("nan")),
+                        "delta/accuracy": deltas["delta/accuracy"],
+                        "sweep/trials_complete": len(completed),
+                        "sweep/trials_pruned": len(study.get_trials(deepcopy=False,
+                                                                    states=(optuna.trial.TrialState.PRUNED,)))})
+    mlflow.log_text(table_md, "comparison.md")
+    codecs.log_json({"trial": best.number, "value": best.value, "params": best.params,
+                     "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}, "best_params.json")
+    store.describe(f"**sweep** `{study_name}`: {len(completed)} complete trials. Best trial {best.number} "
+                   f"{json.dumps(best.params)}: validation {100 * best.value:.2f}%, test "
+                   f"{100 * syn.metrics['test/accuracy']:.2f}% vs baseline "
+                   f"{100 * base.metrics['test/accuracy']:.2f}%.\n\n{table_md}")
+    return best, syn, table_md
 
 
 def _upstream(ctx: Context, cfg: Config) -> dict:

@@ -18,11 +18,13 @@ studies = s.client.search_runs([s.experiment_id], "tags.`harness.phase` = 'study
 arms = {}
 for run in studies:
     kind = run.data.params.get("generator.kind", "gan")
+    if run.data.params.get("pseudolabel.mode", "label") != "label":
+        kind += f" ({run.data.params['pseudolabel.mode']})"
     cmp = s.client.search_runs([s.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and "
                                                   "tags.`harness.phase` = 'compare'")[0]
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{cmp.info.run_id}/comparison.json"))
     arms[kind] = report
-    (out / f"{kind}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{kind.replace(' ', '_').strip('()')}.json").write_text(json.dumps(report, indent=2))
 acc = {k: next(m for m in r["metrics"] if m["metric"] == "Accuracy") for k, r in arms.items()}
 lines = ["| arm | baseline acc (mean ± sd) | synthetic acc (mean ± sd) | delta [95% CI] | paired t p |",
          "| --- | ---: | ---: | ---: | ---: |"]
@@ -31,12 +33,15 @@ for k, m in acc.items():
     lines.append(f"| {k} | {100 * b.mean():.2f} ± {100 * b.std(ddof=1):.2f} | {100 * a.mean():.2f} ± "
                  f"{100 * a.std(ddof=1):.2f} | {100 * m['delta_mean']:+.2f} [{100 * m['ci_low']:+.2f}, "
                  f"{100 * m['ci_high']:+.2f}] | {m['t_p']:.3g} |")
-if {"gan", "oracle"} <= set(acc):
-    d = np.array(acc["oracle"]["synthetic"]) - np.array(acc["gan"]["synthetic"])
+lines.append("\nEach arm minus the GAN's synthetic arm, paired by seed (same data draws and baselines):\n")
+for k in acc:
+    if k == "gan" or "gan" not in acc:
+        continue
+    d = np.array(acc[k]["synthetic"]) - np.array(acc["gan"]["synthetic"])
     t = stats.ttest_1samp(d, 0.0)
     ci = t.confidence_interval(0.95)
-    lines.append(f"\noracle minus GAN (synthetic arms, paired by seed): {100 * d.mean():+.2f} points "
-                 f"[{100 * ci.low:+.2f}, {100 * ci.high:+.2f}], paired t p = {t.pvalue:.3g}, n = {len(d)}")
+    lines.append(f"- {k} minus gan: {100 * d.mean():+.2f} points [{100 * ci.low:+.2f}, {100 * ci.high:+.2f}], "
+                 f"paired t p = {t.pvalue:.3g}, n = {len(d)}")
 text = "\n".join(lines) + "\n"
 (out / "summary.md").write_text(text)
 print(text)

@@ -21,16 +21,14 @@ def sampler(ctx, cfg, splits) -> stream.Sampler:
     x = splits.train_x.float()
     seed, alpha = cfg.generate.seed, cfg.generator.mixup_alpha
 
+    def block(b: int) -> torch.Tensor:
+        rng = np.random.default_rng(stream.block_seed(seed, b))
+        i, j = (torch.from_numpy(rng.integers(0, len(x), stream.BLOCK)) for _ in range(2))
+        lam = torch.from_numpy(rng.beta(alpha, alpha, stream.BLOCK)).float().view(-1, 1, 1, 1)
+        return (lam * x[i] + (1 - lam) * x[j]).round().to(torch.uint8)
+
     def draw(start: int, stop: int):
-        out = []
-        for b in stream.blocks(start, stop):
-            rng = np.random.default_rng(stream.block_seed(seed, b))
-            i, j = (torch.from_numpy(rng.integers(0, len(x), stream.BLOCK)) for _ in range(2))
-            lam = torch.from_numpy(rng.beta(alpha, alpha, stream.BLOCK)).float().view(-1, 1, 1, 1)
-            out.append((lam * x[i] + (1 - lam) * x[j]).round().to(torch.uint8))
-        offset = (start // stream.BLOCK) * stream.BLOCK
-        images = torch.cat(out)[start - offset:stop - offset] if out else splits.train_x[:0]
-        return images, None
+        return stream.from_blocks(start, stop, block, splits.train_x[:0]), None
 
     return stream.Sampler(("mixup", splits.digest("train"), seed, alpha), draw, 0,
                           f"mixup (alpha {alpha}) of pairs of the {len(x)} real training images")

@@ -3,7 +3,6 @@ images (per-pixel mean and standard deviation), clipped to [0, 255]. Class i mod
 The floor: anything a generator learns beyond pixel statistics should beat it."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from harness.generators import stream
@@ -24,16 +23,14 @@ def sampler(ctx, cfg, splits) -> stream.Sampler:
     std = torch.stack([x[splits.train_y == c].std(0) for c in range(n_classes)])
     seed = cfg.generate.seed
 
+    def block(b: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(stream.block_seed(seed, b))
+        y = stream.balanced_labels(b * stream.BLOCK, (b + 1) * stream.BLOCK, n_classes)
+        z = torch.randn((stream.BLOCK, *mean.shape[1:]), generator=g)
+        return (mean[y] + std[y] * z).clamp(0, 255).round().to(torch.uint8)
+
     def draw(start: int, stop: int):
-        out = []
-        for b in stream.blocks(start, stop):
-            g = torch.Generator().manual_seed(stream.block_seed(seed, b))
-            y = stream.balanced_labels(b * stream.BLOCK, (b + 1) * stream.BLOCK, n_classes)
-            z = torch.randn((stream.BLOCK, *mean.shape[1:]), generator=g)
-            out.append((mean[y] + std[y] * z).clamp(0, 255).round().to(torch.uint8))
-        offset = (start // stream.BLOCK) * stream.BLOCK
-        images = torch.cat(out)[start - offset:stop - offset] if out else splits.train_x[:0]
-        return images, stream.balanced_labels(start, stop, n_classes)
+        return stream.from_blocks(start, stop, block, splits.train_x[:0]), stream.balanced_labels(start, stop, n_classes)
 
     return stream.Sampler(("noise", splits.digest("train"), seed), draw, 0,
                           f"per-class Gaussians fitted to the {len(x)} real training images")

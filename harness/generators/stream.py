@@ -21,14 +21,19 @@ def blocks(start: int, stop: int) -> range:
     return range(start // BLOCK, (stop + BLOCK - 1) // BLOCK)
 
 
-def noise(seed: int, start: int, stop: int, latent_dim: int) -> torch.Tensor:
-    """The latent vectors of images start..stop-1 of noise seed `seed`."""
-    rows = [torch.randn(BLOCK, latent_dim, generator=torch.Generator().manual_seed(block_seed(seed, b)))
-            for b in blocks(start, stop)]
+def from_blocks(start: int, stop: int, make, empty: torch.Tensor) -> torch.Tensor:
+    """Rows start..stop-1 of a stream whose block b is `make(b)` (BLOCK rows); `empty` when none."""
+    rows = [make(b) for b in blocks(start, stop)]
     if not rows:
-        return torch.zeros(0, latent_dim)
+        return empty
     offset = (start // BLOCK) * BLOCK
     return torch.cat(rows)[start - offset:stop - offset]
+
+
+def noise(seed: int, start: int, stop: int, latent_dim: int) -> torch.Tensor:
+    """The latent vectors of images start..stop-1 of noise seed `seed`."""
+    return from_blocks(start, stop, lambda b: torch.randn(BLOCK, latent_dim, generator=torch.Generator().manual_seed(
+        block_seed(seed, b))), torch.zeros(0, latent_dim))
 
 
 def balanced_labels(start: int, stop: int, n_classes: int) -> torch.Tensor:
