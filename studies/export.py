@@ -24,7 +24,7 @@ for run in studies:
                                                   "tags.`harness.phase` = 'compare'")[0]
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{cmp.info.run_id}/comparison.json"))
     arms[kind] = report
-    (out / f"{kind.replace(' ', '_').strip('()')}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{kind.replace(' (', '-').rstrip(')')}.json").write_text(json.dumps(report, indent=2))
 acc = {k: next(m for m in r["metrics"] if m["metric"] == "Accuracy") for k, r in arms.items()}
 lines = ["| arm | baseline acc (mean ± sd) | synthetic acc (mean ± sd) | delta [95% CI] | paired t p |",
          "| --- | ---: | ---: | ---: | ---: |"]
