@@ -5,7 +5,8 @@ Artifacts of a classifier run:
   classification_report.json / .txt   sklearn's per-class precision, recall, F1, support
   confusion_matrix.png                test-set confusion matrix
   training_curves.png                 per-epoch loss and accuracy
-  model/model.pt                      {"state_dict", "config", "classes"}; torch.load(weights_only=True)
+  model/model.pt                      {"state_dict", "config", "classes", "channels", "image_size"};
+                                      torch.load(weights_only=True)
   predictions.csv                     test index, label, predicted, confidence
 """
 from __future__ import annotations
@@ -96,12 +97,13 @@ def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: s
 
 def log_model(model: SimpleCNN, cfg, classes) -> None:
     codecs.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                      "config": asdict(cfg), "classes": list(classes)}, "model/model.pt")
+                      "config": asdict(cfg), "classes": list(classes), "channels": model.channels,
+                      "image_size": model.image_size}, "model/model.pt")
 
 
 def load_model(run_id: str) -> tuple[SimpleCNN, list[str]]:
     saved = codecs.load_torch(run_id, "model/model.pt")
-    model = SimpleCNN(len(saved["classes"]))
+    model = SimpleCNN(len(saved["classes"]), channels=saved.get("channels", 3), image_size=saved.get("image_size", 32))
     model.load_state_dict(saved["state_dict"])
     return model, saved["classes"]
 

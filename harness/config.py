@@ -20,10 +20,14 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 @dataclass(frozen=True)
 class DataConfig:
-    classes: tuple[str, ...] = ("airplane", "automobile", "bird")  # CIFAR-10 class names
-    n_per_class: int = 1000  # training images drawn per class
+    source: str = ""  # "": --data-dir (or CIFAR-10's download) | torchvision:NAME (CIFAR10, CIFAR100, SVHN, MNIST, FashionMNIST, KMNIST)
+    classes: tuple[str, ...] = ("airplane", "automobile", "bird")  # class names of the data, or all
+    n_per_class: int = 1000  # training images drawn per class; 0 or all: every image not held out for validation
     val_per_class: int = 500  # validation images per class, drawn from the unused training images
     seed: int = 0  # which training/validation images are drawn
+    image_size: int = 32  # pixels per side every image is brought to (32 or 64; see harness/data/images.py)
+    channels: int = 3  # 3 (gray images replicated) or 1 (colour images turned to luma)
+    test_fraction: float = 0.2  # a tree without train/test splits: the share of each class held out for testing
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ def valid_keys() -> list[str]:
 
 def _coerce(key: str, typ, value):
     """Check a TOML value (or parse a --set string) against the field's declared type."""
+    if key == "data.n_per_class" and isinstance(value, str) and value.strip().lower() == "all":
+        return 0
     want = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     if typing.get_origin(typ) is tuple:
         if isinstance(value, str):
@@ -195,7 +201,7 @@ def _coerce(key: str, typ, value):
 
 
 def _check_ranges(cfg: Config) -> None:
-    positive = ["data.n_per_class", "classifier.epochs", "classifier.batch_size", "gan.epochs",
+    positive = ["classifier.epochs", "classifier.batch_size", "gan.epochs",
                 "gan.width", "gan.latent_dim", "gan.batch_size", "gan.critic_steps",
                 "gan.sample_every", "gan.checkpoint_every", "generate.n_samples", "study.seeds"]
     values = {k: v for k, v in _flat_values(cfg).items()}
@@ -204,7 +210,7 @@ def _check_ranges(cfg: Config) -> None:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")
     if cfg.generate.checkpoint_epoch < -1:
         raise HarnessError(f"generate.checkpoint_epoch must be >= -1 (-1: best by quality), got {cfg.generate.checkpoint_epoch}")
-    for key in ["data.val_per_class", "classifier.weight_decay"]:
+    for key in ["data.n_per_class", "data.val_per_class", "classifier.weight_decay"]:
         if values[key] < 0:
             raise HarnessError(f"{key} must be >= 0, got {values[key]}")
     for key in ["classifier.lr", "gan.lr"]:
@@ -241,8 +247,16 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError("generate.checkpoint_epoch=-1 (the best checkpoint by quality) needs quality.enabled=true")
     if not cfg.generator.mixup_alpha > 0 or cfg.generator.mixup_alpha == float("inf"):
         raise HarnessError(f"generator.mixup_alpha must be a finite number > 0, got {cfg.generator.mixup_alpha}")
-    if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
-        raise HarnessError(f"data.classes must name at least 2 distinct classes, got {list(cfg.data.classes)}")
+    if cfg.data.classes != ("all",) and (len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2):
+        raise HarnessError(f"data.classes must name at least 2 distinct classes (or be all), got {list(cfg.data.classes)}")
+    if cfg.data.image_size not in (32, 64):
+        raise HarnessError(f"data.image_size must be 32 or 64 (what the networks are built for), got {cfg.data.image_size}")
+    if cfg.data.channels not in (1, 3):
+        raise HarnessError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
+    if not 0.0 < cfg.data.test_fraction < 1.0:
+        raise HarnessError(f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
+    if cfg.data.source and not cfg.data.source.startswith("torchvision:"):
+        raise HarnessError(f"data.source must be empty (use --data-dir) or torchvision:NAME, got {cfg.data.source!r}")
 
 
 def _flat_values(cfg: Config) -> dict:

@@ -136,6 +136,7 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
     with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache,
                    tags={"harness.config_hash": config_hash(cfg, sections), "harness.preset": cfg.preset,
                          **_data_tags(ctx, name, cfg), **(tags or {}), **prepared.get("tags", {})}) as pr:
+        _log_datasets(ctx, name, cfg, inputs)
         if pr.hit:
             result = phase.module.load(ctx, cfg, pr.hit)
         else:
@@ -153,6 +154,33 @@ def _data_tags(ctx: Context, name: str, cfg: Config) -> dict[str, str]:
         return {}
     splits = ctx.splits(data_config(name, cfg))
     return {"harness.data_source": splits.source, **{f"harness.data.{d}": splits.digest(d) for d in data}}
+
+
+CONTEXTS = {"train": "train", "val": "validation", "test": "test", "pool": "pool"}
+
+
+def _log_datasets(ctx: Context, name: str, cfg: Config, inputs: dict) -> None:
+    """MLflow's dataset records of what the phase reads (the runs table's Datasets column), in one call:
+    each split with the digest of its full content (MLflow's own numpy digest samples the first
+    values only), and for the synthetic arm the kept images."""
+    import warnings
+
+    import mlflow
+    data = PHASES[name].reads(cfg)[2]
+    if not data:
+        return
+    splits = ctx.splits(data_config(name, cfg))
+    label = splits.uri.rstrip("/").rsplit("/", 1)[-1] or "data"
+    sets = [(f"{label}/{CONTEXTS[d]}", getattr(splits, f"{d}_x"), getattr(splits, f"{d}_y"),
+             splits.digest(d).split(":")[1], CONTEXTS[d]) for d in data]
+    if name == "synthetic":
+        kept = inputs["pseudolabel"]
+        sets.append((f"{label}/synthetic", kept.images, kept.labels, kept.downstream_key.split(":")[-1], "synthetic"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the source can be interpreted in multiple ways": a local folder either way
+        datasets = [mlflow.data.from_numpy(x.numpy(), targets=y.numpy(), name=n, digest=dg, source=splits.uri or None)
+                    for n, x, y, dg, _ in sets]
+    mlflow.log_inputs(datasets=datasets, contexts=[c for *_, c in sets], tags_list=[None] * len(sets))
 
 
 def load_run(ctx: Context, name: str, cfg: Config, run_id: str) -> PhaseResult:

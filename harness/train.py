@@ -124,7 +124,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     `on_epoch(epoch, row)` is called after each epoch with its metrics (a sweep reports and prunes there).
     """
     torch.manual_seed(cfg.seed)
-    model = SimpleCNN(n_classes).to(device, memory_format=torch.channels_last)
+    model = SimpleCNN(n_classes, channels=x.shape[1], image_size=x.shape[-1]).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n_real = len(x)

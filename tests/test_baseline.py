@@ -85,7 +85,7 @@ def test_bad_data_dirs(runner, client, tmp_path):
     assert "does not exist; expected a class-folder tree" in _error(result)
     (tmp_path / "odd").mkdir()
     result = invoke(runner, ["baseline", "--preset", "tiny", "--data-dir", tmp_path / "odd"], ok=False)
-    assert "unknown layout; expected a class-folder tree (train/<class>/*.png" in _error(result)
+    assert "holds no class folders; expected a class-folder tree (train/<class>/*" in _error(result)
 
 
 def test_corrupt_image(runner, client, tree):
@@ -109,4 +109,4 @@ def test_baseline_on_real_data(runner, client, real_data):
     assert run.info.status == "FINISHED"
     # 3 classes x 1000 test images, whatever the preset's training size.
     assert client.get_metric_history(run.info.run_id, "test/accuracy")[0].value > 0.4
-    assert run.data.tags["harness.data_source"].startswith("class folders at")
+    assert run.data.tags["harness.data_source"].startswith("class folders with train/ and test/ at")

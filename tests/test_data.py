@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -48,13 +49,15 @@ def test_decoded_images_are_cached(tree, tmp_path):
     first = data.load_splits(cfg, tree)
     cached = list((tmp_path / "cache" / "decoded").glob("*.npy"))
     assert len(cached) == 4  # (train, test) x 2 classes
-    # The cache, not the PNGs, now serves the pixels: break a PNG and the load still succeeds...
+    # The cache, not the PNGs, now serves the pixels: break a PNG but keep its name, size and
+    # modification time, and the load still succeeds...
     png = sorted((tree / "train" / "airplane").glob("*.png"))[0]
-    size = png.stat().st_size
-    png.write_bytes(b"\0" * size)  # same name and size: the cache key cannot see it
+    st = png.stat()
+    png.write_bytes(b"\0" * st.st_size)
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert torch.equal(data.load_splits(cfg, tree).train_x, first.train_x)
-    # ...and a changed file list invalidates it.
-    (tree / "train" / "airplane" / "extra.png").write_bytes(png.read_bytes())
+    # ...while a file rewritten in place (a new modification time) invalidates it.
+    png.write_bytes(b"\0" * st.st_size)
     with pytest.raises(HarnessError, match="cannot decode image .*airplane"):
         data.load_splits(cfg, tree)
 
@@ -80,7 +83,7 @@ def test_missing_and_unknown_layouts(tmp_path):
     with pytest.raises(HarnessError, match="does not exist; expected a class-folder tree"):
         data.load_splits(DataConfig(), tmp_path / "nope")
     (tmp_path / "odd").mkdir()
-    with pytest.raises(HarnessError, match="unknown layout; expected a class-folder tree .* cifar-10-batches-py"):
+    with pytest.raises(HarnessError, match="holds no class folders; expected a class-folder tree .* cifar-10-batches-py"):
         data.load_splits(DataConfig(), tmp_path / "odd")
 
 

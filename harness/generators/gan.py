@@ -63,7 +63,7 @@ class WganGp:
     critic step is followed by one generator step (the count carries across epochs).
     """
 
-    def __init__(self, cfg, device: torch.device, n_classes: int = 0):
+    def __init__(self, cfg, device: torch.device, n_classes: int = 0, channels: int = 3, image_size: int = 32):
         import copy
 
         from harness.models import Critic, Generator
@@ -71,8 +71,8 @@ class WganGp:
         conditional = cfg.conditional != "none"
         self.n_classes = n_classes if conditional else 0
         torch.manual_seed(cfg.seed)
-        self.generator = Generator(cfg.latent_dim, cfg.width, self.n_classes).to(device)
-        self.critic = Critic(cfg.width, self.n_classes, cfg.conditional, cfg.spectral_norm).to(device)
+        self.generator = Generator(cfg.latent_dim, cfg.width, self.n_classes, channels, image_size).to(device)
+        self.critic = Critic(cfg.width, self.n_classes, cfg.conditional, cfg.spectral_norm, channels, image_size).to(device)
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False) if cfg.ema > 0 else None
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
@@ -217,7 +217,8 @@ def generate(generator: torch.nn.Module, latent_dim: int, seed: int, device: tor
     y = stream.balanced_labels(start, stop, n_classes) if n_classes else None
     out = [to_uint8(generator(z[i:i + batch].to(device), None if y is None else y[i:i + batch].to(device))).cpu()
            for i in range(0, len(z), batch)]
-    return (torch.cat(out) if out else torch.zeros(0, 3, 32, 32, dtype=torch.uint8)), y
+    empty = torch.zeros(0, generator.channels, generator.image_size, generator.image_size, dtype=torch.uint8)
+    return (torch.cat(out) if out else empty), y
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +252,8 @@ def load_generator(memo, run_id: str, epoch: int | None = None) -> tuple[Generat
         raise HarnessError(f"generator run {run_id} has no checkpoint for epoch {chosen}; available: "
                            f"{', '.join(map(str, available))}")
     ckpt = codecs.load_torch(run_id, available[chosen])
-    g = Generator(ckpt["config"]["latent_dim"], ckpt["config"]["width"], ckpt.get("n_classes", 0))
+    g = Generator(ckpt["config"]["latent_dim"], ckpt["config"]["width"], ckpt.get("n_classes", 0),
+                  ckpt.get("channels", 3), ckpt.get("image_size", 32))
     g.load_state_dict(ckpt["state_dict"])
     return memo.remember(memo.generators, (run_id, epoch), (g, ckpt))
 
@@ -325,7 +327,7 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
     """Train (or continue `resume_from`) the GAN inside the active run, checkpointing as configured."""
     g = cfg.gan
     state, history = _carry_over(resume_from) if resume_from else (None, [])
-    trainer = WganGp(g, ctx.device, len(splits.classes))
+    trainer = WganGp(g, ctx.device, len(splits.classes), splits.train_x.shape[1], splits.train_x.shape[-1])
     if state is not None:
         trainer.load_state_dict(state)
     real, labels = splits.train_x.to(ctx.device), splits.train_y.to(ctx.device)
@@ -341,7 +343,8 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
         # The sampling generator (the EMA copy when gan.ema > 0) is what later phases use.
         codecs.log_torch({"state_dict": {k: v.cpu() for k, v in trainer.sampler.state_dict().items()},
                           "config": asdict(g), "epoch": trainer.epoch, "generator_iters": trainer.generator_iters,
-                          "n_classes": trainer.n_classes, "classes": list(splits.classes)},
+                          "n_classes": trainer.n_classes, "classes": list(splits.classes),
+                          "channels": trainer.generator.channels, "image_size": trainer.generator.image_size},
                          checkpoint_path(trainer.epoch))
         codecs.log_torch(trainer.state_dict() | {"history": history}, "checkpoints/training_state.pt")
 

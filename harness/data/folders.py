@@ -1,0 +1,109 @@
+"""Class-folder trees: `DIR/train/<class>/*` + `DIR/test/<class>/*` (what ImageFolder reads), or one
+tree `DIR/<class>/*` without splits (the test split is then drawn by data/__init__.py).
+
+Decoding is the slow part, so each (split, class) is decoded once, by a bounded thread pool with a
+progress bar, and cached as .npy under HARNESS_CACHE_DIR, keyed by the folder's file list (names,
+sizes, modification times) and the target size and channels.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.images import SUFFIXES, decode
+from harness.errors import HarnessError
+
+PROGRESS_FROM = 2000  # files: below this a decode takes about a second, no bar needed
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "harness"))
+
+
+def _subdirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class ClassFolders:
+    """`root/<split>/<class>/*` when `split` is set (train and test), else `root/<class>/*` (split "all")."""
+
+    def __init__(self, root: Path, size: int, channels: int, split: bool):
+        self.root, self.size, self.channels = root, size, channels
+        self.has_test = split
+        self.classes = tuple(_subdirs(root / "train" if split else root))
+        kind = "class folders with train/ and test/" if split else "one class-folder tree without splits"
+        self.source = f"{kind} at {root}"
+        self.uri = root.resolve().as_uri()
+
+    def folder(self, split: str, name: str) -> Path:
+        return self.root / split / name if self.has_test else self.root / name
+
+    def files(self, split: str, name: str) -> list[Path]:
+        folder = self.folder(split, name)
+        if not folder.is_dir():
+            raise HarnessError(f"{folder} is missing: the {split} split has no folder for class {name!r}")
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        strays = sorted(p.name for p in entries if p.is_dir() or p.suffix.lower() not in SUFFIXES)
+        if strays:
+            raise HarnessError(f"{folder / strays[0]} is not an image (expected {', '.join(SUFFIXES)}); "
+                               f"move it out of the class folder ({len(strays)} such entries)")
+        files = sorted(entries)
+        if not files:
+            raise HarnessError(f"class folder {folder} has no images ({', '.join(SUFFIXES)})")
+        return files
+
+    def images(self, split: str, name: str) -> np.ndarray:
+        files = self.files(split, name)
+        listing = "\n".join(f"{p.name}:{(st := p.stat()).st_size}:{st.st_mtime_ns}" for p in files)
+        key = hashlib.sha256(f"{self.root.resolve()}|{split}|{name}|{self.size}|{self.channels}|{listing}"
+                             .encode()).hexdigest()[:16]
+        cached = cache_dir() / "decoded" / f"{split}-{name}-{key}.npy"
+        if cached.is_file():
+            return np.load(cached)
+        out = np.stack(_decode_all(files, self.size, self.channels, f"decoding {split}/{name}"))
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, out)
+            os.replace(tmp, cached)  # atomic, so a concurrent reader never sees half a file
+        except OSError as e:
+            raise HarnessError(f"cannot write the decoded-image cache {cached.parent} ({e.strerror}); "
+                               "set HARNESS_CACHE_DIR to a writable folder") from None
+        return out
+
+
+def _decode_all(files: list[Path], size: int, channels: int, label: str) -> list[np.ndarray]:
+    # Threads, bounded: Pillow releases the GIL while it decodes, and more threads than cores only
+    # add memory.
+    workers = min(8, os.cpu_count() or 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda p: decode(p, size, channels), files, chunksize=64)
+        if len(files) < PROGRESS_FROM:
+            return list(results)
+        import click
+        with click.progressbar(results, length=len(files), label=label, file=sys.stderr, show_pos=True) as bar:
+            return list(bar)
+
+
+def layout(root: Path) -> str | None:
+    """"split" (train/ and test/), "tree" (class folders only) or None; a mix is refused."""
+    dirs = _subdirs(root)
+    if not dirs:
+        return None
+    if "train" in dirs and "test" in dirs:
+        others = [d for d in dirs if d not in ("train", "test")]
+        if others:
+            raise HarnessError(f"data dir {root} mixes layouts: train/ and test/ beside other folders "
+                               f"({', '.join(others[:5])}); keep either train/<class>/ + test/<class>/ or "
+                               "<class>/ folders only")
+        return "split"
+    if "train" in dirs or "test" in dirs:
+        missing = "test" if "train" in dirs else "train"
+        raise HarnessError(f"data dir {root} has {'train' if missing == 'test' else 'test'}/ but no {missing}/; "
+                           "give both, or one folder per class without splits")
+    return "tree"
