@@ -39,7 +39,7 @@ def test_preset_by_path(tmp_path):
 
 
 @pytest.mark.parametrize("item, message", [
-    ("classifier.epoch=3", "unknown config key 'classifier.epoch'; valid keys: preset, device, data.classes"),
+    ("classifier.epoch=3", "unknown config key 'classifier.epoch'; valid keys: preset, device, data.source, data.classes"),
     ("nosuch.key=1", "unknown config key 'nosuch.key'"),
     ("classifier.epochs=three", "classifier.epochs must be an integer, got 'three'"),
     ("classifier.augmentation=maybe", "classifier.augmentation must be one of none, crop-flip"),
