@@ -74,7 +74,11 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False):
 def _data_line(cfg, ctx) -> None:
     splits = ctx.splits(cfg.data)
     click.echo(f"data: {len(splits.train_x)} train / {len(splits.val_x)} val / {len(splits.test_x)} test images "
-               f"of {', '.join(splits.classes)} ({splits.source}); device {ctx.device}", err=True)
+               f"of {', '.join(splits.classes)} ({splits.source}), {cfg.data.image_size}px x {cfg.data.channels}; "
+               f"device {ctx.device}", err=True)
+    counts = splits.counts("train")
+    if len(set(counts.values())) > 1:  # imbalanced data stays imbalanced: say how much
+        click.echo("  train images per class: " + ", ".join(f"{k} {v}" for k, v in counts.items()), err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -132,3 +132,161 @@ def test_real_data(real_data):
     assert s.test_x.shape == (3000, 3, 32, 32)
     mean = s.test_x.float().mean((0, 2, 3)) / 255
     assert 0.3 < mean.mean() < 0.7
+
+
+# ---------------------------------------------------------------------------------------------
+# Any image-folder data set: sizes, modes, formats, trees without splits, named sets
+
+
+def _image(size, mode, colour, rng):
+    from PIL import Image
+    w, h = size
+    arr = np.clip(rng.normal(colour, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+    im = Image.fromarray(arr)
+    return im.convert(mode)
+
+
+def _write_mixed_tree(root, n=15, seed=0):
+    """One tree without splits: a = 8x8 gray PNG, b = 48x48 RGBA PNG, c = 100x75 RGB JPEG with red
+    bands outside its central square (a centre crop removes them)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for name, size, mode, colour, suffix in (("a", (8, 8), "L", (200, 200, 200), ".png"),
+                                             ("b", (48, 48), "RGBA", (40, 200, 40), ".png"),
+                                             ("c", (100, 75), "RGB", (40, 40, 200), ".jpg")):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            im = _image(size, mode, colour, rng)
+            if name == "c":
+                arr = np.asarray(im).copy()
+                arr[:, :12] = arr[:, -12:] = (255, 0, 0)
+                im = Image.fromarray(arr)
+            im.save(root / name / f"{name}{i:03d}{suffix}")
+    return root
+
+
+def test_any_size_mode_and_format_is_brought_to_the_configured_shape(tmp_path):
+    root = _write_mixed_tree(tmp_path / "mixed")
+    cfg = DataConfig(classes=("all",), n_per_class=5, val_per_class=2)
+    s = data.load_splits(cfg, root)
+    assert s.classes == ("a", "b", "c") and s.train_x.shape == (15, 3, 32, 32)
+    gray = s.train_x[s.train_y == 0]
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])  # replicated
+    c = s.train_x[s.train_y == 2].float()
+    assert c[:, 0].mean() < 100 < c[:, 2].mean()  # the red bands were outside the centre square
+    one = data.load_splits(DataConfig(classes=("all",), n_per_class=5, val_per_class=2, channels=1), root)
+    assert one.train_x.shape == (15, 1, 32, 32)
+    big = data.load_splits(DataConfig(classes=("all",), n_per_class=5, val_per_class=2, image_size=64), root)
+    assert big.train_x.shape == (15, 3, 64, 64) and big.test_x.shape[1:] == (3, 64, 64)
+
+
+def test_a_tree_without_splits_gets_a_fixed_stratified_test_split(tmp_path):
+    root = _write_mixed_tree(tmp_path / "mixed", n=20)
+    a = data.load_splits(DataConfig(classes=("all",), n_per_class=8, val_per_class=4, seed=0), root)
+    b = data.load_splits(DataConfig(classes=("all",), n_per_class=8, val_per_class=4, seed=1), root)
+    assert torch.equal(a.test_x, b.test_x)  # paired seeds share one test set
+    assert not torch.equal(a.train_x, b.train_x)
+    assert a.counts("test") == {"a": 4, "b": 4, "c": 4}  # 20% of each class
+    rows = [_rows(getattr(a, f"{p}_x")) for p in ("train", "val", "test", "pool")]
+    assert sum(map(len, rows)) == 60 and not set.union(*[r & q for r in rows for q in rows if r is not q])
+    assert a.source.startswith("one class-folder tree without splits")
+    third = data.load_splits(DataConfig(classes=("all",), n_per_class=5, val_per_class=2, test_fraction=0.5), root)
+    assert third.counts("test") == {"a": 10, "b": 10, "c": 10}
+
+
+def test_all_images_and_imbalanced_classes(tmp_path):
+    root = _write_mixed_tree(tmp_path / "mixed", n=20)
+    for extra in range(10):  # class a gets 30 images
+        (root / "a" / f"extra{extra}.png").write_bytes((root / "a" / "a000.png").read_bytes())
+    s = data.load_splits(DataConfig(classes=("all",), n_per_class=0, val_per_class=2), root)
+    assert s.counts("train") == {"a": 22, "b": 14, "c": 14}  # 30 - 6 test - 2 val; 20 - 4 - 2
+    assert len(s.pool_x) == 0
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda r: (r / "a" / "notes.txt").write_text("hi"), "notes.txt is not an image"),
+    (lambda r: [p.unlink() for p in (r / "b").iterdir()], "class folder .*b has no images"),
+    (lambda r: (r / "train").mkdir(), "has train/ but no test/"),
+    (lambda r: [(r / d).mkdir() for d in ("train", "test")], "mixes layouts"),
+    (lambda r: (r / "c" / "c000.jpg").write_bytes(b"not a jpeg"), "cannot decode image .*c000.jpg"),
+])
+def test_bad_trees_are_named(tmp_path, setup, message):
+    root = _write_mixed_tree(tmp_path / "mixed", n=10)
+    setup(root)
+    with pytest.raises(HarnessError, match=message):
+        data.load_splits(DataConfig(classes=("all",), n_per_class=4, val_per_class=1), root)
+
+
+def test_one_class_and_unsupported_sizes(tmp_path):
+    root = tmp_path / "one"
+    (root / "only").mkdir(parents=True)
+    _image((32, 32), "RGB", (0, 0, 0), np.random.default_rng(0)).save(root / "only" / "x.png")
+    with pytest.raises(HarnessError, match="has one class only"):
+        data.load_splits(DataConfig(classes=("all",), n_per_class=1, val_per_class=0), root)
+    with pytest.raises(HarnessError, match="data.image_size must be 32 or 64"):
+        from harness import config
+        config.load("tiny", ["data.image_size=48"])
+
+
+def _write_cifar100(root, per_split=40, seed=0):
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    names = [f"class{i:02d}" for i in range(100)]
+    for split in ("train", "test"):
+        labels = np.repeat([3, 7], per_split // 2)
+        imgs = np.clip(labels[:, None] * 30 + rng.integers(0, 5, (per_split, 3072)), 0, 255).astype(np.uint8)
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": imgs, "fine_labels": labels.tolist(), "coarse_labels": [0] * per_split}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": names, "coarse_label_names": ["x"] * 20}, f)
+
+
+def _write_svhn(root, per_split=40, seed=0):
+    from scipy.io import savemat
+    rng = np.random.default_rng(seed)
+    (root / "svhn").mkdir(parents=True)
+    for split in ("train", "test"):
+        y = np.tile([10, 1, 2], per_split)[:per_split]  # SVHN writes the digit 0 as label 10
+        x = np.clip(np.where(y == 10, 0, y)[None, None, None, :] * 80 + rng.integers(0, 5, (32, 32, 3, per_split)),
+                    0, 255).astype(np.uint8)
+        savemat(root / "svhn" / f"{split}_32x32.mat", {"X": x, "y": y[:, None]})
+
+
+def _write_fashion(root, per_split=40, seed=0):
+    import struct
+    rng = np.random.default_rng(seed)
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        y = np.tile([0, 9], per_split // 2).astype(np.uint8)
+        x = np.clip(y[:, None, None].astype(int) * 25 + rng.integers(0, 5, (per_split, 28, 28)), 0, 255).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, per_split, 28, 28) + x.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, per_split) + y.tobytes())
+
+
+@pytest.mark.parametrize("name,write,classes,dark,bright", [
+    ("CIFAR100", _write_cifar100, ("class07", "class03"), "class03", "class07"),
+    ("SVHN", _write_svhn, ("0", "2"), "0", "2"),
+    ("FashionMNIST", _write_fashion, ("T-shirt/top", "Ankle boot"), "T-shirt/top", "Ankle boot"),
+])
+def test_named_sets_read_their_official_files(tmp_path, name, write, classes, dark, bright):
+    write(tmp_path / "sets")
+    cfg = DataConfig(source=f"torchvision:{name}", classes=classes, n_per_class=8, val_per_class=4)
+    s = data.load_splits(cfg, tmp_path / "sets")
+    assert s.train_x.shape[1:] == (3, 32, 32) and len(s.train_x) == 16 and len(s.classes) == 2
+    assert s.train_x[s.train_y == s.classes.index(dark)].float().mean() < \
+        s.train_x[s.train_y == s.classes.index(bright)].float().mean() - 50
+
+
+def test_named_set_without_files_or_network_says_so(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading: no network")
+
+    monkeypatch.setattr(tvd, "KMNIST", offline)
+    with pytest.raises(HarnessError, match="downloading torchvision's KMNIST into .* failed .*pass --data-dir"):
+        data.load_splits(DataConfig(source="torchvision:KMNIST", classes=("all",)), tmp_path / "empty")
+    with pytest.raises(HarnessError, match="torchvision:STL10 is not supported; choose torchvision:CIFAR10"):
+        data.load_splits(DataConfig(source="torchvision:STL10"), tmp_path / "empty")

@@ -298,3 +298,30 @@ def test_the_data_is_in_the_key(runner, client, tree, tmp_path):
     # The comparator refuses to pair runs tested on different images, though every setting agrees.
     result = invoke(runner, ["compare", "--baseline", first.info.run_id, "--synthetic", changed.info.run_id], ok=False)
     assert result.exit_code == 2 and "tested on different images" in result.output
+
+
+@pytest.mark.parametrize("setting,shape", [("data.image_size=64", (3, 64, 64)), ("data.channels=1", (1, 32, 32))])
+def test_run_at_64_pixels_and_in_gray(runner, client, tree, tmp_path, setting, shape):
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", setting])
+    (pipe,) = _pipelines(client)
+    _, kids = _tree_runs(client, pipe.info.run_id)
+    assert sorted(kids) == sorted(PHASES) and all(k.info.status == "FINISHED" for k in kids.values())
+    synth = np.load(client.download_artifacts(kids["generate"].info.run_id, "synthetic.npz", str(tmp_path)))["images"]
+    assert synth.shape == (64, *shape)
+    ckpt = torch.load(client.download_artifacts(kids["baseline"].info.run_id, "model/model.pt", str(tmp_path)),
+                      weights_only=True)
+    assert (ckpt["channels"], ckpt["image_size"]) == (shape[0], shape[1])
+    # What each run read is in MLflow's dataset records: context and the digest of the full content.
+    inputs = {d.tags[0].value: d.dataset for d in client.get_run(kids["synthetic"].info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"train", "validation", "test", "synthetic"}
+    assert inputs["test"].digest == kids["baseline"].data.tags["harness.data.test"].split(":")[1]
+    assert f'"features_shape": [36, {shape[0]}, {shape[1]}, {shape[2]}]' in inputs["test"].profile
+
+
+def test_a_bad_tree_is_one_line_and_leaves_no_run(runner, client, tree):
+    (tree / "train" / "bird" / "notes.txt").write_text("not an image")
+    result = invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES], ok=False)
+    assert result.exit_code == 2 and "notes.txt is not an image" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    exp = client.get_experiment_by_name("harness")
+    assert client.search_runs([exp.experiment_id]) == []

@@ -158,7 +158,7 @@ def _draw(source, data_cfg, name: str) -> dict[str, np.ndarray]:
         test, pool = every[np.sort(order[:n_test])], every[np.sort(order[n_test:])]
     val = data_cfg.val_per_class
     n_train = data_cfg.n_per_class or len(pool) - val  # 0: all
-    where = "training images" if source.has_test else f"images outside the test split ({len(test)})"
+    where = "training images" if source.has_test else f"images besides its {len(test)} test images"
     if n_train < 1 or n_train + val > len(pool):
         asked = (f"data.n_per_class ({data_cfg.n_per_class}) + " if data_cfg.n_per_class else "at least 1 + ")
         raise HarnessError(f"class {name!r} has {len(pool)} {where}, but {asked}data.val_per_class ({val}) "
