@@ -298,7 +298,7 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
     child run holding its weights. Returns (validation accuracy, a line for the description)."""
     images, generated, sampler = generate.draw(ctx, tcfg, shared)
     base = shared["baseline"]
-    lab = pseudolabel.label(ctx, tcfg, base.run_id, images, tcfg.data.classes, generated)
+    lab = pseudolabel.label(ctx, tcfg, base, images, tcfg.data.classes, generated)
     store.log_batch(params={"upstream.baseline": base.run_id,
                             **({"upstream.generator": shared["generator"].run_id} if "generator" in shared else {})},
                     metrics={"generate/n_samples": len(images), "generate/checkpoint_epoch": sampler.epoch,

@@ -175,21 +175,21 @@ def test_incremental_labelling_matches_labelling_from_scratch(monkeypatch):
     from harness.models import SimpleCNN
     from harness.phases import pseudolabel
     model = SimpleCNN(3)
-    monkeypatch.setattr(pseudolabel, "load_model", lambda run_id: (model, ["a", "b", "c"]))
     calls = []
     real_predict = train.predict_proba
     monkeypatch.setattr(train, "predict_proba", lambda m, x, d: calls.append(len(x)) or real_predict(m, x, d))
     images = torch.randint(0, 256, (700, 3, 32, 32), dtype=torch.uint8)
     dev = torch.device("cpu")
     ctx = types.SimpleNamespace(memo=Memo(), device=dev)  # the memo lives in the caller's context
+    base = types.SimpleNamespace(run_id="run", model=model)  # the baseline phase's result
     fresh = real_predict(model, images, dev).numpy()
-    a = pseudolabel._baseline_proba(ctx, "run", images[:300])
-    b = pseudolabel._baseline_proba(ctx, "run", images[:100])  # a prefix: nothing to label
-    c = pseudolabel._baseline_proba(ctx, "run", images)  # longer: only the 400 new images
+    a = pseudolabel._baseline_proba(ctx, base, images[:300])
+    b = pseudolabel._baseline_proba(ctx, base, images[:100])  # a prefix: nothing to label
+    c = pseudolabel._baseline_proba(ctx, base, images)  # longer: only the 400 new images
     assert calls == [300, 400]
     for got, n in ((a, 300), (b, 100), (c, 700)):
         assert got.shape == (n, 3) and abs(got - fresh[:n]).max() < 1e-5
     other = images.clone()
     other[0] = 255 - other[0]
-    pseudolabel._baseline_proba(ctx, "run", other[:50])  # different images: labelled afresh
+    pseudolabel._baseline_proba(ctx, base, other[:50])  # different images: labelled afresh
     assert calls[-1] == 50

@@ -4,6 +4,7 @@ generator run, or the data itself for kinds that do not train).
 Artifacts of the run:
   synthetic.npz   images: uint8 [N, C, H, W]; labels: int64 [N], their classes when the kind knows them
   preview.png     the first 64 images as a grid
+  preview_classes.png  kinds that know their images' classes: 8 per class, one named row per class
 Params: generate.checkpoint_used (the epoch sampled from; 0 for kinds that do not train).
 With quality.enabled: quality/fd, quality/kid, quality/precision, quality/recall of these images and
 quality/cas (test accuracy of a SimpleCNN trained on them alone; images without classes are
@@ -57,6 +58,8 @@ def compute(ctx, cfg, inputs) -> GenerateResult:
     m = {"generate/n_samples": len(images), "generate/checkpoint_epoch": sampler.epoch}
     codecs.log_npz("synthetic.npz", images=images.numpy(), **({} if labels is None else {"labels": labels.numpy()}))
     codecs.log_image_grid(images[:64], "preview.png")
+    if labels is not None:  # the kind knows the classes: show them by name
+        codecs.log_class_grid(images, labels, cfg.data.classes, "preview_classes.png")
     q = ""
     if inputs.get("evaluator") is not None:
         qm = measure(ctx, cfg, images, labels, inputs["evaluator"].evaluator)

@@ -12,6 +12,7 @@ Artifacts of the run:
   pseudo_labels.csv         index, predicted, class, confidence, kept (+ generated: a conditional GAN's class)
   confidence_histogram.png  top-class probability of every synthetic image, per predicted class
   kept/<class>.png          a grid of (up to 64) kept images per class
+  kept.png                  8 kept images of each class, one row per class with its name
 Metrics: kept/count, kept/fraction, kept/<class>/count, confidence/mean, confidence/kept_mean;
 agreement/rate (kinds that know classes: how often the baseline's class is the generated one).
 """
@@ -24,7 +25,6 @@ import numpy as np
 import torch
 
 from harness import train
-from harness.classifier import load_model
 from harness.context import PhaseResult
 from harness.errors import HarnessError
 from harness.tracking import codecs
@@ -47,27 +47,26 @@ class PseudolabelResult(PhaseResult):
         return f"kept:{h.hexdigest()[:16]}"
 
 
-def _baseline_proba(ctx, baseline_run_id: str, synthetic: torch.Tensor) -> np.ndarray:
+def _baseline_proba(ctx, baseline, synthetic: torch.Tensor) -> np.ndarray:
     """The baseline's probabilities, per image and memoized in ctx.memo by baseline run: a sweep
     trial whose images are a prefix of a stream labelled before (same checkpoint, fewer samples; or
-    only a new threshold) labels nothing, and a longer stream labels only its new tail."""
+    only a new threshold) labels nothing, and a longer stream labels only its new tail. `baseline`
+    is the baseline phase's result: its model in memory when it was just trained."""
     memo = ctx.memo.labelled
     n = len(synthetic)
     for i, (run_id, images, proba) in enumerate(memo):
-        if run_id != baseline_run_id:
+        if run_id != baseline.run_id:
             continue
         m = min(n, len(images))
         if m and torch.equal(images[:m], synthetic[:m]):
             if n > m:
-                model, _ = load_model(baseline_run_id)
-                tail = train.predict_proba(model, synthetic[m:], ctx.device).numpy()
+                tail = train.predict_proba(baseline.model, synthetic[m:], ctx.device).numpy()
                 images, proba = synthetic, np.concatenate([proba, tail])
             memo.pop(i)
             memo.append((run_id, images, proba))
             return proba[:n]
-    model, _ = load_model(baseline_run_id)
-    proba = train.predict_proba(model, synthetic, ctx.device).numpy()
-    memo.append((baseline_run_id, synthetic, proba))
+    proba = train.predict_proba(baseline.model, synthetic, ctx.device).numpy()
+    memo.append((baseline.run_id, synthetic, proba))
     del memo[:-ctx.memo.kept]
     return proba
 
@@ -142,13 +141,12 @@ class Labelled:
     generated: np.ndarray | None  # [N] a conditional generator's classes
 
 
-def label(ctx, cfg, baseline_run_id: str, synthetic: torch.Tensor, classes,
-          generated: torch.Tensor | None = None) -> Labelled:
+def label(ctx, cfg, baseline, synthetic: torch.Tensor, classes, generated: torch.Tensor | None = None) -> Labelled:
     """Label and filter the synthetic images under pseudolabel.*, logging nothing."""
     if cfg.pseudolabel.mode != "label" and generated is None:
         raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs synthetic images that carry their "
                            "classes (generator.kind=oracle or noise, or a class-conditional GAN)")
-    proba = _baseline_proba(ctx, baseline_run_id, synthetic)
+    proba = _baseline_proba(ctx, baseline, synthetic)
     gen = generated.numpy() if generated is not None else None
     cls, confidence, keep = select(cfg, proba, gen)
     m = {"kept/count": int(keep.sum()), "kept/fraction": float(keep.mean()) if len(keep) else 0.0,
@@ -166,7 +164,7 @@ def label(ctx, cfg, baseline_run_id: str, synthetic: torch.Tensor, classes,
 def compute(ctx, cfg, inputs) -> PseudolabelResult:
     classes = cfg.data.classes
     gen_res = inputs["generate"]
-    lab = label(ctx, cfg, inputs["baseline"].run_id, gen_res.images, classes, gen_res.labels)
+    lab = label(ctx, cfg, inputs["baseline"], gen_res.images, classes, gen_res.labels)
     m, images, labels, keep, cls, gen = lab.metrics, lab.images, lab.labels, lab.keep, lab.cls, lab.generated
     mlflow.log_metrics(m)
     codecs.log_npz("kept.npz", images=images.numpy(), labels=labels.numpy(), confidence=lab.confidence[keep],
@@ -180,6 +178,7 @@ def compute(ctx, cfg, inputs) -> PseudolabelResult:
                       "confidence_histogram.png")
     for i, name in enumerate(classes):
         codecs.log_image_grid(images[labels == i][:64], f"kept/{name}.png")
+    codecs.log_class_grid(images, labels, classes, "kept.png")  # every class at a glance, named
     per_class = ", ".join(f"{c} {m[f'kept/{c}/count']}" for c in classes)
     how = {"label": f"the baseline labelled {len(keep)} synthetic images and kept",
            "filter": f"of {len(keep)} images with known classes, the baseline agreed (confidence >= "

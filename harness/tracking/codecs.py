@@ -70,3 +70,26 @@ def csv_text(header: list[str], rows) -> str:
 
 def log_json(obj, path: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True), path)
+
+
+def log_class_grid(images_uint8, labels, classes, path: str, per_class: int = 8) -> None:
+    """A grid with one row per class, its name beside it: up to `per_class` images of each."""
+    from harness.metrics import subplots
+    rows = [(name, images_uint8[labels == i][:per_class]) for i, name in enumerate(classes)]
+    rows = [(name, x) for name, x in rows if len(x)]
+    if not rows:
+        return
+    fig, axes = subplots(len(rows), per_class, figsize=(1.1 * per_class + 1.2, 1.1 * len(rows)), squeeze=False)
+    for r, (name, x) in enumerate(rows):
+        for c in range(per_class):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(x):
+                img = x[c].permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    fig.subplots_adjust(left=0.15, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    log_figure(fig, path)
