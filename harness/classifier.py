@@ -7,7 +7,8 @@ Artifacts of a classifier run:
   training_curves.png                 per-epoch loss and accuracy
   model/model.pt                      {"state_dict", "config", "classes", "channels", "image_size"};
                                       torch.load(weights_only=True)
-  predictions.csv                     test index, label, predicted, confidence
+  predictions.json                    MLflow table: test index, label, predicted, confidence (mlflow.load_table)
+  LoggedModel <label>                 the same network as an MLflow model (pickle-free pt2), test metrics linked
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
         raise
     log_history(history.epochs)
     codecs.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
-    log_model(model, cfg, splits.classes)
+    model_id = log_model(model, cfg, splits.classes, label, splits.test_x[:2])
     n_syn = len(synthetic[0]) if synthetic is not None else 0
     c = cfg.classifier
     mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
@@ -72,22 +73,25 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
         describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "
                  "(test set not evaluated: sweep trials choose by validation only).")
         return model, final
-    return model, final | report_test(model, splits, device, label, trained)
+    return model, final | report_test(model, splits, device, label, trained, model_id)
 
 
-def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: str, trained: str) -> dict[str, float]:
-    """Test metrics and their artifacts on the active run; `trained` says how the model was made."""
+def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: str, trained: str,
+                model_id: str | None = None) -> dict[str, float]:
+    """Test metrics and their artifacts on the active run (and on its logged model, whose row in the
+    Models tab then shows them); `trained` says how the model was made."""
     proba = train.predict_proba(model, splits.test_x, device).numpy()
     ev = metrics.evaluate(splits.test_y.numpy(), proba, splits.classes)
     mlflow.log_metrics(ev.metrics)
+    if model_id:
+        mlflow.log_metrics({k: ev.metrics[k] for k in ("test/accuracy", "test/f1_weighted", "test/f1_macro")},
+                           model_id=model_id)
     codecs.log_json(ev.report, "classification_report.json")
     mlflow.log_text(ev.report_text, "classification_report.txt")
     codecs.log_figure(metrics.confusion_figure(ev, splits.classes, f"{label}: test accuracy {ev.metrics['test/accuracy']:.4f}"),
                       "confusion_matrix.png")
-    mlflow.log_text(codecs.csv_text(["index", "label", "predicted", "confidence"],
-                                    ((i, int(t), int(p), f"{c:.6f}") for i, (t, p, c) in
-                                     enumerate(zip(splits.test_y.tolist(), ev.pred, ev.confidence)))),
-                    "predictions.csv")
+    mlflow.log_table({"index": list(range(len(ev.pred))), "label": splits.test_y.tolist(),
+                      "predicted": ev.pred.tolist(), "confidence": ev.confidence.round(6).tolist()}, "predictions.json")
     per_class = ", ".join(f"{c} {ev.metrics[f'test/{c}/f1']:.3f}" for c in splits.classes)
     describe(f"{trained}\n\nTest accuracy **{100 * ev.metrics['test/accuracy']:.2f}%**, "
              f"weighted F1 **{ev.metrics['test/f1_weighted']:.4f}**; per-class F1: {per_class}. "
@@ -95,10 +99,14 @@ def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: s
     return ev.metrics
 
 
-def log_model(model: SimpleCNN, cfg, classes) -> None:
+def log_model(model: SimpleCNN, cfg, classes, name: str, example: torch.Tensor) -> str:
+    """The weights twice, for two readers: `model/model.pt` (a state dict the harness loads with
+    weights_only=True) and an MLflow LoggedModel `name` (the Models tab; `mlflow.pytorch.load_model`
+    gives a module that takes uint8 images). Returns the LoggedModel's id."""
     codecs.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                       "config": asdict(cfg), "classes": list(classes), "channels": model.channels,
                       "image_size": model.image_size}, "model/model.pt")
+    return codecs.log_pytorch_model(model, name, example, params={"classes": ",".join(classes)})
 
 
 def load_model(run_id: str) -> tuple[SimpleCNN, list[str]]:

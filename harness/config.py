@@ -259,6 +259,11 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"data.source must be empty (use --data-dir) or torchvision:NAME, got {cfg.data.source!r}")
 
 
+def flat_values(cfg: Config) -> dict:
+    """`section.key -> value` (typed, unlike `flat`)."""
+    return _flat_values(cfg)
+
+
 def _flat_values(cfg: Config) -> dict:
     out = {}
     for name in _fields(Config):

@@ -55,7 +55,8 @@ class Param:
 @dataclass(frozen=True)
 class Spec:
     params: tuple[Param, ...]
-    n_startup_trials: int = 5  # TPE's random trials before it models the space
+    sampler: str = "tpe"  # tpe | gp | random
+    n_startup_trials: int = 5  # random trials before TPE or GP models the space
     pruner: str = "median"  # median | threshold | none
     pruner_warmup_epochs: int = 2  # epochs a trial always gets before it can be pruned
     pruner_startup_trials: int = 3  # trials that finish before the median pruner acts
@@ -117,7 +118,15 @@ def load_spec(path: str | os.PathLike | None) -> Spec:
     if not params:
         raise HarnessError(f"sweep spec {path} declares no [space.\"section.key\"] parameters")
     sampler, pruner = raw.get("sampler", {}), raw.get("pruner", {})
-    spec = Spec(tuple(params), n_startup_trials=sampler.get("n_startup_trials", 5),
+    for section, table, keys in (("sampler", sampler, {"type", "n_startup_trials"}),
+                                 ("pruner", pruner, {"type", "warmup_epochs", "startup_trials", "lower"})):
+        extra = set(table) - keys
+        if extra:
+            raise HarnessError(f"sweep spec {path}: unknown [{section}] option(s) {', '.join(sorted(extra))}; "
+                               f"valid: {', '.join(sorted(keys))}")
+    if sampler.get("type", "tpe") not in ("tpe", "gp", "random"):
+        raise HarnessError(f"sweep spec {path}: sampler type must be tpe, gp or random, got {sampler.get('type')!r}")
+    spec = Spec(tuple(params), sampler=sampler.get("type", "tpe"), n_startup_trials=sampler.get("n_startup_trials", 5),
                 pruner=pruner.get("type", "median"), pruner_warmup_epochs=pruner.get("warmup_epochs", 2),
                 pruner_startup_trials=pruner.get("startup_trials", 3), pruner_lower=pruner.get("lower", 0.0))
     if spec.pruner not in ("median", "threshold", "none"):
@@ -149,8 +158,14 @@ def default_storage() -> str:
 
 def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> optuna.Study:
     # Optuna 5 changed the TPE defaults: every choice is spelled out so results do not move with versions.
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=spec.n_startup_trials,
-                                         multivariate=True, group=False, constant_liar=True)
+    if spec.sampler == "gp":
+        sampler = optuna.samplers.GPSampler(seed=sampler_seed, n_startup_trials=spec.n_startup_trials,
+                                            deterministic_objective=False)
+    elif spec.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=spec.n_startup_trials,
+                                             multivariate=True, group=False, constant_liar=True)
     if spec.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials,
                                              n_warmup_steps=spec.pruner_warmup_epochs)
@@ -231,13 +246,11 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                                 f"accuracy {100 * value:.2f}%."})
             return value
 
-        def stop_when_done(study, _trial):
-            if len(study.get_trials(deepcopy=False, states=FINISHED)) >= n_trials:
-                study.stop()
-
         if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            study.optimize(objective, n_trials=None, callbacks=[stop_when_done], catch=(_Surplus,))
+            _enqueue_reference(study, spec, cfg, checkpoints)
+            study.optimize(objective, n_trials=None, catch=(_Surplus,),
+                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)])
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
@@ -276,6 +289,27 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
                    f"{100 * syn.metrics['test/accuracy']:.2f}% vs baseline "
                    f"{100 * base.metrics['test/accuracy']:.2f}%.\n\n{table_md}")
     return best, syn, table_md
+
+
+def _enqueue_reference(study: optuna.Study, spec: Spec, cfg: Config, checkpoints: list[int]) -> None:
+    """A new study's first trial is the preset's own values, where the space holds them: the
+    reference point every other trial is read against."""
+    if study.get_trials(deepcopy=False):
+        return
+    values = {}
+    for p in spec.params:
+        value = config.flat_values(cfg)[p.field]
+        if p.kind == "checkpoint":
+            value = value or (max(checkpoints) if checkpoints else None)  # 0: the last checkpoint
+            ok = value in checkpoints
+        elif p.kind == "categorical":
+            ok = value in p.choices
+        else:
+            ok = p.low <= value <= p.high
+        if not ok:
+            return
+        values[p.field] = value
+    study.enqueue_trial(values, skip_if_exists=True)
 
 
 def _upstream(ctx: Context, cfg: Config) -> dict:
@@ -326,7 +360,8 @@ def _log_plots(study: optuna.Study) -> None:
     matplotlib.use("Agg")
     from optuna.visualization import matplotlib as ovm
     plots = {"optuna/optimization_history.png": ovm.plot_optimization_history,
-             "optuna/slice.png": ovm.plot_slice}
+             "optuna/slice.png": ovm.plot_slice, "optuna/intermediate_values.png": ovm.plot_intermediate_values,
+             "optuna/timeline.png": ovm.plot_timeline}
     if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
         plots["optuna/param_importances.png"] = ovm.plot_param_importances
     for path, plot in plots.items():

@@ -1,6 +1,9 @@
 """`harness baseline` end to end through the real CLI, checked through MlflowClient."""
 import json
 
+import mlflow
+import mlflow.pytorch
+
 import pytest
 import torch
 
@@ -45,13 +48,20 @@ def test_baseline_tiny_logs_params_metrics_artifacts(runner, client, tree, tmp_p
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"classification_report.json", "classification_report.txt", "confusion_matrix.png",
-            "predictions.csv", "training_curves.png", "model"} <= names
+            "predictions.json", "training_curves.png", "model"} <= names
     local = client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl"))
     report = json.load(open(f"{local}/classification_report.json"))
     assert report["bird"]["support"] == 12
     assert abs(report["accuracy"] - m["test/accuracy"]) < 1e-9
-    lines = open(f"{local}/predictions.csv").read().splitlines()
-    assert lines[0] == "index,label,predicted,confidence" and len(lines) == 1 + 36
+    table = mlflow.load_table("predictions.json", run_ids=[run.info.run_id])
+    assert list(table.columns[:4]) == ["index", "label", "predicted", "confidence"] and len(table) == 36
+    assert (table["predicted"] == table["label"]).mean() == pytest.approx(m["test/accuracy"])
+    # The same network as an MLflow LoggedModel (pickle-free), with its test metrics: the Models tab.
+    (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert logged.name == "baseline" and logged.source_run_id == run.info.run_id
+    assert {mm.key: mm.value for mm in logged.metrics}["test/accuracy"] == m["test/accuracy"]
+    net = mlflow.pytorch.load_model(logged.model_uri)
+    assert net(torch.zeros((2, 3, 32, 32), dtype=torch.uint8)).shape == (2, 3)
     saved = torch.load(f"{local}/model/model.pt", weights_only=True)
     model = SimpleCNN(len(saved["classes"]))
     model.load_state_dict(saved["state_dict"])

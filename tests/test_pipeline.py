@@ -60,8 +60,18 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert len(client.get_metric_history(gan.info.run_id, "gan/wasserstein")) == 2
     assert {"gan/critic_loss", "gan/gradient_penalty", "gan/generator_loss"} <= set(gan.data.metrics)
     arts = _artifacts(client, gan.info.run_id)
-    assert {"samples/epoch_0001.png", "samples/epoch_0002.png", "checkpoints/generator_epoch_0001.pt",
-            "checkpoints/generator_epoch_0002.pt", "checkpoints/training_state.pt", "loss_curves.png"} <= arts
+    assert {"checkpoints/generator_epoch_0001.pt", "checkpoints/generator_epoch_0002.pt",
+            "checkpoints/training_state.pt", "loss_curves.png"} <= arts
+    # Sample grids as one image series (key gan/samples, step = epoch): the run page's step slider.
+    assert {a.split("+")[2] for a in arts if a.startswith("images/gan~samples+step+") and a.endswith(".png")} == {"1", "2"}
+    # Each checkpoint is a LoggedModel of the run (step = epoch), loadable without pickle.
+    import mlflow
+    import mlflow.pytorch
+    models = mlflow.search_logged_models(experiment_ids=[gan.info.experiment_id], output_format="list",
+                                         filter_string=f"source_run_id = '{gan.info.run_id}'")
+    assert sorted(int(m.params["epoch"]) for m in models) == [1, 2] and {m.name for m in models} == {"generator"}
+    g = mlflow.pytorch.load_model(models[0].model_uri)
+    assert g(torch.randn(3, 16)).shape == (3, 3, 32, 32)
     ckpt = torch.load(client.download_artifacts(gan.info.run_id, "checkpoints/generator_epoch_0002.pt", str(tmp_path)),
                       weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["config"]["width"] == 8 and ckpt["config"]["critic_steps"] == 2
@@ -77,7 +87,8 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     pl = kids["pseudolabel"].data.metrics
     assert pl["kept/count"] == 64 and pl["kept/fraction"] == 1.0
     assert sum(pl[f"kept/{c}/count"] for c in ("airplane", "automobile", "bird")) == 64
-    assert {"kept.npz", "pseudo_labels.csv", "confidence_histogram.png"} <= _artifacts(client, kids["pseudolabel"].info.run_id)
+    assert {"kept.npz", "pseudo_labels.json", "confidence_histogram.png", "kept.png"} <= \
+        _artifacts(client, kids["pseudolabel"].info.run_id)
 
     # synthetic: logged exactly like the baseline, plus the data sizes
     aug, base = kids["synthetic"], kids["baseline"]
@@ -104,6 +115,12 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert sorted(kids2) == sorted(PHASES)
     for phase, run in kids2.items():
         assert run.data.tags["harness.reused_from"] == kids[phase].info.run_id, phase
+        # A reused run leads to its source: the link first in its description, and an artifact.
+        assert run.data.tags["mlflow.note.content"].startswith(f"**Reused** [run {kids[phase].info.run_id}](#/experiments/")
+        assert "reused_from.md" in _artifacts(client, run.info.run_id)
+    # ...and lists the source's logged models as its inputs.
+    assert {m.model_id for m in client.get_run(kids2["baseline"].info.run_id).inputs.model_inputs} == \
+        {m.model_id for m in client.get_run(kids["baseline"].info.run_id).outputs.model_outputs}
     assert second.data.metrics["delta/accuracy"] == parent.data.metrics["delta/accuracy"]
 
     # A changed downstream setting recomputes only what depends on it...
@@ -114,8 +131,8 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert reused == {"baseline", "generator", "generate"}
     # ...and a threshold that keeps the very same images (all 64, as threshold 0 did) retrains nothing
     # downstream: the synthetic phase is keyed by the kept images, not by the threshold.
-    csv = client.download_artifacts(kids["pseudolabel"].info.run_id, "pseudo_labels.csv", str(tmp_path))
-    lowest = min(float(line.split(",")[3]) for line in open(csv).read().splitlines()[1:])
+    import mlflow
+    lowest = mlflow.load_table("pseudo_labels.json", run_ids=[kids["pseudolabel"].info.run_id])["confidence"].min()
     invoke(runner, args + ["--set", f"pseudolabel.threshold={np.floor(lowest * 1e4) / 1e4}"])
     _, kids3b = _tree_runs(client, _pipelines(client)[-1].info.run_id)
     assert kids3b["pseudolabel"].data.metrics["kept/count"] == 64

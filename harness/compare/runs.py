@@ -125,10 +125,15 @@ def check_pairs(pairs: list[Pair]) -> list[str]:
 
 
 def predictions(run):
+    """[N, 3] int64: test index, label, predicted, from the run's `predictions.json` table."""
+    import mlflow
     import numpy as np
-    from harness.tracking import codecs
     # A reused run holds no artifacts of its own: they are in the run it reused.
-    path = codecs.download(run.data.tags.get("harness.reused_from", run.info.run_id), "predictions.csv")
-    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=(0, 1, 2), dtype=np.int64).reshape(-1, 3)
+    source = run.data.tags.get("harness.reused_from", run.info.run_id)
+    try:
+        table = mlflow.load_table("predictions.json", run_ids=[source])
+    except Exception as e:
+        raise HarnessError(f"run {source} has no predictions table ({str(e).splitlines()[0][:200]})") from None
+    return table[["index", "label", "predicted"]].to_numpy(np.int64).reshape(-1, 3)
 
 

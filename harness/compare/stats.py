@@ -15,7 +15,7 @@ def mcnemar(base_pred, aug_pred) -> tuple[int, int, float]:
     correct, two-sided p), via scipy's binomial test on the discordant pairs."""
     from scipy.stats import binomtest
     if not (len(base_pred) == len(aug_pred) and (base_pred[:, :2] == aug_pred[:, :2]).all()):
-        raise HarnessError("the two runs' predictions.csv do not cover the same test images")
+        raise HarnessError("the two runs' predictions tables do not cover the same test images")
     base_ok = base_pred[:, 2] == base_pred[:, 1]
     aug_ok = aug_pred[:, 2] == aug_pred[:, 1]
     b, c = int((base_ok & ~aug_ok).sum()), int((~base_ok & aug_ok).sum())

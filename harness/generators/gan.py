@@ -3,7 +3,8 @@ and a critic without batch norm (the reference), plus hinge/spectral norm, class
 DiffAugment and a generator EMA.
 
 Artifacts of its generator run:
-  samples/epoch_XXXX.png                 64 samples from fixed noise, every gan.sample_every epochs and at the end
+  images/ (key gan/samples, step = epoch) 64 samples from fixed noise, every gan.sample_every epochs and at
+                                         the end: the run page shows them with a step slider
   checkpoints/generator_epoch_XXXX.pt    {"state_dict", "config", "epoch", "generator_iters"}, every
                                          gan.checkpoint_every epochs and at the end; torch.load(weights_only=True)
   checkpoints/training_state.pt          generator, critic, both optimizers, RNG: what --resume continues from
@@ -258,8 +259,37 @@ def load_generator(memo, run_id: str, epoch: int | None = None) -> tuple[Generat
     return memo.remember(memo.generators, (run_id, epoch), (g, ckpt))
 
 
+class _Exportable(torch.nn.Module):
+    """The generator with one input tensor, as MLflow's pickle-free format wants: z, and for a
+    class-conditional generator the class index in an extra last column."""
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.generator.n_classes:
+            return self.generator(z[:, :-1], z[:, -1].long())
+        return self.generator(z)
+
+
+def _example(trainer) -> torch.Tensor:
+    z = trainer.fixed_noise[:2].cpu()
+    return torch.cat([z, torch.arange(2.0)[:, None]], 1) if trainer.n_classes else z
+
+
 def best_checkpoint(run_id: str) -> int:
-    """The checkpoint epoch with the lowest Frechet distance the generator run measured (quality.enabled)."""
+    """The checkpoint epoch with the lowest Frechet distance the generator run measured
+    (quality.enabled): the best of its LoggedModels, or of its metric history (a resumed run's
+    earlier checkpoints are models of the run it continued)."""
+    run = mlflow.MlflowClient().get_run(run_id)
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run_id}'", output_format="list",
+                                         order_by=[{"field_name": "metrics.quality/fd", "ascending": True}])
+    scored = [m for m in models if any(x.key == "quality/fd" for x in (m.metrics or []))]
+    available = checkpoints(run_id)
+    if scored and int(scored[0].params["epoch"]) in available and "harness.resumed_from" not in run.data.tags:
+        return int(scored[0].params["epoch"])
     fd = {m.step: m.value for m in mlflow.MlflowClient().get_metric_history(run_id, "quality/fd")}
     scored = [e for e in checkpoints(run_id) if e in fd]
     if not scored:
@@ -317,8 +347,8 @@ def _carry_over(old: str) -> tuple[dict, list]:
     log_history(history, first_step=1)
     for path in checkpoints(old).values():
         mlflow.log_artifact(codecs.download(old, path), "checkpoints")
-    for a in mlflow.MlflowClient().list_artifacts(old, "samples"):
-        mlflow.log_artifact(codecs.download(old, a.path), "samples")
+    for a in mlflow.MlflowClient().list_artifacts(old, "images"):  # the sample series so far
+        mlflow.log_artifact(codecs.download(old, a.path), "images")
     click.echo(f"generator: resuming run {old} from epoch {state['epoch']}", err=True)
     return state, history
 
@@ -337,10 +367,15 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
     def checkpoint():
         log_history(pending, first_step=trainer.epoch - len(pending) + 1)
         pending.clear()
+        # The sampling generator (the EMA copy when gan.ema > 0) is what later phases use; as a
+        # LoggedModel (step = epoch) it is one row of the Models tab, its quality linked to it.
+        model_id = codecs.log_pytorch_model(_Exportable(trainer.sampler), "generator", _example(trainer),
+                                            step=trainer.epoch, params={"epoch": trainer.epoch})
         if evaluator is not None:
             # Per checkpoint: a sweep or a reader can pick the epoch by sample quality.
-            log_history([checkpoint_quality(cfg, trainer.sampler, evaluator, ctx.device)], trainer.epoch)
-        # The sampling generator (the EMA copy when gan.ema > 0) is what later phases use.
+            quality = checkpoint_quality(cfg, trainer.sampler, evaluator, ctx.device)
+            log_history([quality], trainer.epoch)
+            mlflow.log_metrics(quality, step=trainer.epoch, model_id=model_id)
         codecs.log_torch({"state_dict": {k: v.cpu() for k, v in trainer.sampler.state_dict().items()},
                           "config": asdict(g), "epoch": trainer.epoch, "generator_iters": trainer.generator_iters,
                           "n_classes": trainer.n_classes, "classes": list(splits.classes),
@@ -355,7 +390,7 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
             pending.append(row)
             e = trainer.epoch
             if e % g.sample_every == 0 or e == g.epochs:
-                codecs.log_image_grid(trainer.sample(trainer.fixed_noise, trainer.fixed_labels), f"samples/epoch_{e:04d}.png")
+                codecs.log_image_grid(trainer.sample(trainer.fixed_noise, trainer.fixed_labels), key="gan/samples", step=e)
             if e % g.checkpoint_every == 0 or e == g.epochs:
                 checkpoint()
             bar.current_item = f"W {row['gan/wasserstein']:.3f}  G iters {trainer.generator_iters}"
@@ -367,7 +402,8 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
     describe(f"**generator**: {name(cfg)}, DCGAN width {g.width}, {trainer.epoch} epochs = {trainer.generator_iters} "
              f"generator iterations ({g.critic_steps} critic steps each), {seconds:.0f} s this session. "
              f"Final Wasserstein estimate {history[-1]['gan/wasserstein']:.3f}.\n\n"
-             f"Samples from fixed noise: `samples/epoch_{trainer.epoch:04d}.png`; loss curves: `loss_curves.png`.")
+             f"Samples from fixed noise: the image series `gan/samples` (a step per {g.sample_every} epochs); "
+             "loss curves: `loss_curves.png`.")
 
 
 def name(cfg) -> str:

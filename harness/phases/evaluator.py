@@ -48,7 +48,7 @@ def compute(ctx, cfg, inputs) -> EvaluatorResult:
     acc = (train.predict_proba(model, splits.test_x, ctx.device).argmax(1) == splits.test_y).float().mean().item()
     m = {"evaluator/test_accuracy": acc, "evaluator/n_train": len(splits.train_x)}
     mlflow.log_metrics(m)
-    log_model(model, cfg, splits.classes)
+    log_model(model, cfg, splits.classes, "evaluator", splits.test_x[:2])
     describe(f"**evaluator**: SimpleCNN (crop+flip) trained on {len(splits.train_x)} real images for "
              f"{ccfg.epochs} epochs; test accuracy {100 * acc:.2f}%. Its hidden layer is the "
              "feature space of the sample-quality metrics (FD, KID, precision/recall).")

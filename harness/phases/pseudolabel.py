@@ -9,7 +9,8 @@ confident per class; soft_labels trains on the baseline's tempered probabilities
 Artifacts of the run:
   kept.npz                  images: uint8 [K, C, H, W], labels: int64 [K], confidence: float32 [K],
                             soft: float32 [K, C] (soft_labels only)
-  pseudo_labels.csv         index, predicted, class, confidence, kept (+ generated: a conditional GAN's class)
+  pseudo_labels.json        MLflow table: index, predicted, class, confidence, kept (+ generated: the class
+                            the generator drew, for kinds that know it); mlflow.load_table reads it
   confidence_histogram.png  top-class probability of every synthetic image, per predicted class
   kept/<class>.png          a grid of (up to 64) kept images per class
   kept.png                  8 kept images of each class, one row per class with its name
@@ -169,15 +170,17 @@ def compute(ctx, cfg, inputs) -> PseudolabelResult:
     mlflow.log_metrics(m)
     codecs.log_npz("kept.npz", images=images.numpy(), labels=labels.numpy(), confidence=lab.confidence[keep],
                    **({"soft": lab.soft.numpy()} if lab.soft is not None else {}))
-    header = ["index", "predicted", "class", "confidence", "kept"] + (["generated"] if gen is not None else [])
     pred = lab.proba.argmax(1) if len(lab.proba) else cls
-    mlflow.log_text(codecs.csv_text(header, ((i, p, classes[c], f"{conf:.6f}", int(k), *([gen[i]] if gen is not None else []))
-                                             for i, (p, c, conf, k) in enumerate(zip(pred, cls, lab.confidence, keep)))),
-                    "pseudo_labels.csv")
+    table = {"index": list(range(len(cls))), "predicted": pred.tolist(), "class": [classes[c] for c in cls],
+             "confidence": lab.confidence.round(6).tolist(), "kept": keep.astype(int).tolist()}
+    if gen is not None:
+        table["generated"] = gen.tolist()
+    mlflow.log_table(table, "pseudo_labels.json")
     codecs.log_figure(histogram_figure(lab.confidence, cls, classes, cfg.pseudolabel.threshold),
                       "confidence_histogram.png")
     for i, name in enumerate(classes):
         codecs.log_image_grid(images[labels == i][:64], f"kept/{name}.png")
+        codecs.log_image_grid(images[labels == i][:64], key=f"kept/{name}")  # the run page's image view
     codecs.log_class_grid(images, labels, classes, "kept.png")  # every class at a glance, named
     per_class = ", ".join(f"{c} {m[f'kept/{c}/count']}" for c in classes)
     how = {"label": f"the baseline labelled {len(keep)} synthetic images and kept",

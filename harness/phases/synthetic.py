@@ -30,11 +30,11 @@ def _evaluate(ctx, cfg, splits, model_run: str) -> ClassifierResult:
     trained = dict(ctx.store.get_run(model_run).data.metrics)
     m = {k: trained[k] for k in ("val/accuracy", "data/n_real", "data/n_synthetic") if k in trained}
     mlflow.log_metrics(m)
-    classifier.log_model(model, cfg, splits.classes)
+    model_id = classifier.log_model(model, cfg, splits.classes, "synthetic", splits.test_x[:2])
     m |= classifier.report_test(model, splits, ctx.device, "synthetic",
                                 f"**synthetic**: the SimpleCNN of run `{model_run}` (trained on real + "
                                 f"{int(m.get('data/n_synthetic', 0))} synthetic images, chosen by validation), "
-                                "evaluated once on the test set.")
+                                "evaluated once on the test set.", model_id)
     return ClassifierResult("", m, trained=model)
 
 

@@ -28,6 +28,25 @@ def log_torch(obj, path: str) -> None:
     _log_file(lambda target: torch.save(obj, target), path)
 
 
+def log_pytorch_model(model, name: str, example, step: int = 0, params: dict | None = None) -> str:
+    """An MLflow LoggedModel of `model` on the active run, in the pickle-free pt2 format (torch.export,
+    so loading it runs no pickle from a store the user may not control); returns its model id.
+    Requirements are given, so that MLflow runs no requirement-inference subprocess per model."""
+    import copy
+    import warnings
+
+    import mlflow.pytorch
+    import torch
+    module = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    example = example.cpu().numpy() if hasattr(example, "numpy") else example
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.pytorch.log_model(module, name=name, input_example=example, step=step, params=params,
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                        serialization_format="pt2")
+    return info.model_id
+
+
 def load_torch(run_id: str, path: str):
     import torch
     return torch.load(download(run_id, path), map_location="cpu", weights_only=True)
@@ -45,13 +64,18 @@ def load_npz(run_id: str, path: str) -> dict:
         return {k: f[k] for k in f.files}
 
 
-def log_image_grid(images_uint8, path: str, nrow: int = 8) -> None:
-    """A grid of uint8 [N, C, H, W] images as a PNG artifact."""
+def log_image_grid(images_uint8, path: str | None = None, nrow: int = 8, key: str | None = None,
+                   step: int | None = None) -> None:
+    """A grid of uint8 [N, C, H, W] images: a PNG artifact at `path`, or an image series under `key`
+    with a `step` (the run page then shows it with a step slider)."""
     from torchvision.utils import make_grid
     if len(images_uint8) == 0:
         return
-    grid = make_grid(images_uint8, nrow=nrow, padding=2, pad_value=255)
-    mlflow.log_image(grid.permute(1, 2, 0).numpy(), path)
+    grid = make_grid(images_uint8, nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0).numpy()
+    if key is not None:
+        mlflow.log_image(grid, key=key, step=step or 0, synchronous=True)
+    else:
+        mlflow.log_image(grid, path)
 
 
 def log_figure(fig, path: str) -> None:

@@ -97,6 +97,29 @@ def configure(experiment: str) -> Store:
     return Store(uri, exp_id, client)
 
 
+def run_link(store: Store, run_id: str) -> str:
+    """A link the MLflow UI follows from a run description (relative to the UI's own address)."""
+    return f"[run {run_id}](#/experiments/{store.experiment_id}/runs/{run_id})"
+
+
+def reused_note(store: Store, hit) -> str:
+    return (f"**Reused** {run_link(store, hit.info.run_id)}: identical config, data, inputs and code. Its "
+            f"artifacts and models are there; this run holds its metrics.\n\n{hit.data.tags.get(NOTE, '')}")
+
+
+def _lead_to(store: Store, hit) -> None:
+    """A reused run shows where its outputs are: a one-line artifact with the source's link, and the
+    source's logged models as this run's model inputs (the run page lists them)."""
+    from mlflow.entities import LoggedModelInput
+    mlflow.log_text(f"This phase reused {run_link(store, hit.info.run_id)}: its artifacts and models are there.\n",
+                    "reused_from.md")
+    outputs = store.client.get_run(hit.info.run_id).outputs  # search results may leave them out
+    models = [m.model_id for m in outputs.model_outputs] if outputs else []
+    if models:
+        store.client.log_inputs(mlflow.active_run().info.run_id,
+                                models=[LoggedModelInput(model_id=m) for m in models])
+
+
 def describe(markdown: str) -> None:
     """The active run's description: what the phase did and its headline figures."""
     mlflow.set_tag(NOTE, markdown)
@@ -119,13 +142,14 @@ class PhaseRun:
 
 @contextlib.contextmanager
 def phase_run(store: Store, phase: str, params: dict, run_name: str | None = None, tags: dict | None = None,
-              key: str | None = None, use_cache: bool = True):
+              key: str | None = None, use_cache: bool = True, system_metrics: bool = False):
     """One MLflow run for one phase, nested under the active run if there is one.
 
     With a cache `key`, a FINISHED run of the experiment with that key is reused: the new run is
     tagged `harness.reused_from` and copies its metrics, and `.hit` tells the phase to load the
     outputs from there instead of computing. The run ends FINISHED on success, KILLED on Ctrl-C /
-    SIGTERM / a pruning decision and FAILED on any other error, never left RUNNING.
+    SIGTERM / a pruning decision and FAILED on any other error, never left RUNNING. With
+    `system_metrics`, a run that computes samples CPU, memory (and GPU) use (MLflow's monitor).
     """
     hit = store.find_finished(key) if key and use_cache else None
     all_tags = {"harness.phase": phase, **store.provenance(), **(tags or {})}
@@ -134,13 +158,15 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     if hit:
         all_tags["harness.reused_from"] = hit.info.run_id
     run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
-                           tags={k: str(v) for k, v in all_tags.items()})
+                           tags={k: str(v) for k, v in all_tags.items()},
+                           log_system_metrics=bool(system_metrics and hit is None))
     try:
         # One write for params (+ a reused run's metrics and description): a sweep opens runs
         # every trial, and every MLflow call is a SQLite transaction.
         log_batch(params=params, metrics=hit.data.metrics if hit else None,
-                  tags={NOTE: f"Reused: identical config, inputs and code as run `{hit.info.run_id}`, whose "
-                              f"artifacts this phase used.\n\n{hit.data.tags.get(NOTE, '')}"} if hit else None)
+                  tags={NOTE: reused_note(store, hit)} if hit else None)
+        if hit:
+            _lead_to(store, hit)
         yield PhaseRun(run, hit)
     except BaseException as e:
         # Ctrl-C, SIGTERM and an Optuna pruning decision stop a run on purpose: KILLED, not FAILED.
