@@ -59,6 +59,7 @@ class Phase:
     data: tuple | Callable = ()  # splits of its data draw whose content its key covers
     when: Callable[[Config], bool] | None = None  # runs only under configs where this holds
     quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
+    long: bool = False  # trains for minutes: its run samples system metrics (CPU, memory, GPU)
     help: str = ""
 
     def reads(self, cfg: Config) -> tuple[tuple, tuple, tuple]:
@@ -84,11 +85,12 @@ class Phase:
 
 
 PHASES: dict[str, Phase] = {p.name: p for p in [
-    Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), data=("train", "test"), when=_quality,
+    Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), data=("train", "test"), when=_quality, long=True,
           help="Train the sample-quality evaluator CNN (quality.enabled)."),
-    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), data=("train", "val", "test"),
+    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), data=("train", "val", "test"), long=True,
           help="Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."),
     Phase("generator", "harness.phases.generator", _generator_sections, data=("train",), when=_trains, quality=True,
+          long=True,
           help="Train the generator (generator.kind=gan: the GAN family of [gan]); log losses, sample grids, "
                "checkpoints."),
     Phase("generate", "harness.phases.generate", ("data", "generator", "generate"), upstream=("generator",), data=_generate_data,
@@ -96,6 +98,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
     Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
+          long=True,
           help="Retrain SimpleCNN from scratch on real + kept synthetic images; log it like the baseline."),
     Phase("compare", "harness.phases.compare", (), upstream=("baseline", "synthetic"),
           help="Synthetic minus baseline for every test metric."),
@@ -120,8 +123,10 @@ def phase_key(ctx: Context, name: str, cfg: Config, upstream_keys: dict[str, str
 
 
 def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult], run_name: str | None = None,
-            key_suffix: str = "", params: dict | None = None, tags: dict | None = None, **options) -> PhaseResult:
-    """Run one phase under its own MLflow run: reuse a finished run with the same key, else compute."""
+            key_suffix: str = "", params: dict | None = None, tags: dict | None = None,
+            system_metrics: bool | None = None, **options) -> PhaseResult:
+    """Run one phase under its own MLflow run: reuse a finished run with the same key, else compute.
+    `system_metrics` overrides the table's choice (a sweep's many short trial runs go without)."""
     from harness.tracking.store import phase_run
     phase = PHASES[name]
     if name == "generate":
@@ -134,6 +139,7 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
     run_params = {**flat_sections(cfg, sections), **{f"upstream.{u}": inputs[u].run_id for u in upstream},
                   **(params or {})}
     with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache,
+                   system_metrics=phase.long if system_metrics is None else system_metrics,
                    tags={"harness.config_hash": config_hash(cfg, sections), "harness.preset": cfg.preset,
                          **_data_tags(ctx, name, cfg), **(tags or {}), **prepared.get("tags", {})}) as pr:
         _log_datasets(ctx, name, cfg, inputs)

@@ -346,7 +346,7 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
     kept = PseudolabelResult("", lab.metrics, images=lab.images, labels=lab.labels, soft=lab.soft)
     kept.downstream_key = kept.digest()
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    syn = pipeline.execute(ctx, "synthetic", tcfg, {"pseudolabel": kept}, key_suffix="-val",
+    syn = pipeline.execute(ctx, "synthetic", tcfg, {"pseudolabel": kept}, key_suffix="-val", system_metrics=False,
                            on_epoch=report, evaluate_test=False)
     trial.set_user_attr("synthetic_run_id", syn.run_id)  # holds the model the best trial is tested with
     return syn.metrics["val/accuracy"], (f"{len(images)} images from {sampler.describe}, kept "

@@ -342,3 +342,16 @@ def test_a_bad_tree_is_one_line_and_leaves_no_run(runner, client, tree):
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     exp = client.get_experiment_by_name("harness")
     assert client.search_runs([exp.experiment_id]) == []
+
+
+def test_long_phases_sample_system_metrics(runner, client, tree, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "gan.epochs=30",
+                    "--set", "gan.checkpoint_every=30", "--set", "gan.sample_every=30"])
+    invoke(runner, ["generate", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "gan.epochs=30",
+                    "--set", "gan.checkpoint_every=30", "--set", "gan.sample_every=30"])
+    exp = client.get_experiment_by_name("harness")
+    runs = {r.data.tags["harness.phase"]: r for r in client.search_runs([exp.experiment_id])}
+    assert any(k.startswith("system/cpu_utilization") for k in runs["generator"].data.metrics)
+    assert not any(k.startswith("system/") for k in runs["generate"].data.metrics)  # seconds long: none

@@ -373,9 +373,9 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
                                             step=trainer.epoch, params={"epoch": trainer.epoch})
         if evaluator is not None:
             # Per checkpoint: a sweep or a reader can pick the epoch by sample quality.
-            quality = checkpoint_quality(cfg, trainer.sampler, evaluator, ctx.device)
-            log_history([quality], trainer.epoch)
-            mlflow.log_metrics(quality, step=trainer.epoch, model_id=model_id)
+            # One write: on the run (step = epoch) and linked to the checkpoint's LoggedModel.
+            mlflow.log_metrics(checkpoint_quality(cfg, trainer.sampler, evaluator, ctx.device), step=trainer.epoch,
+                               model_id=model_id, synchronous=True)
         codecs.log_torch({"state_dict": {k: v.cpu() for k, v in trainer.sampler.state_dict().items()},
                           "config": asdict(g), "epoch": trainer.epoch, "generator_iters": trainer.generator_iters,
                           "n_classes": trainer.n_classes, "classes": list(splits.classes),
