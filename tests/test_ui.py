@@ -1,5 +1,6 @@
 """The MLflow UI as a user sees it: `harness ui` serves a tiny pipeline's store, and headless
-Chromium renders the runs table, the pipeline run's page and the GAN's sample-grid artifact."""
+Chromium renders the runs table, the pipeline run's page, the generator's image series with its step
+slider, the Models tab and a reused run that leads to its source."""
 import os
 import shutil
 import socket
@@ -31,19 +32,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dump(browser, url, profile: Path) -> str:
+def _dump(browser, url, profile: Path, budget_ms: int = 20000, window: str = "1300,1000") -> str:
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-           "--virtual-time-budget=20000", "--dump-dom", url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+           f"--virtual-time-budget={budget_ms}", f"--window-size={window}", "--dump-dom", url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240).stdout
+
+
+def _dump_until(browser, url, profile: Path, needle: str, tries: int = 3) -> str:
+    """Charts render lazily: a page that has not drawn `needle` yet is loaded again, given more time."""
+    page = ""
+    for attempt in range(tries):
+        page = _dump(browser, url, profile.with_name(f"{profile.name}-{attempt}"), 40000 * (attempt + 1), "1300,2000")
+        if needle in page:
+            break
+    return page
 
 
 def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, tmp_path):
     browser = _browser()
-    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird"])
+    args = ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird"]
+    invoke(runner, args)
+    invoke(runner, args)  # the second pipeline reuses every phase
     exp = client.get_experiment_by_name("harness")
-    (parent,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pipeline'")
-    (gan,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
+    parent, _ = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pipeline'",
+                                   order_by=["attributes.start_time ASC"])
+    gan, reused = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'",
+                                     order_by=["attributes.start_time ASC"])
 
     port = _free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri)
@@ -74,8 +89,17 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
         assert "baseline/test_accuracy" in run_page and "delta/accuracy" in run_page
         assert "Test accuracy" in run_page  # the Markdown description
 
-        art_page = _dump(browser, f"{exp_url}/runs/{gan.info.run_id}/artifacts/samples/epoch_0002.png", tmp_path / "p3")
-        assert 'alt="samples/epoch_0002.png"' in art_page  # the image element the artifact viewer renders
+        # The generator's sample grids: one image chart, gan/samples, with a step slider.
+        ml = "?workflowType=machine_learning"  # the UI's classic-ML view, whatever the browser's last choice
+        charts = _dump_until(browser, f"{exp_url}/runs/{gan.info.run_id}/model-metrics{ml}", tmp_path / "p3",
+                             "gan/samples")
+        assert "gan/samples" in charts and 'role="slider"' in charts
+        # The Models tab lists the logged classifiers and generator checkpoints.
+        models = _dump_until(browser, f"{exp_url}/models{ml}", tmp_path / "p4", ">generator<")
+        assert ">generator<" in models and ">baseline<" in models and ">synthetic<" in models
+        # A reused run says where its outputs are, first thing on its page.
+        page = _dump(browser, f"{exp_url}/runs/{reused.info.run_id}{ml}", tmp_path / "p5")
+        assert "Reused" in page and f"run {gan.info.run_id}" in page
     finally:
         os.killpg(server.pid, 15)
         out = server.communicate(timeout=30)[0]
