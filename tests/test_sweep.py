@@ -75,7 +75,11 @@ def test_sweep_then_resume(runner, client, tree, tmp_path, tracking_uri):
     last = sweeps[-1]
     arts = {a.path for a in client.list_artifacts(last.info.run_id)} | \
         {a.path for a in client.list_artifacts(last.info.run_id, "optuna")}
-    assert {"best_params.json", "optuna/optimization_history.png", "optuna/slice.png"} <= arts
+    assert {"best_params.json", "optuna/optimization_history.png", "optuna/slice.png",
+            "optuna/intermediate_values.png", "optuna/timeline.png"} <= arts
+    # The first trial is the preset's own values (checkpoint 0 = the last one): the reference point.
+    first = min(done, key=lambda t: t.number)
+    assert first.params == {"generate.checkpoint_epoch": 2, "generate.n_samples": 64, "pseudolabel.threshold": 0.0}
     assert 0 <= last.data.metrics["best/test_accuracy"] <= 1
     # Trials log generation and labelling as metrics on their own run; only the augmented model is
     # a child run. The best trial's model is the one tested: no retrained copy.
@@ -145,6 +149,12 @@ def test_pruned_trials_show_in_mlflow(runner, client, tree, tmp_path):
     ('[space."gan.width"]\ntype = "checkpoint"\n', "type checkpoint only fits generate.checkpoint_epoch"),
     ('[spaces."gan.width"]\n', "unknown section(s) spaces"),
     ('[pruner]\ntype = "median"\n', "declares no"),
+    ('[space."generate.n_samples"]\ntype = "int"\nlow = 1\nhigh = 2\n[sampler]\nseed = 3\n',
+     "unknown [sampler] option(s) seed; valid: n_startup_trials, type"),
+    ('[space."generate.n_samples"]\ntype = "int"\nlow = 1\nhigh = 2\n[sampler]\ntype = "cmaes"\n',
+     "sampler type must be tpe, gp or random"),
+    ('[space."generate.n_samples"]\ntype = "int"\nlow = 1\nhigh = 2\n[pruner]\nwarmup = 3\n',
+     "unknown [pruner] option(s) warmup"),
 ])
 def test_spec_errors(tmp_path, body, message):
     path = tmp_path / "bad.toml"
@@ -152,6 +162,15 @@ def test_spec_errors(tmp_path, body, message):
     with pytest.raises(HarnessError) as info:
         sweep.load_spec(path)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kind,cls", [("tpe", "TPESampler"), ("gp", "GPSampler"), ("random", "RandomSampler")])
+def test_spec_chooses_the_sampler(tmp_path, kind, cls):
+    path = tmp_path / "s.toml"
+    path.write_text(f'[space."generate.n_samples"]\ntype = "int"\nlow = 1\nhigh = 2\n[sampler]\ntype = "{kind}"\n')
+    spec = sweep.load_spec(path)
+    study = sweep.open_study("s", f"sqlite:///{tmp_path / 'o.db'}", spec, sampler_seed=1)
+    assert type(study.sampler).__name__ == cls
 
 
 def test_spec_error_through_cli(runner, tmp_path):
