@@ -250,6 +250,37 @@ def test_mlflow_run_full_entry_point(client, tree, tracking_uri, tmp_path):
     assert top.data.params["data.classes"] == "airplane,bird" and top.data.params["gan.epochs"] == "1"
 
 
+def _pip_sources() -> dict:
+    """uv reads no pip.conf: hand it the wheel folders and indexes pip is configured with here."""
+    def get(key):
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "get", key], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    env = {}
+    if get("global.find-links"):
+        env["UV_FIND_LINKS"] = get("global.find-links")
+    if get("global.extra-index-url"):
+        env["UV_EXTRA_INDEX_URL"] = get("global.extra-index-url")
+    return env
+
+
+def test_mlflow_run_with_the_uv_env_manager(client, tree, tracking_uri, tmp_path):
+    """MLflow builds the project's own environment with uv from python_env.yaml (a local Python
+    3.11, the wheels pip is configured with): no download of Python itself, unlike virtualenv."""
+    import shutil
+    if shutil.which("uv", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("uv is not installed (pip install -e '.[test]' installs it)")
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "full", "--env-manager", "uv",
+           "--experiment-name", "harness", "-P", "preset=tiny", "-P", f"data_dir={tree}",
+           "-P", "overrides=data.classes=airplane,bird gan.epochs=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**_env(tracking_uri, tmp_path), **_pip_sources()},
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "/envs/mlflow-" in proc.stderr and "bin/activate" in proc.stderr  # it ran in the env uv built
+    exp = client.get_experiment_by_name("harness")
+    (top,) = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert top.info.status == "FINISHED" and top.data.tags["harness.phase"] == "pipeline"
+
+
 def test_named_upstream_runs_key_the_cache(runner, client, tree):
     common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
     invoke(runner, ["generator", *common])
