@@ -33,17 +33,29 @@ def log_pytorch_model(model, name: str, example, step: int = 0, params: dict | N
     so loading it runs no pickle from a store the user may not control); returns its model id.
     Requirements are given, so that MLflow runs no requirement-inference subprocess per model."""
     import copy
+    import os
     import warnings
 
     import mlflow.pytorch
     import torch
+    # Exported on the CPU, so that it loads on any machine (`mlflow.pytorch.load_model`). MLflow checks
+    # the input example through pyfunc, which would pick CUDA where there is one and refuse a CPU
+    # export: that check runs on the CPU too.
     module = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     example = example.cpu().numpy() if hasattr(example, "numpy") else example
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        info = mlflow.pytorch.log_model(module, name=name, input_example=example, step=step, params=params,
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                        serialization_format="pt2")
+    previous = os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE")
+    os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"] = "cpu"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.pytorch.log_model(module, name=name, input_example=example, step=step, params=params,
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                            serialization_format="pt2")
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_DEFAULT_PREDICTION_DEVICE")
+        else:
+            os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"] = previous
     return info.model_id
 
 
