@@ -205,6 +205,19 @@ def _check_ranges(cfg: Config) -> None:
                 "gan.width", "gan.latent_dim", "gan.batch_size", "gan.critic_steps",
                 "gan.sample_every", "gan.checkpoint_every", "generate.n_samples", "study.seeds"]
     values = {k: v for k, v in _flat_values(cfg).items()}
+    import math
+    for key, value in values.items():  # inf and nan parse as floats; no setting means either
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HarnessError(f"{key} must be a finite number, got {value}")
+    for key in ("data.seed", "classifier.seed", "gan.seed", "generate.seed"):
+        if values[key] < 0:
+            raise HarnessError(f"{key} must be >= 0 (numpy seeds are non-negative), got {values[key]}")
+    for key in ("gan.beta1", "gan.beta2"):
+        if not 0.0 <= values[key] < 1.0:
+            raise HarnessError(f"{key} must be in [0, 1) (an Adam beta), got {values[key]}")
+    for key in ("gan.gp_weight", "gan.ac_weight"):
+        if values[key] < 0:
+            raise HarnessError(f"{key} must be >= 0, got {values[key]}")
     for key in positive:
         if values[key] <= 0:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")

@@ -6,6 +6,7 @@ per-image Python work in the loop (the airbench recipe).
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -172,6 +173,11 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                 correct += (logits.argmax(1) == yb).sum()
                 bar.update(1)
             row = {"train/loss": loss_sum.item() / seen, "train/accuracy": correct.item() / seen}
+            if not math.isfinite(row["train/loss"]):
+                # A diverged model must not end FINISHED: it would become a cache entry that later
+                # runs reuse. Failing here ends the run FAILED, with the setting to look at.
+                raise HarnessError(f"{label} training diverged at epoch {epoch}: the loss is {row['train/loss']}; "
+                                   f"lower classifier.lr ({cfg.lr})")
             if val is not None and len(val[0]):
                 pred = predict_proba(model, val[0], device).argmax(1)
                 row["val/accuracy"] = (pred == val[1]).float().mean().item()

@@ -18,12 +18,17 @@ def _report(base, aug, mcn=None):
     return SeedReport(seeds, [Stat("Accuracy", base, aug, True)], mcn or [(s, 10, 10, 1.0) for s in seeds], True, [])
 
 
-def test_identical_arms_show_no_difference():
+def test_deltas_without_spread_are_not_tested():
+    # Identical arms, or every pair shifted by the same amount: there is no spread to test against,
+    # and a p of 0 (or 1) would be a number that means nothing. The verdict says so.
     acc = [0.85, 0.86, 0.84, 0.87, 0.855]
-    r = _report(acc, list(acc))
-    t = r.stats[0].tests()
-    assert t["delta_mean"] == 0 and t["t_p"] == 1.0 and t["ci_low"] == t["ci_high"] == 0
-    assert r.verdict().startswith("no significant difference")
+    for shift in (0.0, 0.01):
+        r = _report(acc, [a + shift for a in acc])
+        t = r.stats[0].tests()
+        assert t["no_spread"] and t["t_p"] != t["t_p"]  # NaN: no test
+        assert t["delta_mean"] == pytest.approx(shift) and t["ci_low"] == t["ci_high"]
+        assert r.verdict().startswith("no test possible: every one of the 5 pairs has the same delta")
+        assert "| n/a | n/a |" in render.report_markdown(r)
 
 
 def test_clear_shift_is_significant_and_matches_scipy():
@@ -116,3 +121,12 @@ def test_compare_argument_errors(runner, client):
     assert result.exit_code == 2 and "no run" in result.output
     result = invoke(runner, ["run", "--preset", "tiny", "--seeds", "2", "--seed-list", "1,2"], ok=False)
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_a_reused_pipeline_is_not_counted_twice(runner, client, tree):
+    args = ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird"]
+    invoke(runner, args)
+    invoke(runner, args)  # every phase reused: the same computation again
+    result = invoke(runner, ["compare", "--filter", "params.preset = 'tiny'"])
+    assert "1 pair(s) repeat a pair already counted" in result.output
+    assert "compare run" in result.output and "McNemar" in result.output  # one pair left: the one-pair report

@@ -46,6 +46,12 @@ def test_preset_by_path(tmp_path):
     ("classifier.epochs=0", "classifier.epochs must be > 0"),
     ("pseudolabel.threshold=1.5", "pseudolabel.threshold must be in [0, 1]"),
     ("classifier.epochs", "--set takes section.key=value"),
+    ("classifier.lr=inf", "classifier.lr must be a finite number, got inf"),
+    ("classifier.weight_decay=nan", "classifier.weight_decay must be a finite number, got nan"),
+    ("gan.beta1=5", "gan.beta1 must be in [0, 1)"),
+    ("gan.gp_weight=-1", "gan.gp_weight must be >= 0"),
+    ("data.seed=-3", "data.seed must be >= 0"),
+    ("generate.seed=-1", "generate.seed must be >= 0"),
 ])
 def test_bad_overrides_are_rejected(item, message):
     with pytest.raises(HarnessError, match=None) as info:

@@ -386,3 +386,19 @@ def test_long_phases_sample_system_metrics(runner, client, tree, monkeypatch):
     runs = {r.data.tags["harness.phase"]: r for r in client.search_runs([exp.experiment_id])}
     assert any(k.startswith("system/cpu_utilization") for k in runs["generator"].data.metrics)
     assert not any(k.startswith("system/") for k in runs["generate"].data.metrics)  # seconds long: none
+
+
+@pytest.mark.parametrize("setting,message,phase", [
+    ("classifier.lr=1e12", "baseline training diverged at epoch", "baseline"),
+    ("gan.lr=1e30", "GAN training diverged at epoch", "generator")])
+def test_a_diverged_phase_fails_and_is_never_reused(runner, client, tree, setting, message, phase):
+    args = ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", setting]
+    result = invoke(runner, args, ok=False)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    exp = client.get_experiment_by_name("harness")
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
+    assert failed and not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+    invoke(runner, args, ok=False)  # the same again: computed again, not a reused cache entry
+    runs = client.search_runs([exp.experiment_id], f"tags.`harness.phase` = '{phase}'")
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    assert not any("harness.reused_from" in r.data.tags for r in runs)

@@ -43,9 +43,10 @@ class Stat:
                "t_p": float("nan"), "wilcoxon_p": float("nan")}
         if len(d) < 2:
             return out
-        if np.allclose(d, d[0]):  # no spread: the t statistic is undefined
-            out.update(ci_low=float(d[0]), ci_high=float(d[0]), t_p=1.0 if d[0] == 0 else 0.0,
-                       wilcoxon_p=1.0 if d[0] == 0 else float("nan"))
+        if np.allclose(d, d[0]):
+            # No spread: the t statistic is undefined, and a p of 0 would read as certainty where
+            # there is nothing to test. The verdict says so instead (SeedReport.verdict).
+            out.update(ci_low=float(d[0]), ci_high=float(d[0]), no_spread=True)
             return out
         t = stats.ttest_rel(self.aug, self.base)
         ci = t.confidence_interval(1 - ALPHA)
@@ -71,6 +72,9 @@ class SeedReport:
         """In words, on test accuracy at alpha 0.05: the paired t-test across seeds when there are
         several, McNemar's test on the one pair's predictions when there is one."""
         acc = self.stats[0]
+        if self.n >= 2 and acc.tests().get("no_spread"):
+            return (f"no test possible: every one of the {self.n} pairs has the same delta "
+                    f"({100 * acc.deltas[0]:+.2f} points), so there is no spread to test against")
         if self.n >= 2:
             p, d = acc.tests()["t_p"], acc.tests()["delta_mean"]
             basis = f"paired t-test over {self.n} seeds, p = {p:.3g}"
@@ -104,8 +108,24 @@ class SeedReport:
                             for sd, b, c, p in self.mcnemar]}
 
 
+def distinct(pairs: list[Pair]) -> tuple[list[Pair], int]:
+    """One pair per computation: a fully reused pipeline is the same pair again (its runs point at
+    the runs they reused), and counting it twice would shrink every p-value."""
+    seen, out = set(), []
+    for p in pairs:
+        key = tuple(r.data.tags.get("harness.reused_from", r.info.run_id) for r in (p.baseline, p.synthetic))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out, len(pairs) - len(out)
+
+
 def seed_report(pairs: list[Pair], share_gan: bool | None = None) -> SeedReport:
+    pairs, dropped = distinct(pairs)
     warnings = check_pairs(pairs)
+    if dropped:
+        warnings.append(f"{dropped} pair(s) repeat a pair already counted (reused runs of the same computation) "
+                        "and were left out")
     classes = classes_of(pairs[0].baseline)
     keys = [("accuracy", "Accuracy", True), ("f1_weighted", "F1 (weighted)", False), ("f1_macro", "F1 (macro)", False)]
     keys += [(f"{c}/f1", f"{c} F1", False) for c in classes]

@@ -14,6 +14,7 @@ gan/generator_iters; final gan/epochs, gan/seconds; with quality.enabled quality
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import asdict
@@ -160,6 +161,10 @@ class WganGp:
                 self.generator_iters += 1
         self.epoch += 1
         s = sums.tolist()  # one host sync per epoch
+        if not all(map(math.isfinite, s)):
+            raise HarnessError(f"GAN training diverged at epoch {self.epoch}: a loss is not finite (critic "
+                               f"{s[0] / n_batches}, generator {s[3] / max(g_steps, 1)}); lower gan.lr ({cfg.lr}) "
+                               f"or gan.lr_d ({cfg.lr_d or cfg.lr})")
         row = {"gan/critic_loss": s[0] / n_batches, "gan/wasserstein": s[1] / n_batches,
                "gan/gradient_penalty": s[2] / n_batches, "gan/generator_iters": float(self.generator_iters)}
         if g_steps:
