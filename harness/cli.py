@@ -63,6 +63,10 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False):
     cfg = config.load(preset, overrides)
     generators.check(cfg)
     device = train.pick_device(cfg.device)
+    if cfg.data.classes == ("all",):
+        # The data's own class names, in the config every phase, key and record sees.
+        from harness import data
+        cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
     ctx = Context(store.configure(experiment), device, data_dir, use_cache=not no_cache, resume=resume)
     trains = generators.get(cfg.generator.kind).TRAINS
     if trains and device.type == "cpu" and cfg.gan.width * cfg.gan.epochs > 20000:

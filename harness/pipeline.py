@@ -9,6 +9,7 @@ experiment is reused: its outputs are loaded, and the new child run is tagged ha
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import time
@@ -218,6 +219,9 @@ def resolve(ctx: Context, name: str, cfg: Config, pinned: dict[str, str]) -> dic
         _, upstream, _ = PHASES[u].reads(cfg)
         key = phase_key(ctx, u, cfg, {v: get(v).downstream_key for v in upstream})
         hit = ctx.store.find_finished(key)
+        if hit is None and u == "evaluator":  # no command of its own: trained where it is needed
+            out[u] = execute(ctx, u, cfg, {})
+            return out[u]
         if hit is None:
             raise HarnessError(f"no finished {u} run for this config in the experiment; run `harness {u}` "
                                f"with the same preset and --set values first, or pass --{u}-run RUN_ID")
@@ -245,9 +249,11 @@ class PipelineResult:
         return {k: v for k, v in self.results["pseudolabel"].metrics.items() if k.startswith("kept/")}
 
 
-def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = "") -> PipelineResult:
+def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = "",
+        reuse_shared: bool = False) -> PipelineResult:
     """One pipeline under one parent run: every phase of the table that runs under this config, in
-    order. `gan_cfg` lets several seeds share one trained generator (fitted on its own data draw)."""
+    order. `gan_cfg` lets several seeds share one trained generator (fitted on its own data draw);
+    `reuse_shared`: it was trained by an earlier seed of this study, reuse it even under --no-cache."""
     import mlflow
 
     from harness import generators
@@ -266,9 +272,13 @@ def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = ""
             click.echo(f"== {name}", err=True)
             t = time.perf_counter()
             inputs = {u: results[u] for u in phase.reads(cfg)[1]}
-            if name == "generator" and gan_cfg is not cfg:  # a shared generator reads its own draw's evaluator
-                inputs = {u: execute(ctx, u, gan_cfg, {}) for u in phase.reads(gan_cfg)[1]}
-            results[name] = execute(ctx, name, gan_cfg if name == "generator" else cfg, inputs)
+            if name == "generator" and gan_cfg is not cfg:
+                # A shared generator reads its own draw's evaluator, and is trained once per study.
+                shared = dataclasses.replace(ctx, use_cache=True) if reuse_shared else ctx
+                inputs = {u: execute(shared, u, gan_cfg, {}) for u in phase.reads(gan_cfg)[1]}
+                results[name] = execute(shared, name, gan_cfg, inputs)
+            else:
+                results[name] = execute(ctx, name, cfg, inputs)
             seconds[name] = time.perf_counter() - t
             click.echo(f"   {name}: {seconds[name]:.1f} s{' (reused)' if results[name].reused else ''}", err=True)
         base, syn, cmp = results["baseline"], results["synthetic"], results["compare"]
@@ -311,7 +321,8 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_gan: bool = Fal
         for seed in seeds:
             click.echo(f"=== seed {seed}", err=True)
             note = f"\n\nGenerator shared across seeds: trained once on seed {seeds[0]}'s images." if share_gan else ""
-            results.append(run(ctx, seeded(cfg, seed), gan_cfg=first if share_gan else None, note=note))
+            results.append(run(ctx, seeded(cfg, seed), gan_cfg=first if share_gan else None, note=note,
+                               reuse_shared=share_gan and seed != seeds[0]))
         report = stats.seed_report(runs.pairs_of_study(study.run_id), share_gan=share_gan)
         compare.run_report(ctx, report)
         md = render.report_markdown(report)

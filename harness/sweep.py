@@ -36,6 +36,7 @@ from harness.phases.pseudolabel import PseudolabelResult
 from harness.tracking import codecs, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
+FIXED_SECTIONS = ("data", "gan", "generator", "quality", "study")  # what the study's shared phases read
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -81,6 +82,12 @@ def load_spec(path: str | os.PathLike | None) -> Spec:
         where = f"sweep spec {path}, space {key!r}"
         if key not in valid:
             raise HarnessError(f"{where}: unknown config field; valid fields: {', '.join(valid)}")
+        if key.split(".")[0] in FIXED_SECTIONS:
+            raise HarnessError(f"{where}: the baseline and the generator are trained once per study, so a trial "
+                               f"cannot change {key}; sweep generate.*, pseudolabel.* or classifier.* fields, or "
+                               "run one sweep per value")
+        if not isinstance(p, dict):
+            raise HarnessError(f"{where}: expected a table (type = ..., low = ..., high = ...)")
         kind = p.get("type")
         extra = set(p) - {"type", "low", "high", "log", "choices"}
         if extra:
@@ -213,7 +220,10 @@ class SweepResult:
 def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str,
         sampler_seed: int = 0) -> SweepResult:
     generators.check(cfg)
+    if not cfg.data.val_per_class:
+        raise HarnessError("a sweep chooses by validation accuracy: data.val_per_class must be > 0")
     study = open_study(study_name, storage, spec, sampler_seed)
+    _claim(study, study_name, cfg, ctx)
     fields = {p.field for p in spec.params}
     kind = generators.get(cfg.generator.kind)
     if any(p.kind == "checkpoint" for p in spec.params) and not kind.TRAINS:
@@ -289,6 +299,19 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
                    f"{100 * syn.metrics['test/accuracy']:.2f}% vs baseline "
                    f"{100 * base.metrics['test/accuracy']:.2f}%.\n\n{table_md}")
     return best, syn, table_md
+
+
+def _claim(study: optuna.Study, name: str, cfg: Config, ctx: Context) -> None:
+    """A study holds the trials of one config and one data set: resuming it with others would count
+    their trials as this sweep's and test a model trained on other images."""
+    splits = ctx.splits(cfg.data)
+    key = f"{config.config_hash(cfg)}|{splits.digest('train', 'val', 'test')}"
+    held = study.user_attrs.get("harness.key")
+    if held is None:
+        study.set_user_attr("harness.key", key)
+    elif held != key:
+        raise HarnessError(f"study {name!r} in this storage holds trials of another config or data set; resume it "
+                           "with the same preset, --set values and data, or give a new --study name")
 
 
 def _enqueue_reference(study: optuna.Study, spec: Spec, cfg: Config, checkpoints: list[int]) -> None:

@@ -290,3 +290,19 @@ def test_named_set_without_files_or_network_says_so(tmp_path, monkeypatch):
         data.load_splits(DataConfig(source="torchvision:KMNIST", classes=("all",)), tmp_path / "empty")
     with pytest.raises(HarnessError, match="torchvision:STL10 is not supported; choose torchvision:CIFAR10"):
         data.load_splits(DataConfig(source="torchvision:STL10"), tmp_path / "empty")
+
+
+def test_16_bit_gray_and_names_mlflow_cannot_take(tmp_path):
+    from PIL import Image
+    root = tmp_path / "sixteen"
+    for name, value in (("dark", 10000), ("bright", 60000)):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((16, 16), value, np.uint16)).save(root / name / f"{i}.png")
+    s = data.load_splits(DataConfig(classes=("all",), n_per_class=3, val_per_class=1), root)
+    means = {c: s.train_x[s.train_y == i].float().mean().item() for i, c in enumerate(s.classes)}
+    assert means["dark"] == pytest.approx(10000 / 257, abs=1) and means["bright"] == pytest.approx(60000 / 257, abs=1)
+    (root / "rock&roll").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "rock&roll" / "x.png")
+    with pytest.raises(HarnessError, match="class name 'rock&roll' cannot be used"):
+        data.load_splits(DataConfig(classes=("all",), n_per_class=3, val_per_class=1), root)

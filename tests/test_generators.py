@@ -153,3 +153,12 @@ def test_a_new_kind_is_one_module_and_one_registry_entry(runner, client, tree, m
     kept = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pseudolabel'")[0]
     assert "grey squares" in gen.data.tags["mlflow.note.content"]
     assert kept.data.metrics["kept/count"] == 64 and kept.data.metrics["kept/bird/count"] == 21
+
+
+def test_a_shared_generator_is_trained_once_even_without_the_cache(runner, client, tree):
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--seeds", "2", "--share-gan", "--no-cache"])
+    exp = client.get_experiment_by_name("harness")
+    gens = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
+    assert len(gens) == 2 and sum("harness.reused_from" in g.data.tags for g in gens) == 1
+    bases = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'baseline'")
+    assert not any("harness.reused_from" in b.data.tags for b in bases)  # everything else recomputed

@@ -402,3 +402,15 @@ def test_a_diverged_phase_fails_and_is_never_reused(runner, client, tree, settin
     runs = client.search_runs([exp.experiment_id], f"tags.`harness.phase` = '{phase}'")
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
     assert not any("harness.reused_from" in r.data.tags for r in runs)
+
+
+def test_all_classes_and_a_standalone_generator_with_quality(runner, client, tree):
+    out = invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=all"]).output
+    assert "| cat F1 |" in out  # the tree's four classes, by name
+    exp = client.get_experiment_by_name("harness")
+    (pipe,) = _pipelines(client)
+    assert pipe.data.params["data.classes"] == "airplane,automobile,bird,cat"
+    # The evaluator has no command of its own: a generator run that needs one trains it.
+    invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "quality.enabled=true",
+                    "--set", "quality.evaluator_epochs=1"])
+    assert client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'evaluator'")

@@ -146,7 +146,9 @@ def test_pruned_trials_show_in_mlflow(runner, client, tree, tmp_path):
     ('[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.0\nhigh = 0.5\nlog = true\n', "a log range needs low > 0"),
     ('[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.5\nhigh = 1.5\n', "pseudolabel.threshold must be in [0, 1]"),
     ('[space."generate.n_samples"]\ntype = "normal"\n', "type must be int, float, categorical or checkpoint"),
-    ('[space."gan.width"]\ntype = "checkpoint"\n', "type checkpoint only fits generate.checkpoint_epoch"),
+    ('[space."generate.n_samples"]\ntype = "checkpoint"\n', "type checkpoint only fits generate.checkpoint_epoch"),
+    ('[space."gan.lr"]\ntype = "float"\nlow = 0.1\nhigh = 0.2\n', "trained once per study, so a trial cannot change gan.lr"),
+    ('[space]\n"generate.seed" = 3\n', "expected a table"),
     ('[spaces."gan.width"]\n', "unknown section(s) spaces"),
     ('[pruner]\ntype = "median"\n', "declares no"),
     ('[space."generate.n_samples"]\ntype = "int"\nlow = 1\nhigh = 2\n[sampler]\nseed = 3\n',
@@ -212,3 +214,11 @@ def test_incremental_labelling_matches_labelling_from_scratch(monkeypatch):
     other[0] = 255 - other[0]
     pseudolabel._baseline_proba(ctx, base, other[:50])  # different images: labelled afresh
     assert calls[-1] == 50
+
+
+def test_a_study_of_another_config_is_not_resumed(runner, client, tree, tmp_path):
+    args = ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--spec", _spec(tmp_path), "--study", "mine",
+            "--trials", "1"]
+    invoke(runner, args)
+    result = invoke(runner, [*args, "--set", "classifier.epochs=3"], ok=False)
+    assert result.exit_code == 2 and "holds trials of another config or data set" in result.output

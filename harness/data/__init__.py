@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,12 @@ def load_splits(data_cfg, data_dir: str | os.PathLike | None = None) -> Splits:
     unknown = [c for c in classes if c not in source.classes]
     if unknown:
         raise HarnessError(f"unknown class {', '.join(map(repr, unknown))}; valid classes: {', '.join(source.classes)}")
+    bad = [c for c in classes if not re.fullmatch(r"[\w.\- /:]+", c)]
+    if bad:
+        # Class names become metric keys (test/<class>/f1), which MLflow restricts, and data.classes
+        # is a comma-separated list.
+        raise HarnessError(f"class name {bad[0]!r} cannot be used: rename its folder to letters, digits, "
+                           "spaces and _ - . / : only")
     if len(classes) < 2:
         raise HarnessError(f"{source.source} has one class only ({classes[0] if classes else 'none'}); "
                            "a classifier needs at least 2")

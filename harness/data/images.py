@@ -28,6 +28,8 @@ def decode(path: Path, size: int, channels: int) -> np.ndarray:
     from PIL import Image
     try:
         with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: Pillow's convert would clip at 255
+                im = Image.fromarray((np.asarray(im, np.float64) / 257).round().clip(0, 255).astype(np.uint8))
             im = im.convert("L" if channels == 1 else "RGB")
             w, h = im.size
             if w != h:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -65,8 +66,37 @@ def configure(experiment: str) -> Store:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     mlflow.set_tracking_uri(uri)
+    with _first_use_lock(uri):
+        return _open(uri, experiment)
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str):
+    """Processes that open a new SQLite store at the same moment race through MLflow's schema
+    migration, and the loser can leave it half-migrated ("table _alembic_tmp_... already exists")
+    for every later command. A file lock beside the store makes them take turns."""
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if path is None or path == ":memory:":
+        yield
+        return
+    import fcntl
+    lock = Path(path).expanduser().with_name(Path(path).name + ".lock")
+    try:
+        handle = open(lock, "a")
+    except OSError as e:
+        raise HarnessError(f"cannot use the tracking store {uri}: {lock.parent} is not writable ({e.strerror})") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open(uri: str, experiment: str) -> Store:
     try:
         client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # creates or migrates the store, under the lock
         if os.environ.get("MLFLOW_RUN_ID"):
             # Under `mlflow run`, the run it started becomes our top-level run, so we must log to
             # its experiment (choose it with `mlflow run --experiment-name`).
