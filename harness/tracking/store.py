@@ -84,7 +84,8 @@ def _first_use_lock(uri: str):
     try:
         handle = open(lock, "a")
     except OSError as e:
-        raise HarnessError(f"cannot use the tracking store {uri}: {lock.parent} is not writable ({e.strerror})") from None
+        raise HarnessError(f"cannot reach the MLflow tracking store {uri!r} ({lock.parent} is not a writable folder: "
+                           f"{e.strerror}); check MLFLOW_TRACKING_URI") from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
