@@ -313,6 +313,7 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_gan: bool = Fal
     generators.check(cfg)
     first = seeded(cfg, seeds[0])
     generators.preflight(ctx, first)
+    share_gan = share_gan and generators.get(cfg.generator.kind).TRAINS  # nothing to share otherwise
     results = []
     with phase_run(ctx.store, "study", {**flat(cfg), "study.seeds": ",".join(map(str, seeds)),
                                         "study.share_gan": share_gan},

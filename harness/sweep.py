@@ -259,7 +259,9 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
         if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             _enqueue_reference(study, spec, cfg, checkpoints)
-            study.optimize(objective, n_trials=None, catch=(_Surplus,),
+            # A trial that fails (a diverged classifier, too few images for its sample count) ends FAILED
+            # on both sides and the study goes on; if none completes, the sweep says so.
+            study.optimize(objective, n_trials=None, catch=(_Surplus, HarnessError),
                            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)])
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:

@@ -350,6 +350,14 @@ def _carry_over(old: str) -> tuple[dict, list]:
     state = codecs.load_torch(old, "checkpoints/training_state.pt")
     history = state.pop("history")
     log_history(history, first_step=1)
+    client = mlflow.MlflowClient()
+    # Measured at the old run's checkpoints, outside `history`: checkpoint_epoch=-1 needs them all.
+    from mlflow.entities import Metric
+    quality = [Metric(m.key, m.value, m.timestamp, m.step)
+               for key in ("quality/fd", "quality/kid", "quality/precision", "quality/recall")
+               for m in client.get_metric_history(old, key)]
+    if quality:
+        client.log_batch(mlflow.active_run().info.run_id, metrics=quality, synchronous=True)
     for path in checkpoints(old).values():
         mlflow.log_artifact(codecs.download(old, path), "checkpoints")
     for a in mlflow.MlflowClient().list_artifacts(old, "images"):  # the sample series so far
