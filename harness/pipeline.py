@@ -133,10 +133,9 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
     if name == "generate":
         from harness import generators
         generators.preflight(ctx, cfg)
-    _, upstream, _ = phase.reads(cfg)
+    sections, upstream, _ = phase.reads(cfg)
     key = phase_key(ctx, name, cfg, {u: inputs[u].downstream_key for u in upstream}) + key_suffix
     prepared = phase.module.before(ctx, cfg, key) if hasattr(phase.module, "before") else {}
-    sections = phase.reads(cfg)[0]
     run_params = {**flat_sections(cfg, sections), **{f"upstream.{u}": inputs[u].run_id for u in upstream},
                   **(params or {})}
     with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache,
@@ -149,7 +148,13 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
         else:
             result = phase.module.compute(ctx, cfg, inputs, **options, **prepared.get("options", {}))
             result.run_id = pr.run_id
-    result.reused, result.key, result.record_id = pr.hit is not None, key, pr.run_id
+    result.reused, result.record_id = pr.hit is not None, pr.run_id
+    return _keyed(result, key)
+
+
+def _keyed(result: PhaseResult, key: str) -> PhaseResult:
+    """`key` names the result; later phases' keys use the kept images' digest where there is one."""
+    result.key = key
     result.downstream_key = result.digest() if hasattr(result, "digest") else key
     return result
 
@@ -190,8 +195,9 @@ def _log_datasets(ctx: Context, name: str, cfg: Config, inputs: dict) -> None:
     mlflow.log_inputs(datasets=datasets, contexts=[c for *_, c in sets], tags_list=[None] * len(sets))
 
 
-def load_run(ctx: Context, name: str, cfg: Config, run_id: str) -> PhaseResult:
-    """The outputs of a run the user named; it stands for the phase in later keys as `run:<id>`."""
+def load_run(ctx: Context, name: str, cfg: Config, run_id: str, key: str | None = None) -> PhaseResult:
+    """The outputs of a finished run of phase `name`: found by its `key`, or named by the user (it
+    then stands for the phase in later keys as `run:<id>`)."""
     run = ctx.store.get_run(run_id)
     phase = run.data.tags.get("harness.phase")
     if phase != name:
@@ -201,9 +207,7 @@ def load_run(ctx: Context, name: str, cfg: Config, run_id: str) -> PhaseResult:
     source = ctx.store.get_run(run.data.tags["harness.reused_from"]) if "harness.reused_from" in run.data.tags else run
     result = PHASES[name].module.load(ctx, cfg, source)
     result.reused, result.record_id = True, run_id
-    result.key = f"run:{source.info.run_id}"
-    result.downstream_key = result.digest() if hasattr(result, "digest") else result.key
-    return result
+    return _keyed(result, key or f"run:{source.info.run_id}")
 
 
 def resolve(ctx: Context, name: str, cfg: Config, pinned: dict[str, str]) -> dict[str, PhaseResult]:
@@ -225,8 +229,7 @@ def resolve(ctx: Context, name: str, cfg: Config, pinned: dict[str, str]) -> dic
         if hit is None:
             raise HarnessError(f"no finished {u} run for this config in the experiment; run `harness {u}` "
                                f"with the same preset and --set values first, or pass --{u}-run RUN_ID")
-        out[u] = load_run(ctx, u, cfg, hit.info.run_id)
-        out[u].key = out[u].downstream_key = key if not hasattr(out[u], "digest") else out[u].downstream_key
+        out[u] = load_run(ctx, u, cfg, hit.info.run_id, key)
         return out[u]
 
     return {u: get(u) for u in PHASES[name].reads(cfg)[1]}

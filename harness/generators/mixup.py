@@ -18,14 +18,14 @@ def knows_classes(cfg) -> bool:
 
 
 def sampler(ctx, cfg, splits) -> stream.Sampler:
-    x = splits.train_x.float()
+    x = splits.train_x  # uint8: only the drawn pairs become floats (a sweep builds a sampler per trial)
     seed, alpha = cfg.generate.seed, cfg.generator.mixup_alpha
 
     def block(b: int) -> torch.Tensor:
         rng = np.random.default_rng(stream.block_seed(seed, b))
         i, j = (torch.from_numpy(rng.integers(0, len(x), stream.BLOCK)) for _ in range(2))
         lam = torch.from_numpy(rng.beta(alpha, alpha, stream.BLOCK)).float().view(-1, 1, 1, 1)
-        return (lam * x[i] + (1 - lam) * x[j]).round().to(torch.uint8)
+        return (lam * x[i].float() + (1 - lam) * x[j].float()).round().to(torch.uint8)
 
     def draw(start: int, stop: int):
         return stream.from_blocks(start, stop, block, splits.train_x[:0]), None

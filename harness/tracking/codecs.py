@@ -1,8 +1,7 @@
-"""Artifacts in and out of the active run: tensors (torch.save / weights_only load), arrays (.npz),
-image grids, JSON, CSV text and figures."""
+"""Artifacts in and out of the active run: tensors (torch.save / weights_only load), pickle-free
+LoggedModels, arrays (.npz), image grids and series, JSON and figures."""
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -94,14 +93,6 @@ def log_figure(fig, path: str) -> None:
     import matplotlib.pyplot as plt
     mlflow.log_figure(fig, path)
     plt.close(fig)
-
-
-def csv_text(header: list[str], rows) -> str:
-    buf = io.StringIO()
-    buf.write(",".join(header) + "\n")
-    for row in rows:
-        buf.write(",".join(str(v) for v in row) + "\n")
-    return buf.getvalue()
 
 
 def log_json(obj, path: str) -> None:
