@@ -7,14 +7,26 @@ import signal
 
 import click
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, explain
 
 
 class _UserError(click.ClickException):
     exit_code = 2  # bad input, like click's own usage errors
 
 
+def _one_line(e: click.UsageError) -> _UserError:
+    # click's usage errors print the usage, a hint and the error on four lines; ours are one line.
+    command = e.ctx.command_path if e.ctx is not None else "harness"
+    return _UserError(f"{e.format_message()} (see `{command} --help`)")
+
+
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
     def invoke(self, ctx):
         # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C does: marked KILLED, not left RUNNING.
         # Installed for the command only and restored after, so library callers and tests keep theirs.
@@ -23,6 +35,17 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except HarnessError as e:
             raise _UserError(str(e)) from None
+        except click.UsageError as e:
+            raise _one_line(e) from None
+        except click.ClickException:
+            raise
+        except Exception as e:
+            # A full disk, a read-only file, a store that stopped answering: one line, exit 2.
+            # Anything else is a bug, and its traceback is what a report needs.
+            message = explain(e)
+            if message is None:
+                raise
+            raise _UserError(message) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -57,15 +80,15 @@ def common(fn):
 
 def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False):
     """The config and the context every command runs phases with."""
-    from harness import config, generators, train
+    from harness import config, data, generators, train
     from harness.context import Context
     from harness.tracking import store
     cfg = config.load(preset, overrides)
     generators.check(cfg)
     device = train.pick_device(cfg.device)
+    data.check_cache_dir()
     if cfg.data.classes == ("all",):
         # The data's own class names, in the config every phase, key and record sees.
-        from harness import data
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
     ctx = Context(store.configure(experiment), device, data_dir, use_cache=not no_cache, resume=resume)
     trains = generators.get(cfg.generator.kind).TRAINS
@@ -121,6 +144,9 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
                                f"{cfg.generator.kind}, quality.enabled={cfg.quality.enabled})")
         pinned = {u: runs[f"{u}_run"] for u in upstream if runs.get(f"{u}_run")}
         inputs = pipeline.resolve(ctx, name, cfg, pinned)
+        if name == "generate":  # what it can check before any output: a missing checkpoint, too few images
+            from harness import generators
+            generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
         if phase.reads(cfg)[2]:
             _data_line(cfg, ctx)
         result = pipeline.execute(ctx, name, cfg, inputs)
@@ -247,6 +273,8 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
         click.echo(f"\nstudy run {study_id}: {len(results)} pipelines")
         click.echo(render.report_markdown(report), nl=False)
         return
+    from harness import generators
+    generators.preflight(ctx, cfg)  # before the data line: a bad setting is the only line printed
     _data_line(cfg, ctx)
     result = pipeline.run(ctx, cfg)
     per_class = ", ".join(f"{c} {int(result.kept[f'kept/{c}/count'])}" for c in cfg.data.classes)
@@ -294,6 +322,7 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     from harness import sweep as sweepmod
     spec_obj = sweepmod.load_spec(spec)
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache)
+    sweepmod.check(cfg, spec_obj)
     storage = storage or sweepmod.default_storage()
     study_name = study_name or f"sweep-{cfg.preset}"
     _data_line(cfg, ctx)

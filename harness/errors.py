@@ -1,5 +1,52 @@
-"""The one exception the CLI turns into a one-line message and exit code 2."""
+"""The one exception the CLI turns into a one-line message and exit code 2, and the faults of the
+machine (a full disk, a read-only file, a store that stopped answering) said the same way."""
+from __future__ import annotations
+
+import errno
+import os
 
 
 class HarnessError(Exception):
     """Bad input or environment, said for a person: what was wrong, what was expected, how to fix it."""
+
+
+RESUME = "finished phases are reused and an interrupted generator continues with --resume"
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def explain(exc: BaseException, writing: str | None = None) -> str | None:
+    """A fault of the machine or the store in one line for a person, or None when `exc` is not one
+    (a bug: its traceback is worth more than a sentence). `writing` names what was being written
+    when the error itself names no file (a write to an open file does not)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    for e in _chain(exc):
+        if isinstance(e, HarnessError):
+            return str(e)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" while writing {e.filename or writing}" if e.filename or writing else ""
+            return f"no space left on the device{where}: free some space and rerun ({RESUME})"
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            what = e.filename or writing or "a file"
+            return f"cannot write {what} ({e.strerror}); make it writable or point the harness elsewhere ({RESUME})"
+        text = str(e)
+        if "readonly database" in text or "read-only database" in text:
+            return f"the MLflow tracking store {uri} is read-only; make its file writable or set MLFLOW_TRACKING_URI"
+        if any(s in text for s in ("API request to", "Max retries exceeded", "Connection refused",
+                                   "Failed to establish a new connection", "Read timed out")) \
+                or type(e).__name__ in ("ConnectionError", "ConnectTimeout", "ReadTimeout"):
+            return (f"the MLflow tracking store {uri} stopped answering ({_first_line(e)}); its runs of this "
+                    f"command stay RUNNING until it is back, then the next command marks them FAILED and "
+                    f"{RESUME}")
+    return None

@@ -132,7 +132,7 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
     phase = PHASES[name]
     if name == "generate":
         from harness import generators
-        generators.preflight(ctx, cfg)
+        generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
     sections, upstream, _ = phase.reads(cfg)
     key = phase_key(ctx, name, cfg, {u: inputs[u].downstream_key for u in upstream}) + key_suffix
     prepared = phase.module.before(ctx, cfg, key) if hasattr(phase.module, "before") else {}
@@ -205,9 +205,20 @@ def load_run(ctx: Context, name: str, cfg: Config, run_id: str, key: str | None 
     if run.info.status != "FINISHED":
         raise HarnessError(f"run {run_id} is {run.info.status}, not FINISHED: its {name} outputs are incomplete")
     source = ctx.store.get_run(run.data.tags["harness.reused_from"]) if "harness.reused_from" in run.data.tags else run
+    _check_fits(run, cfg)
     result = PHASES[name].module.load(ctx, cfg, source)
     result.reused, result.record_id = True, run_id
     return _keyed(result, key or f"run:{source.info.run_id}")
+
+
+def _check_fits(run, cfg: Config) -> None:
+    """A named run made for other images (size, channels, classes) would fail deep inside torch."""
+    mine = flat(cfg)
+    for key in ("data.image_size", "data.channels", "data.classes"):
+        theirs = run.data.params.get(key)
+        if theirs is not None and theirs != mine[key]:
+            raise HarnessError(f"run {run.info.run_id} was made with {key}={theirs}, this config has {key}={mine[key]}; "
+                               f"pass --set {key}={theirs} or name a run made for these images")
 
 
 def resolve(ctx: Context, name: str, cfg: Config, pinned: dict[str, str]) -> dict[str, PhaseResult]:
@@ -232,7 +243,11 @@ def resolve(ctx: Context, name: str, cfg: Config, pinned: dict[str, str]) -> dic
         out[u] = load_run(ctx, u, cfg, hit.info.run_id, key)
         return out[u]
 
-    return {u: get(u) for u in PHASES[name].reads(cfg)[1]}
+    upstream = PHASES[name].reads(cfg)[1]
+    for u in upstream:  # the runs the user named first: a wrong one is the message, not a missing other
+        if u in pinned:
+            get(u)
+    return {u: get(u) for u in upstream}
 
 
 def seeded(cfg: Config, seed: int) -> Config:

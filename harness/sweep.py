@@ -131,6 +131,16 @@ def load_spec(path: str | os.PathLike | None) -> Spec:
         if extra:
             raise HarnessError(f"sweep spec {path}: unknown [{section}] option(s) {', '.join(sorted(extra))}; "
                                f"valid: {', '.join(sorted(keys))}")
+    counts = [("sampler", sampler, "n_startup_trials"), ("pruner", pruner, "warmup_epochs"),
+              ("pruner", pruner, "startup_trials")]
+    for section, table, key in counts:
+        value = table.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise HarnessError(f"sweep spec {path}: [{section}] {key} must be a whole number >= 0, got {value!r}")
+    lower = pruner.get("lower", 0.0)
+    if not isinstance(lower, (int, float)) or isinstance(lower, bool) or not lower >= 0.0 or lower == float("inf"):
+        raise HarnessError(f"sweep spec {path}: [pruner] lower must be a validation accuracy >= 0 (above 1 prunes "
+                           f"every trial), got {lower!r}")
     if sampler.get("type", "tpe") not in ("tpe", "gp", "random"):
         raise HarnessError(f"sweep spec {path}: sampler type must be tpe, gp or random, got {sampler.get('type')!r}")
     spec = Spec(tuple(params), sampler=sampler.get("type", "tpe"), n_startup_trials=sampler.get("n_startup_trials", 5),
@@ -202,6 +212,16 @@ def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> optuna
             raise HarnessError(f"cannot open Optuna storage {storage!r}: {str(e).splitlines()[0]}") from None
 
 
+def check(cfg: Config, spec: Spec) -> None:
+    """What a sweep of this config and spec needs, checked before any data is read or run opened."""
+    generators.check(cfg)
+    if not cfg.data.val_per_class:
+        raise HarnessError("a sweep chooses by validation accuracy: data.val_per_class must be > 0, got 0")
+    if any(p.kind == "checkpoint" for p in spec.params) and not generators.get(cfg.generator.kind).TRAINS:
+        raise HarnessError(f"the sweep spec chooses a checkpoint, but generator.kind={cfg.generator.kind} does not "
+                           "train; drop the checkpoint parameter from the spec")
+
+
 class _Surplus(Exception):
     """A trial started after the study already had its --trials (another worker got there first)."""
 
@@ -219,16 +239,11 @@ class SweepResult:
 
 def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str,
         sampler_seed: int = 0) -> SweepResult:
-    generators.check(cfg)
-    if not cfg.data.val_per_class:
-        raise HarnessError("a sweep chooses by validation accuracy: data.val_per_class must be > 0")
+    check(cfg, spec)
     study = open_study(study_name, storage, spec, sampler_seed)
     _claim(study, study_name, cfg, ctx)
     fields = {p.field for p in spec.params}
     kind = generators.get(cfg.generator.kind)
-    if any(p.kind == "checkpoint" for p in spec.params) and not kind.TRAINS:
-        raise HarnessError(f"the sweep spec chooses a checkpoint, but generator.kind={cfg.generator.kind} does not "
-                           "train; drop the checkpoint parameter from the spec")
     with store.phase_run(ctx.store, "sweep", {**config.flat(cfg), "sweep.study": study_name, "sweep.trials": n_trials,
                                               "sweep.space": ",".join(sorted(fields))},
                          run_name=f"sweep {study_name}", tags={"harness.preset": cfg.preset}) as parent:

@@ -61,7 +61,7 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert {"gan/critic_loss", "gan/gradient_penalty", "gan/generator_loss"} <= set(gan.data.metrics)
     arts = _artifacts(client, gan.info.run_id)
     assert {"checkpoints/generator_epoch_0001.pt", "checkpoints/generator_epoch_0002.pt",
-            "checkpoints/training_state.pt", "loss_curves.png"} <= arts
+            "checkpoints/training_state_0.pt", "checkpoints/training_state_1.pt", "loss_curves.png"} <= arts
     # Sample grids as one image series (key gan/samples, step = epoch): the run page's step slider.
     assert {a.split("+")[2] for a in arts if a.startswith("images/gan~samples+step+") and a.endswith(".png")} == {"1", "2"}
     # Each checkpoint is a LoggedModel of the run (step = epoch), loadable without pickle.

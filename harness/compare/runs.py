@@ -98,6 +98,11 @@ def pairs_for(parent: str | None, baseline_id: str | None, synthetic_id: str | N
         return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
     if baseline_id and synthetic_id:
         base, aug = get_run(baseline_id), get_run(synthetic_id)
+        for flag, run in (("--baseline", base), ("--synthetic", aug)):
+            phase = run.data.tags.get("harness.phase")
+            if phase not in ("baseline", "synthetic") or "test/accuracy" not in run.data.metrics:
+                raise HarnessError(f"{flag} {run.info.run_id} is a {phase or 'non-harness'} run; name a finished "
+                                   "baseline or synthetic run (a classifier tested on the test set)")
         return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
     return pairs_of_experiment(experiment, filter_string or "")
 

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from harness.data.cifar import CIFAR10_CLASSES, CifarBatches, release_under
-from harness.data.folders import ClassFolders, cache_dir, layout
+from harness.data.folders import ClassFolders, cache_dir, check_cache_dir, layout
 from harness.data.images import SIZES, fit
 from harness.errors import HarnessError
 
-__all__ = ["CIFAR10_CLASSES", "Splits", "cache_dir", "load_splits", "open_source"]
+__all__ = ["CIFAR10_CLASSES", "Splits", "cache_dir", "check_cache_dir", "load_splits", "open_source"]
 
 LAYOUTS = ("a class-folder tree (train/<class>/* and test/<class>/*, or <class>/* without splits), "
            "or a folder holding cifar-10-batches-py or cifar-100-python")

@@ -25,6 +25,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "harness"))
 
 
+def check_cache_dir() -> None:
+    """Before any work: the cache folder (decoded images, downloads) must be a folder we can write."""
+    path = cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        what = "is a file, not a folder" if path.exists() and not path.is_dir() else f"is not writable ({e.strerror})"
+        raise HarnessError(f"the harness cache {path} {what}; set HARNESS_CACHE_DIR to a writable folder") from None
+
+
 def _subdirs(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 

@@ -6,7 +6,8 @@ A kind is a module with:
   SECTIONS: tuple[str]      config sections that configure it, besides `generator`
   DATA: tuple[str]          splits it draws from when it does not train (train, pool): its key covers them
   knows_classes(cfg) -> bool  whether its images come with their class (else the baseline labels them)
-  preflight(ctx, cfg)       optional: checks against the data, before any run opens
+  preflight(ctx, cfg, source)  optional: checks against the data (and the generator run `source`, when
+                            known), before any run opens
   sampler(ctx, cfg, source) -> stream.Sampler
                             source: the generator run id when TRAINS, else the data splits
 and, when TRAINS:
@@ -49,8 +50,9 @@ def check(cfg) -> None:
                            f"checkpoints; generator.kind={cfg.generator.kind} does not train")
 
 
-def preflight(ctx, cfg) -> None:
-    """The kind's checks against the data (e.g. enough unused images), before any run opens."""
+def preflight(ctx, cfg, source: str | None = None) -> None:
+    """The kind's checks against the data (e.g. enough unused images) and the generator run it will
+    sample (`source`, when known), before any run opens."""
     kind = get(cfg.generator.kind)
     if hasattr(kind, "preflight"):
-        kind.preflight(ctx, cfg)
+        kind.preflight(ctx, cfg, source)

@@ -7,7 +7,9 @@ Artifacts of its generator run:
                                          the end: the run page shows them with a step slider
   checkpoints/generator_epoch_XXXX.pt    {"state_dict", "config", "epoch", "generator_iters"}, every
                                          gan.checkpoint_every epochs and at the end; torch.load(weights_only=True)
-  checkpoints/training_state.pt          generator, critic, both optimizers, RNG: what --resume continues from
+  checkpoints/training_state_{0,1}.pt    generator, critic, both optimizers, RNG, curves: what --resume continues
+                                         from. Two slots, written in turn, so that a torn write (a full disk,
+                                         a kill during the upload) leaves the previous checkpoint's state intact
   loss_curves.png                        critic loss, Wasserstein estimate, gradient penalty, generator loss
 Metrics (step = epoch): gan/critic_loss, gan/wasserstein, gan/gradient_penalty, gan/generator_loss,
 gan/generator_iters; final gan/epochs, gan/seconds; with quality.enabled quality/* per checkpoint.
@@ -303,6 +305,17 @@ def best_checkpoint(run_id: str) -> int:
     return min(scored, key=fd.get)
 
 
+def preflight(ctx, cfg, source: str | None = None) -> None:
+    """Before the generate run opens: the checkpoint asked for must be in the generator run."""
+    epoch = cfg.generate.checkpoint_epoch
+    if source is None or epoch <= 0:
+        return
+    available = checkpoints(source)
+    if epoch not in available:
+        raise HarnessError(f"generate.checkpoint_epoch={epoch}: generator run {source} has no checkpoint for that "
+                           f"epoch; available: {', '.join(map(str, available)) or 'none'} (0 = the last)")
+
+
 def sampler(ctx, cfg, run_id: str) -> stream.Sampler:
     epoch = cfg.generate.checkpoint_epoch
     if epoch == -1:
@@ -340,14 +353,39 @@ def checkpoint_quality(cfg, sampler_net: torch.nn.Module, evaluator, device: tor
     return evaluator.measure(images, cfg.quality.k)
 
 
+STATE_SLOTS = ("checkpoints/training_state_0.pt", "checkpoints/training_state_1.pt")
+LEGACY_STATE = "checkpoints/training_state.pt"  # one slot, overwritten: runs before the two slots
+SERIES_STEP = re.compile(r"\+step\+(\d+)\+")  # images/gan~samples+step+12+... : the image series' step
+
+
+def newest_state(store, run_id: str, say: bool = False) -> dict | None:
+    """The newest intact training state of a run (None if it has none): an unreadable slot is named
+    (with `say`) and passed over for the other."""
+    names = {a.path for a in store.client.list_artifacts(run_id, "checkpoints")}
+    states = []
+    for path in [p for p in (*STATE_SLOTS, LEGACY_STATE) if p in names]:
+        try:
+            states.append((codecs.load_torch(run_id, path), path))
+        except HarnessError as e:
+            if say:
+                click.echo(f"generator: {e}; passing over it", err=True)
+    if not states:
+        return None
+    state, path = max(states, key=lambda sp: sp[0]["epoch"])
+    if say and len(states) < len([p for p in (*STATE_SLOTS, LEGACY_STATE) if p in names]):
+        click.echo(f"generator: resuming from the newest intact state, {path} (epoch {state['epoch']})", err=True)
+    return state
+
+
 def resumable(store, run_id: str) -> bool:
-    return any(a.path == "checkpoints/training_state.pt" for a in store.client.list_artifacts(run_id, "checkpoints"))
+    return newest_state(store, run_id, say=True) is not None
 
 
-def _carry_over(old: str) -> tuple[dict, list]:
-    """The interrupted run's training state, with its curves, checkpoints and samples copied into the
-    active run, so that this run alone tells the whole story."""
-    state = codecs.load_torch(old, "checkpoints/training_state.pt")
+def _carry_over(store, old: str) -> tuple[dict, list]:
+    """The interrupted run's newest intact training state, with its curves, checkpoints and samples up
+    to that epoch copied into the active run, so that this run alone tells the whole story."""
+    state = newest_state(store, old)
+    epoch = state["epoch"]
     history = state.pop("history")
     log_history(history, first_step=1)
     client = mlflow.MlflowClient()
@@ -355,26 +393,30 @@ def _carry_over(old: str) -> tuple[dict, list]:
     from mlflow.entities import Metric
     quality = [Metric(m.key, m.value, m.timestamp, m.step)
                for key in ("quality/fd", "quality/kid", "quality/precision", "quality/recall")
-               for m in client.get_metric_history(old, key)]
+               for m in client.get_metric_history(old, key) if m.step <= epoch]
     if quality:
         client.log_batch(mlflow.active_run().info.run_id, metrics=quality, synchronous=True)
-    for path in checkpoints(old).values():
-        mlflow.log_artifact(codecs.download(old, path), "checkpoints")
-    for a in mlflow.MlflowClient().list_artifacts(old, "images"):  # the sample series so far
-        mlflow.log_artifact(codecs.download(old, a.path), "images")
-    click.echo(f"generator: resuming run {old} from epoch {state['epoch']}", err=True)
+    for e, path in checkpoints(old).items():
+        if e <= epoch:
+            mlflow.log_artifact(codecs.download(old, path), "checkpoints")
+    for a in client.list_artifacts(old, "images"):  # the sample series so far
+        step = SERIES_STEP.search(a.path)
+        if step is None or int(step.group(1)) <= epoch:
+            mlflow.log_artifact(codecs.download(old, a.path), "images")
+    click.echo(f"generator: resuming run {old} from epoch {epoch}", err=True)
     return state, history
 
 
 def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> None:
     """Train (or continue `resume_from`) the GAN inside the active run, checkpointing as configured."""
     g = cfg.gan
-    state, history = _carry_over(resume_from) if resume_from else (None, [])
+    state, history = _carry_over(ctx.store, resume_from) if resume_from else (None, [])
     trainer = WganGp(g, ctx.device, len(splits.classes), splits.train_x.shape[1], splits.train_x.shape[-1])
     if state is not None:
         trainer.load_state_dict(state)
     real, labels = splits.train_x.to(ctx.device), splits.train_y.to(ctx.device)
     pending: list[dict] = []  # epochs not yet sent to MLflow: flushed at each checkpoint
+    slots = {path: -1 for path in STATE_SLOTS}  # the epoch each training-state slot holds in this run
     start = time.perf_counter()
 
     def checkpoint():
@@ -394,20 +436,33 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
                           "n_classes": trainer.n_classes, "classes": list(splits.classes),
                           "channels": trainer.generator.channels, "image_size": trainer.generator.image_size},
                          checkpoint_path(trainer.epoch))
-        codecs.log_torch(trainer.state_dict() | {"history": history}, "checkpoints/training_state.pt")
+        older = min(slots, key=slots.get)  # the other slot keeps the previous state intact meanwhile
+        codecs.log_torch(trainer.state_dict() | {"history": history}, older)
+        slots[older] = trainer.epoch
 
-    with train.progress(g.epochs - trainer.epoch, "gan") as bar:
-        while trainer.epoch < g.epochs:
-            row = trainer.train_epoch(real, labels)
-            history.append(row)
-            pending.append(row)
-            e = trainer.epoch
-            if e % g.sample_every == 0 or e == g.epochs:
-                codecs.log_image_grid(trainer.sample(trainer.fixed_noise, trainer.fixed_labels), key="gan/samples", step=e)
-            if e % g.checkpoint_every == 0 or e == g.epochs:
-                checkpoint()
-            bar.current_item = f"W {row['gan/wasserstein']:.3f}  G iters {trainer.generator_iters}"
-            bar.update(1)
+    try:
+        with train.progress(g.epochs - trainer.epoch, "gan") as bar:
+            while trainer.epoch < g.epochs:
+                ctx.store.check_reachable()
+                row = trainer.train_epoch(real, labels)
+                history.append(row)
+                pending.append(row)
+                e = trainer.epoch
+                if e % g.sample_every == 0 or e == g.epochs:
+                    codecs.log_image_grid(trainer.sample(trainer.fixed_noise, trainer.fixed_labels),
+                                          key="gan/samples", step=e)
+                if e % g.checkpoint_every == 0 or e == g.epochs:
+                    checkpoint()
+                bar.current_item = f"W {row['gan/wasserstein']:.3f}  G iters {trainer.generator_iters}"
+                bar.update(1)
+    except BaseException:
+        # Ctrl-C, SIGTERM, a divergence: the curves of the epochs since the last checkpoint are kept
+        # (a store that stopped answering cannot take them; the error that stopped us comes first).
+        try:
+            log_history(pending, first_step=trainer.epoch - len(pending) + 1)
+        except Exception:
+            pass
+        raise
     seconds = time.perf_counter() - start
     mlflow.log_metrics({"gan/epochs": trainer.epoch, "gan/seconds": seconds,
                         "gan/generator_iters_total": trainer.generator_iters})

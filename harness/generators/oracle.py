@@ -18,7 +18,7 @@ def knows_classes(cfg) -> bool:
     return True
 
 
-def preflight(ctx, cfg) -> None:
+def preflight(ctx, cfg, source=None) -> None:
     """Before any run opens: the pool must hold generate.n_samples images."""
     have = len(ctx.splits(cfg.data).pool_x)
     if cfg.generate.n_samples > have:

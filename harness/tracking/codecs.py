@@ -59,8 +59,17 @@ def log_pytorch_model(model, name: str, example, step: int = 0, params: dict | N
 
 
 def load_torch(run_id: str, path: str):
+    """torch.load of an artifact; a truncated or corrupt file (a full disk, a killed upload) is named
+    in one line instead of a torch traceback."""
     import torch
-    return torch.load(download(run_id, path), map_location="cpu", weights_only=True)
+
+    from harness.errors import HarnessError
+    local = download(run_id, path)
+    try:
+        return torch.load(local, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"{path} of run {run_id} is unreadable, a truncated or corrupt file ({first})") from None
 
 
 def log_npz(path: str, **arrays) -> None:

@@ -13,8 +13,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from harness.errors import HarnessError
-from harness.tracking import provenance
+from harness.errors import HarnessError, explain
+from harness.tracking import liveness, provenance
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.x
 NOTE = "mlflow.note.content"  # the run description the MLflow UI shows, in Markdown
@@ -30,7 +30,20 @@ class Store:
     uri: str
     experiment_id: str
     client: MlflowClient
+    heartbeat: liveness.Heartbeat | None = field(default=None, repr=False)
     _tags: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.heartbeat is None:
+            self.heartbeat = liveness.Heartbeat(self.client)
+
+    def check_reachable(self) -> None:
+        """Raise, in one line, once the heartbeat found the store gone: long loops call this each
+        epoch, so that a dead server stops the command in a bounded time, not at the next log call."""
+        if self.heartbeat.lost:
+            raise HarnessError(f"the MLflow tracking store {self.uri} stopped answering ({self.heartbeat.lost}); "
+                               "its runs stay RUNNING until it is back, then the next command marks them FAILED "
+                               "and `--resume` continues from the last checkpoint")
 
     def provenance(self) -> dict[str, str]:
         # Once per store: a sweep opens hundreds of runs, and `git rev-parse` per run cost more than the run.
@@ -67,7 +80,27 @@ def configure(experiment: str) -> Store:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     mlflow.set_tracking_uri(uri)
     with _first_use_lock(uri):
-        return _open(uri, experiment)
+        store = _open(uri, experiment)
+    _probe_write(store)
+    liveness.reap(store.client, store.experiment_id)
+    return store
+
+
+def _probe_write(store: Store) -> None:
+    """One small write before any work: a read-only store file (or a server that refuses writes)
+    fails here in one line, not after a phase has trained for minutes."""
+    import logging
+    log = logging.getLogger("mlflow.store.db.utils")  # it logs a traceback before re-raising
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        store.client.set_experiment_tag(store.experiment_id, "harness.last_opened", f"{time.time():.0f}")
+    except Exception as e:
+        raise HarnessError(explain(e) or f"cannot write to the MLflow tracking store {store.uri} "
+                           f"({str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}); "
+                           "check MLFLOW_TRACKING_URI") from None
+    finally:
+        log.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -76,6 +109,8 @@ def _first_use_lock(uri: str):
     migration, and the loser can leave it half-migrated ("table _alembic_tmp_... already exists")
     for every later command. A file lock beside the store makes them take turns."""
     path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if path is not None and path.startswith("file:"):  # SQLite's URI form: file:/path/x.db?mode=ro
+        path = path[len("file:"):].split("?")[0]
     if path is None or path == ":memory:":
         yield
         return
@@ -183,7 +218,8 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     `system_metrics`, a run that computes samples CPU, memory (and GPU) use (MLflow's monitor).
     """
     hit = store.find_finished(key) if key and use_cache else None
-    all_tags = {"harness.phase": phase, **store.provenance(), **(tags or {})}
+    all_tags = {"harness.phase": phase, **store.provenance(), liveness.OWNER: liveness.owner(),
+                liveness.HEARTBEAT: f"{time.time():.0f}", **(tags or {})}
     if key:
         all_tags["harness.cache_hit" if hit else "harness.cache_key"] = key
     if hit:
@@ -191,6 +227,7 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
                            tags={k: str(v) for k, v in all_tags.items()},
                            log_system_metrics=bool(system_metrics and hit is None))
+    store.heartbeat.add(run.info.run_id)
     try:
         # One write for params (+ a reused run's metrics and description): a sweep opens runs
         # every trial, and every MLflow call is a SQLite transaction.
@@ -202,12 +239,37 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     except BaseException as e:
         # Ctrl-C, SIGTERM and an Optuna pruning decision stop a run on purpose: KILLED, not FAILED.
         pruned = type(e).__name__ == "TrialPruned"
-        if pruned:
-            mlflow.set_tag("harness.pruned", "true")
-        mlflow.end_run("KILLED" if pruned or isinstance(e, KeyboardInterrupt) else "FAILED")
+        if pruned or isinstance(e, KeyboardInterrupt):
+            _end(store, run.info.run_id, "KILLED", {"harness.pruned": "true"} if pruned else None)
+            raise
+        reason = explain(e, writing=f"the artifacts of run {run.info.run_id} ({run.info.artifact_uri})")
+        _end(store, run.info.run_id, "FAILED",
+             {NOTE: f"**Failed**: {reason or f'{type(e).__name__}: {str(e).strip()[:500]}'}"})
+        if reason is not None and not isinstance(e, HarnessError):
+            raise HarnessError(reason) from None  # the fault in words; the outer runs end with the same
         raise
     else:
-        mlflow.end_run("FINISHED")
+        _end(store, run.info.run_id, "FINISHED")
+
+
+def _end(store: Store, run_id: str, status: str, tags: dict | None = None) -> None:
+    """End the active run; when the store no longer answers, drop it locally all the same (it stays
+    RUNNING there until the next command marks it FAILED) so that the error that stopped the phase
+    is the one the user sees, not a chain of failed writes."""
+    store.heartbeat.discard(run_id)
+    try:
+        if tags:
+            log_batch(tags=tags, run_id=run_id)
+        mlflow.end_run(status)
+    except Exception:
+        if status == "FINISHED":
+            raise
+        from mlflow.tracking.fluent import run_id_to_system_metrics_monitor
+        while mlflow.active_run() is not None and mlflow.active_run().info.run_id == run_id:
+            mlflow.tracking.fluent._active_run_stack.get().pop()
+        monitor = run_id_to_system_metrics_monitor.pop(run_id, None)
+        if monitor is not None:
+            monitor._shutdown_event.set()  # stop sampling; its last write would fail too
 
 
 def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,

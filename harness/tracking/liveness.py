@@ -1,0 +1,130 @@
+"""Whether a RUNNING run is still alive, and the heartbeat that tells.
+
+A process that dies without ending its runs (SIGKILL, the OOM killer, a closed laptop lid, a
+preempted node) leaves them RUNNING in MLflow forever, and the cache, `--resume` and the
+comparator would go on waiting for them or skipping them. So every harness run carries
+  harness.owner      host:pid:start of the process that opened it (start: the process's creation
+                     time in 1/100 s, so that a reused pid is not taken for the old process)
+  harness.heartbeat  unix seconds, refreshed every `interval` seconds by one thread per process
+A RUNNING run is dead when its owner is a process of this host that no longer exists, or, for
+another host's runs, when its heartbeat is older than `grace` seconds. `reap` marks the dead runs of
+an experiment FAILED with the reason; every command calls it when it opens the store.
+
+HARNESS_HEARTBEAT_SECONDS sets the interval (default 30 s); the grace period is 4 intervals, so a
+worker on another machine is declared dead 2 minutes after its last sign of life.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import click
+from mlflow.entities import RunTag
+
+OWNER, HEARTBEAT, DIED = "harness.owner", "harness.heartbeat", "harness.died"
+NOTE = "mlflow.note.content"
+
+
+def interval() -> float:
+    try:
+        value = float(os.environ.get("HARNESS_HEARTBEAT_SECONDS", "30"))
+    except ValueError:
+        value = 30.0
+    return value if value > 0 else 30.0
+
+
+def grace() -> float:
+    return 4 * interval()
+
+
+def _started(pid: int) -> int | None:
+    import psutil
+    try:
+        return int(psutil.Process(pid).create_time() * 100)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def owner() -> str:
+    """This process, as the `harness.owner` tag names it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
+
+
+def why_dead(run, now: float | None = None) -> str | None:
+    """Why a RUNNING run's process is gone, or None while it may be alive (or is not ours to judge)."""
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or OWNER not in tags:
+        return None  # runs of other tools (or of an older harness) are left to their owners
+    host, pid, started = tags[OWNER].rsplit(":", 2)
+    now = time.time() if now is None else now
+    if host == socket.gethostname():
+        alive = pid.isdigit() and str(_started(int(pid))) == started
+        return None if alive else f"its process (pid {pid} on this host) is gone"
+    beat = float(tags.get(HEARTBEAT, run.info.start_time / 1000))
+    age = now - beat
+    if age > grace():
+        return f"no heartbeat from its process (pid {pid} on {host}) for {age:.0f} s (grace period {grace():.0f} s)"
+    return None
+
+
+def reap(client, experiment_id: str) -> list[str]:
+    """Mark every dead RUNNING run of the experiment FAILED, its description saying why; return their ids."""
+    runs = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+    dead = []
+    for run in runs:
+        why = why_dead(run)
+        if why is None:
+            continue
+        last = float(run.data.tags.get(HEARTBEAT, run.info.start_time / 1000))
+        note = (f"**Died**: {why}, without ending this run (killed, out of memory, or a lost machine); marked "
+                f"FAILED by {owner()} at {time.strftime('%Y-%m-%d %H:%M:%S')}. `--resume` continues an "
+                f"interrupted generator from its last checkpoint.\n\n{run.data.tags.get(NOTE, '')}")
+        client.log_batch(run.info.run_id, tags=[RunTag(DIED, why), RunTag(NOTE, note)], synchronous=True)
+        client.set_terminated(run.info.run_id, "FAILED", end_time=int(last * 1000))
+        dead.append(run.info.run_id)
+    if dead:
+        click.echo(f"note: {len(dead)} run(s) whose process died were still RUNNING; marked FAILED: "
+                   f"{', '.join(dead)}", err=True)
+    return dead
+
+
+class Heartbeat:
+    """One thread per process refreshes `harness.heartbeat` on every run it holds open. A write that
+    fails twice in a row means the store stopped answering: `lost` says so, and long loops check it
+    (`Store.check_reachable`) instead of training on for minutes until their next log call."""
+
+    def __init__(self, client):
+        self.client = client
+        self.runs: set[str] = set()
+        self.lost: str | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+
+    def add(self, run_id: str) -> None:
+        with self._lock:
+            self.runs.add(run_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="harness-heartbeat", daemon=True)
+                self._thread.start()
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self.runs.discard(run_id)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(interval())
+            with self._lock:
+                runs = sorted(self.runs)
+            try:
+                for run_id in runs:
+                    self.client.log_batch(run_id, tags=[RunTag(HEARTBEAT, f"{time.time():.0f}")], synchronous=True)
+                self._failures = 0
+            except Exception as e:  # the thread must outlive a store that comes and goes
+                self._failures += 1
+                if self._failures >= 2 and runs:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    self.lost = first[:300]

@@ -1,0 +1,249 @@
+"""Every bad input a new user can type, through the real CLI: exit code 2, exactly one line on stderr
+that names the offending value, no traceback, and no new FAILED or RUNNING run in the store.
+
+A case is (id, argv, env, what the line must name). Placeholders: {tree} a small class-folder tree;
+{tmp} the case's own folder; {baseline}, {generator}, {generator64}, {failed} finished (or, the last,
+FAILED) runs of a prepared store; {missing} a run id no store holds; {spec:NAME} a sweep spec file
+with the body SPECS[NAME]; {file} a plain file; {empty} an empty folder.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from conftest import invoke
+
+T = ["--preset", "tiny", "--data-dir", "{tree}", "--set", "data.classes=airplane,automobile,bird"]
+MISSING = "0123456789abcdef0123456789abcdef"
+
+SPECS = {
+    "toml": "[space\n",
+    "section": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n[scheduler]\ntype = "x"\n',
+    "field": '[space."generate.nsamples"]\ntype = "int"\nlow = 10\nhigh = 20\n',
+    "fixed": '[space."gan.lr"]\ntype = "float"\nlow = 0.0001\nhigh = 0.001\n',
+    "type": '[space."generate.n_samples"]\ntype = "integer"\nlow = 10\nhigh = 20\n',
+    "order": '[space."generate.n_samples"]\ntype = "int"\nlow = 20\nhigh = 10\n',
+    "log": '[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.0\nhigh = 0.9\nlog = true\n',
+    "end": '[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.5\nhigh = 1.5\n',
+    "option": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\nstep = 2\n',
+    "sampler_key": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n[sampler]\nseed = 3\n',
+    "sampler": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n[sampler]\ntype = "cmaes"\n',
+    "pruner": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n[pruner]\ntype = "hyperband"\n',
+    "warmup": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n[pruner]\nwarmup_epochs = "five"\n',
+    "lower": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n[pruner]\nlower = "high"\n',
+    "startup": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n[sampler]\nn_startup_trials = -1\n',
+    "empty": '[sampler]\ntype = "tpe"\n',
+    "choices": '[space."classifier.augmentation"]\ntype = "categorical"\nchoices = []\n',
+    "choice": '[space."classifier.augmentation"]\ntype = "categorical"\nchoices = ["none", "weird"]\n',
+    "numbers": '[space."generate.n_samples"]\ntype = "int"\nlow = "ten"\nhigh = 20\n',
+    "table": '[space]\n"generate.n_samples" = 5\n',
+}
+SPEC = '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n'
+
+CASES = [
+    # presets and --set: every field typed and ranged where it enters
+    ("unknown-preset", ["config", "--preset", "nope"], {}, "'nope'"),
+    ("preset-not-toml", ["config", "--preset", "{tmp}/bad.toml"], {}, "bad.toml"),
+    ("preset-missing-file", ["config", "--preset", "{tmp}/missing.toml"], {}, "missing.toml"),
+    ("unknown-key", ["config", "--set", "classifier.epochz=3"], {}, "classifier.epochz"),
+    ("unknown-section", ["config", "--set", "optimizer.lr=3"], {}, "optimizer.lr"),
+    ("not-an-int", ["config", "--set", "classifier.epochs=many"], {}, "'many'"),
+    ("not-a-bool", ["config", "--set", "gan.spectral_norm=maybe"], {}, "'maybe'"),
+    ("set-without-value", ["config", "--set", "noequals"], {}, "'noequals'"),
+    ("zero-epochs", ["config", "--set", "classifier.epochs=0"], {}, "classifier.epochs"),
+    ("lr-inf", ["config", "--set", "classifier.lr=inf"], {}, "classifier.lr"),
+    ("lr-negative", ["config", "--set", "classifier.lr=-0.1"], {}, "classifier.lr"),
+    ("gan-lr-zero", ["config", "--set", "gan.lr=0"], {}, "gan.lr"),
+    ("weight-decay-nan", ["config", "--set", "classifier.weight_decay=nan"], {}, "classifier.weight_decay"),
+    ("beta1", ["config", "--set", "gan.beta1=5"], {}, "gan.beta1"),
+    ("beta2", ["config", "--set", "gan.beta2=-0.1"], {}, "gan.beta2"),
+    ("gp-weight", ["config", "--set", "gan.gp_weight=-1"], {}, "gan.gp_weight"),
+    ("data-seed", ["config", "--set", "data.seed=-1"], {}, "data.seed"),
+    ("generate-seed", ["config", "--set", "generate.seed=-3"], {}, "generate.seed"),
+    ("classifier-seed", ["config", "--set", "classifier.seed=-1"], {}, "classifier.seed"),
+    ("gan-seed", ["config", "--set", "gan.seed=-2"], {}, "gan.seed"),
+    ("threshold", ["config", "--set", "pseudolabel.threshold=1.5"], {}, "pseudolabel.threshold"),
+    ("augmentation", ["config", "--set", "classifier.augmentation=autoaugment"], {}, "'autoaugment'"),
+    ("gan-loss", ["config", "--set", "gan.loss=lsgan"], {}, "'lsgan'"),
+    ("conditional", ["config", "--set", "gan.conditional=yes"], {}, "'yes'"),
+    ("pseudolabel-mode", ["config", "--set", "pseudolabel.mode=soft"], {}, "'soft'"),
+    ("budget", ["config", "--set", "classifier.budget=time"], {}, "'time'"),
+    ("diffaugment", ["config", "--set", "gan.diffaugment=blur"], {}, "blur"),
+    ("image-size", ["config", "--set", "data.image_size=48"], {}, "48"),
+    ("channels", ["config", "--set", "data.channels=2"], {}, "data.channels"),
+    ("test-fraction", ["config", "--set", "data.test_fraction=1"], {}, "data.test_fraction"),
+    ("source", ["config", "--set", "data.source=imagenet"], {}, "'imagenet'"),
+    ("one-class", ["config", "--set", "data.classes=bird"], {}, "'bird'"),
+    ("duplicate-class", ["config", "--set", "data.classes=bird,bird"], {}, "data.classes"),
+    ("mixup-alpha", ["config", "--set", "generator.mixup_alpha=0"], {}, "generator.mixup_alpha"),
+    ("gp-fraction", ["config", "--set", "gan.gp_fraction=2"], {}, "gan.gp_fraction"),
+    ("synthetic-share", ["config", "--set", "classifier.synthetic_share=1"], {}, "classifier.synthetic_share"),
+    ("synthetic-weight", ["config", "--set", "classifier.synthetic_weight=-1"], {}, "classifier.synthetic_weight"),
+    ("ema", ["config", "--set", "gan.ema=1"], {}, "gan.ema"),
+    ("real-only-epochs", ["config", "--set", "classifier.real_only_epochs=99"], {}, "classifier.real_only_epochs"),
+    ("checkpoint-epoch", ["config", "--set", "generate.checkpoint_epoch=-2"], {}, "generate.checkpoint_epoch"),
+    ("best-without-quality", ["config", "--set", "generate.checkpoint_epoch=-1"], {}, "checkpoint_epoch=-1"),
+    ("quality-k", ["config", "--set", "quality.k=0"], {}, "quality.k"),
+    ("n-per-class", ["config", "--set", "data.n_per_class=-5"], {}, "data.n_per_class"),
+    ("val-per-class", ["config", "--set", "data.val_per_class=-1"], {}, "data.val_per_class"),
+    ("temperature", ["config", "--set", "pseudolabel.temperature=0"], {}, "pseudolabel.temperature"),
+    ("study-seeds", ["config", "--set", "study.seeds=0"], {}, "study.seeds"),
+    # settings that need the command's context
+    ("generator-kind", ["run", *T, "--set", "generator.kind=vae"], {}, "'vae'"),
+    ("device", ["run", *T, "--set", "device=tpu"], {}, "'tpu'"),
+    ("no-cuda", ["run", *T, "--set", "device=cuda"], {}, "'cuda'"),
+    ("filter-unconditional", ["run", *T, "--set", "pseudolabel.mode=filter"], {}, "pseudolabel.mode=filter"),
+    ("checkpoint-of-oracle", ["run", *T, "--set", "generator.kind=oracle", "--set", "generate.checkpoint_epoch=3"], {},
+     "generate.checkpoint_epoch=3"),
+    ("phase-not-run", ["generator", *T, "--set", "generator.kind=oracle"], {}, "generator.kind=oracle"),
+    # command-line options
+    ("seeds-zero", ["run", *T, "--seeds", "0"], {}, "--seeds"),
+    ("seed-list-words", ["run", *T, "--seed-list", "a,b"], {}, "'a,b'"),
+    ("seed-list-repeats", ["run", *T, "--seed-list", "1,1"], {}, "'1,1'"),
+    ("seed-list-negative", ["run", *T, "--seed-list=-1,2"], {}, "-1"),
+    ("seeds-and-list", ["run", *T, "--seeds", "2", "--seed-list", "0,1"], {}, "--seed-list"),
+    ("share-gan-alone", ["run", *T, "--share-gan"], {}, "--share-gan"),
+    ("unknown-option", ["run", *T, "--seedz", "3"], {}, "--seedz"),
+    ("unknown-command", ["runn"], {}, "'runn'"),
+    ("port", ["ui", "--port", "70000"], {}, "70000"),
+    ("trials-zero", ["sweep", *T, "--trials", "0"], {}, "--trials"),
+    # data
+    ("data-dir-missing", ["run", *T[:2], "--data-dir", "{tmp}/nowhere", *T[4:]], {}, "nowhere"),
+    ("data-dir-empty", ["run", *T[:2], "--data-dir", "{empty}", *T[4:]], {}, "{empty}"),
+    ("data-dir-file", ["run", *T[:2], "--data-dir", "{file}", *T[4:]], {}, "{file}"),
+    ("unknown-class", ["run", *T[:4], "--set", "data.classes=airplane,zebra"], {}, "'zebra'"),
+    ("too-few-images", ["run", *T, "--set", "data.n_per_class=500"], {}, "500"),
+    ("oracle-over-ask", ["run", *T, "--set", "generator.kind=oracle", "--set", "generate.n_samples=100000"], {},
+     "100000"),
+    ("cache-dir-is-a-file", ["run", *T], {"HARNESS_CACHE_DIR": "{file}"}, "{file}"),
+    # named upstream runs, checked before any run opens
+    ("generator-run-missing", ["generate", *T, "--generator-run", MISSING], {}, MISSING),
+    ("generator-run-wrong-phase", ["generate", *T, "--generator-run", "{baseline}"], {}, "{baseline}"),
+    ("gan-run-alias-wrong-phase", ["generate", *T, "--gan-run", "{baseline}"], {}, "{baseline}"),
+    ("baseline-run-failed", ["pseudolabel", *T, "--baseline-run", "{failed}"], {}, "{failed}"),
+    ("generate-run-wrong-phase", ["pseudolabel", *T, "--generate-run", "{generator}"], {}, "{generator}"),
+    ("pseudolabel-run-missing", ["synthetic", *T, "--pseudolabel-run", MISSING], {}, MISSING),
+    ("no-upstream-run", ["generate", *T, "--set", "gan.epochs=3"], {}, "generator"),
+    ("generator-run-other-size", ["generate", *T, "--generator-run", "{generator64}"], {}, "data.image_size=64"),
+    ("checkpoint-not-saved", ["generate", *T, "--generator-run", "{generator}", "--set", "generate.checkpoint_epoch=7"],
+     {}, "checkpoint_epoch=7"),
+    # compare
+    ("compare-nothing", ["compare"], {}, "--parent"),
+    ("compare-two-ways", ["compare", "--parent", "{baseline}", "--filter", "params.preset = 'tiny'"], {}, "--parent"),
+    ("compare-half-pair", ["compare", "--baseline", "{baseline}"], {}, "--synthetic"),
+    ("compare-bad-filter", ["compare", "--filter", "params.preset ="], {}, "params.preset ="),
+    ("compare-missing-parent", ["compare", "--parent", MISSING], {}, MISSING),
+    ("compare-parent-not-a-study", ["compare", "--parent", "{baseline}"], {}, "{baseline}"),
+    ("compare-wrong-arm", ["compare", "--baseline", "{baseline}", "--synthetic", "{generator}"], {}, "{generator}"),
+    # sweep specs: every section and option checked, both ends of every range
+    ("spec-missing", ["sweep", *T, "--spec", "{tmp}/none.toml"], {}, "none.toml"),
+    ("spec-not-toml", ["sweep", *T, "--spec", "{spec:toml}"], {}, "toml.toml"),
+    ("spec-section", ["sweep", *T, "--spec", "{spec:section}"], {}, "scheduler"),
+    ("spec-field", ["sweep", *T, "--spec", "{spec:field}"], {}, "generate.nsamples"),
+    ("spec-fixed-field", ["sweep", *T, "--spec", "{spec:fixed}"], {}, "gan.lr"),
+    ("spec-type", ["sweep", *T, "--spec", "{spec:type}"], {}, "'integer'"),
+    ("spec-low-high", ["sweep", *T, "--spec", "{spec:order}"], {}, "low (20)"),
+    ("spec-log-zero", ["sweep", *T, "--spec", "{spec:log}"], {}, "low > 0"),
+    ("spec-range-end", ["sweep", *T, "--spec", "{spec:end}"], {}, "pseudolabel.threshold"),
+    ("spec-option", ["sweep", *T, "--spec", "{spec:option}"], {}, "step"),
+    ("spec-sampler-option", ["sweep", *T, "--spec", "{spec:sampler_key}"], {}, "seed"),
+    ("spec-sampler-type", ["sweep", *T, "--spec", "{spec:sampler}"], {}, "'cmaes'"),
+    ("spec-pruner-type", ["sweep", *T, "--spec", "{spec:pruner}"], {}, "'hyperband'"),
+    ("spec-pruner-warmup", ["sweep", *T, "--spec", "{spec:warmup}"], {}, "'five'"),
+    ("spec-pruner-lower", ["sweep", *T, "--spec", "{spec:lower}"], {}, "'high'"),
+    ("spec-startup", ["sweep", *T, "--spec", "{spec:startup}"], {}, "-1"),
+    ("spec-no-space", ["sweep", *T, "--spec", "{spec:empty}"], {}, "no [space"),
+    ("spec-empty-choices", ["sweep", *T, "--spec", "{spec:choices}"], {}, "choices"),
+    ("spec-bad-choice", ["sweep", *T, "--spec", "{spec:choice}"], {}, "'weird'"),
+    ("spec-range-not-numbers", ["sweep", *T, "--spec", "{spec:numbers}"], {}, "low and high"),
+    ("spec-param-not-table", ["sweep", *T, "--spec", "{spec:table}"], {}, "generate.n_samples"),
+    ("sweep-without-validation", ["sweep", *T, "--spec", "{spec:ok}", "--set", "data.val_per_class=0"], {},
+     "data.val_per_class"),
+    ("sweep-checkpoint-of-oracle", ["sweep", *T, "--set", "generator.kind=oracle"], {}, "generator.kind=oracle"),
+    # the tracking store
+    ("store-unreachable", ["baseline", *T], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
+    ("store-folder-missing", ["baseline", *T], {"MLFLOW_TRACKING_URI": "sqlite:///{tmp}/no/such/dir/m.db"},
+     "no/such/dir"),
+    ("store-read-only", ["baseline", *T], {"MLFLOW_TRACKING_URI": "sqlite:///file:{tmp}/ro.db?mode=ro&uri=true"},
+     "read-only"),
+    ("store-scheme", ["baseline", *T], {"MLFLOW_TRACKING_URI": "bogus://somewhere"}, "bogus://somewhere"),
+    ("experiment-deleted", ["baseline", *T, "--experiment", "gone"], {}, "'gone'"),
+    ("ui-on-a-server", ["ui"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
+]
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, template_db, tree_template):
+    """A store holding finished baseline and generator runs (32 and 64 px), a FAILED baseline and a
+    deleted experiment: what the upstream-run cases name."""
+    root = tmp_path_factory.mktemp("prepared")
+    db = root / "mlflow.db"
+    shutil.copy(template_db, db)
+    uri = f"sqlite:///{db}"
+    from click.testing import CliRunner
+    runner = CliRunner()
+    base = ["--preset", "tiny", "--data-dir", str(tree_template), "--set", "data.classes=airplane,automobile,bird"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("HARNESS_CACHE_DIR", str(root / "cache"))
+        mp.chdir(root)
+        invoke(runner, ["baseline", *base])
+        invoke(runner, ["generator", *base])
+        invoke(runner, ["generator", *base, "--set", "data.image_size=64"])
+        assert invoke(runner, ["baseline", *base, "--set", "classifier.lr=1e12"], ok=False).exit_code == 2
+        client = MlflowClient(uri)
+        client.delete_experiment(client.create_experiment("gone"))
+        exp = client.get_experiment_by_name("harness").experiment_id
+        runs = client.search_runs([exp], order_by=["attributes.start_time ASC"])
+    baseline, generator, generator64, failed = [r.info.run_id for r in runs]
+    assert client.get_run(failed).info.status == "FAILED"
+    return {"db": db, "tree": str(tree_template), "baseline": baseline, "generator": generator,
+            "generator64": generator64, "failed": failed}
+
+
+def _unfinished(client) -> set[str]:
+    exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return {r.info.run_id for r in client.search_runs(exps, "attributes.status != 'FINISHED'", run_view_type=ViewType.ALL)}
+
+
+@pytest.mark.parametrize("args,env,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_leaves_no_run(prepared, tmp_path, monkeypatch, runner, args, env, names):
+    db = tmp_path / "mlflow.db"
+    shutil.copy(prepared["db"], db)
+    shutil.copy(prepared["db"], tmp_path / "ro.db")
+    (tmp_path / "bad.toml").write_text("[data\n")
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    for name, body in {**SPECS, "ok": SPEC}.items():
+        (tmp_path / f"{name}.toml").write_text(body)
+    values = {**prepared, "tmp": str(tmp_path), "file": str(tmp_path / "a-file"), "empty": str(tmp_path / "empty")}
+
+    def fill(text: str) -> str:
+        if text.startswith("{spec:"):
+            return str(tmp_path / f"{text[6:-1]}.toml")
+        return text.format(**values) if "{" in text else text
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    for k, v in env.items():
+        monkeypatch.setenv(k, fill(v))
+    client = MlflowClient(f"sqlite:///{db}")
+    before = _unfinished(client)
+
+    result = invoke(runner, [fill(a) for a in args], ok=False)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert fill(names) in lines[0], lines[0]
+    assert _unfinished(client) == before  # nothing left FAILED or RUNNING by a bad input
+
+
+def test_the_table_covers_every_category():
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+    commands = {c[1][0] for c in CASES}
+    assert {"config", "run", "generator", "generate", "pseudolabel", "synthetic", "compare", "sweep", "ui"} <= commands

@@ -1,0 +1,276 @@
+"""Faults of the machine and the store, survived: a process killed with SIGKILL and resumed, a torn
+checkpoint passed over, a tracking server that goes away mid-GAN and comes back, a full disk, a
+cache folder that vanishes, and the liveness rules behind them."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import invoke
+
+CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
+LONG_GAN = ["--set", "gan.epochs=200", "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=1000"]
+
+
+def _env(uri: str, tmp_path: Path, **extra) -> dict:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, HARNESS_CACHE_DIR=str(tmp_path / "cache"), **extra)
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+def _wait_for_checkpoint(client, proc, epoch: int, phase: str = "generator", timeout: float = 1800) -> str:
+    """The generator run's id once checkpoint `epoch` is written; a bound turns a hung process into a
+    failure that says so."""
+    deadline = time.time() + timeout
+    want = f"checkpoints/generator_epoch_{epoch:04d}.pt"
+    while True:
+        exp = client.get_experiment_by_name("harness")
+        runs = client.search_runs([exp.experiment_id], f"tags.`harness.phase` = '{phase}'") if exp else []
+        for run in runs:
+            if want in {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}:
+                return run.info.run_id
+        assert proc.poll() is None, proc.communicate()[0]
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no epoch-{epoch} checkpoint within {timeout} s")
+        time.sleep(0.2)
+
+
+def _artifact_file(client, run_id: str, path: str) -> Path:
+    uri = client.get_run(run_id).info.artifact_uri
+    return Path(uri.removeprefix("file://")) / path
+
+
+def test_sigkill_then_resume_continues_from_the_last_checkpoint(runner, client, tree, tracking_uri, tmp_path):
+    args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=tmp_path,
+                            env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dead = _wait_for_checkpoint(client, proc, 40)
+    proc.send_signal(signal.SIGKILL)  # what the OOM killer does: no handler runs, nothing is ended
+    proc.wait(timeout=60)
+    exp = client.get_experiment_by_name("harness").experiment_id
+    assert {r.data.tags["harness.phase"] for r in client.search_runs([exp], "attributes.status = 'RUNNING'")} == \
+        {"pipeline", "generator"}
+    epochs_logged = len(client.get_metric_history(dead, "gan/wasserstein"))
+
+    result = invoke(runner, ["run", "--resume", *args])
+    assert "whose process died were still RUNNING; marked FAILED" in result.stderr
+    assert client.search_runs([exp], "attributes.status = 'RUNNING'") == []  # nothing RUNNING is left
+    died = client.get_run(dead)
+    assert died.info.status == "FAILED" and "is gone" in died.data.tags["harness.died"]
+    assert died.data.tags["mlflow.note.content"].startswith("**Died**")
+    resumed = client.search_runs([exp], f"tags.`harness.resumed_from` = '{dead}'")
+    assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
+    history = client.get_metric_history(resumed[0].info.run_id, "gan/wasserstein")
+    assert sorted(m.step for m in history) == list(range(1, 201))  # carried over from its checkpoint, none twice
+    assert epochs_logged >= 40  # the epochs up to the last checkpoint had reached the store before the kill
+    pipelines = client.search_runs([exp], "tags.`harness.phase` = 'pipeline'")
+    assert sorted(p.info.status for p in pipelines) == ["FAILED", "FINISHED"]
+    baselines = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
+    assert len([b for b in baselines if "harness.reused_from" not in b.data.tags]) == 1  # trained once
+
+
+def test_a_torn_training_state_is_named_and_the_older_one_resumes(runner, client, tree, tracking_uri, tmp_path):
+    args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", *args], cwd=tmp_path,
+                            env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dead = _wait_for_checkpoint(client, proc, 40)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    import torch
+    states = {}
+    for slot in ("checkpoints/training_state_0.pt", "checkpoints/training_state_1.pt"):
+        states[slot] = torch.load(_artifact_file(client, dead, slot), weights_only=True)["epoch"]
+    newest = max(states, key=states.get)
+    older_epoch = min(states.values())
+    path = _artifact_file(client, dead, newest)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])  # what a full disk or a killed upload leaves
+
+    result = invoke(runner, ["generator", "--resume", *args])
+    assert f"{newest} of run {dead} is unreadable" in result.stderr
+    assert f"resuming run {dead} from epoch {older_epoch}" in result.stderr
+    exp = client.get_experiment_by_name("harness").experiment_id
+    (resumed,) = client.search_runs([exp], f"tags.`harness.resumed_from` = '{dead}'")
+    steps = sorted(m.step for m in client.get_metric_history(resumed.info.run_id, "gan/wasserstein"))
+    assert steps == list(range(1, 201))
+    kept = {a.path for a in client.list_artifacts(resumed.info.run_id, "checkpoints")}
+    assert f"checkpoints/generator_epoch_{older_epoch:04d}.pt" in kept
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    """An MLflow tracking server on loopback (SQLite behind it, artifacts proxied), up within 120 s."""
+    import urllib.request
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    _stop(proc)
+    pytest.fail("the MLflow server did not answer within 120 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the server and its workers, all at once: a crashed server
+    proc.wait(timeout=30)
+
+
+def test_a_tracking_server_that_goes_away_mid_gan(tree, tmp_path):
+    from mlflow.tracking import MlflowClient
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    try:
+        client = MlflowClient(uri)
+        args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, "--set", "gan.epochs=20000",
+                "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=100000"]
+        env = _env(uri, tmp_path, HARNESS_HEARTBEAT_SECONDS="1")
+        proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", *args], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run_id = _wait_for_checkpoint(client, proc, 20)
+        _stop(server)
+        stopped = time.time()
+        out, err = proc.communicate(timeout=120)  # bounded: heartbeat loss (2 s) + one request timeout
+        took = time.time() - stopped
+        assert proc.returncode == 2, err[-2000:]
+        assert "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("Error: the MLflow tracking store") and "stopped answering" in last, err[-2000:]
+        assert took < 60
+
+        server = _start_server(tmp_path, port)  # the store is back: the dead run is marked, then resumed
+        log = tmp_path / "resume.log"
+        with open(log, "w") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", "--resume", *args], cwd=tmp_path,
+                                    env=env, stdout=subprocess.DEVNULL, stderr=f)
+        deadline = time.time() + 600
+        while f"resuming run {run_id} from epoch" not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        died = client.get_run(run_id)
+        assert died.info.status == "FAILED" and "is gone" in died.data.tags["harness.died"]
+        exp = client.get_experiment_by_name("harness").experiment_id
+        (resumed,) = client.search_runs([exp], f"tags.`harness.resumed_from` = '{run_id}'")
+        assert resumed.info.status == "KILLED"
+        assert client.search_runs([exp], "attributes.status = 'RUNNING'") == []
+    finally:
+        if server.poll() is None:
+            _stop(server)
+
+
+def _mount_full_disk(where: Path, size_kb: int):
+    """A real small file system for artifacts, where root may mount one; None elsewhere."""
+    where.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return None
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
+                        capture_output=True).returncode == 0
+    return where if ok else None
+
+
+def test_a_full_disk_fails_the_run_with_the_reason(runner, client, tree, tmp_path, monkeypatch):
+    disk = _mount_full_disk(tmp_path / "disk", 256)
+    try:
+        if disk is None:  # no tmpfs here: the artifact store raises what a full disk raises
+            import errno
+
+            from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+            real = LocalArtifactRepository.log_artifact
+
+            def full(self, local_file, artifact_path=None):
+                if os.path.getsize(local_file) > 200_000:
+                    raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "disk" / "x"))
+                return real(self, local_file, artifact_path)
+            monkeypatch.setattr(LocalArtifactRepository, "log_artifact", full)
+        exp = client.create_experiment("full", artifact_location=(tmp_path / "disk").as_uri())
+        result = invoke(runner, ["baseline", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--experiment", "full"],
+                        ok=False)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: no space left on the device while writing") and str(tmp_path / "disk") in last
+        (run,) = client.search_runs([exp])
+        assert run.info.status == "FAILED"
+        assert run.data.tags["mlflow.note.content"].startswith("**Failed**: no space left on the device")
+    finally:
+        if disk is not None:
+            subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_cache_folder_that_vanishes_between_phases(runner, client, tree, tmp_path, monkeypatch):
+    from harness import pipeline
+    cache = tmp_path / "cache"
+    real = pipeline.execute
+
+    def vanishing(ctx, name, cfg, inputs, *a, **k):
+        result = real(ctx, name, cfg, inputs, *a, **k)
+        shutil.rmtree(cache, ignore_errors=True)  # after every phase: the next one finds no cache folder
+        return result
+    monkeypatch.setattr(pipeline, "execute", vanishing)
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "quality.enabled=true"])
+    assert not cache.exists()
+    monkeypatch.setattr(pipeline, "execute", real)
+    invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "gan.epochs=3"])
+    assert any((cache / "decoded").iterdir())  # decoded again, into a folder made again
+
+
+def _run(tags: dict, status: str = "RUNNING", start: float | None = None):
+    return SimpleNamespace(info=SimpleNamespace(status=status, start_time=int(1000 * (start or time.time())),
+                                                run_id="r"), data=SimpleNamespace(tags=tags))
+
+
+def test_liveness_rules(monkeypatch):
+    from harness.tracking import liveness
+    monkeypatch.setenv("HARNESS_HEARTBEAT_SECONDS", "10")
+    me = liveness.owner()
+    host = socket.gethostname()
+    now = time.time()
+    assert liveness.why_dead(_run({liveness.OWNER: me})) is None  # this very process
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert "is gone" in liveness.why_dead(_run({liveness.OWNER: f"{host}:{gone.pid}:123"}))
+    # A pid of this host that now belongs to another process (a different start time) is not the owner.
+    assert "is gone" in liveness.why_dead(_run({liveness.OWNER: f"{host}:{os.getpid()}:1"}))
+    far = {liveness.OWNER: "elsewhere:42:1"}
+    assert liveness.why_dead(_run({**far, liveness.HEARTBEAT: f"{now - 30:.0f}"})) is None  # within 4 x 10 s
+    assert "no heartbeat" in liveness.why_dead(_run({**far, liveness.HEARTBEAT: f"{now - 50:.0f}"}))
+    assert liveness.why_dead(_run({**far}, start=now - 100)) is not None  # never beat: judged by its start
+    assert liveness.why_dead(_run({})) is None  # not a harness run: left to its owner
+    assert liveness.why_dead(_run({liveness.OWNER: f"{host}:1:1"}, status="FINISHED")) is None
+
+
+def test_a_live_process_keeps_its_heartbeat_fresh(client, tracking_uri, monkeypatch):
+    monkeypatch.setenv("HARNESS_HEARTBEAT_SECONDS", "0.2")
+    from harness.tracking import liveness, store
+    s = store.configure("harness")
+    with store.phase_run(s, "probe", {}) as pr:
+        first = float(client.get_run(pr.run_id).data.tags[liveness.HEARTBEAT])
+        time.sleep(2.5)
+        later = client.get_run(pr.run_id).data.tags[liveness.HEARTBEAT]
+        assert float(later) > first
+        assert client.get_run(pr.run_id).data.tags[liveness.OWNER] == liveness.owner()
+        assert liveness.reap(client, s.experiment_id) == []  # alive: never reaped
+    assert client.get_run(pr.run_id).info.status == "FINISHED"
