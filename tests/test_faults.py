@@ -274,3 +274,20 @@ def test_a_live_process_keeps_its_heartbeat_fresh(client, tracking_uri, monkeypa
         assert client.get_run(pr.run_id).data.tags[liveness.OWNER] == liveness.owner()
         assert liveness.reap(client, s.experiment_id) == []  # alive: never reaped
     assert client.get_run(pr.run_id).info.status == "FINISHED"
+
+
+def test_every_phase_reads_the_data_dir_it_was_given(runner, client, tree, tmp_path, monkeypatch):
+    # With quality on, the evaluator reads data too; it once fell back to torchvision's download, which
+    # with a network would have trained it on another copy of the data. No phase may download here.
+    import harness.data.named
+
+    def no_download(*a, **k):
+        raise AssertionError("a phase tried to download a data set although --data-dir was given")
+    monkeypatch.setattr(harness.data.named, "open_named", no_download)
+    quality = ["--set", "quality.enabled=true", "--set", "quality.evaluator_epochs=1"]
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, *quality])
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.0\nhigh = 0.5\n[pruner]\ntype = "none"\n')
+    invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, *quality, "--spec", spec, "--trials", "2"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    assert len(client.search_runs([exp], "tags.`harness.phase` = 'evaluator'")) >= 1
