@@ -4,14 +4,20 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 
 import click
 
-from harness.errors import HarnessError, explain
+from harness.errors import HarnessError, explain, mask, scrub
 
 
 class _UserError(click.ClickException):
     exit_code = 2  # bad input, like click's own usage errors
+
+    def __init__(self, message: str):
+        # Whatever a message quotes (a driver's error, a URL), no password of a store reaches the terminal.
+        urls = [os.environ.get("MLFLOW_TRACKING_URI", ""), *(a for a in sys.argv if "://" in a)]
+        super().__init__(scrub(message, urls))
 
 
 def _one_line(e: click.UsageError) -> _UserError:
@@ -327,11 +333,11 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     study_name = study_name or f"sweep-{cfg.preset}"
     _data_line(cfg, ctx)
     result = sweepmod.run(ctx, cfg, spec_obj, trials, study_name, storage, sampler_seed=sampler_seed)
-    click.echo(f"\nsweep run {result.run_id}: study {study_name!r} in {storage}")
+    click.echo(f"\nsweep run {result.run_id}: study {study_name!r} in {mask(storage)}")
     click.echo(f"best params {result.best_params}: validation {100 * result.best_value:.2f}%, "
                f"test {100 * result.best_test['test/accuracy']:.2f}% vs baseline "
                f"{100 * result.baseline['test/accuracy']:.2f}%")
-    click.echo(f"optuna-dashboard {storage}\n")
+    click.echo(f"optuna-dashboard {mask(storage)}\n")
     click.echo(result.table_md, nl=False)
 
 

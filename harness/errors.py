@@ -26,11 +26,38 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
+def mask(url: str) -> str:
+    """A store or storage URL fit to print or log: its password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def scrub(text: str, urls) -> str:
+    """`text` with the password of every URL in `urls` masked, wherever it appears (a driver's message
+    may repeat the URL it was given)."""
+    from urllib.parse import unquote, urlsplit
+    for url in urls:
+        try:
+            password = urlsplit(url).password if url and "://" in url else None
+        except ValueError:
+            password = None
+        for secret in {password, unquote(password or "")} - {None, ""}:
+            text = text.replace(secret, "***")
+    return text
+
+
 def explain(exc: BaseException, writing: str | None = None) -> str | None:
     """A fault of the machine or the store in one line for a person, or None when `exc` is not one
     (a bug: its traceback is worth more than a sentence). `writing` names what was being written
     when the error itself names no file (a write to an open file does not)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = mask(os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
     for e in _chain(exc):
         if isinstance(e, HarnessError):
             return str(e)

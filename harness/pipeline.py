@@ -125,9 +125,10 @@ def phase_key(ctx: Context, name: str, cfg: Config, upstream_keys: dict[str, str
 
 def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult], run_name: str | None = None,
             key_suffix: str = "", params: dict | None = None, tags: dict | None = None,
-            system_metrics: bool | None = None, **options) -> PhaseResult:
+            system_metrics: bool | None = None, claim: bool | None = None, **options) -> PhaseResult:
     """Run one phase under its own MLflow run: reuse a finished run with the same key, else compute.
-    `system_metrics` overrides the table's choice (a sweep's many short trial runs go without)."""
+    `system_metrics` and `claim` (wait for another worker computing the key) override the table's
+    choice for long phases (a sweep's many short trial runs go without)."""
     from harness.tracking.store import phase_run
     phase = PHASES[name]
     if name == "generate":
@@ -135,10 +136,13 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
         generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
     sections, upstream, _ = phase.reads(cfg)
     key = phase_key(ctx, name, cfg, {u: inputs[u].downstream_key for u in upstream}) + key_suffix
+    claim = phase.long if claim is None else claim  # minutes of work: never done twice by two workers
+    if claim and ctx.use_cache:
+        ctx.store.wait_for_others(key, name)  # before `before`: a worker that died is resumed, not restarted
     prepared = phase.module.before(ctx, cfg, key) if hasattr(phase.module, "before") else {}
     run_params = {**flat_sections(cfg, sections), **{f"upstream.{u}": inputs[u].run_id for u in upstream},
                   **(params or {})}
-    with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache,
+    with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache, claim=claim,
                    system_metrics=phase.long if system_metrics is None else system_metrics,
                    tags={"harness.config_hash": config_hash(cfg, sections), "harness.preset": cfg.preset,
                          **_data_tags(ctx, name, cfg), **(tags or {}), **prepared.get("tags", {})}) as pr:

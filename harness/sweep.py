@@ -16,9 +16,12 @@ fields and runs the normal phases.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +33,16 @@ from harness import config, generators, pipeline
 from harness.compare import render
 from harness.config import Config
 from harness.context import Context
-from harness.errors import HarnessError
+from harness.errors import HarnessError, mask, scrub
 from harness.phases import generate, pseudolabel
 from harness.phases.pseudolabel import PseudolabelResult
-from harness.tracking import codecs, store
+from harness.tracking import codecs, liveness, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
 FIXED_SECTIONS = ("data", "gan", "generator", "quality", "study")  # what the study's shared phases read
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+PARENT = "harness.mlflow_run"  # study user attr: the one MLflow run every worker nests its trials under
+SURPLUS = "harness.surplus"  # trial user attr: started after the study was full (two workers asked at once)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +178,14 @@ def default_storage() -> str:
     return "sqlite:///optuna.db"
 
 
-def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> optuna.Study:
+def _engine_kwargs(storage: str) -> dict:
+    """SQLite under parallel workers: wait for the lock instead of failing ("database is locked",
+    optuna issue 4994, seen in heartbeat writes). A server database is what parallel workers want."""
+    return {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+
+
+def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> tuple[optuna.Study, bool]:
+    """The study, and whether this call created it (the creator opens the study's MLflow run)."""
     # Optuna 5 changed the TPE defaults: every choice is spelled out so results do not move with versions.
     if spec.sampler == "gp":
         sampler = optuna.samplers.GPSampler(seed=sampler_seed, n_startup_trials=spec.n_startup_trials,
@@ -190,17 +202,21 @@ def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> optuna
         pruner = optuna.pruners.ThresholdPruner(lower=spec.pruner_lower, n_warmup_steps=spec.pruner_warmup_epochs)
     else:
         pruner = optuna.pruners.NopPruner()
-    import time
-    import warnings
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+                # The harness's heartbeat period (HARNESS_HEARTBEAT_SECONDS), so that a trial and its
+                # MLflow run are declared dead alike; a dead worker's trial is retried (twice at most).
                 rdb = optuna.storages.RDBStorage(
-                    storage, heartbeat_interval=20, grace_period=60,
+                    storage, heartbeat_interval=max(1, round(liveness.interval())),
+                    grace_period=max(2, round(liveness.grace())), engine_kwargs=_engine_kwargs(storage),
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
-            return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
-                                       direction="maximize", load_if_exists=True)
+            try:
+                return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
+                                           direction="maximize"), True
+            except optuna.exceptions.DuplicatedStudyError:  # atomic in the database: one worker creates
+                return optuna.load_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner), False
         except Exception as e:
             # Workers starting together race to create a new storage's tables, its schema-version
             # row (UNIQUE alembic_version) or the study: the loser finds them made, and simply
@@ -209,7 +225,8 @@ def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> optuna
             if any(r in str(e) for r in racing) and attempt < 4:
                 time.sleep(0.5 + attempt)
                 continue
-            raise HarnessError(f"cannot open Optuna storage {storage!r}: {str(e).splitlines()[0]}") from None
+            raise HarnessError(f"cannot open Optuna storage {mask(storage)!r}: "
+                               f"{scrub(str(e).splitlines()[0], [storage])}") from None
 
 
 def check(cfg: Config, spec: Spec) -> None:
@@ -220,10 +237,6 @@ def check(cfg: Config, spec: Spec) -> None:
     if any(p.kind == "checkpoint" for p in spec.params) and not generators.get(cfg.generator.kind).TRAINS:
         raise HarnessError(f"the sweep spec chooses a checkpoint, but generator.kind={cfg.generator.kind} does not "
                            "train; drop the checkpoint parameter from the spec")
-
-
-class _Surplus(Exception):
-    """A trial started after the study already had its --trials (another worker got there first)."""
 
 
 @dataclass
@@ -240,24 +253,25 @@ class SweepResult:
 def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str,
         sampler_seed: int = 0) -> SweepResult:
     check(cfg, spec)
-    study = open_study(study_name, storage, spec, sampler_seed)
+    study, created = open_study(study_name, storage, spec, sampler_seed)
     _claim(study, study_name, cfg, ctx)
     fields = {p.field for p in spec.params}
     kind = generators.get(cfg.generator.kind)
-    with store.phase_run(ctx.store, "sweep", {**config.flat(cfg), "sweep.study": study_name, "sweep.trials": n_trials,
-                                              "sweep.space": ",".join(sorted(fields))},
-                         run_name=f"sweep {study_name}", tags={"harness.preset": cfg.preset}) as parent:
-        mlflow.set_tag("harness.optuna_storage", storage)
+    with _study_run(ctx, study, created, {**config.flat(cfg), "sweep.study": study_name,
+                                          "sweep.space": ",".join(sorted(fields))},
+                    f"sweep {study_name}", {"harness.preset": cfg.preset,
+                                            "harness.optuna_storage": mask(storage)}) as parent:  # never the password
         # Trained once per study; ctx.use_cache still governs whether an earlier identical run serves.
         shared = _upstream(ctx, cfg)
         checkpoints = list(kind.checkpoints(shared["generator"].run_id)) if kind.TRAINS else []
 
         def objective(trial: optuna.Trial) -> float:
-            ahead = [t for t in study.get_trials(deepcopy=False, states=FINISHED + (optuna.trial.TrialState.RUNNING,))
-                     if t.number < trial.number]
+            ahead = [t for t in _counted(study, running=True) if t.number < trial.number]
             if len(ahead) >= n_trials:
-                study.stop()
-                raise _Surplus
+                # Another worker asked at the same moment for the last free trial. Optuna cannot take a
+                # trial back: it ends PRUNED, marked surplus, and counts for nothing.
+                trial.set_user_attr(SURPLUS, True)
+                raise optuna.TrialPruned("surplus: the study already has its trials")
             values = {p.field: suggest(trial, p, checkpoints) for p in spec.params}
             tcfg = config.apply(cfg, values)
             with store.phase_run(ctx.store, "trial", {**{k: str(v) for k, v in values.items()},
@@ -271,19 +285,66 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                                 f"accuracy {100 * value:.2f}%."})
             return value
 
-        if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            _enqueue_reference(study, spec, cfg, checkpoints)
-            # A trial that fails (a diverged classifier, too few images for its sample count) ends FAILED
-            # on both sides and the study goes on; if none completes, the sweep says so.
-            study.optimize(objective, n_trials=None, catch=(_Surplus, HarnessError),
-                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)])
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _enqueue_reference(study, spec, cfg, checkpoints)
+        _work(ctx, study, objective, n_trials)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
         best, syn, table_md = _test_best(ctx, cfg, study, study_name, shared)
         _log_plots(study)
     return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, shared["baseline"].metrics, table_md)
+
+
+def _counted(study: optuna.Study, running: bool = False) -> list:
+    """The trials that count towards --trials: finished ones (surplus starts aside), and with `running`
+    those another worker holds now."""
+    states = FINISHED + ((optuna.trial.TrialState.RUNNING,) if running else ())
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(SURPLUS)]
+
+
+def _work(ctx: Context, study: optuna.Study, objective, n_trials: int) -> None:
+    """Run trials until the study holds n_trials finished ones. When the trials left are all held by
+    other workers, wait: one of them may have died, and then its trial is failed once its heartbeat is
+    stale and retried (a WAITING copy), here or by another worker. A trial that fails (a diverged
+    classifier, too few images for its sample count) ends FAILED on both sides; the study goes on."""
+    waiting = (optuna.trial.TrialState.WAITING,)
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        done, held = len(_counted(study)), len(_counted(study, running=True))
+        if done >= n_trials:
+            return
+        if held >= n_trials and not study.get_trials(deepcopy=False, states=waiting):
+            ctx.store.check_reachable()
+            time.sleep(min(2.0, liveness.interval()))
+            continue
+        study.optimize(objective, n_trials=1, catch=(HarnessError,))
+
+
+@contextlib.contextmanager
+def _study_run(ctx: Context, study: optuna.Study, created: bool, params: dict, name: str, tags: dict):
+    """The study's one MLflow run: opened by the worker that created the study (its id kept in the
+    study), joined by every other worker and by later reruns, so that all trials nest under one parent."""
+    parent = study.user_attrs.get(PARENT)
+    deadline = time.time() + 60  # the creator sets it right after creating the study
+    while parent is None and not created and time.time() < deadline:
+        time.sleep(0.5)
+        parent = study.user_attrs.get(PARENT)
+    if parent is not None:
+        try:
+            alive = ctx.store.client.get_run(parent).info.lifecycle_stage == "active"
+        except Exception:
+            alive = False
+        parent = parent if alive else None
+    if parent is None:
+        with store.phase_run(ctx.store, "sweep", params, run_name=name, tags=tags) as pr:
+            study.set_user_attr(PARENT, pr.run_id)
+            yield pr
+    else:
+        with store.phase_run(ctx.store, "sweep", {}, join=parent) as pr:
+            yield pr
 
 
 def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, shared: dict):
@@ -386,7 +447,7 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
     kept = PseudolabelResult("", lab.metrics, images=lab.images, labels=lab.labels, soft=lab.soft)
     kept.downstream_key = kept.digest()
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    syn = pipeline.execute(ctx, "synthetic", tcfg, {"pseudolabel": kept}, key_suffix="-val", system_metrics=False,
+    syn = pipeline.execute(ctx, "synthetic", tcfg, {"pseudolabel": kept}, key_suffix="-val", system_metrics=False, claim=False,
                            on_epoch=report, evaluate_test=False)
     trial.set_user_attr("synthetic_run_id", syn.run_id)  # holds the model the best trial is tested with
     return syn.metrics["val/accuracy"], (f"{len(images)} images from {sampler.describe}, kept "

@@ -14,14 +14,20 @@ from harness.context import PhaseResult
 
 
 def before(ctx, cfg, key: str) -> dict:
-    """Tags and options for the run about to open: which interrupted run to continue, if any."""
-    if not ctx.resume or (ctx.use_cache and ctx.store.find_finished(key)):
+    """Tags and options for the run about to open: which interrupted run to continue, if any. With
+    --resume, the newest KILLED or FAILED one; without, a run whose process died (a worker killed
+    outright) is taken over all the same: nobody chose to stop it."""
+    if not ctx.use_cache and not ctx.resume or (ctx.use_cache and ctx.store.find_finished(key)):
         return {}
     kind = generators.get(cfg.generator.kind)
     candidates = ctx.store.find_runs(key, statuses=("KILLED", "FAILED"), max_results=5)
+    if not ctx.resume:
+        candidates = [r for r in candidates if "harness.died" in r.data.tags]
     old = next((r.info.run_id for r in candidates if kind.resumable(ctx.store, r.info.run_id)), None)
     if old is None:
-        click.echo("generator: no interrupted run with a checkpoint for this config; training from scratch", err=True)
+        if ctx.resume:
+            click.echo("generator: no interrupted run with a checkpoint for this config; training from scratch",
+                       err=True)
         return {}
     return {"tags": {"harness.resumed_from": old}, "options": {"resume_from": old}}
 

@@ -72,22 +72,25 @@ def why_dead(run, now: float | None = None) -> str | None:
 def reap(client, experiment_id: str) -> list[str]:
     """Mark every dead RUNNING run of the experiment FAILED, its description saying why; return their ids."""
     runs = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
-    dead = []
-    for run in runs:
-        why = why_dead(run)
-        if why is None:
-            continue
-        last = float(run.data.tags.get(HEARTBEAT, run.info.start_time / 1000))
-        note = (f"**Died**: {why}, without ending this run (killed, out of memory, or a lost machine); marked "
-                f"FAILED by {owner()} at {time.strftime('%Y-%m-%d %H:%M:%S')}. `--resume` continues an "
-                f"interrupted generator from its last checkpoint.\n\n{run.data.tags.get(NOTE, '')}")
-        client.log_batch(run.info.run_id, tags=[RunTag(DIED, why), RunTag(NOTE, note)], synchronous=True)
-        client.set_terminated(run.info.run_id, "FAILED", end_time=int(last * 1000))
-        dead.append(run.info.run_id)
+    dead = [run.info.run_id for run in runs if mark_if_dead(client, run)]
     if dead:
         click.echo(f"note: {len(dead)} run(s) whose process died were still RUNNING; marked FAILED: "
                    f"{', '.join(dead)}", err=True)
     return dead
+
+
+def mark_if_dead(client, run) -> str | None:
+    """If the run's process is gone, mark it FAILED with the reason and return the reason."""
+    why = why_dead(run)
+    if why is None:
+        return None
+    last = float(run.data.tags.get(HEARTBEAT, run.info.start_time / 1000))
+    note = (f"**Died**: {why}, without ending this run (killed, out of memory, or a lost machine); marked "
+            f"FAILED by {owner()} at {time.strftime('%Y-%m-%d %H:%M:%S')}. The next run of the same phase "
+            f"continues an interrupted generator from its last checkpoint.\n\n{run.data.tags.get(NOTE, '')}")
+    client.log_batch(run.info.run_id, tags=[RunTag(DIED, why), RunTag(NOTE, note)], synchronous=True)
+    client.set_terminated(run.info.run_id, "FAILED", end_time=int(last * 1000))
+    return why
 
 
 class Heartbeat:

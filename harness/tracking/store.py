@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from harness.errors import HarnessError, explain
+from harness.errors import HarnessError, explain, mask
 from harness.tracking import liveness, provenance
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.x
@@ -41,7 +42,7 @@ class Store:
         """Raise, in one line, once the heartbeat found the store gone: long loops call this each
         epoch, so that a dead server stops the command in a bounded time, not at the next log call."""
         if self.heartbeat.lost:
-            raise HarnessError(f"the MLflow tracking store {self.uri} stopped answering ({self.heartbeat.lost}); "
+            raise HarnessError(f"the MLflow tracking store {mask(self.uri)} stopped answering ({self.heartbeat.lost}); "
                                "its runs stay RUNNING until it is back, then the next command marks them FAILED "
                                "and `--resume` continues from the last checkpoint")
 
@@ -61,11 +62,33 @@ class Store:
         runs = self.find_runs(key)
         return runs[0] if runs else None
 
+    def computing(self, key: str, besides: str | None = None) -> list:
+        """The live runs computing the phase with cache key `key` now (other workers, other
+        processes); dead ones are marked FAILED on the way."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       f"tags.`harness.cache_key` = '{key}' and attributes.status = 'RUNNING'",
+                                       order_by=["attributes.start_time ASC"], max_results=50)
+        return [r for r in runs if r.info.run_id != besides and not liveness.mark_if_dead(self.client, r)]
+
+    def wait_for_others(self, key: str, phase: str) -> None:
+        """Wait while another live worker computes `key`. A worker that dies meanwhile is marked
+        FAILED (and a generator's next run resumes it); one that finishes is then reused."""
+        said = False
+        while live := self.computing(key):
+            if not said:
+                import click
+                who = live[0].data.tags.get(liveness.OWNER, "?").rsplit(":", 1)[0]
+                click.echo(f"{phase}: run {live[0].info.run_id} (process {who}) computes the same {phase}; "
+                           "waiting for it, then reusing it", err=True)
+                said = True
+            self.check_reachable()
+            time.sleep(min(2.0, liveness.interval()))
+
     def get_run(self, run_id: str):
         try:
             return self.client.get_run(run_id)
         except Exception:
-            raise HarnessError(f"no run {run_id!r} in the tracking store {self.uri}") from None
+            raise HarnessError(f"no run {run_id!r} in the tracking store {mask(self.uri)}") from None
 
 
 def configure(experiment: str) -> Store:
@@ -96,7 +119,7 @@ def _probe_write(store: Store) -> None:
     try:
         store.client.set_experiment_tag(store.experiment_id, "harness.last_opened", f"{time.time():.0f}")
     except Exception as e:
-        raise HarnessError(explain(e) or f"cannot write to the MLflow tracking store {store.uri} "
+        raise HarnessError(explain(e) or f"cannot write to the MLflow tracking store {mask(store.uri)} "
                            f"({str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}); "
                            "check MLFLOW_TRACKING_URI") from None
     finally:
@@ -119,7 +142,7 @@ def _first_use_lock(uri: str):
     try:
         handle = open(lock, "a")
     except OSError as e:
-        raise HarnessError(f"cannot reach the MLflow tracking store {uri!r} ({lock.parent} is not a writable folder: "
+        raise HarnessError(f"cannot reach the MLflow tracking store {mask(uri)!r} ({lock.parent} is not a writable folder: "
                            f"{e.strerror}); check MLFLOW_TRACKING_URI") from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -150,14 +173,14 @@ def _open(uri: str, experiment: str) -> Store:
                         raise
                     exp_id = exp.experiment_id
             elif exp.lifecycle_stage == "deleted":
-                raise HarnessError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another --experiment")
+                raise HarnessError(f"experiment {experiment!r} is deleted in {mask(uri)}; restore it or pick another --experiment")
             else:
                 exp_id = exp.experiment_id
     except HarnessError:
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HarnessError(f"cannot reach the MLflow tracking store {uri!r} ({first[:300]}); "
+        raise HarnessError(f"cannot reach the MLflow tracking store {mask(uri)!r} ({first[:300]}); "
                            "check MLFLOW_TRACKING_URI") from None
     mlflow.set_experiment(experiment_id=exp_id)
     return Store(uri, exp_id, client)
@@ -208,7 +231,8 @@ class PhaseRun:
 
 @contextlib.contextmanager
 def phase_run(store: Store, phase: str, params: dict, run_name: str | None = None, tags: dict | None = None,
-              key: str | None = None, use_cache: bool = True, system_metrics: bool = False):
+              key: str | None = None, use_cache: bool = True, system_metrics: bool = False, claim: bool = False,
+              join: str | None = None):
     """One MLflow run for one phase, nested under the active run if there is one.
 
     With a cache `key`, a FINISHED run of the experiment with that key is reused: the new run is
@@ -216,23 +240,44 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     outputs from there instead of computing. The run ends FINISHED on success, KILLED on Ctrl-C /
     SIGTERM / a pruning decision and FAILED on any other error, never left RUNNING. With
     `system_metrics`, a run that computes samples CPU, memory (and GPU) use (MLflow's monitor).
+
+    With `claim`, no two workers compute one key: a live worker's RUNNING run with the key is waited
+    for and then reused, and two that announce at once both step back (deleting their empty runs)
+    until one announces alone. Announce-then-check needs no lock: whichever announces second sees
+    the first. With `join`, that existing run is continued in this process instead (`params` unused).
     """
-    hit = store.find_finished(key) if key and use_cache else None
-    all_tags = {"harness.phase": phase, **store.provenance(), liveness.OWNER: liveness.owner(),
-                liveness.HEARTBEAT: f"{time.time():.0f}", **(tags or {})}
-    if key:
-        all_tags["harness.cache_hit" if hit else "harness.cache_key"] = key
-    if hit:
-        all_tags["harness.reused_from"] = hit.info.run_id
-    run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
-                           tags={k: str(v) for k, v in all_tags.items()},
-                           log_system_metrics=bool(system_metrics and hit is None))
+    claiming = bool(claim and key and use_cache)
+    while join is None:
+        hit = store.find_finished(key) if key and use_cache else None
+        if hit is None and claiming and store.computing(key):
+            store.wait_for_others(key, phase)
+            continue  # it finished (reuse it) or died (compute)
+        all_tags = {"harness.phase": phase, **store.provenance(), liveness.OWNER: liveness.owner(),
+                    liveness.HEARTBEAT: f"{time.time():.0f}", **(tags or {})}
+        if key:
+            all_tags["harness.cache_hit" if hit else "harness.cache_key"] = key
+        if hit:
+            all_tags["harness.reused_from"] = hit.info.run_id
+        run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
+                               tags={k: str(v) for k, v in all_tags.items()},
+                               log_system_metrics=bool(system_metrics and hit is None))
+        if hit is None and claiming and store.computing(key, besides=run.info.run_id):
+            # Announced at the same moment as another worker: whoever sees a rival after announcing
+            # steps back (both may), so that at most one computes; the first to come back wins.
+            mlflow.end_run("KILLED")
+            store.client.delete_run(run.info.run_id)
+            time.sleep(random.uniform(0.2, 1.5))
+            continue
+        break
+    if join is not None:  # another worker's run (a sweep's one parent): continued here, nothing re-logged
+        run, hit = mlflow.start_run(run_id=join), None
     store.heartbeat.add(run.info.run_id)
     try:
         # One write for params (+ a reused run's metrics and description): a sweep opens runs
         # every trial, and every MLflow call is a SQLite transaction.
-        log_batch(params=params, metrics=hit.data.metrics if hit else None,
-                  tags={NOTE: reused_note(store, hit)} if hit else None)
+        if join is None:
+            log_batch(params=params, metrics=hit.data.metrics if hit else None,
+                      tags={NOTE: reused_note(store, hit)} if hit else None)
         if hit:
             _lead_to(store, hit)
         yield PhaseRun(run, hit)
