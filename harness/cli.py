@@ -329,7 +329,8 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     spec_obj = sweepmod.load_spec(spec)
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache)
     sweepmod.check(cfg, spec_obj)
-    storage = storage or sweepmod.default_storage()
+    from harness import studies
+    storage = storage or studies.default_storage()
     study_name = study_name or f"sweep-{cfg.preset}"
     _data_line(cfg, ctx)
     result = sweepmod.run(ctx, cfg, spec_obj, trials, study_name, storage, sampler_seed=sampler_seed)
@@ -339,6 +340,67 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
                f"{100 * result.baseline['test/accuracy']:.2f}%")
     click.echo(f"optuna-dashboard {mask(storage)}\n")
     click.echo(result.table_md, nl=False)
+
+
+@main.command()
+@common
+@click.option("--axis", "axes", multiple=True, metavar="KEY=V1,V2,...",
+              help="A config key and its values; the grid is the cross product of the axes (repeatable).")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Paired seeds 0..N-1 per cell; a larger N later grows the grid.")
+@click.option("--study", "study_name", default=None, help="Optuna study holding the items [default: grid-<preset>].")
+@click.option("--storage", default=None, metavar="URL", help="Optuna RDB URL shared by all workers "
+              "[default: sqlite optuna.db beside the tracking database].")
+@click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
+@click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
+def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_name, storage, plan_only, report_only):
+    """A grid of paired multi-seed studies: every combination of the --axis values, each cell N seeds
+    of baseline vs synthetic arm. Items live in an Optuna storage: this command enqueues those it
+    lacks and works on them; `harness worker --study NAME --storage URL` on any machine helps. The
+    report (per cell: mean ± std, paired delta with 95% CI, t-test p, Holm-adjusted p, verdict) is
+    logged on the grid run when the last item finishes.
+
+    \b
+    harness grid --preset cpu --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5
+    """
+    from harness import grid as gridmod
+    from harness import studies
+    parsed = gridmod.parse_axes(axes)
+    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache)
+    gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
+    storage = storage or studies.default_storage()
+    study_name = study_name or f"grid-{cfg.preset}"
+    study, created = gridmod.open_grid(study_name, storage)
+    if report_only:
+        md, _ = gridmod.report(ctx, study, study.user_attrs.get(studies.PARENT))
+        click.echo(md, nl=False)
+        return
+    added = gridmod.plan(study, cfg, parsed, list(range(seeds)))
+    click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items", err=True)
+    run_id = gridmod.open_run(ctx, study, created) if plan_only else gridmod.work(ctx, study, created)
+    click.echo(f"grid run {run_id}: study {study_name!r}")
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="The grid's Optuna study.")
+@click.option("--storage", default=None, metavar="URL", help="Its Optuna RDB URL [default: sqlite optuna.db "
+              "beside the tracking database].")
+@click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False), default=None,
+              help="This machine's copy of the data (the cache keys check it is the same images).")
+@click.option("--experiment", "-e", default="harness", show_default=True, help="MLflow experiment name.")
+@click.option("--no-cache", is_flag=True, help="Recompute phases even when a finished run with the same key exists.")
+def worker(study_name, storage, data_dir, experiment, no_cache):
+    """Pull (cell, seed) items of a grid from its Optuna storage and run them until none is left;
+    start as many as you like, on any machine that reaches the storage and the tracking store."""
+    from harness import data, grid as gridmod, studies, train
+    from harness.context import Context
+    from harness.tracking import store
+    study, created = gridmod.open_grid(study_name, storage or studies.default_storage())
+    cfg, _, _ = gridmod.plan_of(study)
+    data.check_cache_dir()
+    ctx = Context(store.configure(experiment), train.pick_device(cfg.device), data_dir, use_cache=not no_cache)
+    run_id = gridmod.work(ctx, study, created)
+    click.echo(f"grid run {run_id}: study {study_name!r}")
 
 
 def entry():

@@ -272,7 +272,7 @@ class PipelineResult:
 
 
 def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = "",
-        reuse_shared: bool = False) -> PipelineResult:
+        reuse_shared: bool = False, tags: dict | None = None) -> PipelineResult:
     """One pipeline under one parent run: every phase of the table that runs under this config, in
     order. `gan_cfg` lets several seeds share one trained generator (fitted on its own data draw);
     `reuse_shared`: it was trained by an earlier seed of this study, reuse it even under --no-cache."""
@@ -287,7 +287,7 @@ def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = ""
     seconds: dict[str, float] = {}
     with phase_run(ctx.store, "pipeline", {**flat(cfg), "pipeline.generator_shared": gan_cfg is not cfg},
                    run_name=f"pipeline seed={cfg.data.seed}",
-                   tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset}) as parent:
+                   tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset, **(tags or {})}) as parent:
         for name, phase in PHASES.items():
             if not phase.runs(cfg):
                 continue

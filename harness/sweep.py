@@ -16,12 +16,10 @@ fields and runs the normal phases.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 import tomllib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +27,11 @@ import click
 import mlflow
 import optuna
 
-from harness import config, generators, pipeline
+from harness import config, generators, pipeline, studies
 from harness.compare import render
 from harness.config import Config
 from harness.context import Context
-from harness.errors import HarnessError, mask, scrub
+from harness.errors import HarnessError, mask
 from harness.phases import generate, pseudolabel
 from harness.phases.pseudolabel import PseudolabelResult
 from harness.tracking import codecs, liveness, store
@@ -41,7 +39,6 @@ from harness.tracking import codecs, liveness, store
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
 FIXED_SECTIONS = ("data", "gan", "generator", "quality", "study")  # what the study's shared phases read
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-PARENT = "harness.mlflow_run"  # study user attr: the one MLflow run every worker nests its trials under
 SURPLUS = "harness.surplus"  # trial user attr: started after the study was full (two workers asked at once)
 
 
@@ -170,22 +167,8 @@ def suggest(trial: optuna.Trial, p: Param, checkpoints: list[int]):
 # ---------------------------------------------------------------------------------------------
 # Study
 
-def default_storage() -> str:
-    """A SQLite file beside the tracking database (or in the working directory)."""
-    uri = store.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).with_name('optuna.db')}"
-    return "sqlite:///optuna.db"
-
-
-def _engine_kwargs(storage: str) -> dict:
-    """SQLite under parallel workers: wait for the lock instead of failing ("database is locked",
-    optuna issue 4994, seen in heartbeat writes). A server database is what parallel workers want."""
-    return {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
-
-
 def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> tuple[optuna.Study, bool]:
-    """The study, and whether this call created it (the creator opens the study's MLflow run)."""
+    """The study with the spec's sampler and pruner, and whether this call created it."""
     # Optuna 5 changed the TPE defaults: every choice is spelled out so results do not move with versions.
     if spec.sampler == "gp":
         sampler = optuna.samplers.GPSampler(seed=sampler_seed, n_startup_trials=spec.n_startup_trials,
@@ -202,31 +185,7 @@ def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> tuple[
         pruner = optuna.pruners.ThresholdPruner(lower=spec.pruner_lower, n_warmup_steps=spec.pruner_warmup_epochs)
     else:
         pruner = optuna.pruners.NopPruner()
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-                # The harness's heartbeat period (HARNESS_HEARTBEAT_SECONDS), so that a trial and its
-                # MLflow run are declared dead alike; a dead worker's trial is retried (twice at most).
-                rdb = optuna.storages.RDBStorage(
-                    storage, heartbeat_interval=max(1, round(liveness.interval())),
-                    grace_period=max(2, round(liveness.grace())), engine_kwargs=_engine_kwargs(storage),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
-            try:
-                return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
-                                           direction="maximize"), True
-            except optuna.exceptions.DuplicatedStudyError:  # atomic in the database: one worker creates
-                return optuna.load_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner), False
-        except Exception as e:
-            # Workers starting together race to create a new storage's tables, its schema-version
-            # row (UNIQUE alembic_version) or the study: the loser finds them made, and simply
-            # opens them on the next try.
-            racing = ("already exists", "UNIQUE constraint failed", "database is locked")
-            if any(r in str(e) for r in racing) and attempt < 4:
-                time.sleep(0.5 + attempt)
-                continue
-            raise HarnessError(f"cannot open Optuna storage {mask(storage)!r}: "
-                               f"{scrub(str(e).splitlines()[0], [storage])}") from None
+    return studies.open_study(name, storage, sampler, pruner)
 
 
 def check(cfg: Config, spec: Spec) -> None:
@@ -257,7 +216,7 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
     _claim(study, study_name, cfg, ctx)
     fields = {p.field for p in spec.params}
     kind = generators.get(cfg.generator.kind)
-    with _study_run(ctx, study, created, {**config.flat(cfg), "sweep.study": study_name,
+    with studies.study_run(ctx, study, created, {**config.flat(cfg), "sweep.study": study_name,
                                           "sweep.space": ",".join(sorted(fields))},
                     f"sweep {study_name}", {"harness.preset": cfg.preset,
                                             "harness.optuna_storage": mask(storage)}) as parent:  # never the password
@@ -310,9 +269,7 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int) -> None:
     classifier, too few images for its sample count) ends FAILED on both sides; the study goes on."""
     waiting = (optuna.trial.TrialState.WAITING,)
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        studies.fail_stale(study)
         done, held = len(_counted(study)), len(_counted(study, running=True))
         if done >= n_trials:
             return
@@ -321,30 +278,6 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int) -> None:
             time.sleep(min(2.0, liveness.interval()))
             continue
         study.optimize(objective, n_trials=1, catch=(HarnessError,))
-
-
-@contextlib.contextmanager
-def _study_run(ctx: Context, study: optuna.Study, created: bool, params: dict, name: str, tags: dict):
-    """The study's one MLflow run: opened by the worker that created the study (its id kept in the
-    study), joined by every other worker and by later reruns, so that all trials nest under one parent."""
-    parent = study.user_attrs.get(PARENT)
-    deadline = time.time() + 60  # the creator sets it right after creating the study
-    while parent is None and not created and time.time() < deadline:
-        time.sleep(0.5)
-        parent = study.user_attrs.get(PARENT)
-    if parent is not None:
-        try:
-            alive = ctx.store.client.get_run(parent).info.lifecycle_stage == "active"
-        except Exception:
-            alive = False
-        parent = parent if alive else None
-    if parent is None:
-        with store.phase_run(ctx.store, "sweep", params, run_name=name, tags=tags) as pr:
-            study.set_user_attr(PARENT, pr.run_id)
-            yield pr
-    else:
-        with store.phase_run(ctx.store, "sweep", {}, join=parent) as pr:
-            yield pr
 
 
 def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, shared: dict):

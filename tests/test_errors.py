@@ -9,7 +9,6 @@ with the body SPECS[NAME]; {file} a plain file; {empty} an empty folder.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from mlflow.entities import ViewType

@@ -1,8 +1,5 @@
 """`harness sweep` on the tiny preset: trials as nested MLflow runs, resume, two workers on one
 study, pruning, and spec errors."""
-import os
-import subprocess
-import sys
 import types
 
 import optuna

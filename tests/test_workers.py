@@ -107,6 +107,9 @@ def test_two_cold_sweep_workers_train_the_shared_phases_once(backend, tree, tmp_
     every = client.search_runs([parent.info.experiment_id], max_results=1000)
     assert len({_pid(r) for r in every}) == 2  # both worked (which of them ran trials is the scheduler's call)
     assert not [r for r in client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")]
+    if "@" in storage:  # PostgreSQL: the password is in the URL every worker was given
+        from urllib.parse import urlsplit
+        _secrets_nowhere(client, experiment, urlsplit(storage).password, *outs)
 
 
 def test_a_sigkilled_sweep_worker_loses_no_trial(backend, tree, tmp_path):
@@ -142,3 +145,54 @@ def test_a_sigkilled_sweep_worker_loses_no_trial(backend, tree, tmp_path):
     assert client.search_runs([exp], "attributes.status = 'RUNNING'") == []  # nothing left RUNNING
     dead = [r for r in client.search_runs([exp], "attributes.status = 'FAILED'") if "harness.died" in r.data.tags]
     assert {r.data.tags["harness.phase"] for r in dead} >= {"trial", "synthetic"}
+
+
+def _secrets_nowhere(client, experiment, secret, *outputs):
+    """No tag, param or description of any run, and no printed line, holds the password."""
+    assert secret
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    for run in client.search_runs([exp], max_results=5000):
+        for where in (run.data.tags, run.data.params):
+            leaks = [k for k, v in where.items() if secret in str(v)]
+            assert not leaks, (run.info.run_id, leaks)
+    assert not any(secret in out for out in outputs)
+
+
+def test_a_grid_is_pulled_by_two_workers_each_item_once(backend, tree, tmp_path):
+    tracking, storage, experiment = backend
+    study = f"grid-{uuid.uuid4().hex[:6]}"
+    env = _env(tracking, tmp_path)
+    base = ["--data-dir", str(tree), "--experiment", experiment, "--storage", storage, "--study", study]
+    plan = subprocess.run([sys.executable, "-m", "harness", "grid", "--preset", "tiny", *CLASSES, *base,
+                           "--axis", "data.n_per_class=10,20", "--seeds", "2", "--plan-only"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0 and "4 new items" in plan.stderr, plan.stderr[-2000:]
+    workers = [subprocess.Popen([sys.executable, "-m", "harness", "worker", *base], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    done = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert sorted((t.user_attrs["cell"], t.user_attrs["seed"]) for t in done) == \
+        [(f"data.n_per_class={n}", s) for n in (10, 20) for s in (0, 1)]  # each item once
+    client = MlflowClient(tracking)
+    pipes = _runs(client, experiment, "pipeline")
+    assert len(pipes) == 4 and {t.user_attrs["pipeline_run"] for t in done} == {p.info.run_id for p in pipes}
+    (parent,) = _runs(client, experiment, "grid")
+    assert {p.data.tags["mlflow.parentRunId"] for p in pipes} == {parent.info.run_id}
+    assert any("grid.md" == a.path for a in client.list_artifacts(parent.info.run_id))
+    assert not client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
+    if "@" in storage:
+        from urllib.parse import urlsplit
+        _secrets_nowhere(client, experiment, urlsplit(storage).password, plan.stdout, plan.stderr, *outs)
+
+
+def test_a_password_in_a_url_is_never_printed(runner, tree, tmp_path, monkeypatch):
+    from conftest import invoke
+    secret = "s3cret-Pa55word"
+    out = invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--storage",
+                          f"postgresql+psycopg://harness:{secret}@127.0.0.1:1/optuna"], ok=False)
+    assert out.exit_code == 2 and "***" in out.stderr and secret not in out.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://harness:{secret}@127.0.0.1:9")
+    out = invoke(runner, ["baseline", "--preset", "tiny", "--data-dir", tree, *CLASSES], ok=False)
+    assert out.exit_code == 2 and "harness:***@127.0.0.1:9" in out.stderr and secret not in out.output
