@@ -104,6 +104,12 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False):
     return cfg, ctx
 
 
+def _threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+        torch.set_num_threads(n)
+
+
 def _data_line(cfg, ctx) -> None:
     splits = ctx.splits(cfg.data)
     click.echo(f"data: {len(splits.train_x)} train / {len(splits.val_x)} val / {len(splits.test_x)} test images "
@@ -351,9 +357,12 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
 @click.option("--study", "study_name", default=None, help="Optuna study holding the items [default: grid-<preset>].")
 @click.option("--storage", default=None, metavar="URL", help="Optuna RDB URL shared by all workers "
               "[default: sqlite optuna.db beside the tracking database].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch in this process "
+              "[default: torch's, one per core]; with several workers on one machine, cores / workers.")
 @click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
 @click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
-def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_name, storage, plan_only, report_only):
+def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_name, storage, threads, plan_only,
+         report_only):
     """A grid of paired multi-seed studies: every combination of the --axis values, each cell N seeds
     of baseline vs synthetic arm. Items live in an Optuna storage: this command enqueues those it
     lacks and works on them; `harness worker --study NAME --storage URL` on any machine helps. The
@@ -366,6 +375,7 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_n
     from harness import grid as gridmod
     from harness import studies
     parsed = gridmod.parse_axes(axes)
+    _threads(threads)
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache)
     gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
     storage = storage or studies.default_storage()
@@ -389,17 +399,21 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_n
               help="This machine's copy of the data (the cache keys check it is the same images).")
 @click.option("--experiment", "-e", default="harness", show_default=True, help="MLflow experiment name.")
 @click.option("--no-cache", is_flag=True, help="Recompute phases even when a finished run with the same key exists.")
-def worker(study_name, storage, data_dir, experiment, no_cache):
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch in this process "
+              "[default: one per core]. Workers sharing a machine each want cores / workers: two processes of "
+              "2 threads on 2 cores run slower together than one alone.")
+def worker(study_name, storage, data_dir, experiment, no_cache, threads):
     """Pull (cell, seed) items of a grid from its Optuna storage and run them until none is left;
     start as many as you like, on any machine that reaches the storage and the tracking store."""
     from harness import data, grid as gridmod, studies, train
     from harness.context import Context
     from harness.tracking import store
-    study, created = gridmod.open_grid(study_name, storage or studies.default_storage())
+    _threads(threads)
+    study = gridmod.join_grid(study_name, storage or studies.default_storage())
     cfg, _, _ = gridmod.plan_of(study)
     data.check_cache_dir()
     ctx = Context(store.configure(experiment), train.pick_device(cfg.device), data_dir, use_cache=not no_cache)
-    run_id = gridmod.work(ctx, study, created)
+    run_id = gridmod.work(ctx, study, created=False)
     click.echo(f"grid run {run_id}: study {study_name!r}")
 
 

@@ -28,7 +28,7 @@ import optuna
 from harness import config, pipeline, studies
 from harness.config import Config
 from harness.context import Context
-from harness.errors import HarnessError
+from harness.errors import HarnessError, mask
 from harness.tracking import liveness, store
 from harness.tracking.store import NOTE
 
@@ -282,7 +282,24 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     return md, out
 
 
-def open_grid(name: str, storage: str) -> tuple[optuna.Study, bool]:
+def join_grid(name: str, storage: str, wait: float = 60.0) -> optuna.Study:
+    """A worker's view of a grid planned elsewhere; started first, it waits a while for the plan."""
+    deadline = time.time() + wait
+    while True:
+        try:
+            study, _ = open_grid(name, storage, create=False)
+            if PLAN in study.user_attrs:
+                return study
+        except KeyError:  # not created yet: the planner may still be starting
+            pass
+        if time.time() > deadline:
+            raise HarnessError(f"no grid {name!r} in {mask(storage)}: plan it with `harness grid --study {name} "
+                               "--storage URL --plan-only` (or run `harness grid` there)")
+        time.sleep(1.0)
+
+
+def open_grid(name: str, storage: str, create: bool = True) -> tuple[optuna.Study, bool]:
     # Items are enqueued, never sampled: the sampler only has to be pinned.
-    return studies.open_study(name, storage, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
+    return studies.open_study(name, storage, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner(),
+                              create=create)
 

@@ -31,8 +31,9 @@ def _engine_kwargs(storage: str) -> dict:
     return {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
 
 
-def open_study(name: str, storage: str, sampler, pruner) -> tuple[optuna.Study, bool]:
-    """A study of an Optuna RDB storage shared by workers, and whether this call created it."""
+def open_study(name: str, storage: str, sampler, pruner, create: bool = True) -> tuple[optuna.Study, bool]:
+    """A study of an Optuna RDB storage shared by workers, and whether this call created it; with
+    `create` off, a study that does not exist is a KeyError (a worker does not plan studies)."""
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
@@ -45,10 +46,14 @@ def open_study(name: str, storage: str, sampler, pruner) -> tuple[optuna.Study, 
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created": the harness says what matters
             try:
-                return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
-                                           direction="maximize"), True
+                if create:
+                    return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
+                                               direction="maximize"), True
             except optuna.exceptions.DuplicatedStudyError:  # atomic in the database: one worker creates
-                return optuna.load_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner), False
+                pass
+            return optuna.load_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner), False
+        except KeyError:
+            raise
         except Exception as e:
             # Workers starting together race to create a new storage's tables, its schema-version
             # row (UNIQUE alembic_version) or the study: the loser finds them made, and simply
