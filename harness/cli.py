@@ -409,7 +409,11 @@ def worker(study_name, storage, data_dir, experiment, no_cache, threads):
     from harness.context import Context
     from harness.tracking import store
     _threads(threads)
-    study = gridmod.join_grid(study_name, storage or studies.default_storage())
+    storage = storage or studies.default_storage()
+    if storage.startswith("sqlite"):
+        click.echo("note: a SQLite storage serves the workers of this machine only; workers on several machines "
+                   "need a server database (README: Many machines)", err=True)
+    study = gridmod.join_grid(study_name, storage)
     cfg, _, _ = gridmod.plan_of(study)
     data.check_cache_dir()
     ctx = Context(store.configure(experiment), train.pick_device(cfg.device), data_dir, use_cache=not no_cache)

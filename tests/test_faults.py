@@ -291,3 +291,19 @@ def test_every_phase_reads_the_data_dir_it_was_given(runner, client, tree, tmp_p
     invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, *quality, "--spec", spec, "--trials", "2"])
     exp = client.get_experiment_by_name("harness").experiment_id
     assert len(client.search_runs([exp], "tags.`harness.phase` = 'evaluator'")) >= 1
+
+
+def test_a_dead_workers_gan_is_taken_over_without_resume(runner, client, tree, tracking_uri, tmp_path):
+    # Nobody chose to stop a SIGKILLed generator: the next worker of the same key continues it from its
+    # last checkpoint, --resume or not (a KILLED run, stopped on purpose, waits for --resume).
+    args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", *args], cwd=tmp_path,
+                            env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dead = _wait_for_checkpoint(client, proc, 20)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    result = invoke(runner, ["generator", *args])
+    assert f"resuming run {dead} from epoch" in result.stderr
+    exp = client.get_experiment_by_name("harness").experiment_id
+    (resumed,) = client.search_runs([exp], f"tags.`harness.resumed_from` = '{dead}'")
+    assert resumed.info.status == "FINISHED" and client.get_run(dead).info.status == "FAILED"

@@ -145,8 +145,9 @@ def test_spec_chooses_the_sampler(tmp_path, kind, cls):
     path = tmp_path / "s.toml"
     path.write_text(f'[space."generate.n_samples"]\ntype = "int"\nlow = 1\nhigh = 2\n[sampler]\ntype = "{kind}"\n')
     spec = sweep.load_spec(path)
-    study = sweep.open_study("s", f"sqlite:///{tmp_path / 'o.db'}", spec, sampler_seed=1)
-    assert type(study.sampler).__name__ == cls
+    study, created = sweep.open_study("s", f"sqlite:///{tmp_path / 'o.db'}", spec, sampler_seed=1)
+    assert type(study.sampler).__name__ == cls and created  # a new study: this call made it
+    assert sweep.open_study("s", f"sqlite:///{tmp_path / 'o.db'}", spec, sampler_seed=1)[1] is False
 
 
 def test_spec_error_through_cli(runner, tmp_path):
