@@ -54,6 +54,30 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+AUGMENTATIONS = ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix")
+
+
+def augment(xb: torch.Tensor, yb: torch.Tensor, kind: str, gen: torch.Generator, n_classes: int,
+            ops: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch under classifier.augmentation: images (uint8, or float in 0..255 for the mixing kinds)
+    and soft targets [B, C] where labels mix (mixup, cutmix), else None. Every kind but none starts
+    from crop+flip, the standard recipe each of them is reported on top of. `ops` holds the
+    torchvision transforms, built once per training."""
+    if kind == "none":
+        return xb, None
+    xb = augment_batch(xb, gen)
+    if kind == "crop-flip":
+        return xb, None
+    from torchvision.transforms import v2
+    if kind in ("trivialaugment", "randaugment"):
+        # torchvision draws one op per call, so a call on the batch would give every image the same
+        # op: one call per image, on uint8 tensors on the device (no PIL).
+        op = ops.setdefault(kind, v2.TrivialAugmentWide() if kind == "trivialaugment" else v2.RandAugment())
+        return torch.stack([op(img) for img in xb]), None
+    mix = ops.setdefault(kind, (v2.MixUp if kind == "mixup" else v2.CutMix)(num_classes=n_classes, alpha=1.0))
+    return mix(xb.float(), yb)
+
+
 # ---------------------------------------------------------------------------------------------
 # Classifier
 
@@ -142,6 +166,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
         weights = torch.ones(len(x), device=device)
         weights[n_real:] = cfg.synthetic_weight
     streams: dict = {}
+    ops: dict = {}  # the augmentation's torchvision transforms, built on first use
     bs = cfg.batch_size
     mixed = [n_syn > 0 and e <= cfg.epochs - cfg.real_only_epochs for e in range(1, cfg.epochs + 1)]
     total_steps = sum((n_real + n_syn + bs - 1) // bs if m and cfg.synthetic_share == 0 and cfg.budget == "epochs"
@@ -156,12 +181,12 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
             correct = torch.zeros((), device=device, dtype=torch.long)
             for idx in batches:
                 xb, yb = x[idx], y[idx]
-                if cfg.augmentation == "crop-flip":
-                    xb = augment_batch(xb, gen)
+                xb, mixed_targets = augment(xb, yb, cfg.augmentation, gen, n_classes, ops)
                 logits = model(xb)
-                if weighted:
-                    per_sample = -(targets[idx] * F.log_softmax(logits, 1)).sum(1)
-                    w = weights[idx]
+                if weighted or mixed_targets is not None:
+                    soft_b = mixed_targets if mixed_targets is not None else targets[idx]
+                    per_sample = -(soft_b * F.log_softmax(logits, 1)).sum(1)
+                    w = weights[idx] if weighted else torch.ones_like(per_sample)
                     loss = (w * per_sample).sum() / w.sum().clamp_min(1e-12)
                 else:
                     loss = F.cross_entropy(logits, yb)

@@ -54,3 +54,34 @@ def test_pick_device():
     assert train.pick_device("cpu").type == "cpu"
     assert train.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", ["crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix"])
+def test_each_augmentation_on_a_toy_batch(kind):
+    torch.manual_seed(0)
+    x, y = _toy(64)
+    gen = torch.Generator().manual_seed(0)
+    out, soft = train.augment(x, y, kind, gen, 3, {})
+    assert out.shape == x.shape
+    assert (out.float() - x.float()).abs().mean() > 1.0  # it changes the images
+    if kind in ("mixup", "cutmix"):
+        assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 255
+        assert soft.shape == (64, 3) and torch.allclose(soft.sum(1), torch.ones(64))
+        assert ((soft > 0) & (soft < 1)).any(dim=1).float().mean() > 0.5  # labels mix
+    else:
+        assert out.dtype == torch.uint8 and soft is None
+    if kind in ("trivialaugment", "randaugment"):  # one op drawn per image, not one for the batch
+        base, _ = train.augment(x, y, "crop-flip", torch.Generator().manual_seed(0), 3, {})
+        changed = [(o.float() - b.float()).abs().mean().item() for o, b in zip(out, base)]
+        assert len({round(c, 3) for c in changed}) > 5
+
+
+@pytest.mark.parametrize("kind", ["trivialaugment", "mixup"])
+def test_training_with_an_augmentation_learns(kind):
+    x, y = _toy()
+    cfg = dataclasses.replace(config.load("tiny").classifier, epochs=4, augmentation=kind)
+    _, h = train.train_classifier(x, y, 3, cfg, torch.device("cpu"), val=(x, y))
+    assert h.epochs[-1]["val/accuracy"] > 0.8
