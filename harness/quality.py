@@ -91,3 +91,43 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     precision = (cross <= radii(r)[None, :]).any(1).double().mean().item()
     recall = (cross.T <= radii(f)[None, :]).any(1).double().mean().item()
     return precision, recall
+
+
+# ---------------------------------------------------------------------------------------------
+# Memorization: does the generator copy its training images?
+
+NEAR_COPY_RMS = 0.05  # per-pixel RMS distance (pixels in [0, 1]) under which an image counts as a copy:
+# ~13 grey levels per pixel; distinct CIFAR-10 images of one class sit ~0.15-0.3 apart at their nearest
+NEAR_COPY_COSINE = 0.99  # evaluator features: cosine similarity above which two images look the same to it
+
+
+@torch.no_grad()
+def nearest_real(synthetic: torch.Tensor, real: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each synthetic uint8 image, the index of the nearest real image and their per-pixel RMS
+    distance (pixels in [0, 1]), in chunks so that memory stays bounded."""
+    r = real.flatten(1).float() / 255
+    dims = r.shape[1]
+    r_sq = r.square().sum(1)
+    dist, index = [], []
+    for i in range(0, len(synthetic), chunk):
+        s = synthetic[i:i + chunk].flatten(1).float() / 255
+        d2 = (s.square().sum(1)[:, None] + r_sq[None, :] - 2 * s @ r.T).clamp_min(0)
+        best, idx = d2.min(1)
+        dist.append((best / dims).sqrt())
+        index.append(idx)
+    empty = torch.zeros(0)
+    return (torch.cat(index) if index else empty.long()), (torch.cat(dist) if dist else empty)
+
+
+def memorization(synthetic: torch.Tensor, real: torch.Tensor, evaluator: Evaluator | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The share of synthetic images that are near-copies of a real training image, in pixels (and, with
+    an evaluator, in its feature space); returns the metrics and each image's nearest index and distance."""
+    index, dist = nearest_real(synthetic, real)
+    out = {"memorization/near_copy_share": float((dist < NEAR_COPY_RMS).float().mean()) if len(dist) else 0.0,
+           "memorization/median_rms": float(dist.median()) if len(dist) else float("nan")}
+    if evaluator is not None and len(synthetic):
+        fs = torch.from_numpy(evaluator.features(synthetic)).float()
+        fr = torch.from_numpy(evaluator.features(real)).float()
+        cos = torch.nn.functional.normalize(fs, dim=1) @ torch.nn.functional.normalize(fr, dim=1).T
+        out["memorization/feature_near_copy_share"] = float((cos.max(1).values > NEAR_COPY_COSINE).float().mean())
+    return out, index, dist

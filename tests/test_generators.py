@@ -92,6 +92,8 @@ def test_noise_fits_per_class_statistics_and_mixup_blends_pairs(tree):
     assert none is None
     dist = (mixed[:, None].float() - splits.train_x[None].float()).abs().amax((2, 3, 4)).amin(1)
     assert (dist <= 2).float().mean() > 0.9
+    from harness import quality  # the memorization check sees them as the copies they are
+    assert quality.memorization(mixed, splits.train_x)[0]["memorization/near_copy_share"] > 0.9
     # alpha 1: blends, mostly far from every single real image
     mixed, _ = generators.get("mixup").sampler(_Ctx(splits), cfg, splits).draw(0, 50)
     dist = (mixed[:, None].float() - splits.train_x[None].float()).abs().amax((2, 3, 4)).amin(1)
@@ -114,6 +116,9 @@ def test_every_kind_end_to_end(runner, client, tree, kind, extra):
     assert kids["generate"].data.metrics["generate/n_samples"] == n
     assert kids["synthetic"].data.metrics["data/n_synthetic"] == kids["pseudolabel"].data.metrics["kept/count"]
     assert f"generator `{kind}`" in pipe.data.tags["mlflow.note.content"] and "| Accuracy |" in out
+    # Real images the classifier never saw are no copies of its training images; noise is none either.
+    share = kids["generate"].data.metrics["memorization/near_copy_share"]
+    assert share == 0.0 if kind in ("oracle", "noise") else 0.0 <= share <= 1.0
 
 
 def test_oracle_asking_for_more_than_the_pool_is_refused_before_any_run(runner, client, tree):

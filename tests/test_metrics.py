@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from harness import metrics
 
@@ -19,3 +20,17 @@ def test_evaluate_matches_hand_counts():
     assert np.allclose(ev.confidence, 0.8)
     fig = metrics.confusion_figure(ev, ("a", "b", "c"))
     assert fig.axes
+
+
+def test_the_memorization_check_finds_planted_copies():
+    import torch
+
+    from harness import quality
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (300, 3, 32, 32), generator=g, dtype=torch.uint8)
+    fresh = torch.randint(0, 256, (80, 3, 32, 32), generator=g, dtype=torch.uint8)
+    planted = (real[:20].float() + torch.randn(20, 3, 32, 32, generator=g) * 4).clamp(0, 255).to(torch.uint8)
+    m, index, dist = quality.memorization(torch.cat([planted, fresh]), real)
+    assert m["memorization/near_copy_share"] == pytest.approx(0.2)  # the 20 planted of 100, none of the fresh ones
+    assert index[:20].tolist() == list(range(20)) and (dist[:20] < quality.NEAR_COPY_RMS).all()
+    assert (dist[20:] > 0.2).all()

@@ -78,7 +78,8 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
 
     # generate: 64 uint8 images + preview
     gen = kids["generate"]
-    assert {"synthetic.npz", "preview.png"} <= _artifacts(client, gen.info.run_id)
+    assert {"synthetic.npz", "preview.png", "memorization.png"} <= _artifacts(client, gen.info.run_id)
+    assert 0.0 <= gen.data.metrics["memorization/near_copy_share"] <= 1.0 < gen.data.metrics["memorization/median_rms"] + 1
     synth = np.load(client.download_artifacts(gen.info.run_id, "synthetic.npz", str(tmp_path)))["images"]
     assert synth.shape == (64, 3, 32, 32) and synth.dtype == np.uint8
     assert gen.data.params["generate.checkpoint_used"] == "2"

@@ -5,6 +5,10 @@ Artifacts of the run:
   synthetic.npz   images: uint8 [N, C, H, W]; labels: int64 [N], their classes when the kind knows them
   preview.png     the first 64 images as a grid
   preview_classes.png  kinds that know their images' classes: 8 per class, one named row per class
+  memorization.png the 16 generated images closest to a real training image, each beside it (pairs in a row)
+Metrics: memorization/near_copy_share (per-pixel RMS distance to the nearest training image < 0.05),
+memorization/median_rms, and with quality.enabled memorization/feature_near_copy_share (cosine > 0.99
+in the evaluator's features).
 Params: generate.checkpoint_used (the epoch sampled from; 0 for kinds that do not train).
 With quality.enabled: quality/fd, quality/kid, quality/precision, quality/recall of these images and
 quality/cas (test accuracy of a SimpleCNN trained on them alone; images without classes are
@@ -61,6 +65,8 @@ def compute(ctx, cfg, inputs) -> GenerateResult:
     if labels is not None:  # the kind knows the classes: show them by name
         codecs.log_class_grid(images, labels, cfg.data.classes, "preview_classes.png")
     q = ""
+    ev = inputs["evaluator"].evaluator if inputs.get("evaluator") is not None else None
+    m |= _memorization(ctx, cfg, images, ev)
     if inputs.get("evaluator") is not None:
         qm = measure(ctx, cfg, images, labels, inputs["evaluator"].evaluator)
         m |= qm
@@ -69,6 +75,19 @@ def compute(ctx, cfg, inputs) -> GenerateResult:
     describe(f"**generate** ({cfg.generator.kind}): {len(images)} images from {sampler.describe} "
              f"(seed {cfg.generate.seed}). `synthetic.npz`, `preview.png`.{q}")
     return GenerateResult("", m, images=images, labels=labels, epoch=sampler.epoch)
+
+
+def _memorization(ctx, cfg, images: torch.Tensor, evaluator) -> dict:
+    """Near-copies of the training images among the generated ones (metrics), and the closest pairs
+    (`memorization.png`: each synthetic image beside its nearest real one, closest first)."""
+    from harness import quality
+    real = ctx.splits(cfg.data).train_x
+    m, index, dist = quality.memorization(images, real, evaluator)
+    if len(images):
+        closest = dist.argsort()[:16]
+        pairs = torch.stack([torch.stack([images[i], real[index[i]]]) for i in closest.tolist()]).flatten(0, 1)
+        codecs.log_image_grid(pairs, "memorization.png", nrow=8)
+    return m
 
 
 def load(ctx, cfg, run) -> GenerateResult:
