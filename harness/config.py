@@ -54,6 +54,7 @@ class GeneratorConfig:
 @dataclass(frozen=True)
 class GanConfig:
     epochs: int = 2500  # passes of the critic over the real set; 3000 images / 64 / 5 = ~9.4 generator iters each
+    iterations: int = 0  # > 0: train for exactly this many generator iterations instead (gan.epochs is then unused), so that data sizes get one GAN budget
     width: int = 64  # DCGAN base channel count
     latent_dim: int = 128  # size of the noise vector
     batch_size: int = 64  # images per critic step
@@ -243,7 +244,8 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"classifier.synthetic_share must be in [0, 1), got {cfg.classifier.synthetic_share}")
     if not 0.0 <= cfg.gan.ema < 1.0:
         raise HarnessError(f"gan.ema must be in [0, 1), got {cfg.gan.ema}")
-    for key in ["classifier.real_only_epochs", "pseudolabel.top_k_per_class", "gan.lr_d", "quality.evaluator_per_class"]:
+    for key in ["classifier.real_only_epochs", "pseudolabel.top_k_per_class", "gan.lr_d", "quality.evaluator_per_class",
+                "gan.iterations"]:
         if values[key] < 0:
             raise HarnessError(f"{key} must be >= 0, got {values[key]}")
     if cfg.classifier.real_only_epochs > cfg.classifier.epochs:

@@ -91,6 +91,7 @@ CASES = [
     ("val-per-class", ["config", "--set", "data.val_per_class=-1"], {}, "data.val_per_class"),
     ("temperature", ["config", "--set", "pseudolabel.temperature=0"], {}, "pseudolabel.temperature"),
     ("study-seeds", ["config", "--set", "study.seeds=0"], {}, "study.seeds"),
+    ("gan-iterations", ["config", "--set", "gan.iterations=-5"], {}, "gan.iterations"),
     # settings that need the command's context
     ("generator-kind", ["run", *T, "--set", "generator.kind=vae"], {}, "'vae'"),
     ("device", ["run", *T, "--set", "device=tpu"], {}, "'tpu'"),

@@ -244,3 +244,17 @@ def test_pipeline_with_every_lever(runner, client, tree):
 def test_lever_settings_are_checked(runner, setting, message):
     result = invoke(runner, ["config", "--preset", "tiny", "--set", setting], ok=False)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_gan_iterations_give_every_data_size_one_budget(runner, client, tree):
+    # gan.iterations stops at exactly that many generator iterations, whatever the data size, so grid
+    # cells of 10 and 20 images per class get the same GAN.
+    for n in (10, 20):
+        invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird",
+                        "--set", f"data.n_per_class={n}", "--set", "gan.iterations=7", "--set", "gan.checkpoint_every=100"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    runs = client.search_runs([exp], "tags.`harness.phase` = 'generator'")
+    assert [r.data.metrics["gan/generator_iters_total"] for r in runs] == [7.0, 7.0]
+    assert sorted(r.data.metrics["gan/epochs"] for r in runs)[0] < sorted(r.data.metrics["gan/epochs"] for r in runs)[1]
+    assert all(any(a.path.startswith("checkpoints/generator_epoch_") for a in client.list_artifacts(r.info.run_id, "checkpoints"))
+               for r in runs)  # the last, partial epoch is checkpointed

@@ -104,7 +104,10 @@ class WganGp:
         out = self.critic(diff_augment(x, self.cfg.diffaugment, self.gen), y)
         return out if isinstance(out, tuple) else (out, None)
 
-    def train_epoch(self, real_uint8: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+    def train_epoch(self, real_uint8: torch.Tensor, labels: torch.Tensor | None = None,
+                    max_generator_iters: int = 0) -> dict[str, float]:
+        """One pass of the critic over the real images; with `max_generator_iters`, the pass stops as
+        soon as the generator reaches that many iterations in all (a last, partial epoch)."""
         from harness.models import from_uint8
         cfg = self.cfg
         self.generator.train()
@@ -161,6 +164,9 @@ class WganGp:
                 sums[3] += loss_g.detach()
                 g_steps += 1
                 self.generator_iters += 1
+                if max_generator_iters and self.generator_iters >= max_generator_iters:
+                    n_batches = i + 1  # the means below are over the batches this epoch ran
+                    break
         self.epoch += 1
         s = sums.tolist()  # one host sync per epoch
         if not all(map(math.isfinite, s)):
@@ -440,18 +446,25 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
         codecs.log_torch(trainer.state_dict() | {"history": history}, older)
         slots[older] = trainer.epoch
 
+    # gan.iterations: a budget in generator iterations, the same for every data size; else gan.epochs.
+    per_epoch = max(1, (len(real) // g.batch_size) // g.critic_steps)
+    planned = -(-g.iterations // per_epoch) if g.iterations else g.epochs
+
+    def finished() -> bool:
+        return trainer.generator_iters >= g.iterations if g.iterations else trainer.epoch >= g.epochs
+
     try:
-        with train.progress(g.epochs - trainer.epoch, "gan") as bar:
-            while trainer.epoch < g.epochs:
+        with train.progress(max(0, planned - trainer.epoch), "gan") as bar:
+            while not finished():
                 ctx.store.check_reachable()
-                row = trainer.train_epoch(real, labels)
+                row = trainer.train_epoch(real, labels, max_generator_iters=g.iterations)
                 history.append(row)
                 pending.append(row)
-                e = trainer.epoch
-                if e % g.sample_every == 0 or e == g.epochs:
+                e, last = trainer.epoch, finished()
+                if e % g.sample_every == 0 or last:
                     codecs.log_image_grid(trainer.sample(trainer.fixed_noise, trainer.fixed_labels),
                                           key="gan/samples", step=e)
-                if e % g.checkpoint_every == 0 or e == g.epochs:
+                if e % g.checkpoint_every == 0 or last:
                     checkpoint()
                 bar.current_item = f"W {row['gan/wasserstein']:.3f}  G iters {trainer.generator_iters}"
                 bar.update(1)
