@@ -12,7 +12,8 @@ items in an Optuna storage that any number of workers, on any machines, pull unt
   run (opened by whoever created the study) and tagged `harness.cell`; the phase cache reuses whatever
   is already finished, so a grid grows (more seeds, another value: the same command again) without
   recomputing. The trial's value is the pair's accuracy delta.
-- The report (grid.md, grid.json) is logged on the grid run by the worker that finishes the last item.
+- The report (grid.md, grid.json, and grid.png: the delta against the first numeric axis, a line per
+  value of the others, CI bands) is logged on the grid run by the worker that finishes the last item.
 """
 from __future__ import annotations
 
@@ -242,6 +243,46 @@ def summarize(reports: list[tuple[str, object]]) -> list[dict]:
     return rows
 
 
+def dose_response(rows: list[dict], axes: list[tuple[str, list[str]]]):
+    """The paired accuracy delta (points, with its 95% CI as a band) against the first numeric axis, one
+    line per combination of the other axes' values; None when no axis is numeric."""
+    def number(v):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    numeric = [k for k, values in axes if all(number(v) is not None for v in values)]
+    if not numeric:
+        return None
+    from harness.metrics import subplots
+    x_key = numeric[0]
+    lines: dict[str, list[tuple[float, dict]]] = {}
+    for row in rows:
+        if not row["n"]:
+            continue
+        parts = dict(p.split("=", 1) for p in row["cell"].split(" "))
+        other = " ".join(f"{k}={v}" for k, v in parts.items() if k != x_key) or "delta"
+        lines.setdefault(other, []).append((float(parts[x_key]), row))
+    fig, ax = subplots(figsize=(6.5, 4))
+    for label, pts in lines.items():
+        pts.sort(key=lambda p: p[0])
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [100 * r["delta_mean"] for _, r in pts], marker="o", label=label)
+        ax.fill_between(xs, [100 * r["ci_low"] for _, r in pts], [100 * r["ci_high"] for _, r in pts], alpha=0.2)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("synthetic arm - baseline, accuracy points (95% CI)")
+    ticks = sorted({x for pts in lines.values() for x, _ in pts})
+    if all(x > 0 for x in ticks):
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> tuple[str, dict]:
     """Per cell: baseline and synthetic arm mean +- std, the paired delta with its 95% CI, paired t p,
     Holm-adjusted across cells, verdict; from the finished items. Logged on the grid run if given."""
@@ -278,6 +319,9 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")
         client.log_text(parent_id, json.dumps(out, indent=2, default=float), "grid.json")
+        fig = dose_response(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
+        if fig is not None:
+            client.log_figure(parent_id, fig, "grid.png")
         store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id)
     return md, out
 

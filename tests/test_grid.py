@@ -34,6 +34,7 @@ def test_a_grid_builds_its_run_tree_and_a_report_that_checks_out(runner, client,
     assert {r["cell"] for r in report["cells"]} == {p.data.tags["harness.cell"] for p in pipes}
     assert all(r["n"] == 2 for r in report["cells"]) and report["mde_points"] == pytest.approx(grid.mde(2))
     assert "Holm p" in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    assert "grid.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}  # the dose-response figure
 
 
 def test_the_report_matches_an_independent_computation():
