@@ -34,8 +34,10 @@ class DataConfig:
 class ClassifierConfig:
     epochs: int = 15  # passes over the training set
     batch_size: int = 64  # images per step
-    lr: float = 1e-3  # Adam learning rate
-    weight_decay: float = 0.0  # Adam L2 penalty
+    lr: float = 1e-3  # learning rate (the peak one under a schedule)
+    weight_decay: float = 0.0  # L2 penalty (Adam: added to the gradient; sgd: the classic one)
+    optimizer: str = "adam"  # adam (the reference) | sgd (Nesterov momentum 0.9)
+    schedule: str = "constant"  # constant (the reference) | onecycle (warm up over the first 25% of steps, then cosine down) | cosine (from lr down to 0)
     augmentation: str = "none"  # standard augmentation of both arms: none (the reference) | crop-flip (random crop, 4 px padding, + horizontal flip) | trivialaugment | randaugment | mixup | cutmix (each on top of crop-flip)
     seed: int = 0  # weight init and batch order
     # How synthetic images enter training (the augmented arm; no effect on the baseline).
@@ -232,7 +234,8 @@ def _check_ranges(cfg: Config) -> None:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")
     if not 0.0 <= cfg.pseudolabel.threshold <= 1.0:
         raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
-    choices = {"classifier.budget": ("epochs", "steps"), "classifier.augmentation": ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix"), "gan.loss": ("wgan-gp", "hinge"),
+    choices = {"classifier.budget": ("epochs", "steps"), "classifier.augmentation": ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix"),
+               "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"),
                "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none")}
     for key, allowed in choices.items():
         if values[key] not in allowed:

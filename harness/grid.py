@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import click
 import optuna
 
-from harness import config, pipeline, studies
+from harness import config, generators, pipeline, studies
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
@@ -181,9 +181,10 @@ def open_run(ctx: Context, study: optuna.Study, created: bool) -> str:
         return parent.run_id
 
 
-def work(ctx: Context, study: optuna.Study, created: bool, share_gan: bool = False) -> str | None:
+def work(ctx: Context, study: optuna.Study, created: bool) -> str | None:
     """Pull items until none is left; the worker that finishes the last one logs the report. Returns
-    the grid run's id."""
+    the grid run's id. With study.share_gan, each cell's seeds share one generator, trained on the
+    data draw of the grid's first seed (claimed like any long phase, so workers wait for it)."""
     cfg, grid_cells, seeds = plan_of(study)
     by_label = {c.label: c for c in grid_cells}
     storage = study._storage  # noqa: SLF001
@@ -207,7 +208,11 @@ def work(ctx: Context, study: optuna.Study, created: bool, share_gan: bool = Fal
             with _TrialHeartbeat(storage, trial_id):
                 try:
                     scfg = pipeline.seeded(cell.cfg, seed)
-                    result = pipeline.run(ctx, scfg, tags={"harness.cell": label, "harness.grid": study.study_name})
+                    share = cfg.study.share_gan and generators.get(cell.cfg.generator.kind).TRAINS
+                    note = f"\n\nGenerator shared across the cell's seeds: trained once on seed {seeds[0]}'s images." if share else ""
+                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(cell.cfg, seeds[0]) if share else None,
+                                          note=note, reuse_shared=share and seed != seeds[0],
+                                          tags={"harness.cell": label, "harness.grid": study.study_name})
                 except HarnessError as e:  # this item fails alone, with its reason; the others go on
                     storage.set_trial_user_attr(trial_id, "error", str(e)[:500])
                     storage.set_trial_state_values(trial_id, FAIL)

@@ -138,6 +138,20 @@ def _epoch_batches(epoch: int, n_real: int, n_syn: int, cfg, gen: torch.Generato
     return [order[i * bs:(i + 1) * bs] for i in range((n + bs - 1) // bs)]
 
 
+def _optimizer(model: torch.nn.Module, cfg, total_steps: int):
+    """The optimizer and, unless the schedule is constant, a scheduler stepped once per batch."""
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "onecycle":
+        # Momentum cycling assumes SGD's momentum or Adam's beta1; both have one.
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    return opt, None
+
+
 def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, device: torch.device,
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, label: str = "classifier",
                      on_epoch: Callable[[int, dict], None] | None = None,
@@ -150,7 +164,6 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     """
     torch.manual_seed(cfg.seed)
     model = SimpleCNN(n_classes, channels=x.shape[1], image_size=x.shape[-1]).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n_real = len(x)
     xs, ys, soft = synthetic if synthetic is not None else (x[:0], y[:0], None)
@@ -171,6 +184,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     mixed = [n_syn > 0 and e <= cfg.epochs - cfg.real_only_epochs for e in range(1, cfg.epochs + 1)]
     total_steps = sum((n_real + n_syn + bs - 1) // bs if m and cfg.synthetic_share == 0 and cfg.budget == "epochs"
                       else (n_real + bs - 1) // bs for m in mixed)
+    opt, sched = _optimizer(model, cfg, total_steps)
     history = History()
     with progress(total_steps, label) as bar:
         for epoch in range(1, cfg.epochs + 1):
@@ -193,6 +207,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 # Accumulate on the device: one host sync per epoch, not per step.
                 loss_sum += loss.detach() * len(idx)
                 correct += (logits.argmax(1) == yb).sum()

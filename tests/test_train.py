@@ -85,3 +85,33 @@ def test_training_with_an_augmentation_learns(kind):
     cfg = dataclasses.replace(config.load("tiny").classifier, epochs=4, augmentation=kind)
     _, h = train.train_classifier(x, y, 3, cfg, torch.device("cpu"), val=(x, y))
     assert h.epochs[-1]["val/accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("optimizer,schedule,lr", [("sgd", "onecycle", 0.05), ("adam", "cosine", 1e-3)])
+def test_optimizers_and_schedules_follow_the_config(optimizer, schedule, lr):
+    x, y = _toy()
+    cfg = dataclasses.replace(config.load("tiny").classifier, epochs=4, optimizer=optimizer, schedule=schedule, lr=lr,
+                              weight_decay=5e-4)
+    model = torch.nn.Linear(2, 2)
+    total = 40
+    opt, sched = train._optimizer(model, cfg, total)
+    assert isinstance(opt, torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)
+    assert opt.param_groups[0]["weight_decay"] == 5e-4
+    seen = []
+    for _ in range(total):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # onecycle warms up to lr at 25% of the steps, then anneals; cosine starts at lr; both end near 0.
+    peak = max(seen)
+    assert abs(peak - lr) / lr < 0.05 and seen[-1] < 0.05 * lr
+    assert (seen.index(peak) in range(8, 12)) if schedule == "onecycle" else seen[0] == lr
+    _, h = train.train_classifier(x, y, 3, cfg, torch.device("cpu"), val=(x, y))
+    assert h.epochs[-1]["val/accuracy"] > 0.8
+
+
+def test_the_constant_schedule_has_no_scheduler():
+    cfg = config.load("tiny").classifier
+    assert (cfg.optimizer, cfg.schedule) == ("adam", "constant")  # the reference's arithmetic
+    opt, sched = train._optimizer(torch.nn.Linear(2, 2), cfg, 10)
+    assert sched is None and isinstance(opt, torch.optim.Adam)

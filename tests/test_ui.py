@@ -39,13 +39,14 @@ def _dump(browser, url, profile: Path, budget_ms: int = 20000, window: str = "13
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240).stdout
 
 
-def _dump_until(browser, url, profile: Path, needle: str, tries: int = 3) -> str:
+def _dump_until(browser, url, profile: Path, needle: str, tries: int = 5) -> str:
     """Charts render lazily: a page that has not drawn `needle` yet is loaded again, given more time."""
     page = ""
     for attempt in range(tries):
         page = _dump(browser, url, profile.with_name(f"{profile.name}-{attempt}"), 40000 * (attempt + 1), "1300,2000")
         if needle in page:
             break
+        time.sleep(5)  # a loaded machine (CI) serves the artifact listings late: give the server time
     return page
 
 

@@ -4,6 +4,7 @@ each MLflow call costs ~10 ms on SQLite)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import time
@@ -314,7 +315,12 @@ def _end(store: Store, run_id: str, status: str, tags: dict | None = None) -> No
             mlflow.tracking.fluent._active_run_stack.get().pop()
         monitor = run_id_to_system_metrics_monitor.pop(run_id, None)
         if monitor is not None:
-            monitor._shutdown_event.set()  # stop sampling; its last write would fail too
+            # Stop sampling and wait for the sampler's thread: a call it has in flight fails too,
+            # and its warning must not print after the error line the user is meant to read.
+            logging.getLogger(type(monitor).__module__).setLevel(logging.ERROR)
+            monitor._shutdown_event.set()
+            if monitor._process is not None:
+                monitor._process.join(timeout=15)
 
 
 def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,
