@@ -1,41 +1,51 @@
-"""WGAN-GP speed: the harness loop vs a bare PyTorch loop of the same networks, side by side, and
-the share of the gan phase's wall time spent in MLflow calls.
+"""GAN speed against the machine: generator iterations/s of the harness loop, of a bare PyTorch loop
+of the same networks, of each speed-up, and of the code before them (a git worktree), side by
+side in one run; the FLOPs of a generator iteration (torch.utils.flop_counter) and the share of a
+measured float32 matmul peak each variant reaches; then the share of the gan phase's wall time
+spent in MLflow calls.
 
-  harness  harness.generators.gan.WganGp.train_epoch (what the generator phase runs)
-  bare     the textbook WGAN-GP loop written inline, same Generator/Critic, same batch and steps
+  before        the harness loop of another checkout (--before PATH, e.g. a worktree at the start commit)
+  harness       harness.generators.gan.WganGp.train_epoch with the preset's settings
+  bare          the textbook WGAN-GP loop written inline, same Generator/Critic, same batch and steps
+  one_pass, channels_last, fused_adam, compile    the harness loop with that gan.* field on
+  all           one_pass + channels_last + fused_adam
+  critic step   the harness critic step alone (critic_steps set so high that no generator step runs)
 
-Rounds alternate the two loops so that machine noise hits both alike; the median round counts.
-Then the whole generator phase (pipeline.execute of `generator`) runs once against a throwaway SQLite store with
-every MLflow call timed.
+Each variant runs in a fresh process (its own threads, caches and compiled code); rounds cycle
+through the variants so that machine noise hits all alike; the median round counts. Compile time
+is the first epoch's extra seconds, reported apart.
 
-    python benchmarks/bench_gan.py [--data-dir ../shared/datasets/cifar10] [--width 32] [--epochs 2] [--rounds 3]
+    python benchmarks/bench_gan.py [--data-dir ../shared/datasets/cifar10] [--preset cpu] [--epochs 1] \
+        [--rounds 3] [--before /tmp/before] [--variants harness,bare,...] [--phase-epochs 10]
 
-Targets: harness >= 0.9x bare; MLflow <= 3% of the phase's wall time.
+Targets: harness >= 1.5x before, critic step >= 50% of the matmul peak; MLflow <= 3% of the phase.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import click
-import mlflow
 import torch
-from mlflow.tracking import MlflowClient
-
-from harness import config, data, pipeline, train
-from harness.context import Context
-from harness.generators import gan as gan_kind
-from harness.models import Critic, Generator, from_uint8
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
+HERE = Path(__file__).resolve().parent
+SPEEDUPS = {"one_pass": {"one_pass": True}, "channels_last": {"channels_last": True},
+            "fused_adam": {"fused_adam": True}, "compile": {"compile": True},
+            "all": {"one_pass": True, "channels_last": True, "fused_adam": True}}
 
 
 def bare_epochs(x, cfg, device, epochs):
     """Gulrajani et al.'s loop, plainly: returns generator iterations done."""
+    from harness.models import Critic, Generator, from_uint8
     torch.manual_seed(0)
     G, D = Generator(cfg.latent_dim, cfg.width).to(device), Critic(cfg.width).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -64,11 +74,72 @@ def bare_epochs(x, cfg, device, epochs):
     return iters
 
 
-def harness_epochs(x, cfg, device, epochs):
-    trainer = gan_kind.WganGp(cfg, device)
-    for _ in range(epochs):
-        trainer.train_epoch(x)
-    return trainer.generator_iters
+class _Global:
+    """FlopCounterMode's per-module breakdown (ModuleTracker) hooks into autograd, which breaks the
+    gradient penalty's autograd.grad on a leaf; the totals do not need it."""
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def measure(spec: dict) -> dict:
+    """One variant in this process: {"rate": generator (or critic) iterations/s, "first": seconds of
+    the first epoch beyond a steady one, "flops": per iteration}."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness import config, train
+    from harness.generators import gan as gan_kind
+    device = train.pick_device("auto")
+    x = torch.load(spec["data"]).to(device)
+    g = dataclasses.replace(config.load(spec["preset"]).gan, **spec["fields"])
+    critic_only = spec["variant"] == "critic step"
+    if critic_only:
+        g = dataclasses.replace(g, critic_steps=10 ** 9)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if spec["variant"] == "bare":
+        def epochs(n, data=x):
+            return bare_epochs(data, g, device, n)
+    else:
+        trainer = gan_kind.WganGp(g, device)
+
+        def epochs(n, data=x):
+            before = trainer.critic_iters if critic_only else trainer.generator_iters
+            for _ in range(n):
+                trainer.train_epoch(data)
+            return (trainer.critic_iters if critic_only else trainer.generator_iters) - before
+    t = time.perf_counter()
+    epochs(1)  # warm-up: allocator, oneDNN primitives, and for compile the compilation
+    sync()
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    done = epochs(spec["epochs"])
+    sync()
+    steady = (time.perf_counter() - t) / spec["epochs"]
+    # FLOPs of a few steps (exact, from the ops' shapes), per iteration.
+    small = x[:2 * g.critic_steps * g.batch_size] if not critic_only else x[:4 * g.batch_size]
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _Global()
+    with counter:
+        n_small = epochs(1, small)
+    return {"rate": done / (steady * spec["epochs"]), "first": first - steady,
+            "flops": counter.get_total_flops() / max(n_small, 1), "threads": torch.get_num_threads()}
+
+
+def run_variant(name: str, spec: dict, tree: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(HERE)]))
+    out = subprocess.run([sys.executable, str(HERE / "bench_gan.py"), "--child", json.dumps({**spec, "variant": name})],
+                         env=env, capture_output=True, text=True, cwd=tree)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 class CallTimer:
@@ -100,52 +171,83 @@ class CallTimer:
 
 @click.command()
 @click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
-@click.option("--width", default=32, show_default=True, help="DCGAN width (the cpu preset's).")
-@click.option("--epochs", default=2, show_default=True, help="Epochs per timed round.")
+@click.option("--preset", default="cpu", show_default=True, help="Whose gan settings: cpu, tiny, strong, ...")
+@click.option("--epochs", default=1, show_default=True, help="Timed epochs per variant and round (after one warm-up epoch).")
 @click.option("--rounds", default=3, show_default=True)
-@click.option("--phase-epochs", default=10, show_default=True, help="Epochs of the timed gan phase.")
-def main(data_dir, width, epochs, rounds, phase_epochs):
+@click.option("--before", type=click.Path(file_okay=False), default=None,
+              help="Another checkout of the repository (git worktree add /tmp/before <commit>): its loop is timed too.")
+@click.option("--variants", default="harness,bare,one_pass,channels_last,fused_adam,all,critic step", show_default=True)
+@click.option("--phase-epochs", default=10, show_default=True, help="Epochs of the timed gan phase (0: skip it).")
+@click.option("--child", default=None, hidden=True)
+def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, child):
+    if child is not None:  # one variant, in the fresh process run_variant started
+        print(json.dumps(measure(json.loads(child))))
+        return
+    from harness import config, data, train
+    from bench_classifier import matmul_peak
     device = train.pick_device("auto")
-    cfg = config.load("cpu", [f"gan.width={width}", f"gan.epochs={phase_epochs}", "gan.sample_every=5",
-                              "gan.checkpoint_every=5"])
+    cfg = config.load(preset, [f"gan.epochs={phase_epochs or 1}", "gan.sample_every=5", "gan.checkpoint_every=5"])
     if Path(data_dir).is_dir():
         splits = data.load_splits(cfg.data, data_dir)
-        source = "CIFAR-10, 3 classes x 1000"
+        source = f"CIFAR-10, {len(splits.classes)} classes x {cfg.data.n_per_class}"
     else:
         x = torch.randint(0, 256, (3000, 3, 32, 32), dtype=torch.uint8)
         splits = data.Splits(cfg.data.classes, x, torch.arange(3000) % 3, x[:0], x[:0].long(), x[:0], x[:0].long(), "random")
         source = "random uint8 images (no data dir)"
-    x = splits.train_x.to(device)
     g = cfg.gan
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {len(x)} images ({source}), width {g.width}, "
-          f"batch {g.batch_size}, {g.critic_steps} critic steps per generator step, {epochs} epochs x {rounds} rounds")
-    variants = {"harness": harness_epochs, "bare": bare_epochs}
-    for fn in variants.values():
-        fn(x[:10 * g.batch_size], g, device, 1)  # warm-up
-    rates = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            iters = fn(x, g, device, epochs)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            rates[name].append(iters / (time.perf_counter() - t))
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\n{'loop':<10}{'gen iters/s':>12}   rounds")
-    for name in variants:
-        print(f"{name:<10}{med[name]:>12.3f}   " + " ".join(f"{r:.3f}" for r in rates[name]))
-    print(f"harness / bare = {med['harness'] / med['bare']:.2f}x   (target >= 0.9)")
+    names = [v.strip() for v in variants.split(",") if v.strip()] + (["before"] if before else [])
+    repo = HERE.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.pt"
+        torch.save(splits.train_x, path)
+        spec = {"data": str(path), "preset": preset, "epochs": epochs}
+        results = {n: [] for n in names}
+        for _ in range(rounds):
+            for n in names:
+                tree = Path(before) if n == "before" else repo
+                results[n].append(run_variant(n, {**spec, "fields": SPEEDUPS.get(n, {})}, tree))
+    peak = matmul_peak(device)
+    print(f"device {device}, {results[names[0]][0].get('threads', '?')} torch threads, {len(splits.train_x)} images ({source}), "
+          f"preset {preset}: width {g.width}, batch {g.batch_size}, {g.critic_steps} critic steps per generator step, "
+          f"loss {g.loss}, gp_weight {g.gp_weight}; {epochs} timed epoch(s) x {rounds} rounds per variant")
+    print(f"matmul peak {peak:.1f} GFLOP/s (float32 2048^2, same threads)\n")
+    print(f"{'variant':<15}{'iters/s':>9}{'vs harness':>11}{'GFLOP/iter':>11}{'GFLOP/s':>9}{'% peak':>8}{'1st epoch +s':>13}   rounds")
+    base = None
+    for n in names:
+        ok = [r for r in results[n] if "error" in r] == []
+        if not ok:
+            print(f"{n:<15}  failed: {next(r['error'] for r in results[n] if 'error' in r)}")
+            continue
+        rate = statistics.median(r["rate"] for r in results[n])
+        flops = statistics.median(r["flops"] for r in results[n])
+        first = statistics.median(r["first"] for r in results[n])
+        base = rate if n == "harness" else base
+        unit = "critic steps/s" if n == "critic step" else ""
+        rel = f"{rate / base:.2f}x" if base and n not in ("critic step",) else "-"
+        print(f"{n:<15}{rate:>9.3f}{rel:>11}{flops / 1e9:>11.2f}{rate * flops / 1e9:>9.1f}{rate * flops / 1e9 / peak:>8.1%}"
+              f"{first:>13.1f}   " + " ".join(f"{r['rate']:.3f}" for r in results[n]) + (f"  ({unit})" if unit else ""))
+    if before and base and all("error" not in r for r in results["before"]):
+        b = statistics.median(r["rate"] for r in results["before"])
+        print(f"\nharness / before = {base / b:.2f}x   (target >= 1.5)")
+    if not phase_epochs:
+        return
+    run_phase(cfg, splits, device, phase_epochs)
 
-    # The whole gan phase against a throwaway store, every MLflow call timed.
+
+def run_phase(cfg, splits, device, phase_epochs):
+    """The whole gan phase against a throwaway store, every MLflow call timed."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from harness import pipeline
+    from harness.context import Context
+    from harness.tracking import store
     timer = CallTimer()
     for name in ("start_run", "end_run", "log_params", "log_metrics", "log_metric", "set_tag", "set_tags",
                  "log_artifact", "log_artifacts", "log_text", "log_image", "log_figure", "log_dict"):
         timer.wrap(mlflow, name)
     for name in ("log_batch", "search_runs", "list_artifacts", "get_experiment_by_name", "create_experiment"):
         timer.wrap(MlflowClient, name)
-    from harness.tracking import store
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"

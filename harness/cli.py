@@ -98,8 +98,12 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False):
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
     ctx = Context(store.configure(experiment), device, data_dir, use_cache=not no_cache, resume=resume)
     trains = generators.get(cfg.generator.kind).TRAINS
-    if trains and device.type == "cpu" and cfg.gan.width * cfg.gan.epochs > 20000:
-        click.echo(f"note: preset {cfg.preset!r} trains a GPU-sized GAN (width {cfg.gan.width}, {cfg.gan.epochs} epochs); "
+    g = cfg.gan
+    n_train = cfg.data.n_per_class * len(cfg.data.classes)
+    iters = g.iterations or g.epochs * max(n_train // g.batch_size, 1) // g.critic_steps
+    # A step costs ~width^2: the cpu preset (width 32, ~1900 iterations) is ~2e6 and 20 minutes here.
+    if trains and device.type == "cpu" and g.width ** 2 * iters > 1e7:
+        click.echo(f"note: preset {cfg.preset!r} trains a GPU-sized GAN (width {g.width}, ~{iters} generator iterations); "
                    "on this CPU its generator phase takes many hours. --preset cpu is sized for a CPU.", err=True)
     return cfg, ctx
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -243,8 +244,15 @@ def summarize(reports: list[tuple[str, object]]) -> list[dict]:
         rows.append({"cell": label, "n": rep.n, "baseline_mean": float(np.mean(acc.base)),
                      "baseline_std": spread(acc.base), "synthetic_mean": float(np.mean(acc.aug)),
                      "synthetic_std": spread(acc.aug), **acc.tests(), "verdict": rep.verdict()})
+    tested = sum(1 for r in rows if r["n"] >= 2 and not math.isnan(r.get("t_p", float("nan"))))
     for row, p in zip(rows, holm([r.get("t_p", float("nan")) for r in rows])):
         row["holm_p"] = p
+        if row["n"] >= 2 and not math.isnan(p) and tested > 1:
+            # Several cells tested at once: the verdict is the Holm-adjusted one, so that one lucky
+            # cell among many does not read as a finding.
+            basis = f"paired t-test over {row['n']} seeds, p = {row['t_p']:.3g}, Holm-adjusted over {tested} cells {p:.3g}"
+            row["verdict"] = (f"significant {'gain' if row['delta_mean'] > 0 else 'loss'} ({basis})" if p < 0.05
+                              else f"no significant difference ({basis})")
     return rows
 
 

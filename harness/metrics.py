@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,
-                             confusion_matrix, f1_score)
+
+# scikit-learn is imported where it is used: it takes ~1 s to import (scipy.stats with it), and a
+# fully cached command reads finished metrics from the store without computing any.
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Evaluation:
 
 
 def evaluate(y_true, proba, classes, prefix: str = "test") -> Evaluation:
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
     y_true = np.asarray(y_true)
     proba = np.asarray(proba)
     pred = proba.argmax(1)
@@ -47,6 +49,7 @@ def subplots(*args, **kwargs):
 
 
 def confusion_figure(ev: Evaluation, classes, title: str = ""):
+    from sklearn.metrics import ConfusionMatrixDisplay
     fig, ax = subplots(figsize=(1.6 + 1.1 * len(classes), 1.2 + 1.0 * len(classes)))
     ConfusionMatrixDisplay(ev.confusion, display_labels=list(classes)).plot(ax=ax, cmap="Blues", colorbar=False)
     ax.set_title(title or f"accuracy {ev.metrics[next(iter(ev.metrics))]:.4f}")

@@ -1,5 +1,6 @@
 """Generator kinds behind one protocol: prefix-consistent streams, what each kind draws, every kind
 end to end on the tiny preset, and a new kind added with one module + one registry entry."""
+import dataclasses
 import types
 
 import numpy as np
@@ -167,3 +168,46 @@ def test_a_shared_generator_is_trained_once_even_without_the_cache(runner, clien
     assert len(gens) == 2 and sum("harness.reused_from" in g.data.tags for g in gens) == 1
     bases = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'baseline'")
     assert not any("harness.reused_from" in b.data.tags for b in bases)  # everything else recomputed
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed-ups of the GAN loop: the same training in eager mode, only faster (issue 17)
+
+def _train_toy_gan(epochs=3, **fields):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(128) % 3
+    x = (torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220]])[y][:, :, None, None]
+         + torch.randn(128, 3, 32, 32, generator=g) * 25).clamp(0, 255).to(torch.uint8)
+    cfg = dataclasses.replace(config.load("tiny").gan, width=8, latent_dim=16, batch_size=32, **fields)
+    trainer = gan.WganGp(cfg, torch.device("cpu"), n_classes=3)
+    rows = [trainer.train_epoch(x, y) for _ in range(epochs)]
+    return trainer, rows
+
+
+@pytest.mark.parametrize("base", [
+    {},  # the reference: WGAN-GP, 5 critic steps, full-batch penalty
+    {"conditional": "projection", "diffaugment": "color,translation,cutout", "gp_fraction": 0.5},
+    {"conditional": "acgan", "critic_steps": 1},
+])
+@pytest.mark.parametrize("speedup", [{"one_pass": True}, {"channels_last": True}, {"fused_adam": True},
+                                     {"one_pass": True, "channels_last": True, "fused_adam": True}])
+def test_speedups_train_the_same_gan(base, speedup):
+    plain, rows_a = _train_toy_gan(**base)
+    fast, rows_b = _train_toy_gan(**base, **speedup)
+    # Same random draws in the same order, same arithmetic up to float summation order.
+    for (k, a), b in zip(plain.generator.state_dict().items(), fast.generator.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), k
+    for ra, rb in zip(rows_a, rows_b):
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-3, abs=1e-4), k
+    z = torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(16) % 3
+    assert (plain.sample(z, labels).int() - fast.sample(z, labels).int()).abs().max() <= 2
+
+
+def test_compiled_gan_keeps_its_checkpoint_keys():
+    pytest.importorskip("torch._inductor")
+    plain, _ = _train_toy_gan(epochs=1, loss="hinge", gp_weight=0.0, critic_steps=1, spectral_norm=True)
+    fast, _ = _train_toy_gan(epochs=1, loss="hinge", gp_weight=0.0, critic_steps=1, spectral_norm=True, compile=True)
+    assert fast.state_dict()["generator"].keys() == plain.state_dict()["generator"].keys()
+    assert fast.state_dict()["critic"].keys() == plain.state_dict()["critic"].keys()

@@ -63,6 +63,10 @@ def test_the_report_matches_an_independent_computation():
     assert [r["holm_p"] for r in rows[:3]] == pytest.approx([want[0], want[1], want[2]])
     assert rows[3]["n"] == 0 and math.isnan(rows[3]["holm_p"])
     assert rows[2]["t_p"] < 0.05 and rows[2]["verdict"].startswith("significant gain")
+    # The verdict follows the Holm-adjusted p: a cell whose raw p passes and adjusted p fails reads "no".
+    for row in rows[:3]:
+        assert row["verdict"].startswith("significant") == (row["holm_p"] < 0.05), row
+        assert "Holm-adjusted over 3 cells" in row["verdict"]
 
 
 def test_a_grid_grows_without_recomputing(runner, client, tree, tmp_path):

@@ -78,9 +78,21 @@ class WganGp:
         self.generator = Generator(cfg.latent_dim, cfg.width, self.n_classes, channels, image_size).to(device)
         self.critic = Critic(cfg.width, self.n_classes, cfg.conditional, cfg.spectral_norm, channels, image_size).to(device)
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False) if cfg.ema > 0 else None
+        if cfg.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.critic.to(memory_format=torch.channels_last)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas)
+        # fused: one kernel over all parameters per step (CPU and CUDA) instead of a loop over tensors.
+        fused = {"fused": True} if cfg.fused_adam else {}
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas, **fused)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas, **fused)
+        if cfg.compile:
+            # In place (nn.Module.compile), so state dicts and checkpoints keep their keys. The
+            # gradient penalty differentiates the critic twice, which compiled graphs do not support:
+            # there the critic stays eager.
+            self.generator.compile()
+            if cfg.gp_weight == 0:
+                self.critic.compile()
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
         self.epoch = 0
         self.critic_iters = 0
@@ -104,6 +116,33 @@ class WganGp:
         out = self.critic(diff_augment(x, self.cfg.diffaugment, self.gen), y)
         return out if isinstance(out, tuple) else (out, None)
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _critic_pass(self, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, n_gp: int):
+        """((score, logits) of real, (score, logits) of fake, gradient penalty or 0). With gan.one_pass
+        the critic scores real and fake as one batch: one forward and one backward instead of two, on
+        larger matrix products. The critic has no batch norm, so each sample's score is the same
+        either way, and the random draws come in the same order. The penalty keeps its own pass:
+        joined to the batch, its double backward would run over every sample, not the interpolates
+        only (measured: +40% FLOPs). With spectral_norm, its power iteration then runs once per
+        critic step instead of once per call."""
+        cfg = self.cfg
+        if cfg.one_pass:
+            from harness.diffaugment import diff_augment
+            both = torch.cat([diff_augment(real, cfg.diffaugment, self.gen), diff_augment(fake, cfg.diffaugment, self.gen)])
+            out = self.critic(both, torch.cat([y, y]) if y is not None else None)
+            score, logits = out if isinstance(out, tuple) else (out, None)
+            b = len(real)
+            real_out = (score[:b], None if logits is None else logits[:b])
+            fake_out = (score[b:], None if logits is None else logits[b:])
+        else:
+            real_out, fake_out = self._critic(real, y), self._critic(fake, y)
+        gp = torch.zeros((), device=self.device)
+        if cfg.gp_weight > 0:
+            gp = gradient_penalty(self.critic, real[:n_gp], fake[:n_gp], y[:n_gp] if y is not None else None, self.gen)
+        return real_out, fake_out, gp
+
     def train_epoch(self, real_uint8: torch.Tensor, labels: torch.Tensor | None = None,
                     max_generator_iters: int = 0) -> dict[str, float]:
         """One pass of the critic over the real images; with `max_generator_iters`, the pass stops as
@@ -122,20 +161,17 @@ class WganGp:
         n_gp = max(1, round(cfg.gp_fraction * cfg.batch_size))
         for i in range(n_batches):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            real = from_uint8(real_uint8[idx])
+            real = self._layout(from_uint8(real_uint8[idx]))
             y = labels[idx] if self.n_classes else None  # fakes of the real batch's classes: balanced, GP pairs match
             with torch.no_grad():
                 fake = self.generator(self._noise(len(real)), y)
-            real_score, real_logits = self._critic(real, y)
-            fake_score, fake_logits = self._critic(fake, y)
+            (real_score, real_logits), (fake_score, fake_logits), gp = self._critic_pass(real, fake, y, n_gp)
             wasserstein = real_score.mean() - fake_score.mean()
             if cfg.loss == "hinge":
                 loss_d = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
             else:
                 loss_d = -wasserstein
-            gp = torch.zeros((), device=self.device)
             if cfg.gp_weight > 0:
-                gp = gradient_penalty(self.critic, real[:n_gp], fake[:n_gp], y[:n_gp] if y is not None else None, self.gen)
                 loss_d = loss_d + cfg.gp_weight * gp
             acc = torch.zeros((), device=self.device)
             if real_logits is not None:

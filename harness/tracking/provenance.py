@@ -130,19 +130,27 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _version(dist: str, module: str) -> str:
+    """A library's version without importing it: torchvision and sklearn take seconds to import
+    (torchvision pulls in torch._dynamo), which every command paid only to write this tag."""
+    import importlib.metadata
+    if module == "torch":  # every command imports it anyway; its version names the build (+cu130, +cpu)
+        import torch
+        return torch.__version__
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def tags() -> dict[str, str]:
     """Package hash, git commit and library versions (read once per Store: a sweep opens hundreds of runs)."""
-    import mlflow
-    import numpy
-    import sklearn
-    import torch
-    import torchvision
-
     from harness import __version__
     out = {"harness.code_version": code_version(), "harness.version": __version__,
-           "harness.versions.python": platform.python_version(), "harness.versions.torch": torch.__version__,
-           "harness.versions.torchvision": torchvision.__version__, "harness.versions.mlflow": mlflow.__version__,
-           "harness.versions.numpy": numpy.__version__, "harness.versions.sklearn": sklearn.__version__}
+           "harness.versions.python": platform.python_version()}
+    for dist, module in (("torch", "torch"), ("torchvision", "torchvision"), ("mlflow", "mlflow"),
+                         ("numpy", "numpy"), ("scikit-learn", "sklearn")):
+        out[f"harness.versions.{module}"] = _version(dist, module)
     commit = git_commit()
     if commit:
         out["mlflow.source.git.commit"] = commit
