@@ -79,13 +79,19 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(runner, client, 
     assert len([b for b in baselines if "harness.reused_from" not in b.data.tags]) == 1  # trained once
 
 
-def test_a_torn_training_state_is_named_and_the_older_one_resumes(runner, client, tree, tracking_uri, tmp_path):
-    args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
+def _gan_killed_after(client, tracking_uri, tmp_path, args, epoch: int) -> str:
+    """`harness generator` SIGKILLed once its checkpoint of `epoch` is in the store; its run id."""
     proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", *args], cwd=tmp_path,
                             env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    dead = _wait_for_checkpoint(client, proc, 40)
+    dead = _wait_for_checkpoint(client, proc, epoch)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    return dead
+
+
+def test_a_torn_training_state_is_named_and_the_older_one_resumes(runner, client, tree, tracking_uri, tmp_path):
+    args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
+    dead = _gan_killed_after(client, tracking_uri, tmp_path, args, 40)
     import torch
     states = {}
     for slot in ("checkpoints/training_state_0.pt", "checkpoints/training_state_1.pt"):
@@ -297,11 +303,7 @@ def test_a_dead_workers_gan_is_taken_over_without_resume(runner, client, tree, t
     # Nobody chose to stop a SIGKILLed generator: the next worker of the same key continues it from its
     # last checkpoint, --resume or not (a KILLED run, stopped on purpose, waits for --resume).
     args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", *args], cwd=tmp_path,
-                            env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    dead = _wait_for_checkpoint(client, proc, 20)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    dead = _gan_killed_after(client, tracking_uri, tmp_path, args, 20)
     result = invoke(runner, ["generator", *args])
     assert f"resuming run {dead} from epoch" in result.stderr
     exp = client.get_experiment_by_name("harness").experiment_id
