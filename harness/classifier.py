@@ -60,13 +60,14 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     codecs.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
     model_id = log_model(model, cfg, splits.classes, label, splits.test_x[:2])
     n_syn = len(synthetic[0]) if synthetic is not None else 0
-    c = cfg.classifier
+    c = train.resolved(cfg.classifier, len(splits.train_x))
     mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
              (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
              (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
              (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
     trained = (f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
-               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs "
+               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs"
+               f"{f' (classifier.steps {cfg.classifier.steps})' if cfg.classifier.steps else ''} "
                f"(augmentation {c.augmentation}{mixing if n_syn else ''}).")
     final = {"val/accuracy": history.epochs[-1]["val/accuracy"]} if "val/accuracy" in history.epochs[-1] else {}
     if not evaluate_test:

@@ -33,6 +33,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ClassifierConfig:
     epochs: int = 15  # passes over the training set
+    steps: int = 0  # > 0: train for about this many steps instead (epochs and real_only_epochs are rescaled to it), so that data sizes get one budget
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # learning rate (the peak one under a schedule)
     weight_decay: float = 0.0  # L2 penalty (Adam: added to the gradient; sgd: the classic one)
@@ -253,7 +254,7 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"classifier.synthetic_share must be in [0, 1), got {cfg.classifier.synthetic_share}")
     if not 0.0 <= cfg.gan.ema < 1.0:
         raise HarnessError(f"gan.ema must be in [0, 1), got {cfg.gan.ema}")
-    for key in ["classifier.real_only_epochs", "pseudolabel.top_k_per_class", "gan.lr_d", "quality.evaluator_per_class",
+    for key in ["classifier.real_only_epochs", "classifier.steps", "pseudolabel.top_k_per_class", "gan.lr_d", "quality.evaluator_per_class",
                 "gan.iterations"]:
         if values[key] < 0:
             raise HarnessError(f"{key} must be >= 0, got {values[key]}")

@@ -373,6 +373,8 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
                              **lab.metrics})
 
     def report(epoch: int, row: dict) -> None:
+        if "val/accuracy" not in row:  # classifier.steps validates every few epochs
+            return
         trial.report(row["val/accuracy"], epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")

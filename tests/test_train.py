@@ -115,3 +115,16 @@ def test_the_constant_schedule_has_no_scheduler():
     assert (cfg.optimizer, cfg.schedule) == ("adam", "constant")  # the reference's arithmetic
     opt, sched = train._optimizer(torch.nn.Linear(2, 2), cfg, 10)
     assert sched is None and isinstance(opt, torch.optim.Adam)
+
+
+def test_a_step_budget_gives_every_data_size_the_same_steps():
+    base = dataclasses.replace(config.load("tiny").classifier, epochs=4, real_only_epochs=1, steps=40, batch_size=16)
+    for n, epochs, real_only in [(120, 5, 1), (48, 13, 3), (1000, 1, 0)]:  # 8, 3 and 63 steps per epoch
+        got = train.resolved(base, n)
+        assert (got.epochs, got.real_only_epochs, got.steps) == (epochs, real_only, 0), n
+    assert train.resolved(dataclasses.replace(base, steps=0), 48) == dataclasses.replace(base, steps=0)
+    x, y = _toy(48)
+    _, h = train.train_classifier(x, y, 3, base, torch.device("cpu"), val=(x, y))
+    assert len(h.epochs) == 13  # 39 steps, the nearest whole epochs to 40
+    # validated at the nominal cadence (every ceil(13 / 4) = 4 epochs) and on the last epoch
+    assert [i for i, row in enumerate(h.epochs, 1) if "val/accuracy" in row] == [4, 8, 12, 13]
