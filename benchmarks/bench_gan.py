@@ -10,7 +10,9 @@ spent in MLflow calls.
   plain         the same with those three off
   bare          the textbook WGAN-GP loop written inline, same Generator/Critic, same batch and steps
   one_pass, channels_last, fused_adam    the plain loop with that one gan.* field on
-  compile       the harness loop with gan.compile
+  compile       the harness loop with gan.compile (on CUDA: CUDA graphs, mode reduce-overhead)
+  bf16          the harness loop with gan.precision=bf16 (for GPUs; a CPU without bf16 units emulates it, slowly;
+                its share of peak is against the float32 matmul peak)
   critic step   the harness critic step alone (critic_steps set so high that no generator step runs)
 
 Each variant runs in a fresh process (its own threads, caches and compiled code); rounds cycle
@@ -42,7 +44,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ci
 HERE = Path(__file__).resolve().parent
 OFF = {"one_pass": False, "channels_last": False, "fused_adam": False}
 SPEEDUPS = {"plain": OFF, "one_pass": {**OFF, "one_pass": True}, "channels_last": {**OFF, "channels_last": True},
-            "fused_adam": {**OFF, "fused_adam": True}, "compile": {"compile": True}}
+            "fused_adam": {**OFF, "fused_adam": True}, "compile": {"compile": True}, "bf16": {"precision": "bf16"}}
 
 
 def bare_epochs(x, cfg, device, epochs):

@@ -78,7 +78,8 @@ class GanConfig:
     one_pass: bool = True  # the critic scores real and fake images as one batch (one forward and backward, not two)
     channels_last: bool = True  # both networks and their inputs in channels-last memory layout
     fused_adam: bool = True  # Adam's fused implementation (one kernel per step over all parameters)
-    compile: bool = False  # torch.compile the generator (and the critic when gp_weight = 0); costs compile time up front
+    compile: bool = False  # torch.compile the generator (and the critic when gp_weight = 0); costs compile time up front; on CUDA with CUDA graphs (mode reduce-overhead)
+    precision: str = "fp32"  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32); for GPUs with bf16 units
     ema: float = 0.0  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
     sample_every: int = 100  # epochs between sample grids
     checkpoint_every: int = 250  # epochs between generator checkpoints
@@ -242,7 +243,7 @@ def _check_ranges(cfg: Config) -> None:
     if not 0.0 <= cfg.pseudolabel.threshold <= 1.0:
         raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
     choices = {"classifier.budget": ("epochs", "steps"), "classifier.augmentation": ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix"),
-               "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"),
+               "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"), "gan.precision": ("fp32", "bf16"),
                "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none")}
     for key, allowed in choices.items():
         if values[key] not in allowed:

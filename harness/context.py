@@ -53,7 +53,7 @@ class Context:
     memo: Memo = field(default_factory=Memo)
     loaded_splits: dict = field(default_factory=dict, repr=False)  # DataConfig -> Splits, loaded on first use
     _fingerprints: dict = field(default_factory=dict, repr=False)
-    _parsed: dict = field(default_factory=dict, repr=False)  # module file -> (normalized source, imports)
+    _modules: object = field(default=None, repr=False)  # provenance.ModuleCache, made on first use
 
     def splits(self, data_cfg):
         """The splits of a data config, loaded once per context (a multi-seed study loads each seed's)."""
@@ -64,6 +64,9 @@ class Context:
 
     def fingerprint(self, roots: tuple[str, ...]) -> str:
         if roots not in self._fingerprints:
+            from harness.data import cache_dir
             from harness.tracking import provenance
-            self._fingerprints[roots] = provenance.fingerprint(roots, cache=self._parsed)
+            if self._modules is None:
+                self._modules = provenance.ModuleCache(cache_dir() / "code")
+            self._fingerprints[roots] = provenance.fingerprint(roots, cache=self._modules)
         return self._fingerprints[roots]

@@ -63,3 +63,23 @@ def test_an_edit_changes_the_keys_of_the_phases_that_run_it_only(package):
     _edit(package / "models.py", "hidden: int = 256", "hidden: int = 257")
     changed = {k for k, v in _prints(package, cfg).items() if v != after[k]}
     assert changed == {"baseline", "generator", "generate", "pseudolabel", "synthetic"}
+
+
+def test_the_module_cache_on_disk_gives_the_same_keys_without_parsing(package, tmp_path, monkeypatch):
+    cfg = config.load("tiny")
+    roots = pipeline.PHASES["synthetic"].code(cfg)
+    plain = provenance.fingerprint(roots, root=package)
+    assert provenance.fingerprint(roots, root=package, cache=provenance.ModuleCache(tmp_path / "code")) == plain
+    assert list((tmp_path / "code").iterdir())  # the index was written
+
+    def no_parse(*a, **k):
+        raise AssertionError("parsed a module the index holds")
+    with monkeypatch.context() as m:  # a later command: every module from the index
+        m.setattr(provenance.ast, "parse", no_parse)
+        assert provenance.fingerprint(roots, root=package, cache=provenance.ModuleCache(tmp_path / "code")) == plain
+    # An edit is new bytes: parsed again and the key follows it; a torn index is parsed over.
+    _edit(package / "train.py", "math.ceil(cfg.epochs / nominal)", "math.ceil(cfg.epochs / nominal) + 1")
+    edited = provenance.fingerprint(roots, root=package, cache=provenance.ModuleCache(tmp_path / "code"))
+    assert edited != plain and edited == provenance.fingerprint(roots, root=package)
+    next((tmp_path / "code").iterdir()).write_text('{"torn')
+    assert provenance.fingerprint(roots, root=package, cache=provenance.ModuleCache(tmp_path / "code")) == edited

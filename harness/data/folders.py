@@ -56,29 +56,33 @@ class ClassFolders:
     def folder(self, split: str, name: str) -> Path:
         return self.root / split / name if self.has_test else self.root / name
 
-    def files(self, split: str, name: str) -> list[Path]:
+    def _entries(self, split: str, name: str) -> list[os.DirEntry]:
+        """The class folder's images, sorted by name. Read with one scandir: every command lists
+        the folders to find its cached decode, and pathlib's per-file stat and sorting took ~0.6 s
+        of a cached run for CIFAR-10's 18,000 files of three classes."""
         folder = self.folder(split, name)
         if not folder.is_dir():
             raise HarnessError(f"{folder} is missing: the {split} split has no folder for class {name!r}")
-        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-        strays = sorted(p.name for p in entries if p.is_dir() or p.suffix.lower() not in SUFFIXES)
+        with os.scandir(folder) as it:
+            entries = [e for e in it if not e.name.startswith(".")]
+        strays = sorted(e.name for e in entries if e.is_dir() or os.path.splitext(e.name)[1].lower() not in SUFFIXES)
         if strays:
             raise HarnessError(f"{folder / strays[0]} is not an image (expected {', '.join(SUFFIXES)}); "
                                f"move it out of the class folder ({len(strays)} such entries)")
-        files = sorted(entries)
-        if not files:
+        if not entries:
             raise HarnessError(f"class folder {folder} has no images ({', '.join(SUFFIXES)})")
-        return files
+        entries.sort(key=lambda e: e.name)
+        return entries
 
     def images(self, split: str, name: str) -> np.ndarray:
-        files = self.files(split, name)
-        listing = "\n".join(f"{p.name}:{(st := p.stat()).st_size}:{st.st_mtime_ns}" for p in files)
+        entries = self._entries(split, name)
+        listing = "\n".join(f"{e.name}:{(st := e.stat()).st_size}:{st.st_mtime_ns}" for e in entries)
         key = hashlib.sha256(f"{self.root.resolve()}|{split}|{name}|{self.size}|{self.channels}|{listing}"
                              .encode()).hexdigest()[:16]
         cached = cache_dir() / "decoded" / f"{split}-{name}-{key}.npy"
         if cached.is_file():
             return np.load(cached)
-        out = np.stack(_decode_all(files, self.size, self.channels, f"decoding {split}/{name}"))
+        out = np.stack(_decode_all([Path(e.path) for e in entries], self.size, self.channels, f"decoding {split}/{name}"))
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
