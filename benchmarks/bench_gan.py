@@ -148,29 +148,36 @@ def run_variant(name: str, spec: dict, tree: Path) -> dict:
 
 class CallTimer:
     """Wraps MLflow entry points (fluent API and client) and the harness helpers that only exist
-    to log, summing their wall time."""
+    to log, summing their wall time; spans by category for whoever needs when (bench_trial)."""
 
     def __init__(self):
         self.seconds = 0.0
         self.calls = 0
         self.depth = 0
+        self.spans: list[tuple[str, float, float]] = []
 
-    def wrap(self, owner, name):
+    def wrap(self, owner, name, category: str = "mlflow"):
         fn = getattr(owner, name)
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
-            if self.depth:  # nested MLflow calls count once
+            if self.depth:  # nested calls count once, in the outermost one's category
                 return fn(*args, **kwargs)
             self.depth += 1
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - t
+                elapsed, now = time.perf_counter() - t, time.time()
+                self.seconds += elapsed
                 self.calls += 1
                 self.depth -= 1
+                self.spans.append((category, now - elapsed, now))
         setattr(owner, name, timed)
+
+    def within(self, category: str, start: float, stop: float) -> float:
+        """Seconds of `category` calls between two unix times."""
+        return sum(max(0.0, min(b, stop) - max(a, start)) for c, a, b in self.spans if c == category)
 
 
 @click.command()

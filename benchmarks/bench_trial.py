@@ -17,42 +17,16 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import click
 
+from bench_gan import CallTimer
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
 SPEC = Path(__file__).resolve().parents[1] / "experiments" / "sweep.toml"
-
-
-class Clock:
-    """Seconds spent inside wrapped callables, by category; the outermost wrapped call counts, so
-    MLflow calls made while training are training."""
-
-    def __init__(self):
-        self.spans: list[tuple[str, float, float]] = []
-        self.depth = 0
-
-    def wrap(self, owner, name: str, category: str) -> None:
-        fn = getattr(owner, name)
-
-        def timed(*args, **kwargs):
-            if self.depth:
-                return fn(*args, **kwargs)
-            self.depth += 1
-            t = time.time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.depth -= 1
-                self.spans.append((category, t, time.time()))
-        setattr(owner, name, timed)
-
-    def within(self, category: str, start: float, stop: float) -> float:
-        return sum(max(0.0, min(b, stop) - max(a, start)) for c, a, b in self.spans if c == category)
 
 
 @click.command()
@@ -71,7 +45,7 @@ def main(data_dir, trials, gan_epochs, preset):
     import optuna
 
     from harness import cli, train
-    clock = Clock()
+    clock = CallTimer()  # training first: MLflow calls made while training count as training
     clock.wrap(train, "train_classifier", "training")
     for name in dir(mlflow.MlflowClient):
         if not name.startswith("_") and callable(getattr(mlflow.MlflowClient, name)):
