@@ -182,6 +182,8 @@ def _log_datasets(ctx: Context, name: str, cfg: Config, inputs: dict) -> None:
     import warnings
 
     import mlflow
+
+    from harness.tracking.store import log_inputs
     data = PHASES[name].reads(cfg)[2]
     if not data:
         return
@@ -196,7 +198,7 @@ def _log_datasets(ctx: Context, name: str, cfg: Config, inputs: dict) -> None:
         warnings.simplefilter("ignore")  # "the source can be interpreted in multiple ways": a local folder either way
         datasets = [mlflow.data.from_numpy(x.numpy(), targets=y.numpy(), name=n, digest=dg, source=splits.uri or None)
                     for n, x, y, dg, _ in sets]
-    mlflow.log_inputs(datasets=datasets, contexts=[c for *_, c in sets], tags_list=[None] * len(sets))
+    log_inputs(datasets, [c for *_, c in sets])
 
 
 def load_run(ctx: Context, name: str, cfg: Config, run_id: str, key: str | None = None) -> PhaseResult:

@@ -83,3 +83,27 @@ def test_the_module_cache_on_disk_gives_the_same_keys_without_parsing(package, t
     assert edited != plain and edited == provenance.fingerprint(roots, root=package)
     next((tmp_path / "code").iterdir()).write_text('{"torn')
     assert provenance.fingerprint(roots, root=package, cache=provenance.ModuleCache(tmp_path / "code")) == edited
+
+
+def test_dataset_inputs_retry_a_unique_key_race_only(monkeypatch):
+    from harness.tracking import store
+    calls = []
+
+    def racing(**kwargs):  # what a tracking server over PostgreSQL answers the second of two workers
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise RuntimeError("(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+                               "(Background on this error at: https://sqlalche.me/e/21/gkpj)")
+    monkeypatch.setattr(store.mlflow, "log_inputs", racing)
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)
+    store.log_inputs(["d"], ["train"])
+    assert len(calls) == 2 and calls[1]["contexts"] == ["train"]
+
+    def down(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("connection refused")
+    monkeypatch.setattr(store.mlflow, "log_inputs", down)
+    calls.clear()
+    with pytest.raises(RuntimeError, match="refused"):
+        store.log_inputs(["d"], ["train"])
+    assert len(calls) == 1  # any other failure is not retried

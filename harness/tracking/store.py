@@ -334,6 +334,24 @@ def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dic
     MlflowClient().log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
 
 
+CONFLICT = ("IntegrityError", "UniqueViolation", "duplicate key", "UNIQUE constraint")
+
+
+def log_inputs(datasets: list, contexts: list[str], tries: int = 4) -> None:
+    """The active run's dataset inputs. MLflow gets or creates each dataset row by (experiment, name,
+    digest) without a lock, so two workers logging one dataset at the same moment both insert and
+    one fails on the unique key (seen on PostgreSQL behind a tracking server); the row exists by
+    then, and the retry finds it."""
+    for attempt in range(tries):
+        try:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+            return
+        except Exception as e:
+            if attempt == tries - 1 or not any(c in str(e) for c in CONFLICT):
+                raise
+            time.sleep(random.uniform(0.1, 0.5))
+
+
 def log_history(rows: list[dict[str, float]], first_step: int = 1, run_id: str | None = None) -> None:
     """Per-epoch curves (step = epoch) in as few calls as MLflow allows (it splits at 1000)."""
     if not rows:
