@@ -201,6 +201,18 @@ def config(preset, overrides):
 
 
 @main.command()
+def kinds():
+    """List every generator kind, built-in and installed (entry-point group harness.generators):
+    whether it trains, when it knows its images' classes, and what it needs."""
+    from harness import generators
+    rows = generators.describe()
+    for r in rows:
+        click.echo(f"{r['kind']:<12} trains: {r['trains']:<4} classes: {r['classes']}  [{r['from']}]")
+        if r["needs"]:
+            click.echo(f"{'':<12} needs: {r['needs']}")
+
+
+@main.command()
 @click.option("--parent", default=None, metavar="RUN_ID", help="A pipeline run (one pair) or a multi-seed study run.")
 @click.option("--baseline", "baseline_id", default=None, metavar="RUN_ID", help="Baseline run (with --synthetic).")
 @click.option("--synthetic", "synthetic_id", default=None, metavar="RUN_ID", help="Synthetic-arm run (with --baseline).")

@@ -50,8 +50,9 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    kind: str = "gan"  # gan (the family configured by [gan]) | oracle | mixup | noise: see harness/generators/
+    kind: str = "gan"  # gan (the family configured by [gan]) | oracle | mixup | noise | folder | text2image | an installed plugin's name: `harness kinds`
     mixup_alpha: float = 1.0  # mixup: the mixing weight of a pair is drawn from Beta(alpha, alpha)
+    folder: str = ""  # folder: images made by any outside tool, <class>/* folders or one flat folder (not hashed: the key covers its content)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,23 @@ class GanConfig:
     sample_every: int = 100  # epochs between sample grids
     checkpoint_every: int = 250  # epochs between generator checkpoints
     seed: int = 0  # weight init, noise and batch order
+
+
+@dataclass(frozen=True)
+class Text2ImageConfig:
+    """generator.kind = text2image: a pretrained diffusers pipeline (pip install -e '.[diffusion]')."""
+    model: str = ""  # a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder written by save_pretrained
+    revision: str = "main"  # hub branch, tag or commit; the key covers the commit it resolves to
+    prompt: str = "a photo of a {class}"  # template; {class} is the class name
+    prompts: tuple[tuple[str, str], ...] = ()  # per-class prompts that replace the template: a [text2image.prompts] table, or --set text2image.prompts="bird=a small bird;airplane=a jet"
+    negative_prompt: str = ""
+    steps: int = 30  # denoising steps
+    guidance: float = 7.5  # classifier-free guidance scale (1 = none)
+    batch_size: int = 8  # images per pipeline call (part of the key: batches are computed whole)
+    dtype: str = "fp32"  # fp32 | fp16 (CUDA only) | bf16
+    mode: str = "txt2img"  # txt2img | img2img: start from a real training image of the class (DA-Fusion, Real Guidance)
+    strength: float = 0.5  # img2img: how far from the real image (0 = unchanged, 1 = pure noise)
+    resolution: int = 0  # pixels per side the pipeline draws at; 0 = the model's own (512 for SD 1.5); brought to data.image_size after
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    text2image: Text2ImageConfig = field(default_factory=Text2ImageConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -133,6 +152,11 @@ class Config:
 
 
 UNHASHED = {"preset", "device"}
+# Where, not what: a folder's path is not its content; the folder kind's key covers its pixels and labels.
+UNHASHED_FIELDS = {"generator.folder"}
+# Sections only some kinds read: left out of the whole-config hash while at their defaults, so that
+# hashes made before the section existed (a sweep study's guard) stay the same.
+OPTIONAL_SECTIONS = ("text2image",)
 
 
 def to_dict(cfg) -> dict:
@@ -145,10 +169,18 @@ def flat(cfg: Config) -> dict[str, str]:
     for key, value in to_dict(cfg).items():
         if isinstance(value, dict):
             for sub, v in value.items():
-                out[f"{key}.{sub}"] = ",".join(v) if isinstance(v, (list, tuple)) else str(v)
+                out[f"{key}.{sub}"] = _text(v)
         else:
             out[key] = str(value)
     return out
+
+
+def _text(v) -> str:
+    if isinstance(v, (list, tuple)):
+        if v and isinstance(v[0], (list, tuple)):  # a table: name=value;name=value
+            return ";".join(f"{k}={x}" for k, x in v)
+        return ",".join(v)
+    return str(v)
 
 
 def flat_sections(cfg: Config, sections: typing.Iterable[str]) -> dict[str, str]:
@@ -160,8 +192,13 @@ def flat_sections(cfg: Config, sections: typing.Iterable[str]) -> dict[str, str]
 def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None) -> str:
     """A stable 12-hex-digit hash of the config (or of some sections): same settings, same hash."""
     d = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED}
+    for name in UNHASHED_FIELDS:
+        section, _, sub = name.partition(".")
+        d[section].pop(sub, None)
     if sections is not None:
         d = {k: d[k] for k in sections}
+    else:
+        d = {k: v for k, v in d.items() if k not in OPTIONAL_SECTIONS or v != to_dict(Config())[k]}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -188,6 +225,8 @@ def _coerce(key: str, typ, value):
     if key == "data.n_per_class" and isinstance(value, str) and value.strip().lower() == "all":
         return 0
     want = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if typ == tuple[tuple[str, str], ...]:
+        return _table(key, value)
     if typing.get_origin(typ) is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -209,6 +248,20 @@ def _coerce(key: str, typ, value):
     if type(value) is not typ:
         raise HarnessError(f"{key} must be {want[typ]}, got {value!r}")
     return value
+
+
+def _table(key: str, value) -> tuple[tuple[str, str], ...]:
+    """A name -> text table: a TOML table, or `name=text;name=text` from --set (texts may hold commas)."""
+    if isinstance(value, str):
+        items = [part.partition("=") for part in value.split(";") if part.strip()]
+        if any(not sep or not k.strip() for k, sep, _ in items):
+            raise HarnessError(f"{key} takes name=text items separated by ';', got {value!r}")
+        value = {k.strip(): v.strip() for k, _, v in items}
+    if isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        value = dict(value)
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise HarnessError(f"{key} must be a table of name = \"text\" (a [{key}] table in TOML), got {value!r}")
+    return tuple(sorted(value.items()))
 
 
 def _check_ranges(cfg: Config) -> None:
@@ -244,7 +297,8 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
     choices = {"classifier.budget": ("epochs", "steps"), "classifier.augmentation": ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix"),
                "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"), "gan.precision": ("fp32", "bf16"),
-               "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none")}
+               "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none"),
+               "text2image.dtype": ("fp32", "fp16", "bf16"), "text2image.mode": ("txt2img", "img2img")}
     for key, allowed in choices.items():
         if values[key] not in allowed:
             raise HarnessError(f"{key} must be one of {', '.join(allowed)}, got {values[key]!r}")
@@ -281,6 +335,15 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
         raise HarnessError(f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
+    for key in ("text2image.steps", "text2image.batch_size"):
+        if values[key] <= 0:
+            raise HarnessError(f"{key} must be > 0, got {values[key]}")
+    if cfg.text2image.guidance < 0:
+        raise HarnessError(f"text2image.guidance must be >= 0 (1 or less: no classifier-free guidance), got {cfg.text2image.guidance}")
+    if not 0.0 < cfg.text2image.strength <= 1.0:
+        raise HarnessError(f"text2image.strength must be in (0, 1], got {cfg.text2image.strength}")
+    if cfg.text2image.resolution < 0 or cfg.text2image.resolution % 8:
+        raise HarnessError(f"text2image.resolution must be 0 (the model's own) or a positive multiple of 8, got {cfg.text2image.resolution}")
     if cfg.data.source and not cfg.data.source.startswith("torchvision:"):
         raise HarnessError(f"data.source must be empty (use --data-dir) or torchvision:NAME, got {cfg.data.source!r}")
 
@@ -343,6 +406,11 @@ def preset_path(name_or_path: str) -> Path:
                        "(or give a path to a .toml file)")
 
 
+def _items(chunk: str) -> list[str]:
+    import re
+    return [part for part in re.split(r"\s+(?=[A-Za-z_]\w*(?:\.\w+)?=)", chunk.strip()) if part]
+
+
 def load(preset: str = "reference", overrides: typing.Sequence[str] = ()) -> Config:
     """Defaults <- preset file <- `--set section.key=value` overrides, validated at each step."""
     path = preset_path(preset)
@@ -359,9 +427,9 @@ def load(preset: str = "reference", overrides: typing.Sequence[str] = ()) -> Con
     updates.setdefault("preset", path.stem)
     cfg = apply(Config(), updates)
     parsed = {}
-    # One --set may carry several space-separated items (MLproject passes them as one string);
-    # no config value contains a space.
-    for item in (part for chunk in overrides for part in chunk.split()):
+    # One --set may carry several space-separated items (MLproject passes them as one string); a
+    # value may hold spaces (a prompt), so a chunk splits only before a space-led `section.key=`.
+    for item in (part for chunk in overrides for part in _items(chunk)):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise HarnessError(f"--set takes section.key=value, got {item!r}")

@@ -46,8 +46,18 @@ def _generator_sections(cfg: Config) -> tuple[str, ...]:
 
 
 def _generate_data(cfg: Config) -> tuple[str, ...]:
-    kind = _kind(cfg)
-    return () if kind.TRAINS else kind.DATA
+    from harness import generators
+    return () if _trains(cfg) else generators.data(cfg)
+
+
+def _generate_sections(cfg: Config) -> tuple[str, ...]:
+    # A kind that trains is configured in the generator phase, whose key this one consumes.
+    return ("data", "generator", "generate") + (() if _trains(cfg) else _kind(cfg).SECTIONS)
+
+
+def _generate_outside(ctx: Context, cfg: Config) -> str:
+    from harness import generators
+    return generators.identity(ctx, cfg)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class Phase:
     sections: tuple | Callable  # config sections its key covers (and its run logs)
     upstream: tuple = ()  # phases whose outputs it consumes
     data: tuple | Callable = ()  # splits of its data draw whose content its key covers
+    outside: Callable | None = None  # (ctx, cfg) -> digest of what it reads from outside config and data (a folder, a model)
     when: Callable[[Config], bool] | None = None  # runs only under configs where this holds
     quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
     long: bool = False  # trains for minutes: its run samples system metrics (CPU, memory, GPU)
@@ -94,8 +105,8 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           long=True,
           help="Train the generator (generator.kind=gan: the GAN family of [gan]); log losses, sample grids, "
                "checkpoints."),
-    Phase("generate", "harness.phases.generate", ("data", "generator", "generate"), upstream=("generator",), data=_generate_data,
-          quality=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
+    Phase("generate", "harness.phases.generate", _generate_sections, upstream=("generator",), data=_generate_data,
+          outside=_generate_outside, quality=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
     Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
     Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
@@ -119,6 +130,9 @@ def phase_key(ctx: Context, name: str, cfg: Config, upstream_keys: dict[str, str
     parts = [name, config_hash(cfg, sections), ctx.fingerprint(phase.code(cfg))]
     if data:
         parts.append(ctx.splits(data_config(name, cfg)).digest(*data))
+    outside = phase.outside(ctx, cfg) if phase.outside else ""
+    if outside:
+        parts.append(outside)
     parts += [f"{u}={upstream_keys[u]}" for u in upstream]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -184,8 +198,10 @@ def _log_datasets(ctx: Context, name: str, cfg: Config, inputs: dict) -> None:
     import mlflow
 
     from harness.tracking.store import log_inputs
+    from harness import generators
     data = PHASES[name].reads(cfg)[2]
-    if not data:
+    outside = generators.datasets(ctx, cfg) if PHASES[name].outside else []
+    if not data and not outside:
         return
     splits = ctx.splits(data_config(name, cfg))
     label = splits.uri.rstrip("/").rsplit("/", 1)[-1] or "data"
@@ -198,7 +214,9 @@ def _log_datasets(ctx: Context, name: str, cfg: Config, inputs: dict) -> None:
         warnings.simplefilter("ignore")  # "the source can be interpreted in multiple ways": a local folder either way
         datasets = [mlflow.data.from_numpy(x.numpy(), targets=y.numpy(), name=n, digest=dg, source=splits.uri or None)
                     for n, x, y, dg, _ in sets]
-    log_inputs(datasets, [c for *_, c in sets])
+        datasets += [mlflow.data.from_numpy(r.images.numpy(), targets=None if r.labels is None else r.labels.numpy(),
+                                            name=r.name, digest=r.digest, source=r.source) for r in outside]
+    log_inputs(datasets, [c for *_, c in sets] + [r.context for r in outside])
 
 
 def load_run(ctx: Context, name: str, cfg: Config, run_id: str, key: str | None = None) -> PhaseResult:

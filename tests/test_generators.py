@@ -132,27 +132,44 @@ def test_oracle_asking_for_more_than_the_pool_is_refused_before_any_run(runner, 
 
 
 def test_kind_settings_are_checked(runner):
-    for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, oracle, mixup, noise"),
+    for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, oracle, mixup, noise, folder, text2image"),
                              ("pseudolabel.mode=filter", "needs a generator that knows its images' classes"),
                              ("generator.mixup_alpha=0", "generator.mixup_alpha must be a finite number > 0")]:
         result = invoke(runner, ["baseline", "--preset", "tiny", "--set", setting], ok=False)
         assert result.exit_code == 2 and message in result.output, setting
 
 
-def test_a_new_kind_is_one_module_and_one_registry_entry(runner, client, tree, monkeypatch):
-    """A kind that draws mid-grey images of every class in turn, registered with one line."""
-    kind = types.ModuleType("harness_test_grey")
-    kind.TRAINS, kind.SECTIONS, kind.DATA = False, (), ("train",)
-    kind.knows_classes = lambda cfg: True
+PLUGIN = '''
+import torch
+from harness.generators import stream
+TRAINS, SECTIONS, DATA = False, (), ("train",)
+CLASSES, NEEDS = "always", "nothing"
+def knows_classes(cfg):
+    return True
+def sampler(ctx, cfg, splits):
+    def draw(start, stop):
+        return (torch.full((stop - start, 3, 32, 32), 128, dtype=torch.uint8),
+                stream.balanced_labels(start, stop, len(splits.classes)))
+    return stream.Sampler(("grey",), draw, 0, "grey squares")
+'''
 
-    def sampler(ctx, cfg, splits):
-        def draw(start, stop):
-            return (torch.full((stop - start, 3, 32, 32), 128, dtype=torch.uint8),
-                    stream.balanced_labels(start, stop, len(splits.classes)))
-        return stream.Sampler(("grey",), draw, 0, "grey squares")
 
-    kind.sampler = sampler
-    monkeypatch.setitem(generators.KINDS, "grey", kind)
+def _install_plugin(root, monkeypatch):
+    """A plugin distribution as pip leaves one: its module and a dist-info with the entry point."""
+    root.mkdir()
+    (root / "harness_grey_plugin.py").write_text(PLUGIN)
+    info = root / "harness_grey_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-grey-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.generators]\ngrey = harness_grey_plugin\n")
+    monkeypatch.syspath_prepend(str(root))
+
+
+def test_a_plugin_kind_from_an_entry_point_runs_is_listed_and_fingerprinted(runner, client, tree, tmp_path, monkeypatch):
+    """A kind that draws mid-grey images of every class in turn, installed as a distribution."""
+    _install_plugin(tmp_path / "site", monkeypatch)
+    listed = invoke(runner, ["kinds"]).output
+    assert "grey" in listed and "plugin (harness_grey_plugin)" in listed and "text2image" in listed
     invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=grey",
                     "--set", "pseudolabel.mode=none"])
     exp = client.get_experiment_by_name("harness")
@@ -160,6 +177,11 @@ def test_a_new_kind_is_one_module_and_one_registry_entry(runner, client, tree, m
     kept = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pseudolabel'")[0]
     assert "grey squares" in gen.data.tags["mlflow.note.content"]
     assert kept.data.metrics["kept/count"] == 64 and kept.data.metrics["kept/bird/count"] == 21
+    from harness.tracking import provenance
+    before = provenance.fingerprint(("harness.phases.generate", "harness_grey_plugin"))
+    assert "harness_grey_plugin" in provenance.closure(("harness.phases.generate", "harness_grey_plugin"))
+    (tmp_path / "site" / "harness_grey_plugin.py").write_text(PLUGIN.replace("128", "127"))
+    assert provenance.fingerprint(("harness.phases.generate", "harness_grey_plugin")) != before
 
 
 def test_a_shared_generator_is_trained_once_even_without_the_cache(runner, client, tree):
@@ -232,3 +254,51 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(base):
     for (k, a), b in zip(plain.generator.state_dict().items(), half.generator.state_dict().values()):
         if a.dim() > 1:  # weights; a bias starts at 0 and moves by Adam-sized steps only
             assert (a - b).norm() <= 0.1 * a.norm(), k
+
+
+# ---------------------------------------------------------------------------------------------
+# Images from outside: a folder of any tool's images, a pretrained text-to-image pipeline (issue 22)
+
+def _generated_folder(root, classes=("airplane", "automobile", "bird"), n=30):
+    from conftest import write_tree
+    write_tree(root.parent / "gen-src", n_train=n, n_test=1, seed=7)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for p in sorted((root.parent / "gen-src" / "train" / name).iterdir()):
+            p.rename(root / name / p.name)
+    return root
+
+
+def test_a_folder_of_class_images_is_keyed_by_content_not_path(runner, client, tree, tmp_path):
+    gen = _generated_folder(tmp_path / "gen")
+    args = ["generate", "--preset", "tiny", "--data-dir", tree, "--set", "generator.kind=folder",
+            "--set", "pseudolabel.mode=filter"]
+    invoke(runner, args + ["--set", f"generator.folder={gen}"])
+    import shutil
+    copy = shutil.copytree(gen, tmp_path / "elsewhere")
+    invoke(runner, args + ["--set", f"generator.folder={copy}"])
+    exp = client.get_experiment_by_name("harness")
+    runs = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'", order_by=["start_time ASC"])
+    assert len(runs) == 2 and runs[1].data.tags["harness.reused_from"] == runs[0].info.run_id
+    inputs = runs[0].inputs.dataset_inputs
+    assert [t.value for d in inputs for t in d.tags] == ["generated"] and "gen" in inputs[0].dataset.source
+    (next((copy / "bird").iterdir())).write_bytes((next((gen / "airplane").iterdir())).read_bytes())
+    invoke(runner, args + ["--set", f"generator.folder={copy}"])
+    newest = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'", order_by=["start_time DESC"])[0]
+    assert "harness.reused_from" not in newest.data.tags  # one changed image: another generator
+
+
+def test_a_tiny_text2image_pipeline_gives_the_same_images_twice_and_prefixes(tmp_path):
+    import tiny_diffusers
+
+    from harness.context import Context
+    model = tiny_diffusers.build(tmp_path / "t2i")
+    cfg = config.load("tiny", [f"text2image.model={model}", "generator.kind=text2image", "text2image.steps=2",
+                               "text2image.batch_size=4"])
+    splits = types.SimpleNamespace(classes=cfg.data.classes, train_x=None, train_y=None)
+    from harness.generators import text2image
+    ctx = Context(None, torch.device("cpu"))
+    a, ya = text2image.sampler(ctx, cfg, splits).draw(0, 10)
+    b, _ = text2image.sampler(Context(None, torch.device("cpu")), cfg, splits).draw(0, 6)
+    assert a.shape == (10, 3, 32, 32) and a.dtype == torch.uint8 and ya.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert torch.equal(a[:6], b) and not torch.equal(a[0], a[3])

@@ -1,15 +1,23 @@
-"""Generator kinds behind one protocol, chosen by `generator.kind`. A new kind = one module here +
-one line in KINDS.
+"""Generator kinds behind one protocol, chosen by `generator.kind`. A new built-in kind = one module
+here + one line in BUILTIN; a third-party package adds one through the entry-point group
+`harness.generators` (name = module), and it is then used, listed and fingerprinted like these.
 
 A kind is a module with:
   TRAINS: bool              whether it is fitted in a `generator` phase run (and has checkpoints)
   SECTIONS: tuple[str]      config sections that configure it, besides `generator`
-  DATA: tuple[str]          splits it draws from when it does not train (train, pool): its key covers them
+  DATA: tuple[str] | (cfg) -> tuple[str]
+                            splits it draws from when it does not train (train, pool): its key covers them
   knows_classes(cfg) -> bool  whether its images come with their class (else the baseline labels them)
-  preflight(ctx, cfg, source)  optional: checks against the data (and the generator run `source`, when
-                            known), before any run opens
   sampler(ctx, cfg, source) -> stream.Sampler
                             source: the generator run id when TRAINS, else the data splits
+optionally:
+  CLASSES: str, NEEDS: str  when it knows its classes and what it needs, in words (`harness kinds`)
+  check(cfg)                config-only checks, before anything loads
+  preflight(ctx, cfg, source)  checks against the data (and the generator run `source`, when known),
+                            before any run opens
+  identity(ctx, cfg) -> str what it reads from outside the config and the data (a folder's pixels, a
+                            model's resolved revision): the generate phase's key covers it
+  datasets(ctx, cfg) -> list[Record]  MLflow dataset inputs of the generate run besides the splits
 and, when TRAINS:
   fit(ctx, cfg, splits, resume_from, evaluator)  train inside the active run, checkpointing
   resumable(store, run_id) -> bool               an interrupted run that fit can continue
@@ -17,34 +25,78 @@ and, when TRAINS:
 
 The controls every study needs go through the same generate -> pseudolabel -> synthetic path:
 `oracle` (unused real training images: the ceiling), `mixup` (pairs of real images blended) and
-`noise` (per-class Gaussians: the floor).
+`noise` (per-class Gaussians: the floor). Images from outside: `folder` (any tool's output) and
+`text2image` (a pretrained diffusers pipeline).
 """
 from __future__ import annotations
 
-from harness.errors import HarnessError
-from harness.generators import gan, mixup, noise, oracle
+import importlib
+import importlib.metadata
+from dataclasses import dataclass
 
-KINDS = {"gan": gan, "oracle": oracle, "mixup": mixup, "noise": noise}
+from harness.errors import HarnessError
+
+GROUP = "harness.generators"
+BUILTIN = {"gan": "harness.generators.gan", "oracle": "harness.generators.oracle",
+           "mixup": "harness.generators.mixup", "noise": "harness.generators.noise",
+           "folder": "harness.generators.folder", "text2image": "harness.generators.text2image"}
+REQUIRED = ("TRAINS", "SECTIONS", "DATA", "knows_classes", "sampler")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One MLflow dataset input: pixels, labels (or None), the content digest, a URI and its context."""
+    name: str
+    images: object
+    labels: object
+    digest: str
+    source: str
+    context: str
+
+
+def plugins() -> dict[str, importlib.metadata.EntryPoint]:
+    """Installed kinds (entry-point group harness.generators), by name; a built-in name is not shadowed."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP) if ep.name not in BUILTIN}
+
+
+def names() -> list[str]:
+    return list(BUILTIN) + sorted(plugins())
 
 
 def get(kind: str):
+    if kind in BUILTIN:
+        return importlib.import_module(BUILTIN[kind])
+    ep = plugins().get(kind)
+    if ep is None:
+        raise HarnessError(f"generator.kind must be one of {', '.join(names())} (`harness kinds` lists them), "
+                           f"got {kind!r}")
+    where = f"plugin kind {kind!r} ({ep.value}, from {ep.dist.name if ep.dist else 'an unknown distribution'})"
     try:
-        return KINDS[kind]
-    except KeyError:
-        raise HarnessError(f"generator.kind must be one of {', '.join(KINDS)}, got {kind!r}") from None
+        module = ep.load()
+    except Exception as e:  # a plugin's own bug: name it, without our traceback
+        raise HarnessError(f"{where} failed to import: {type(e).__name__}: {e}") from None
+    missing = [a for a in REQUIRED if not hasattr(module, a)]
+    if missing:
+        raise HarnessError(f"{where} does not implement the generator protocol: it lacks {', '.join(missing)} "
+                           "(see harness/generators/__init__.py)")
+    return module
 
 
-def module_name(kind: str) -> str:
-    return get(kind).__name__
+def data(cfg) -> tuple[str, ...]:
+    """The splits a kind that does not train reads under this config."""
+    kind = get(cfg.generator.kind)
+    return kind.DATA(cfg) if callable(kind.DATA) else tuple(kind.DATA)
 
 
 def check(cfg) -> None:
     """Settings that only make sense for some kinds; checked before any run opens."""
     kind = get(cfg.generator.kind)
+    if hasattr(kind, "check"):
+        kind.check(cfg)
     if cfg.pseudolabel.mode != "label" and not kind.knows_classes(cfg):
         raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs a generator that knows its images' "
-                           f"classes (generator.kind=oracle or noise, or gan with gan.conditional=projection "
-                           f"or acgan); generator.kind={cfg.generator.kind} does not")
+                           f"classes (generator.kind=oracle, noise, text2image, folder with class folders, or gan "
+                           f"with gan.conditional=projection or acgan); generator.kind={cfg.generator.kind} does not")
     if cfg.generate.checkpoint_epoch and not kind.TRAINS:
         raise HarnessError(f"generate.checkpoint_epoch={cfg.generate.checkpoint_epoch} needs a generator with "
                            f"checkpoints; generator.kind={cfg.generator.kind} does not train")
@@ -56,3 +108,29 @@ def preflight(ctx, cfg, source: str | None = None) -> None:
     kind = get(cfg.generator.kind)
     if hasattr(kind, "preflight"):
         kind.preflight(ctx, cfg, source)
+
+
+def identity(ctx, cfg) -> str:
+    """What the kind reads from outside the config and the data, as a digest ("" for none)."""
+    kind = get(cfg.generator.kind)
+    return kind.identity(ctx, cfg) if hasattr(kind, "identity") else ""
+
+
+def datasets(ctx, cfg) -> list[Record]:
+    kind = get(cfg.generator.kind)
+    return list(kind.datasets(ctx, cfg)) if hasattr(kind, "datasets") else []
+
+
+def describe() -> list[dict[str, str]]:
+    """Every kind, built-in and installed, as `harness kinds` lists it."""
+    rows = []
+    for name in names():
+        origin = "built-in" if name in BUILTIN else f"plugin ({plugins()[name].value})"
+        try:
+            kind = get(name)
+        except HarnessError as e:
+            rows.append({"kind": name, "trains": "?", "classes": "?", "needs": str(e), "from": origin})
+            continue
+        rows.append({"kind": name, "trains": "yes" if kind.TRAINS else "no",
+                     "classes": getattr(kind, "CLASSES", "?"), "needs": getattr(kind, "NEEDS", ""), "from": origin})
+    return rows

@@ -36,6 +36,8 @@ from harness.tracking.store import describe, log_history
 TRAINS = True
 SECTIONS = ("gan",)
 DATA = ()
+CLASSES = "with gan.conditional=projection or acgan"
+NEEDS = "a generator phase: trains on the training images ([gan])"
 CHECKPOINT = re.compile(r"checkpoints/generator_epoch_(\d+)\.pt$")
 
 

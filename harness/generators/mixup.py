@@ -11,6 +11,8 @@ from harness.generators import stream
 TRAINS = False
 SECTIONS = ()
 DATA = ("train",)
+CLASSES = "no: the baseline labels them"
+NEEDS = "nothing"
 
 
 def knows_classes(cfg) -> bool:

@@ -10,6 +10,8 @@ from harness.generators import stream
 TRAINS = False
 SECTIONS = ()
 DATA = ("train",)
+CLASSES = "always"
+NEEDS = "nothing"
 
 
 def knows_classes(cfg) -> bool:

@@ -12,6 +12,8 @@ from harness.generators import stream
 TRAINS = False
 SECTIONS = ()
 DATA = ("pool",)
+CLASSES = "always"
+NEEDS = "a pool of unused real training images (data.n_per_class + data.val_per_class below the class size)"
 
 
 def knows_classes(cfg) -> bool:

@@ -17,16 +17,16 @@ def block_seed(seed: int, block: int) -> int:
     return int(np.random.SeedSequence([seed, block]).generate_state(1)[0])
 
 
-def blocks(start: int, stop: int) -> range:
-    return range(start // BLOCK, (stop + BLOCK - 1) // BLOCK)
+def blocks(start: int, stop: int, size: int = BLOCK) -> range:
+    return range(start // size, (stop + size - 1) // size)
 
 
-def from_blocks(start: int, stop: int, make, empty: torch.Tensor) -> torch.Tensor:
-    """Rows start..stop-1 of a stream whose block b is `make(b)` (BLOCK rows); `empty` when none."""
-    rows = [make(b) for b in blocks(start, stop)]
+def from_blocks(start: int, stop: int, make, empty: torch.Tensor, size: int = BLOCK) -> torch.Tensor:
+    """Rows start..stop-1 of a stream whose block b is `make(b)` (`size` rows); `empty` when none."""
+    rows = [make(b) for b in blocks(start, stop, size)]
     if not rows:
         return empty
-    offset = (start // BLOCK) * BLOCK
+    offset = (start // size) * size
     return torch.cat(rows)[start - offset:stop - offset]
 
 
@@ -50,6 +50,7 @@ class Sampler:
     draw: Callable[[int, int], tuple[torch.Tensor, torch.Tensor | None]]
     epoch: int = 0
     describe: str = ""
+    record: Callable[[torch.Tensor, torch.Tensor | None], None] | None = None  # logs what the drawn images came from (prompts, seed images) into the active run
 
 
 def take(memo, sampler: Sampler, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:

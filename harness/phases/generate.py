@@ -61,6 +61,8 @@ def compute(ctx, cfg, inputs) -> GenerateResult:
     mlflow.log_params({"generate.checkpoint_used": sampler.epoch})
     m = {"generate/n_samples": len(images), "generate/checkpoint_epoch": sampler.epoch}
     codecs.log_npz("synthetic.npz", images=images.numpy(), **({} if labels is None else {"labels": labels.numpy()}))
+    if sampler.record is not None:
+        sampler.record(images, labels)
     codecs.log_image_grid(images[:64], "preview.png")
     if labels is not None:  # the kind knows the classes: show them by name
         codecs.log_class_grid(images, labels, cfg.data.classes, "preview_classes.png")

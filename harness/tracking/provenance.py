@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -26,15 +27,25 @@ REGISTRIES = frozenset({"harness.generators"})
 
 
 def module_file(name: str, root: Path = PACKAGE_DIR, package: str = PACKAGE) -> Path | None:
-    """The source file of module `name` (`harness.x.y`) under `root`, the package's folder."""
+    """The source file of module `name` (`harness.x.y`) under `root`, the package's folder; a module
+    of another package (a plugin's) wherever Python finds it."""
     parts = name.split(".")
     if parts[0] != package:
-        return None
+        return _found_file(name)
     base = root.joinpath(*parts[1:])
     for path in (base.with_suffix(".py"), base / "__init__.py"):
         if path.is_file():
             return path
     return None
+
+
+def _found_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):  # an attribute imported from a module, not a module
+        return None
+    origin = getattr(spec, "origin", None)
+    return Path(origin) if origin and origin.endswith(".py") else None
 
 
 def _imports(name: str, tree: ast.AST, is_package: bool, package: str) -> set[str]:
@@ -53,7 +64,7 @@ def _imports(name: str, tree: ast.AST, is_package: bool, package: str) -> set[st
             out |= {f"{base}.{a.name}" for a in node.names}  # `from harness import x`: x may be a module
     found = set()
     for mod in out:
-        if mod.split(".")[0] != package:
+        if mod.split(".")[0] not in package.split(","):
             continue
         parts = mod.split(".")
         # Importing harness.a.b runs harness/__init__ and harness/a/__init__ too.
@@ -114,15 +125,18 @@ class ModuleCache:
 
 def closure(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE,
             registries=REGISTRIES, cache: ModuleCache | None = None) -> dict[str, Path]:
-    """Every package module the `roots` reach through their imports: name -> file."""
+    """Every package module the `roots` reach through their imports: name -> file. A root outside the
+    package (a plugin kind) brings its own top-level package in: its code is followed like ours."""
     cache = ModuleCache() if cache is None else cache
+    primary = package
+    package = ",".join([package, *sorted({r.split(".")[0] for r in roots} - {package})])
     seen: dict[str, Path] = {}
     todo = list(roots)
     while todo:
         name = todo.pop()
         if name in seen:
             continue
-        path = module_file(name, root, package)
+        path = module_file(name, root, primary)
         if path is None:
             continue  # an attribute imported from a module, not a module
         seen[name] = path
@@ -152,8 +166,9 @@ def fingerprint(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE, registr
     """A 12-hex-digit hash of the code `roots` run (see the module docstring)."""
     cache = ModuleCache() if cache is None else cache
     h = hashlib.sha256()
+    packages = ",".join([package, *sorted({r.split(".")[0] for r in roots} - {package})])
     for name, path in sorted(closure(roots, root, package, registries, cache).items()):
-        h.update(name.encode() + b"\0" + cache.parsed(name, path, package)[0].encode() + b"\0")
+        h.update(name.encode() + b"\0" + cache.parsed(name, path, packages)[0].encode() + b"\0")
     cache.save()
     return h.hexdigest()[:12]
 
