@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -198,7 +199,8 @@ def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None) -> st
     if sections is not None:
         d = {k: d[k] for k in sections}
     else:
-        d = {k: v for k, v in d.items() if k not in OPTIONAL_SECTIONS or v != to_dict(Config())[k]}
+        defaults = to_dict(Config())
+        d = {k: v for k, v in d.items() if k not in OPTIONAL_SECTIONS or v != defaults[k]}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -267,7 +269,8 @@ def _table(key: str, value) -> tuple[tuple[str, str], ...]:
 def _check_ranges(cfg: Config) -> None:
     positive = ["classifier.epochs", "classifier.batch_size", "gan.epochs",
                 "gan.width", "gan.latent_dim", "gan.batch_size", "gan.critic_steps",
-                "gan.sample_every", "gan.checkpoint_every", "generate.n_samples", "study.seeds"]
+                "gan.sample_every", "gan.checkpoint_every", "generate.n_samples", "study.seeds",
+                "text2image.steps", "text2image.batch_size"]
     values = {k: v for k, v in _flat_values(cfg).items()}
     import math
     for key, value in values.items():  # inf and nan parse as floats; no setting means either
@@ -335,9 +338,6 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
         raise HarnessError(f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
-    for key in ("text2image.steps", "text2image.batch_size"):
-        if values[key] <= 0:
-            raise HarnessError(f"{key} must be > 0, got {values[key]}")
     if cfg.text2image.guidance < 0:
         raise HarnessError(f"text2image.guidance must be >= 0 (1 or less: no classifier-free guidance), got {cfg.text2image.guidance}")
     if not 0.0 < cfg.text2image.strength <= 1.0:
@@ -407,7 +407,6 @@ def preset_path(name_or_path: str) -> Path:
 
 
 def _items(chunk: str) -> list[str]:
-    import re
     return [part for part in re.split(r"\s+(?=[A-Za-z_]\w*(?:\.\w+)?=)", chunk.strip()) if part]
 
 
