@@ -14,11 +14,13 @@ outside tool's. It writes OUT/<class>/<class>_NNNNN.png, image i of a class draw
 from __future__ import annotations
 
 import argparse
+import warnings
 import zlib
 from pathlib import Path
 
 import torch
 from diffusers import AutoPipelineForText2Image
+from tqdm import tqdm  # comes with diffusers
 
 
 def main(argv=None) -> None:
@@ -35,15 +37,17 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = AutoPipelineForText2Image.from_pretrained(
-        args.model, torch_dtype=torch.float16 if device == "cuda" else torch.float32).to(device)
+    with warnings.catch_warnings():  # diffusers >= 0.42 prefers dtype=, which older releases ignore
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            args.model, torch_dtype=torch.float16 if device == "cuda" else torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
     size = {"height": args.size, "width": args.size} if args.size else {}
     for name in args.classes.split(","):
         folder = Path(args.out) / name
         folder.mkdir(parents=True, exist_ok=True)
         todo = [i for i in range(args.per_class) if not (folder / f"{name}_{i:05d}.png").exists()]
-        for start in range(0, len(todo), args.batch_size):
+        for start in tqdm(range(0, len(todo), args.batch_size), desc=name, unit="batch"):
             batch = todo[start:start + args.batch_size]
             seeds = [torch.Generator().manual_seed(args.seed * 1_000_003 + zlib.crc32(name.encode()) + i) for i in batch]
             images = pipe([args.prompt.replace("{class}", name)] * len(batch), num_inference_steps=args.steps,

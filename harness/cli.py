@@ -84,13 +84,15 @@ def common(fn):
     return wrapper
 
 
-def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False):
-    """The config and the context every command runs phases with."""
+def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, check_kind=True):
+    """The config and the context every command runs phases with. A grid's base config need not be a
+    study of its own (its axes may set the kind its other settings need): the grid checks each cell."""
     from harness import config, data, generators, train
     from harness.context import Context
     from harness.tracking import store
     cfg = config.load(preset, overrides)
-    generators.check(cfg)
+    if check_kind:
+        generators.check(cfg)
     device = train.pick_device(cfg.device)
     data.check_cache_dir()
     if cfg.data.classes == ("all",):
@@ -392,8 +394,13 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_n
     from harness import studies
     parsed = gridmod.parse_axes(axes)
     _threads(threads)
-    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache)
-    gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
+    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, check_kind=False)
+    grid_cells = gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
+    if not report_only:
+        from harness import generators
+        for cell in grid_cells:  # and each cell's generator against its data, as `run` checks them
+            generators.check(cell.cfg)
+            generators.preflight(ctx, cell.cfg)
     storage = storage or studies.default_storage()
     study_name = study_name or f"grid-{cfg.preset}"
     study, created = gridmod.open_grid(study_name, storage)

@@ -4,7 +4,9 @@ that names the offending value, no traceback, and no new FAILED or RUNNING run i
 A case is (id, argv, env, what the line must name). Placeholders: {tree} a small class-folder tree;
 {tmp} the case's own folder; {baseline}, {generator}, {generator64}, {failed} finished (or, the last,
 FAILED) runs of a prepared store; {missing} a run id no store holds; {spec:NAME} a sweep spec file
-with the body SPECS[NAME]; {file} a plain file; {empty} an empty folder.
+with the body SPECS[NAME]; {file} a plain file; {empty} an empty folder; {gen_*} folders of generated
+images (class folders, a flat folder, an unknown class, a mix of files and folders, an unreadable
+image); {t2i} a tiny random text-to-image pipeline saved on disk.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from conftest import invoke
 
 T = ["--preset", "tiny", "--data-dir", "{tree}", "--set", "data.classes=airplane,automobile,bird"]
+F = ["--set", "generator.kind=folder"]
 MISSING = "0123456789abcdef0123456789abcdef"
 
 SPECS = {
@@ -173,6 +176,32 @@ CASES = [
     ("store-scheme", ["baseline", *T], {"MLFLOW_TRACKING_URI": "bogus://somewhere"}, "bogus://somewhere"),
     ("experiment-deleted", ["baseline", *T, "--experiment", "gone"], {}, "'gone'"),
     ("ui-on-a-server", ["ui"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
+    # generators from outside: a folder of any tool's images, a pretrained text-to-image pipeline
+    ("folder-unset", ["generate", *T, "--set", "generator.kind=folder"], {}, "generator.folder"),
+    ("folder-missing", ["generate", *T, *F, "--set", "generator.folder={tmp}/nowhere"], {}, "nowhere"),
+    ("folder-is-a-file", ["generate", *T, *F, "--set", "generator.folder={file}"], {}, "{file}"),
+    ("folder-empty", ["generate", *T, *F, "--set", "generator.folder={empty}"], {}, "{empty}"),
+    ("folder-mixed", ["generate", *T, *F, "--set", "generator.folder={gen_mixed}"], {}, "stray.png"),
+    ("folder-unknown-class", ["run", *T, *F, "--set", "generator.folder={gen_zebra}"], {}, "zebra"),
+    ("folder-too-few", ["run", *T, *F, "--set", "generator.folder={gen_classes}", "--set", "generate.n_samples=500"],
+     {}, "500"),
+    ("folder-flat-filter", ["run", *T, *F, "--set", "generator.folder={gen_flat}", "--set", "pseudolabel.mode=filter"],
+     {}, "pseudolabel.mode=filter"),
+    ("folder-unreadable", ["generate", *T, *F, "--set", "generator.folder={gen_broken}"], {}, "broken.png"),
+    ("t2i-no-model", ["generate", *T, "--set", "generator.kind=text2image"], {}, "text2image.model"),
+    ("t2i-offline", ["generate", *T, "--set", "generator.kind=text2image", "--set", "text2image.model=someorg/nomodel"],
+     {"HF_HUB_OFFLINE": "1", "HF_HOME": "{tmp}/hf"}, "someorg/nomodel"),
+    ("t2i-not-a-pipeline", ["generate", *T, "--set", "generator.kind=text2image", "--set", "text2image.model={empty}"],
+     {}, "model_index.json"),
+    ("t2i-fp16-on-cpu", ["run", *T, "--set", "generator.kind=text2image", "--set", "text2image.model={t2i}",
+                         "--set", "text2image.dtype=fp16"], {}, "text2image.dtype=fp16"),
+    ("t2i-prompt-unknown-class", ["generate", *T, "--set", "generator.kind=text2image", "--set",
+                                  "text2image.model={t2i}", "--set", "text2image.prompts=zebra=a zebra"], {}, "zebra"),
+    ("t2i-prompt-without-class", ["generate", *T, "--set", "generator.kind=text2image", "--set",
+                                  "text2image.model={t2i}", "--set", "text2image.prompt=a photo"], {}, "'a photo'"),
+    ("t2i-strength", ["config", "--set", "text2image.strength=0"], {}, "text2image.strength"),
+    ("t2i-dtype", ["config", "--set", "text2image.dtype=int8"], {}, "'int8'"),
+    ("t2i-resolution", ["config", "--set", "text2image.resolution=30"], {}, "text2image.resolution"),
 ]
 
 
@@ -201,8 +230,25 @@ def prepared(tmp_path_factory, template_db, tree_template):
         runs = client.search_runs([exp], order_by=["attributes.start_time ASC"])
     baseline, generator, generator64, failed = [r.info.run_id for r in runs]
     assert client.get_run(failed).info.status == "FAILED"
+    import tiny_diffusers
     return {"db": db, "tree": str(tree_template), "baseline": baseline, "generator": generator,
-            "generator64": generator64, "failed": failed}
+            "generator64": generator64, "failed": failed, **_generated(root / "generated", tree_template),
+            "t2i": str(tiny_diffusers.build(root / "t2i"))}
+
+
+def _generated(root, tree):
+    """Folders of 'generated' images (copies of the tree's), each broken in one way."""
+    out = {}
+    for name, classes in (("classes", ("airplane", "automobile", "bird")), ("zebra", ("airplane", "zebra")),
+                          ("mixed", ("airplane",)), ("broken", ("airplane", "bird"))):
+        for c in classes:
+            shutil.copytree(tree / "train" / ("bird" if c == "zebra" else c), root / name / c)
+        out[f"gen_{name}"] = str(root / name)
+    shutil.copy(next((tree / "train" / "bird").iterdir()), root / "mixed" / "stray.png")
+    (root / "broken" / "bird" / "broken.png").write_bytes(b"not a png at all")
+    shutil.copytree(tree / "train" / "cat", root / "flat")
+    out["gen_flat"] = str(root / "flat")
+    return out
 
 
 def _unfinished(client) -> set[str]:

@@ -302,3 +302,84 @@ def test_a_tiny_text2image_pipeline_gives_the_same_images_twice_and_prefixes(tmp
     b, _ = text2image.sampler(Context(None, torch.device("cpu")), cfg, splits).draw(0, 6)
     assert a.shape == (10, 3, 32, 32) and a.dtype == torch.uint8 and ya.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
     assert torch.equal(a[:6], b) and not torch.equal(a[0], a[3])
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img"])
+def test_text2image_end_to_end_logs_prompts_and_is_keyed_on_the_weights(runner, client, tree, tmp_path, mode):
+    """The whole study with a tiny random pipeline on disk: both modes, their records, and a key that
+    follows the weights' content (the local folder's digest) rather than the path."""
+    import json
+
+    import tiny_diffusers
+    model = tiny_diffusers.build(tmp_path / "t2i")
+    args = ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=text2image",
+            "--set", f"text2image.model={model}", "--set", "text2image.steps=2", "--set", "text2image.batch_size=8",
+            "--set", f"text2image.mode={mode}", "--set", "generate.n_samples=24", "--set", "pseudolabel.mode=none",
+            "--set", "text2image.prompts=bird=a small bird"]
+    invoke(runner, args)
+    exp = client.get_experiment_by_name("harness")
+    (gen,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'")
+    kept = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pseudolabel'")[0]
+    assert kept.data.metrics["kept/count"] == 24 and kept.data.metrics["kept/bird/count"] == 8
+    files = {f.path for f in client.list_artifacts(gen.info.run_id)}
+    prompts = json.loads(open(client.download_artifacts(gen.info.run_id, "prompts.json")).read())
+    assert prompts["prompts"] == {"airplane": "a photo of a airplane", "automobile": "a photo of a automobile",
+                                  "bird": "a small bird"} and prompts["revision"].startswith("sha256:")
+    if mode == "img2img":
+        assert {"img2img_sources.json", "img2img_pairs.png"} <= files
+        src = json.loads(open(client.download_artifacts(gen.info.run_id, "img2img_sources.json")).read())
+        assert len(src["train_index"]) == 24 and src["class"][:3] == ["airplane", "automobile", "bird"]
+        assert "harness.data.train" in gen.data.tags  # the real images it started from are in its key
+    else:
+        assert "img2img_sources.json" not in files
+    invoke(runner, args)  # the same model: reused
+    # The same pipeline saved again with other weights at the same path: another generator.
+    import shutil
+    shutil.rmtree(model.parent)
+    tiny_diffusers.build(tmp_path / "t2i", seed=1)
+    invoke(runner, args)
+    runs = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'", order_by=["start_time ASC"])
+    assert len(runs) == 3 and runs[1].data.tags.get("harness.reused_from") == runs[0].info.run_id
+    assert "harness.reused_from" not in runs[2].data.tags
+
+
+def test_the_example_script_writes_a_folder_the_folder_kind_judges(runner, client, tree, tmp_path):
+    """examples/text2image_folder.py on the tiny pipeline, then that folder as generator.kind=folder."""
+    import importlib.util
+    from pathlib import Path
+
+    import tiny_diffusers
+    model = tiny_diffusers.build(tmp_path / "t2i")
+    spec = importlib.util.spec_from_file_location(
+        "text2image_folder", Path(__file__).resolve().parents[1] / "examples" / "text2image_folder.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "generated"
+    common = ["--model", str(model), "--classes", "airplane,automobile,bird", "--out", str(out), "--steps", "2",
+              "--batch-size", "4"]
+    example.main([*common, "--per-class", "3"])
+    first = (out / "bird" / "bird_00000.png").read_bytes()
+    example.main([*common, "--per-class", "5"])  # a rerun with more keeps the first images
+    assert sorted(p.name for p in (out / "bird").iterdir()) == [f"bird_{i:05d}.png" for i in range(5)]
+    assert (out / "bird" / "bird_00000.png").read_bytes() == first
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=folder",
+                    "--set", f"generator.folder={out}", "--set", "generate.n_samples=15",
+                    "--set", "pseudolabel.mode=filter"])
+    exp = client.get_experiment_by_name("harness")
+    (gen,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'")
+    assert gen.data.metrics["generate/n_samples"] == 15
+    (pipe,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pipeline'")
+    assert pipe.info.status == "FINISHED"
+
+
+def test_a_flat_folder_is_labelled_by_the_baseline(runner, client, tree, tmp_path):
+    flat = tmp_path / "flat"
+    import shutil
+    shutil.copytree(tree / "train" / "cat", flat)
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=folder",
+                    "--set", f"generator.folder={flat}", "--set", "generate.n_samples=40"])
+    exp = client.get_experiment_by_name("harness")
+    kept = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pseudolabel'")[0]
+    # tiny's threshold is 0: the baseline labels all 40 with one of its three classes
+    assert kept.data.metrics["kept/count"] == 40
+    assert sum(kept.data.metrics[f"kept/{c}/count"] for c in ("airplane", "automobile", "bird")) == 40

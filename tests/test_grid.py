@@ -95,3 +95,22 @@ def test_grid_helpers_on_known_values():
     for bad in ("a.b", "a.b=", "a.b=1,1", "data.seed=1,2"):
         with pytest.raises(grid.HarnessError):
             grid.parse_axes((bad,))
+
+
+def test_every_cell_is_checked_before_anything_is_enqueued(runner, client, tree, tmp_path):
+    """The base config need not be a study of its own (pseudolabel.mode=filter with the default gan),
+    as long as every cell is; a cell that `run` would refuse stops the grid before any item or run."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    bad = invoke(runner, ["grid", *T, "--data-dir", tree, "--axis", "generator.kind=oracle,mixup", "--set",
+                          "pseudolabel.mode=filter", "--set", "generate.n_samples=20", "--seeds", "1", "--study", "bad", "--storage", storage], ok=False)
+    assert bad.exit_code == 2 and "generator.kind=mixup does not" in bad.output
+    over = invoke(runner, ["grid", *T, "--data-dir", tree, "--axis", "generator.kind=oracle,noise", "--set",
+                           "generate.n_samples=100000", "--seeds", "1", "--study", "over", "--storage", storage], ok=False)
+    assert over.exit_code == 2 and "100000" in over.output
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+    assert optuna.get_all_study_names(storage) == []  # nothing enqueued
+    invoke(runner, ["grid", *T, "--data-dir", tree, "--axis", "generator.kind=oracle,noise", "--set",
+                    "pseudolabel.mode=filter", "--set", "generate.n_samples=20", "--seeds", "1", "--study", "ok",
+                    "--storage", storage])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    assert len(client.search_runs([exp], "tags.`harness.phase` = 'pipeline'")) == 2

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +211,10 @@ def pipeline(ctx, cfg):
     # judges images, and a user who wants one filters their folder (generator.kind=folder).
     extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in index else {}
     try:
-        with _quiet():
+        with _quiet(), warnings.catch_warnings():
+            # diffusers >= 0.42 renames torch_dtype to dtype, which older releases ignore: keep the
+            # name every supported release reads, without its deprecation notice.
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = auto.from_pretrained(folder, torch_dtype=DTYPES[t.dtype], local_files_only=True, **extra)
     except Exception as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
