@@ -6,7 +6,8 @@
 
 Each variant trains one epoch per round over the same 3000 images; rounds alternate the variants
 so that machine noise hits them alike; the median round counts. Also prints achieved GFLOP/s
-against a measured float32 matrix-multiply peak.
+against the machine's measured matrix-multiply peak in the precision each variant runs: float32,
+and bfloat16 where the machine has bf16 units (then `harness bf16` runs too: classifier.precision=bf16).
 
     python benchmarks/bench_classifier.py [--data-dir ../shared/datasets/cifar10] [--rounds 3]
 
@@ -90,8 +91,8 @@ def dataloader_epoch(loader, cfg, device):
         opt.step()
 
 
-def matmul_peak(device, n=2048, reps=10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak(device, n=2048, reps=10, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
@@ -103,6 +104,23 @@ def matmul_peak(device, n=2048, reps=10) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
+
+
+def peaks(device) -> dict[str, float | None]:
+    """The machine's matmul peak in each precision (GFLOP/s); bf16 None where it has no bf16 units:
+    an emulated figure would be no peak of anything."""
+    from harness import precision
+    return {"fp32": matmul_peak(device), "bf16": matmul_peak(device, dtype=torch.bfloat16)
+            if precision.native_bf16(device)[0] else None}
+
+
+def peaks_line(device, peak: dict) -> str:
+    from harness import precision
+    native, what = precision.native_bf16(device)
+    line = f"matmul peak (2048^2, same threads): float32 {peak['fp32']:.1f} GFLOP/s"
+    if native:
+        return line + f", bfloat16 {peak['bf16']:.1f} GFLOP/s ({peak['bf16'] / peak['fp32']:.1f}x; {what})"
+    return line + f"; no native bf16 on this machine ({what}): bf16 variants not run"
 
 
 def train_flops_per_image(device, batch=64) -> float:
@@ -132,11 +150,15 @@ def main(data_dir, rounds, augment):
     xd, yd = x.to(device), y.to(device)
     loader = DataLoader(PILDataset(x, y, augment), batch_size=cfg.batch_size, shuffle=True, num_workers=2,
                         persistent_workers=True)
+    fp32, bf16 = dataclasses.replace(cfg, precision="fp32"), dataclasses.replace(cfg, precision="bf16")
     variants = {
-        "harness": lambda: train.train_classifier(xd, yd, 3, cfg, device, label="harness"),
+        "harness": lambda: train.train_classifier(xd, yd, 3, fp32, device, label="harness"),
         "bare": lambda: bare_epoch(xd, yd, cfg, device),
         "dataloader": lambda: dataloader_epoch(loader, cfg, device),
     }
+    from harness import precision
+    if precision.native_bf16(device)[0]:
+        variants["harness bf16"] = lambda: train.train_classifier(xd, yd, 3, bf16, device, label="harness bf16")
     print(f"device {device}, torch threads {torch.get_num_threads()}, {n} images ({source}), "
           f"batch {cfg.batch_size}, augment {augment}, {rounds} rounds")
     for fn in variants.values():  # warm-up: allocator, worker start, first-call overheads
@@ -153,13 +175,16 @@ def main(data_dir, rounds, augment):
             times[name].append(time.perf_counter() - t)
     rate = {k: n / statistics.median(v) for k, v in times.items()}
     flops = train_flops_per_image(device)
-    peak = matmul_peak(device)
-    print(f"\n{'loop':<12}{'images/s':>10}{'GFLOP/s':>10}   epoch times (s)")
+    peak = peaks(device)
+    print(f"\n{'loop':<14}{'images/s':>10}{'GFLOP/s':>10}{'% of peak':>11}   epoch times (s)")
     for name in variants:
-        print(f"{name:<12}{rate[name]:>10.0f}{rate[name] * flops / 1e9:>10.1f}   "
+        own = peak["bf16" if name.endswith("bf16") else "fp32"]  # each against the peak of the arithmetic it runs
+        print(f"{name:<14}{rate[name]:>10.0f}{rate[name] * flops / 1e9:>10.1f}{rate[name] * flops / 1e9 / own:>11.1%}   "
               + " ".join(f"{t:.2f}" for t in times[name]))
     print(f"\ntraining cost {flops / 1e6:.1f} MFLOP per image (forward + backward, FlopCounterMode)")
-    print(f"matmul peak {peak:.1f} GFLOP/s (float32 2048^2); harness reaches {rate['harness'] * flops / 1e9 / peak:.1%} of it")
+    print(peaks_line(device, peak))
+    if "harness bf16" in rate:
+        print(f"harness bf16 / harness fp32 = {rate['harness bf16'] / rate['harness']:.2f}x")
     print(f"harness / bare       = {rate['harness'] / rate['bare']:.2f}x   (target >= 0.9)")
     print(f"harness / dataloader = {rate['harness'] / rate['dataloader']:.2f}x   (target >= 1.5)")
 

@@ -11,8 +11,8 @@ spent in MLflow calls.
   bare          the textbook WGAN-GP loop written inline, same Generator/Critic, same batch and steps
   one_pass, channels_last, fused_adam    the plain loop with that one gan.* field on
   compile       the harness loop with gan.compile (on CUDA: CUDA graphs, mode reduce-overhead)
-  bf16          the harness loop with gan.precision=bf16 (for GPUs; a CPU without bf16 units emulates it, slowly;
-                its share of peak is against the float32 matmul peak)
+  bf16          the harness loop with gan.precision=bf16; its share of peak is against the machine's
+                bfloat16 matmul peak; on a machine without bf16 units (emulated, slower) it is not run
   critic step   the harness critic step alone (critic_steps set so high that no generator step runs)
 
 Each variant runs in a fresh process (its own threads, caches and compiled code); rounds cycle
@@ -187,15 +187,15 @@ class CallTimer:
 @click.option("--rounds", default=3, show_default=True)
 @click.option("--before", type=click.Path(file_okay=False), default=None,
               help="Another checkout of the repository (git worktree add /tmp/before <commit>): its loop is timed too.")
-@click.option("--variants", default="harness,plain,bare,one_pass,channels_last,fused_adam,critic step", show_default=True)
+@click.option("--variants", default="harness,plain,bare,one_pass,channels_last,fused_adam,bf16,critic step", show_default=True)
 @click.option("--phase-epochs", default=10, show_default=True, help="Epochs of the timed gan phase (0: skip it).")
 @click.option("--child", default=None, hidden=True)
 def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, child):
     if child is not None:  # one variant, in the fresh process run_variant started
         print(json.dumps(measure(json.loads(child))))
         return
-    from harness import config, data, train
-    from bench_classifier import matmul_peak
+    from harness import config, data, precision, train
+    from bench_classifier import peaks, peaks_line
     device = train.pick_device("auto")
     cfg = config.load(preset, [f"gan.epochs={phase_epochs or 1}", "gan.sample_every=5", "gan.checkpoint_every=5"])
     if Path(data_dir).is_dir():
@@ -207,6 +207,8 @@ def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, child
         source = "random uint8 images (no data dir)"
     g = cfg.gan
     names = [v.strip() for v in variants.split(",") if v.strip()] + (["before"] if before else [])
+    if "bf16" in names and not precision.native_bf16(device)[0]:
+        names.remove("bf16")  # an emulated figure would be no result: peaks_line says why below
     repo = HERE.parent
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "x.pt"
@@ -217,11 +219,11 @@ def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, child
             for n in names:
                 tree = Path(before) if n == "before" else repo
                 results[n].append(run_variant(n, {**spec, "fields": SPEEDUPS.get(n, {})}, tree))
-    peak = matmul_peak(device)
+    peak = peaks(device)
     print(f"device {device}, {results[names[0]][0].get('threads', '?')} torch threads, {len(splits.train_x)} images ({source}), "
           f"preset {preset}: width {g.width}, batch {g.batch_size}, {g.critic_steps} critic steps per generator step, "
           f"loss {g.loss}, gp_weight {g.gp_weight}; {epochs} timed epoch(s) x {rounds} rounds per variant")
-    print(f"matmul peak {peak:.1f} GFLOP/s (float32 2048^2, same threads)\n")
+    print(peaks_line(device, peak) + "\n")
     print(f"{'variant':<15}{'iters/s':>9}{'vs harness':>11}{'GFLOP/iter':>11}{'GFLOP/s':>9}{'% peak':>8}{'1st epoch +s':>13}   rounds")
     base = None
     for n in names:
@@ -235,7 +237,8 @@ def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, child
         base = rate if n == "harness" else base
         unit = "critic steps/s" if n == "critic step" else ""
         rel = f"{rate / base:.2f}x" if base and n not in ("critic step",) else "-"
-        print(f"{n:<15}{rate:>9.3f}{rel:>11}{flops / 1e9:>11.2f}{rate * flops / 1e9:>9.1f}{rate * flops / 1e9 / peak:>8.1%}"
+        own = peak["bf16" if n == "bf16" else "fp32"]  # the peak of the arithmetic the variant runs
+        print(f"{n:<15}{rate:>9.3f}{rel:>11}{flops / 1e9:>11.2f}{rate * flops / 1e9:>9.1f}{rate * flops / 1e9 / own:>8.1%}"
               f"{first:>13.1f}   " + " ".join(f"{r['rate']:.3f}" for r in results[n]) + (f"  ({unit})" if unit else ""))
     if before and base and all("error" not in r for r in results["before"]):
         b = statistics.median(r["rate"] for r in results["before"])

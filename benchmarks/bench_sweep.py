@@ -8,7 +8,7 @@ Optuna storage with the same sampler seed, in interleaved repeats.
 Target: reuse >= 4x faster. Prints the ratio of the fastest runs (noise on a shared machine only
 ever adds time) and of the medians, and the synthetic images the trials generated and labelled
 with and without reuse: the part of a trial that reuse saves only where sample counts overlap.
-Measured on this 2-core CPU: 3.45x best-of-5, 3.53x of medians (see README, Benchmarks).
+Measured on this 2-core CPU: 3.45x best-of-5, 3.53x of medians (see docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def images_handled(params: list[dict], reuse: bool) -> int:
               help="Sweeps per arm, interleaved (AB BA AB): shared machines drift by 20-30% between minutes.")
 def main(data_dir, trials, overrides, repeats):
     what = f"tiny preset{''.join(' --set ' + o for o in overrides)}"
-    print(f"{trials}-trial sweep, {what}, default spec (experiments/sweep.toml), sampler seed 0, "
+    print(f"{trials}-trial sweep, {what}, default spec (harness/experiments/sweep.toml), sampler seed 0, "
           f"{repeats} sweep(s) per arm, interleaved", flush=True)
     times: dict[bool, list[float]] = {False: [], True: []}
     best: dict[bool, str] = {}

@@ -6,7 +6,7 @@ generation, labelling, the cache lookups), on the `cpu` preset's settings.
     python benchmarks/bench_trial.py [--data-dir ../shared/datasets/cifar10] [--trials 6] [--gan-epochs 25]
 
 The sweep runs in this process on a fresh SQLite store, with the default search space
-(experiments/sweep.toml: checkpoint, sample count 500-10,000, threshold) and no pruner, so that every
+(harness/experiments/sweep.toml: checkpoint, sample count 500-10,000, threshold) and no pruner, so that every
 trial trains its full epochs. The GAN is the cpu preset's network cut to `--gan-epochs`: a trial
 samples from its checkpoints and never trains it, so what a trial costs does not depend on how long
 the GAN trained (the first trial is apart: it waits for the baseline and the GAN).

@@ -68,7 +68,8 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     trained = (f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
                f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs"
                f"{f' (classifier.steps {cfg.classifier.steps})' if cfg.classifier.steps else ''} "
-               f"(augmentation {c.augmentation}{mixing if n_syn else ''}).")
+               f"(augmentation {c.augmentation}{mixing if n_syn else ''}; "
+               f"{'forward passes in bf16 autocast' if c.precision == 'bf16' else 'fp32'}).")
     final = {"val/accuracy": history.epochs[-1]["val/accuracy"]} if "val/accuracy" in history.epochs[-1] else {}
     if not evaluate_test:
         describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "

@@ -69,7 +69,8 @@ def _terminate(signum, frame):
 def common(fn):
     """Options every phase command takes: which config, which data, which experiment, the cache."""
     @click.option("--preset", "-p", default="reference", show_default=True, metavar="NAME|PATH",
-                  help="Preset from experiments/ (tiny, cpu, reference) or a path to a .toml file.")
+                  help="Preset from harness/experiments/ (tiny, cpu, reference, ...; `harness config` lists them) "
+                       "or a path to a .toml file.")
     @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                   help="Override one config value, e.g. --set classifier.epochs=5 (repeatable).")
     @click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False), default=None,
@@ -84,16 +85,19 @@ def common(fn):
     return wrapper
 
 
-def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, check_kind=True):
-    """The config and the context every command runs phases with. A grid's base config need not be a
-    study of its own (its axes may set the kind its other settings need): the grid checks each cell."""
-    from harness import config, data, generators, train
+def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, check_kind=True, resolve=True):
+    """The config and the context every command runs phases with, `auto` precisions resolved for
+    this machine. A grid's base config need not be a study of its own (its axes may set the kind its
+    other settings need): the grid checks each cell; and it keeps `auto`, which each worker resolves."""
+    from harness import config, data, generators, precision, train
     from harness.context import Context
     from harness.tracking import store
     cfg = config.load(preset, overrides)
     if check_kind:
         generators.check(cfg)
     device = train.pick_device(cfg.device)
+    if resolve:
+        cfg = precision.resolve_config(cfg, device)
     data.check_cache_dir()
     if cfg.data.classes == ("all",):
         # The data's own class names, in the config every phase, key and record sees.
@@ -133,7 +137,7 @@ def main():
 
     Each command is one phase of the study, tracked as an MLflow run (tracking store from
     MLFLOW_TRACKING_URI, default sqlite:///mlflow.db). Settings come from a preset in
-    experiments/ plus --set overrides; `harness config` prints them.
+    harness/experiments/ plus --set overrides; `harness config` prints them.
 
     \b
     harness run --preset cpu --data-dir ../shared/datasets/cifar10     the whole study
@@ -343,7 +347,7 @@ def ui(host, port, experiment):
 @click.option("--storage", default=None, metavar="URL", help="Optuna RDB URL shared by all workers "
               "[default: sqlite optuna.db beside the tracking database].")
 @click.option("--spec", type=click.Path(dir_okay=False), default=None, help="Search space TOML "
-              "[default: experiments/sweep.toml].")
+              "[default: harness/experiments/sweep.toml].")
 @click.option("--sampler-seed", default=0, show_default=True, help="TPE seed; give parallel workers different seeds.")
 def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name, storage, spec, sampler_seed):
     """Optuna study over the augmentation knobs (GAN checkpoint, sample count, threshold, ...),
@@ -394,7 +398,7 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_n
     from harness import studies
     parsed = gridmod.parse_axes(axes)
     _threads(threads)
-    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, check_kind=False)
+    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, check_kind=False, resolve=False)
     grid_cells = gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
     if not report_only:
         from harness import generators
@@ -435,7 +439,7 @@ def worker(study_name, storage, data_dir, experiment, no_cache, threads):
     storage = storage or studies.default_storage()
     if storage.startswith("sqlite"):
         click.echo("note: a SQLite storage serves the workers of this machine only; workers on several machines "
-                   "need a server database (README: Many machines)", err=True)
+                   "need a server database (docs/grids.md: Many machines)", err=True)
     study = gridmod.join_grid(study_name, storage)
     cfg, _, _ = gridmod.plan_of(study)
     data.check_cache_dir()

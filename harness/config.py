@@ -16,7 +16,9 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# Presets and sweep specs ship inside the package (a wheel has them); a user's own ./experiments/X.toml
+# or any .toml path is found first.
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ClassifierConfig:
     synthetic_share: float = 0.0  # > 0: every batch = batch_size real images + this share of synthetic ones on top; an epoch = one pass over the real images
     synthetic_weight: float = 1.0  # loss weight of a synthetic sample relative to a real one
     real_only_epochs: int = 0  # the last N epochs train on real images only
+    precision: str = "auto"  # fp32 | bf16 (training forward passes under bf16 autocast; weights, optimizer and evaluation fp32) | auto: bf16 where the device has bf16 units, resolved and logged per machine (harness/precision.py)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class GanConfig:
     channels_last: bool = True  # both networks and their inputs in channels-last memory layout
     fused_adam: bool = True  # Adam's fused implementation (one kernel per step over all parameters)
     compile: bool = False  # torch.compile the generator (and the critic when gp_weight = 0); costs compile time up front; on CUDA with CUDA graphs (mode reduce-overhead)
-    precision: str = "fp32"  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32); for GPUs with bf16 units
+    precision: str = "fp32"  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32) | auto: bf16 where the device has bf16 units
     ema: float = 0.0  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
     sample_every: int = 100  # epochs between sample grids
     checkpoint_every: int = 250  # epochs between generator checkpoints
@@ -129,6 +132,7 @@ class QualityConfig:
     evaluator_epochs: int = 15  # evaluator training epochs
     k: int = 3  # nearest neighbour for the precision/recall manifolds (Kynkaanniemi et al. 2019)
     cas: bool = True  # on generate runs: accuracy on real test images of a CNN trained on the synthetic images only
+    precision: str = "auto"  # the evaluator's training: fp32 | bf16 | auto, as classifier.precision
 
 
 @dataclass(frozen=True)
@@ -153,8 +157,10 @@ class Config:
 
 
 UNHASHED = {"preset", "device"}
-# Where, not what: a folder's path is not its content; the folder kind's key covers its pixels and labels.
-UNHASHED_FIELDS = {"generator.folder"}
+# Out of every key: where, not what (a folder's path is not its content: the folder kind's key covers
+# its pixels and labels), and speed-only switches tested to train the same GAN
+# (tests/test_generators.py::test_speedups_train_the_same_gan), as `device` is.
+UNHASHED_FIELDS = {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
 # Sections only some kinds read: left out of the whole-config hash while at their defaults, so that
 # hashes made before the section existed (a sweep study's guard) stay the same.
 OPTIONAL_SECTIONS = ("text2image",)
@@ -184,20 +190,30 @@ def _text(v) -> str:
     return str(v)
 
 
-def flat_sections(cfg: Config, sections: typing.Iterable[str]) -> dict[str, str]:
-    """The `section.key` params of some sections only: what a phase run's key covers."""
-    prefixes = tuple(f"{s}." for s in sections)
-    return {k: v for k, v in flat(cfg).items() if k.startswith(prefixes)}
+def flat_sections(cfg: Config, sections: typing.Iterable[str], ignores: typing.Iterable[str] = ()) -> dict[str, str]:
+    """The `section.key` params of some sections (or single `section.field`s) only, less the fields
+    in `ignores`: what a phase run's key covers."""
+    sections = tuple(sections)
+    prefixes, fields, ignores = tuple(f"{s}." for s in sections if "." not in s), set(sections), set(ignores)
+    return {k: v for k, v in flat(cfg).items() if (k.startswith(prefixes) or k in fields) and k not in ignores}
 
 
-def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None) -> str:
-    """A stable 12-hex-digit hash of the config (or of some sections): same settings, same hash."""
+def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None, ignores: typing.Iterable[str] = ()) -> str:
+    """A stable 12-hex-digit hash of the config (or of some sections, less the `section.field`s in
+    `ignores`, which the phase does not read): same settings, same hash."""
     d = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED}
-    for name in UNHASHED_FIELDS:
+    for name in (*UNHASHED_FIELDS, *ignores):
         section, _, sub = name.partition(".")
         d[section].pop(sub, None)
-    if sections is not None:
-        d = {k: d[k] for k in sections}
+    if sections is not None:  # whole sections, or single fields as section.field
+        chosen: dict = {}
+        for s in sections:
+            section, _, sub = s.partition(".")
+            if sub:
+                chosen.setdefault(section, {})[sub] = d[section][sub]
+            else:
+                chosen[section] = d[section]
+        d = chosen
     else:
         defaults = to_dict(Config())
         d = {k: v for k, v in d.items() if k not in OPTIONAL_SECTIONS or v != defaults[k]}
@@ -299,7 +315,8 @@ def _check_ranges(cfg: Config) -> None:
     if not 0.0 <= cfg.pseudolabel.threshold <= 1.0:
         raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
     choices = {"classifier.budget": ("epochs", "steps"), "classifier.augmentation": ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix"),
-               "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"), "gan.precision": ("fp32", "bf16"),
+               "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"), "gan.precision": ("fp32", "bf16", "auto"), "classifier.precision": ("fp32", "bf16", "auto"),
+               "quality.precision": ("fp32", "bf16", "auto"),
                "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none"),
                "text2image.dtype": ("fp32", "fp16", "bf16"), "text2image.mode": ("txt2img", "img2img")}
     for key, allowed in choices.items():

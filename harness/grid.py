@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import click
 import optuna
 
-from harness import config, generators, pipeline, studies
+from harness import config, generators, pipeline, precision, studies
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
@@ -208,10 +208,12 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> str | None:
             click.echo(f"=== grid item: {label}, seed {seed}", err=True)
             with _TrialHeartbeat(storage, trial_id):
                 try:
-                    scfg = pipeline.seeded(cell.cfg, seed)
+                    # The plan keeps `auto` precisions: each worker runs what its own machine has.
+                    local = precision.resolve_config(cell.cfg, ctx.device)
+                    scfg = pipeline.seeded(local, seed)
                     share = cfg.study.share_gan and generators.get(cell.cfg.generator.kind).TRAINS
                     note = f"\n\nGenerator shared across the cell's seeds: trained once on seed {seeds[0]}'s images." if share else ""
-                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(cell.cfg, seeds[0]) if share else None,
+                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(local, seeds[0]) if share else None,
                                           note=note, reuse_shared=share and seed != seeds[0],
                                           tags={"harness.cell": label, "harness.grid": study.study_name})
                 except HarnessError as e:  # this item fails alone, with its reason; the others go on

@@ -55,6 +55,17 @@ def _generate_sections(cfg: Config) -> tuple[str, ...]:
     return ("data", "generator", "generate") + (() if _trains(cfg) else _kind(cfg).SECTIONS)
 
 
+def _generate_ignores(cfg: Config) -> tuple[str, ...]:
+    return () if cfg.generator.kind == "mixup" else ("generator.mixup_alpha",)
+
+
+# Sample-quality fields a phase computes nothing from: the evaluator's own settings reach the
+# generator phases through the evaluator's key, and CAS is the generate phase's alone.
+_NOT_EVALUATOR = ("quality.enabled", "quality.n_samples", "quality.k", "quality.cas")
+_CLASSIFIER_SYNTHETIC = ("classifier.budget", "classifier.synthetic_share", "classifier.synthetic_weight",
+                         "classifier.real_only_epochs")  # how synthetic images enter training: not the baseline's
+
+
 def _generate_outside(ctx: Context, cfg: Config) -> str:
     from harness import generators
     return generators.identity(ctx, cfg)
@@ -65,7 +76,8 @@ class Phase:
     """One row of the table. `sections`, `upstream` and `data` may depend on the config (callables)."""
     name: str
     module_name: str  # harness.phases.X: compute(ctx, cfg, inputs, **options), load(ctx, cfg, run), summary(result, cfg)
-    sections: tuple | Callable  # config sections its key covers (and its run logs)
+    sections: tuple | Callable  # config sections (or single section.field) its key covers (and its run logs)...
+    ignores: tuple | Callable = ()  # ...less these section.field it does not read (tests/test_pipeline.py perturbs every other field)
     upstream: tuple = ()  # phases whose outputs it consumes
     data: tuple | Callable = ()  # splits of its data draw whose content its key covers
     outside: Callable | None = None  # (ctx, cfg) -> digest of what it reads from outside config and data (a folder, a model)
@@ -73,6 +85,9 @@ class Phase:
     quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
     long: bool = False  # trains for minutes: its run samples system metrics (CPU, memory, GPU)
     help: str = ""
+
+    def ignored(self, cfg: Config) -> tuple[str, ...]:
+        return tuple(self.ignores(cfg) if callable(self.ignores) else self.ignores)
 
     def reads(self, cfg: Config) -> tuple[tuple, tuple, tuple]:
         sections = self.sections(cfg) if callable(self.sections) else self.sections
@@ -97,22 +112,25 @@ class Phase:
 
 
 PHASES: dict[str, Phase] = {p.name: p for p in [
-    Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), data=("train", "test"), when=_quality, long=True,
-          help="Train the sample-quality evaluator CNN (quality.enabled)."),
-    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), data=("train", "val", "test"), long=True,
-          help="Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."),
-    Phase("generator", "harness.phases.generator", _generator_sections, data=("train",), when=_trains, quality=True,
-          long=True,
+    Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
+          when=_quality, long=True, help="Train the sample-quality evaluator CNN (quality.enabled)."),
+    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC,
+          data=("train", "val", "test"), long=True, help="Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."),
+    Phase("generator", "harness.phases.generator", _generator_sections,
+          ignores=("generator.mixup_alpha", "quality.cas", "quality.evaluator_per_class", "quality.evaluator_epochs",
+                   "quality.precision"),
+          data=("train",), when=_trains, quality=True, long=True,
           help="Train the generator (generator.kind=gan: the GAN family of [gan]); log losses, sample grids, "
                "checkpoints."),
-    Phase("generate", "harness.phases.generate", _generate_sections, upstream=("generator",), data=_generate_data,
+    Phase("generate", "harness.phases.generate", _generate_sections, ignores=_generate_ignores, upstream=("generator",),
+          data=_generate_data,
           outside=_generate_outside, quality=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
     Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
     Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
           long=True,
           help="Retrain SimpleCNN from scratch on real + kept synthetic images; log it like the baseline."),
-    Phase("compare", "harness.phases.compare", (), upstream=("baseline", "synthetic"),
+    Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "synthetic"),
           help="Synthetic minus baseline for every test metric."),
 ]}
 
@@ -127,7 +145,7 @@ def data_config(name: str, cfg: Config):
 def phase_key(ctx: Context, name: str, cfg: Config, upstream_keys: dict[str, str]) -> str:
     phase = PHASES[name]
     sections, upstream, data = phase.reads(cfg)
-    parts = [name, config_hash(cfg, sections), ctx.fingerprint(phase.code(cfg))]
+    parts = [name, config_hash(cfg, sections, phase.ignored(cfg)), ctx.fingerprint(phase.code(cfg))]
     if data:
         parts.append(ctx.splits(data_config(name, cfg)).digest(*data))
     outside = phase.outside(ctx, cfg) if phase.outside else ""
@@ -154,11 +172,12 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
     if claim and ctx.use_cache:
         ctx.store.wait_for_others(key, name)  # before `before`: a worker that died is resumed, not restarted
     prepared = phase.module.before(ctx, cfg, key) if hasattr(phase.module, "before") else {}
-    run_params = {**flat_sections(cfg, sections), **{f"upstream.{u}": inputs[u].run_id for u in upstream},
+    ignores = phase.ignored(cfg)
+    run_params = {**flat_sections(cfg, sections, ignores), **{f"upstream.{u}": inputs[u].run_id for u in upstream},
                   **(params or {})}
     with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache, claim=claim,
                    system_metrics=phase.long if system_metrics is None else system_metrics,
-                   tags={"harness.config_hash": config_hash(cfg, sections), "harness.preset": cfg.preset,
+                   tags={"harness.config_hash": config_hash(cfg, sections, ignores), "harness.preset": cfg.preset,
                          **_data_tags(ctx, name, cfg), **(tags or {}), **prepared.get("tags", {})}) as pr:
         _log_datasets(ctx, name, cfg, inputs)
         if pr.hit:

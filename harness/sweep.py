@@ -1,7 +1,7 @@
 """Optuna study over the augmentation knobs: a thin adapter that maps `trial.suggest_*` onto config
 fields and runs the normal phases.
 
-    harness sweep --trials 20 --preset cpu [--study NAME] [--storage URL] [--spec experiments/sweep.toml]
+    harness sweep --trials 20 --preset cpu [--study NAME] [--storage URL] [--spec harness/experiments/sweep.toml]
 
 - Objective: validation accuracy of the synthetic arm's model (last epoch). Trials never see the test set;
   the best trial's model is evaluated once on it at the end and compared with the baseline.

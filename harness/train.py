@@ -7,14 +7,13 @@ per-image Python work in the loop (the airbench recipe).
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import click
 import torch
 import torch.nn.functional as F
 
+from harness import precision, progress
 from harness.errors import HarnessError
 from harness.models import SimpleCNN
 
@@ -29,12 +28,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HarnessError(f"device {name!r} asked for, but CUDA is not available here; use device=auto or cpu")
     return device
-
-
-def progress(total: int, label: str):
-    """A progress bar on stderr, so that stdout stays clean for tables and run ids."""
-    return click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True, show_pos=True,
-                             item_show_func=lambda s: s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +196,9 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     total_steps = sum((n_real + n_syn + bs - 1) // bs if m and cfg.synthetic_share == 0 and cfg.budget == "epochs"
                       else (n_real + bs - 1) // bs for m in mixed)
     opt, sched = _optimizer(model, cfg, total_steps)
+    amp = precision.autocast(precision.resolve(cfg.precision, device), device)
     history = History()
-    with progress(total_steps, label) as bar:
+    with progress.bar(total_steps, label, item_show_func=lambda s: s) as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             batches = _epoch_batches(epoch, n_real, n_syn, cfg, gen, device, streams)
@@ -214,7 +208,9 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
             for idx in batches:
                 xb, yb = x[idx], y[idx]
                 xb, mixed_targets = augment(xb, yb, cfg.augmentation, gen, n_classes, ops)
-                logits = model(xb)
+                with amp:
+                    logits = model(xb)
+                logits = logits.float()  # the loss, its sums and the backward's start in fp32
                 if weighted or mixed_targets is not None:
                     soft_b = mixed_targets if mixed_targets is not None else targets[idx]
                     per_sample = -(soft_b * F.log_softmax(logits, 1)).sum(1)

@@ -50,3 +50,63 @@ def test_processes_starting_together_on_a_new_store_all_succeed(tree, tmp_path):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("harness")
     assert len(client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")) == 3
+
+
+def test_a_built_wheel_runs_from_an_unrelated_folder(tmp_path, tree):
+    """The package as a wheel, not the checkout: every subpackage and the presets inside it, installed
+    into a fresh venv and run from a folder that knows nothing of the repository."""
+    import importlib.util
+    import sysconfig
+    import zipfile
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path / "dist"),
+                    str(repo)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("harness-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"harness/data/folders.py", "harness/generators/folder.py", "harness/experiments/tiny.toml",
+            "harness/experiments/sweep.toml", "harness/precision.py"} <= names
+    fresh = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True, timeout=120)
+    python = fresh / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    # The dependencies (torch is gigabytes) come from this venv's site-packages, added as a plain
+    # path: the .pth files there, this checkout's editable install among them, are not read.
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{elsewhere}/mlflow.db", HARNESS_CACHE_DIR=str(elsewhere / "cache"))
+    where = subprocess.run([str(python), "-c", "import harness; print(harness.__file__)"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(fresh)), where
+    out = subprocess.run([str(fresh / "bin" / "harness"), "run", "--preset", "tiny", "--data-dir", str(tree),
+                          "--set", "data.classes=airplane,automobile,bird"], cwd=elsewhere, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| Accuracy |" in out.stdout
+
+
+def test_long_work_prints_progress_lines_in_a_log(tree, tmp_path):
+    """stderr a pipe, as under nohup or a scheduler: no bar, but lines with done/total, rate and ETA."""
+    import os
+    import re
+    env = {**os.environ, "HARNESS_PROGRESS_SECONDS": "0", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+           "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "harness", "generator", "--preset", "tiny", "--data-dir", str(tree),
+                          "--set", "data.classes=airplane,automobile,bird", "--set", "gan.epochs=4"],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("gan: ")]
+    assert re.fullmatch(r"gan: 1/4 epochs \(25%\), [\d.]+/s, ETA \d+s  W -?[\d.]+  G iters \d+", lines[0]), lines
+    assert re.fullmatch(r"gan: 4/4 epochs \(100%\), [\d.]+/s, done in \d+s  .*", lines[-1]), lines
+    assert len(lines) == 4  # one per epoch at interval 0, the last one saying it is done
+    quiet = subprocess.run([sys.executable, "-m", "harness", "baseline", "--preset", "tiny", "--data-dir", str(tree),
+                            "--set", "data.classes=airplane,automobile,bird"], capture_output=True, text=True,
+                           timeout=300, env={**env, "HARNESS_PROGRESS_SECONDS": "30"}, cwd=tmp_path)
+    steps = [ln for ln in quiet.stderr.splitlines() if ln.startswith("baseline: ")]
+    assert len(steps) == 1 and "done in" in steps[0]  # a seconds-long phase: only its last line

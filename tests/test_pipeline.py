@@ -415,3 +415,110 @@ def test_all_classes_and_a_standalone_generator_with_quality(runner, client, tre
     invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "quality.enabled=true",
                     "--set", "quality.evaluator_epochs=1"])
     assert client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'evaluator'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys per field: a phase's key covers the fields it reads, and nothing it reads is left out
+
+# Every config field and another valid value for it under the tiny preset (a new field must be
+# added here, so that this test sees it). Fields that change the phase table's shape, and the
+# speed-only switches (tested apart to train the same GAN up to float rounding, out of every key
+# like `device`), are not perturbed.
+PERTURB = {
+    "data.source": "torchvision:CIFAR10", "data.classes": "airplane,automobile,cat", "data.n_per_class": 21,
+    "data.val_per_class": 9, "data.seed": 1, "data.image_size": 64, "data.channels": 1, "data.test_fraction": 0.3,
+    "classifier.epochs": 3, "classifier.steps": 5, "classifier.batch_size": 16, "classifier.lr": 2e-3,
+    "classifier.weight_decay": 1e-4, "classifier.optimizer": "sgd", "classifier.schedule": "cosine",
+    "classifier.augmentation": "crop-flip", "classifier.seed": 1, "classifier.budget": "steps",
+    "classifier.synthetic_share": 0.25, "classifier.synthetic_weight": 0.5, "classifier.real_only_epochs": 1,
+    "classifier.precision": "flip",
+    "generator.mixup_alpha": 0.5, "generator.folder": "/nowhere",
+    "gan.epochs": 3, "gan.iterations": 5, "gan.width": 16, "gan.latent_dim": 8, "gan.batch_size": 8, "gan.lr": 2e-4,
+    "gan.beta1": 0.5, "gan.beta2": 0.99, "gan.critic_steps": 1, "gan.gp_weight": 5.0, "gan.gp_fraction": 0.5,
+    "gan.loss": "hinge", "gan.spectral_norm": True, "gan.lr_d": 3e-4, "gan.conditional": "projection",
+    "gan.ac_weight": 2.0, "gan.diffaugment": "color", "gan.compile": True, "gan.precision": "flip", "gan.ema": 0.9,
+    "gan.sample_every": 2, "gan.checkpoint_every": 2, "gan.seed": 1,
+    "text2image.model": "someone/model", "text2image.revision": "v1", "text2image.prompt": "a {class}",
+    "text2image.prompts": "bird=a small bird", "text2image.negative_prompt": "blurry", "text2image.steps": 5,
+    "text2image.guidance": 3.0, "text2image.batch_size": 4, "text2image.dtype": "bf16", "text2image.mode": "img2img",
+    "text2image.strength": 0.7, "text2image.resolution": 64,
+    "generate.n_samples": 32, "generate.checkpoint_epoch": 1, "generate.seed": 1,
+    "pseudolabel.threshold": 0.1, "pseudolabel.mode": "filter", "pseudolabel.top_k_per_class": 5,
+    "pseudolabel.soft_labels": True, "pseudolabel.temperature": 0.5,
+    "quality.n_samples": 24, "quality.evaluator_per_class": 15, "quality.evaluator_epochs": 2, "quality.k": 2,
+    "quality.cas": False, "quality.precision": "flip",
+    "study.seeds": 2, "study.share_gan": True,
+}
+SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
+
+
+def test_every_field_has_a_perturbation():
+    from harness import config
+    assert set(config.valid_keys()) == set(PERTURB) | SHAPE
+
+
+def _declared(phase, cfg) -> set[str]:
+    from harness import config
+    sections, _, _ = phase.reads(cfg)
+    return {k for k in config.valid_keys() if k.split(".")[0] in sections or k in sections} - set(phase.ignored(cfg))
+
+
+def _output(client, name, result):
+    """What a phase made, to compare bit for bit: weights, images, labels, curves, deltas."""
+    if name in ("baseline", "synthetic"):
+        return {k: v.clone() for k, v in result.model.state_dict().items()}
+    if name == "evaluator":
+        return {k: v.clone() for k, v in result.evaluator.model.state_dict().items()}
+    if name in ("generate", "pseudolabel"):
+        return {"images": result.images, "labels": result.labels}
+    if name == "generator":
+        run = client.get_run(result.run_id)
+        return {k: [m.value for m in client.get_metric_history(result.run_id, k)] for k in run.data.metrics
+                if k.startswith(("gan/", "quality/")) and k != "gan/seconds"}
+    return dict(result.deltas)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return a is None and b is None or (a is not None and b is not None and torch.equal(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
+    """Each phase again, without the cache, on the same inputs, with every field outside its
+    declaration perturbed: what it makes must not change by a bit."""
+    import dataclasses
+
+    from harness import config, pipeline, precision
+    from harness.context import Context
+    from harness.tracking import store
+    base = precision.resolve_config(config.load("tiny", ["data.classes=airplane,automobile,bird", "quality.enabled=true",
+                                                         "quality.n_samples=16", "quality.evaluator_epochs=1"]),
+                                    torch.device("cpu"))
+    ctx = Context(store.configure("harness"), torch.device("cpu"), str(tree))
+    done = pipeline.run(ctx, base).results
+    fresh = dataclasses.replace(ctx, use_cache=False)
+    flat = config.flat_values(base)
+    flip = {"fp32": "bf16", "bf16": "fp32"}
+    for name, phase in pipeline.PHASES.items():
+        declared = _declared(phase, base)
+        updates = {k: (flip[flat[k]] if v == "flip" else v) for k, v in PERTURB.items() if k not in declared}
+        other = config.apply(base, updates)
+        inputs = {u: done[u] for u in phase.reads(base)[1]}
+        again = pipeline.execute(fresh, name, other, inputs)
+        assert not again.reused
+        assert _same(_output(client, name, done[name]), _output(client, name, again)), \
+            f"{name} changed when fields outside its key changed: it reads one of {sorted(updates)}"
+
+
+def test_a_sweep_of_synthetic_share_trains_one_baseline(runner, client, tree):
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "classifier.synthetic_share=0.2"])
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "classifier.synthetic_share=0.4"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    bases = client.search_runs([exp], "tags.`harness.phase` = 'baseline'", order_by=["attributes.start_time ASC"])
+    syn = client.search_runs([exp], "tags.`harness.phase` = 'synthetic'")
+    assert len(bases) == 2 and bases[1].data.tags["harness.reused_from"] == bases[0].info.run_id
+    assert "classifier.synthetic_share" not in bases[0].data.params  # the baseline logs what its key covers
+    assert len(syn) == 2 and not any("harness.reused_from" in s.data.tags for s in syn)

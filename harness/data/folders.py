@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -108,8 +107,8 @@ def _decode_all(files: list[Path], size: int, channels: int, label: str) -> list
         results = pool.map(lambda p: decode(p, size, channels), files, chunksize=64)
         if len(files) < PROGRESS_FROM:
             return list(results)
-        import click
-        with click.progressbar(results, length=len(files), label=label, file=sys.stderr, show_pos=True) as bar:
+        from harness import progress
+        with progress.bar(len(files), label, iterable=results, unit="images") as bar:
             return list(bar)
 
 

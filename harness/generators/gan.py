@@ -26,7 +26,7 @@ import mlflow
 import torch
 import torch.nn.functional as F
 
-from harness import train
+from harness import precision, progress
 from harness.errors import HarnessError
 from harness.generators import stream
 from harness.models import Generator
@@ -166,7 +166,7 @@ class WganGp:
         n_gp = max(1, round(cfg.gp_fraction * cfg.batch_size))
         # bf16 autocast covers the forward passes; backward runs in the dtypes they chose, and the
         # losses summed below are fp32.
-        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        amp = precision.autocast(precision.resolve(cfg.precision, self.device), self.device)
         for i in range(n_batches):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             real = self._layout(from_uint8(real_uint8[idx]))
@@ -502,7 +502,7 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
         return trainer.generator_iters >= g.iterations if g.iterations else trainer.epoch >= g.epochs
 
     try:
-        with train.progress(max(0, planned - trainer.epoch), "gan") as bar:
+        with progress.bar(max(0, planned - trainer.epoch), "gan", unit="epochs", item_show_func=lambda s: s) as bar:
             while not finished():
                 ctx.store.check_reachable()
                 row = trainer.train_epoch(real, labels, max_generator_iters=g.iterations)
@@ -529,10 +529,14 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
                         "gan/generator_iters_total": trainer.generator_iters})
     codecs.log_figure(loss_figure(history), "loss_curves.png")
     describe(f"**generator**: {name(cfg)}, DCGAN width {g.width}, {trainer.epoch} epochs = {trainer.generator_iters} "
-             f"generator iterations ({g.critic_steps} critic steps each), {seconds:.0f} s this session. "
+             f"generator iterations ({g.critic_steps} critic steps each, {_arithmetic(g.precision)}), {seconds:.0f} s this session. "
              f"Final Wasserstein estimate {history[-1]['gan/wasserstein']:.3f}.\n\n"
              f"Samples from fixed noise: the image series `gan/samples` (a step per {g.sample_every} epochs); "
              "loss curves: `loss_curves.png`.")
+
+
+def _arithmetic(setting: str) -> str:
+    return "forward passes in bf16 autocast" if setting == "bf16" else "fp32"
 
 
 def name(cfg) -> str:

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -282,11 +281,11 @@ def sampler(ctx, cfg, splits) -> stream.Sampler:
         return torch.from_numpy(fit(pixels, cfg.data.image_size, cfg.data.channels)).permute(0, 3, 1, 2).contiguous()
 
     def draw(start: int, stop: int):
-        import click
+        from harness import progress
         todo = list(stream.blocks(start, stop, bs))
         rows = []
-        with click.progressbar(todo, label=f"text2image {t.mode} ({stop - start} images)", file=sys.stderr,
-                               show_pos=True) as bar:
+        with progress.bar(len(todo), f"text2image {t.mode} ({stop - start} images)", iterable=todo,
+                          unit="batches") as bar:
             for b in bar:
                 rows.append(block(b))
         empty = torch.zeros(0, cfg.data.channels, cfg.data.image_size, cfg.data.image_size, dtype=torch.uint8)

@@ -28,7 +28,8 @@ class EvaluatorResult(PhaseResult):
 def classifier_config(cfg) -> ClassifierConfig:
     """Fixed training settings (the reference's, with crop+flip), independent of classifier.*: presets
     that differ in how they train their arms still share one evaluator, so their figures compare."""
-    return ClassifierConfig(epochs=cfg.quality.evaluator_epochs, augmentation="crop-flip", seed=SEED_OFFSET + cfg.data.seed)
+    return ClassifierConfig(epochs=cfg.quality.evaluator_epochs, augmentation="crop-flip", seed=SEED_OFFSET + cfg.data.seed,
+                            precision=cfg.quality.precision)
 
 
 def data_config(cfg):
