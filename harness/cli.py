@@ -39,6 +39,13 @@ class _Group(click.Group):
         previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            # The runs ended KILLED on the way out; exit as shells and schedulers expect of a signal
+            # (128 + its number), not with click's "Aborted!" and 1, which reads like a crash.
+            terminated = isinstance(e, _Terminated)
+            click.echo(f"stopped by {'SIGTERM' if terminated else 'SIGINT'}: this command's runs ended KILLED; rerun "
+                       "it to reuse the finished phases (a generator continues with --resume)", err=True)
+            ctx.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
         except HarnessError as e:
             raise _UserError(str(e)) from None
         except click.UsageError as e:
@@ -62,8 +69,12 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, ending runs as Ctrl-C does (KILLED), told apart for the exit code."""
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 def common(fn):
@@ -357,6 +368,7 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     spec_obj = sweepmod.load_spec(spec)
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache)
     sweepmod.check(cfg, spec_obj)
+    sweepmod.preflight(ctx, cfg, spec_obj)  # before the data line: a bad range is the only line printed
     from harness import studies
     storage = storage or studies.default_storage()
     study_name = study_name or f"sweep-{cfg.preset}"
@@ -402,16 +414,18 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_n
     grid_cells = gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
     if not report_only:
         from harness import generators
-        for cell in grid_cells:  # and each cell's generator against its data, as `run` checks them
+        for cell in grid_cells:  # and each cell's data and generator, as `run` checks them
             generators.check(cell.cfg)
+            ctx.splits(cell.cfg.data)
             generators.preflight(ctx, cell.cfg)
     storage = storage or studies.default_storage()
     study_name = study_name or f"grid-{cfg.preset}"
-    study, created = gridmod.open_grid(study_name, storage)
-    if report_only:
+    if report_only:  # reads a grid, never makes one
+        study = gridmod.join_grid(study_name, storage, wait=0)
         md, _ = gridmod.report(ctx, study, study.user_attrs.get(studies.PARENT))
         click.echo(md, nl=False)
         return
+    study, created = gridmod.open_grid(study_name, storage)
     added = gridmod.plan(study, cfg, parsed, list(range(seeds)))
     click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items", err=True)
     run_id = gridmod.open_run(ctx, study, created) if plan_only else gridmod.work(ctx, study, created)

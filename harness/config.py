@@ -339,6 +339,11 @@ def _check_ranges(cfg: Config) -> None:
     for key in ["pseudolabel.temperature", "quality.n_samples", "quality.evaluator_epochs", "quality.k"]:
         if not values[key] > 0:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")
+    least = min_quality_images(cfg.quality.k)
+    if cfg.quality.n_samples < least:
+        raise HarnessError(f"quality.n_samples ({cfg.quality.n_samples}) is too few images to measure: precision and "
+                           f"recall need more than quality.k ({cfg.quality.k}) neighbours and FD/KID a spread; "
+                           f"use at least {least}")
     from harness.diffaugment import POLICIES
     unknown = [p for p in cfg.gan.diffaugment.split(",") if p and p not in POLICIES]
     if unknown:
@@ -363,6 +368,12 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"text2image.resolution must be 0 (the model's own) or a positive multiple of 8, got {cfg.text2image.resolution}")
     if cfg.data.source and not cfg.data.source.startswith("torchvision:"):
         raise HarnessError(f"data.source must be empty (use --data-dir) or torchvision:NAME, got {cfg.data.source!r}")
+
+
+def min_quality_images(k: int) -> int:
+    """The fewest images FD, KID and k-NN precision/recall are measured on: k + 1 for the k-th
+    neighbour, and 10 so that a mean and covariance are more than a couple of points."""
+    return max(k + 1, 10)
 
 
 def flat_values(cfg: Config) -> dict:
@@ -412,6 +423,8 @@ def available_presets() -> list[str]:
 def preset_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise HarnessError(f"preset {path} is a folder; give a preset name or a .toml file")
         if not path.is_file():
             raise HarnessError(f"preset file {path} does not exist")
         return path
@@ -431,9 +444,11 @@ def load(preset: str = "reference", overrides: typing.Sequence[str] = ()) -> Con
     """Defaults <- preset file <- `--set section.key=value` overrides, validated at each step."""
     path = preset_path(preset)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise HarnessError(f"preset {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"preset {path} is not a text file (TOML is UTF-8 text)") from None
     updates: dict[str, object] = {}
     for key, value in data.items():
         if isinstance(value, dict):

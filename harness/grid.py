@@ -343,7 +343,7 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
 
 def join_grid(name: str, storage: str, wait: float = 60.0) -> optuna.Study:
     """A worker's view of a grid planned elsewhere; started first, it waits a while for the plan."""
-    deadline = time.time() + wait
+    deadline, said = time.time() + wait, False
     while True:
         try:
             study, _ = open_grid(name, storage, create=False)
@@ -354,6 +354,10 @@ def join_grid(name: str, storage: str, wait: float = 60.0) -> optuna.Study:
         if time.time() > deadline:
             raise HarnessError(f"no grid {name!r} in {mask(storage)}: plan it with `harness grid --study {name} "
                                "--storage URL --plan-only` (or run `harness grid` there)")
+        if not said:
+            click.echo(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be "
+                       "planned", err=True)
+            said = True
         time.sleep(1.0)
 
 

@@ -188,14 +188,45 @@ def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> tuple[
     return studies.open_study(name, storage, sampler, pruner)
 
 
+MAX_FAILED_IN_A_ROW = 5  # trials that fail one after another: a setting is wrong, not a trial unlucky
+
+
 def check(cfg: Config, spec: Spec) -> None:
-    """What a sweep of this config and spec needs, checked before any data is read or run opened."""
+    """What a sweep of this config and spec needs, checked before any data is read or run opened:
+    every end of every range and every choice against this config (the preset's, not the defaults)."""
     generators.check(cfg)
+    for p, value in _extremes(spec):
+        try:
+            generators.check(config.apply(cfg, {p.field: value}))
+        except HarnessError as e:
+            raise HarnessError(f"sweep spec: {p.field} = {value!r} does not fit preset {cfg.preset!r}: {e}") from None
     if not cfg.data.val_per_class:
         raise HarnessError("a sweep chooses by validation accuracy: data.val_per_class must be > 0, got 0")
     if any(p.kind == "checkpoint" for p in spec.params) and not generators.get(cfg.generator.kind).TRAINS:
         raise HarnessError(f"the sweep spec chooses a checkpoint, but generator.kind={cfg.generator.kind} does not "
                            "train; drop the checkpoint parameter from the spec")
+
+
+def _extremes(spec: Spec):
+    """(param, value) for both ends of each range and each choice: what the trials may ask for."""
+    for p in spec.params:
+        if p.kind in ("int", "float"):
+            for end in (p.low, p.high):
+                yield p, int(end) if p.kind == "int" else end
+        elif p.kind == "categorical":
+            for c in p.choices:
+                yield p, c
+
+
+def preflight(ctx: Context, cfg: Config, spec: Spec) -> None:
+    """The kind's checks against the data (an oracle's pool, a folder's count) at every end of the
+    space, before any run opens: a range no trial can run fails once, not once per trial."""
+    generators.preflight(ctx, cfg)
+    for p, value in _extremes(spec):
+        try:
+            generators.preflight(ctx, config.apply(cfg, {p.field: value}))
+        except HarnessError as e:
+            raise HarnessError(f"sweep spec: {p.field} = {value!r} cannot run on this data: {e}") from None
 
 
 @dataclass
@@ -212,6 +243,7 @@ class SweepResult:
 def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str,
         sampler_seed: int = 0) -> SweepResult:
     check(cfg, spec)
+    preflight(ctx, cfg, spec)
     study, created = open_study(study_name, storage, spec, sampler_seed)
     _claim(study, study_name, cfg, ctx)
     fields = {p.field for p in spec.params}
@@ -232,6 +264,18 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                 trial.set_user_attr(SURPLUS, True)
                 raise optuna.TrialPruned("surplus: the study already has its trials")
             values = {p.field: suggest(trial, p, checkpoints) for p in spec.params}
+            try:
+                value = _one(trial, values)
+            except HarnessError as e:
+                failed.append(f"trial {trial.number} ({json.dumps(values)}): {e}")
+                raise
+            except optuna.TrialPruned:
+                failed.clear()
+                raise
+            failed.clear()  # a trial that did not fail ends the streak
+            return value
+
+        def _one(trial: optuna.Trial, values: dict) -> float:
             tcfg = config.apply(cfg, values)
             with store.phase_run(ctx.store, "trial", {**{k: str(v) for k, v in values.items()},
                                                       "trial.number": trial.number, "sweep.study": study_name},
@@ -244,9 +288,9 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                                 f"accuracy {100 * value:.2f}%."})
             return value
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        failed: list[str] = []  # this worker's trials that failed one after another, with why
         _enqueue_reference(study, spec, cfg, checkpoints)
-        _work(ctx, study, objective, n_trials)
+        _work(ctx, study, objective, n_trials, failed)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
@@ -262,11 +306,13 @@ def _counted(study: optuna.Study, running: bool = False) -> list:
     return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(SURPLUS)]
 
 
-def _work(ctx: Context, study: optuna.Study, objective, n_trials: int) -> None:
+def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: list[str]) -> None:
     """Run trials until the study holds n_trials finished ones. When the trials left are all held by
     other workers, wait: one of them may have died, and then its trial is failed once its heartbeat is
     stale and retried (a WAITING copy), here or by another worker. A trial that fails (a diverged
-    classifier, too few images for its sample count) ends FAILED on both sides; the study goes on."""
+    classifier, too few images for its sample count) ends FAILED on both sides, with one line; the study
+    goes on, until MAX_FAILED_IN_A_ROW trials of this worker failed one after another: then a setting
+    is wrong for every trial, and the sweep stops with the error they share."""
     waiting = (optuna.trial.TrialState.WAITING,)
     while True:
         studies.fail_stale(study)
@@ -277,7 +323,17 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int) -> None:
             ctx.store.check_reachable()
             time.sleep(min(2.0, liveness.interval()))
             continue
-        study.optimize(objective, n_trials=1, catch=(HarnessError,))
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is our one line, not Optuna's traceback
+        try:
+            study.optimize(objective, n_trials=1, catch=(HarnessError,))
+        finally:
+            optuna.logging.set_verbosity(level)
+        if failed:
+            click.echo(f"sweep {failed[-1]}", err=True)
+        if len(failed) >= MAX_FAILED_IN_A_ROW:
+            raise HarnessError(f"{len(failed)} sweep trials failed in a row, the last: {failed[-1]}; stopping the sweep "
+                               "(fix the setting, then rerun: the study continues)")
 
 
 def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, shared: dict):

@@ -110,3 +110,28 @@ def test_long_work_prints_progress_lines_in_a_log(tree, tmp_path):
                            timeout=300, env={**env, "HARNESS_PROGRESS_SECONDS": "30"}, cwd=tmp_path)
     steps = [ln for ln in quiet.stderr.splitlines() if ln.startswith("baseline: ")]
     assert len(steps) == 1 and "done in" in steps[0]  # a seconds-long phase: only its last line
+
+
+def test_ctrl_c_exits_130_with_the_runs_killed(tree, tmp_path):
+    """SIGINT as a shell sends it: exit 128 + 2, one line, the run KILLED (not click's 'Aborted!' and 1)."""
+    import os
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db", "HARNESS_CACHE_DIR": str(tmp_path / "c"),
+           "PYTHONUNBUFFERED": "1", "HARNESS_PROGRESS_SECONDS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "generator", "--preset", "tiny", "--data-dir", str(tree),
+                             "--set", "data.classes=airplane,automobile,bird", "--set", "gan.epochs=2000"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    for line in proc.stderr:  # training has begun once the progress lines come
+        if line.startswith("gan: ") or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGINT" in err and "Aborted!" not in err and "Traceback" not in err
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
+    assert run.info.status == "KILLED"

@@ -43,6 +43,8 @@ SPECS = {
     "choice": '[space."classifier.augmentation"]\ntype = "categorical"\nchoices = ["none", "weird"]\n',
     "numbers": '[space."generate.n_samples"]\ntype = "int"\nlow = "ten"\nhigh = 20\n',
     "table": '[space]\n"generate.n_samples" = 5\n',
+    "real_only": '[space."classifier.real_only_epochs"]\ntype = "int"\nlow = 1\nhigh = 10\n',
+    "samples": '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 1000\n',
 }
 SPEC = '[space."generate.n_samples"]\ntype = "int"\nlow = 10\nhigh = 20\n'
 
@@ -142,6 +144,8 @@ CASES = [
     ("compare-missing-parent", ["compare", "--parent", MISSING], {}, MISSING),
     ("compare-parent-not-a-study", ["compare", "--parent", "{baseline}"], {}, "{baseline}"),
     ("compare-wrong-arm", ["compare", "--baseline", "{baseline}", "--synthetic", "{generator}"], {}, "{generator}"),
+    ("compare-arms-swapped", ["compare", "--baseline", "{synthetic}", "--synthetic", "{baseline}"], {}, "arms swapped"),
+    ("compare-one-run-twice", ["compare", "--baseline", "{baseline}", "--synthetic", "{baseline}"], {}, "same run"),
     # sweep specs: every section and option checked, both ends of every range
     ("spec-missing", ["sweep", *T, "--spec", "{tmp}/none.toml"], {}, "none.toml"),
     ("spec-not-toml", ["sweep", *T, "--spec", "{spec:toml}"], {}, "toml.toml"),
@@ -167,6 +171,19 @@ CASES = [
     ("sweep-without-validation", ["sweep", *T, "--spec", "{spec:ok}", "--set", "data.val_per_class=0"], {},
      "data.val_per_class"),
     ("sweep-checkpoint-of-oracle", ["sweep", *T, "--set", "generator.kind=oracle"], {}, "generator.kind=oracle"),
+    ("sweep-range-beyond-preset", ["sweep", *T, "--spec", "{spec:real_only}"], {}, "classifier.real_only_epochs"),
+    ("sweep-range-beyond-pool", ["sweep", *T, "--set", "generator.kind=oracle", "--set", "generate.n_samples=20",
+                                 "--spec", "{spec:samples}"], {}, "1000"),
+    # grids: every cell checked before anything is enqueued; a report reads, never creates
+    ("grid-bad-axis-value", ["grid", *T, "--axis", "generator.kind=gan,vae", "--storage", "sqlite:///{tmp}/o.db"], {},
+     "'vae'"),
+    ("grid-too-many-images", ["grid", *T, "--axis", "data.n_per_class=20,100000", "--storage", "sqlite:///{tmp}/o.db"],
+     {}, "100000"),
+    ("grid-cell-over-ask", ["grid", *T, "--axis", "generator.kind=gan,oracle", "--set", "generate.n_samples=500",
+                            "--storage", "sqlite:///{tmp}/o.db"], {}, "500"),
+    ("grid-report-missing", ["grid", *T, "--report", "--study", "nosuch", "--storage", "sqlite:///{tmp}/o.db"], {},
+     "nosuch"),
+    ("quality-too-few", ["config", "--set", "quality.n_samples=2"], {}, "quality.n_samples (2)"),
     # the tracking store
     ("store-unreachable", ["baseline", *T], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
     ("store-folder-missing", ["baseline", *T], {"MLFLOW_TRACKING_URI": "sqlite:///{tmp}/no/such/dir/m.db"},
@@ -176,6 +193,13 @@ CASES = [
     ("store-scheme", ["baseline", *T], {"MLFLOW_TRACKING_URI": "bogus://somewhere"}, "bogus://somewhere"),
     ("experiment-deleted", ["baseline", *T, "--experiment", "gone"], {}, "'gone'"),
     ("ui-on-a-server", ["ui"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
+    ("experiment-empty", ["baseline", *T, "--experiment", ""], {}, "--experiment"),
+    ("store-is-a-folder", ["baseline", *T], {"MLFLOW_TRACKING_URI": "sqlite:///{empty}"}, "is a folder"),
+    # files that are not what they claim
+    ("preset-binary", ["config", "--preset", "{tmp}/binary.toml"], {}, "binary.toml"),
+    ("preset-is-a-folder", ["config", "--preset", "{empty}"], {}, "is a folder"),
+    ("image-link-loop", ["run", *T[:2], "--data-dir", "{looped}", *T[4:]], {}, "loop.png"),
+    ("class-not-in-data", ["run", *T[:4], "--set", "data.classes=ship,truck"], {}, "data.classes=all"),
     # generators from outside: a folder of any tool's images, a pretrained text-to-image pipeline
     ("folder-unset", ["generate", *T, "--set", "generator.kind=folder"], {}, "generator.folder"),
     ("folder-missing", ["generate", *T, *F, "--set", "generator.folder={tmp}/nowhere"], {}, "nowhere"),
@@ -224,15 +248,21 @@ def prepared(tmp_path_factory, template_db, tree_template):
         invoke(runner, ["generator", *base])
         invoke(runner, ["generator", *base, "--set", "data.image_size=64"])
         assert invoke(runner, ["baseline", *base, "--set", "classifier.lr=1e12"], ok=False).exit_code == 2
+        invoke(runner, ["run", *base])  # reuses the two above; adds a synthetic arm
         client = MlflowClient(uri)
         client.delete_experiment(client.create_experiment("gone"))
         exp = client.get_experiment_by_name("harness").experiment_id
         runs = client.search_runs([exp], order_by=["attributes.start_time ASC"])
-    baseline, generator, generator64, failed = [r.info.run_id for r in runs]
+    by_phase = {}
+    for r in runs:
+        by_phase.setdefault(r.data.tags["harness.phase"], []).append(r.info.run_id)
+    baseline, failed = by_phase["baseline"][0], by_phase["baseline"][1]
+    generator, generator64 = by_phase["generator"][:2]
+    synthetic = by_phase["synthetic"][0]
     assert client.get_run(failed).info.status == "FAILED"
     import tiny_diffusers
     return {"db": db, "tree": str(tree_template), "baseline": baseline, "generator": generator,
-            "generator64": generator64, "failed": failed, **_generated(root / "generated", tree_template),
+            "generator64": generator64, "failed": failed, "synthetic": synthetic, **_generated(root / "generated", tree_template),
             "t2i": str(tiny_diffusers.build(root / "t2i"))}
 
 
@@ -262,11 +292,15 @@ def test_bad_input_is_one_line_and_leaves_no_run(prepared, tmp_path, monkeypatch
     shutil.copy(prepared["db"], db)
     shutil.copy(prepared["db"], tmp_path / "ro.db")
     (tmp_path / "bad.toml").write_text("[data\n")
+    (tmp_path / "binary.toml").write_bytes(bytes(range(256)))
+    looped = shutil.copytree(prepared["tree"], tmp_path / "looped")
+    (looped / "train" / "bird" / "loop.png").symlink_to(looped / "train" / "bird" / "loop.png")
     (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "empty").mkdir()
     for name, body in {**SPECS, "ok": SPEC}.items():
         (tmp_path / f"{name}.toml").write_text(body)
-    values = {**prepared, "tmp": str(tmp_path), "file": str(tmp_path / "a-file"), "empty": str(tmp_path / "empty")}
+    values = {**prepared, "tmp": str(tmp_path), "file": str(tmp_path / "a-file"), "empty": str(tmp_path / "empty"),
+              "looped": str(looped)}
 
     def fill(text: str) -> str:
         if text.startswith("{spec:"):

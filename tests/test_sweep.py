@@ -197,3 +197,22 @@ def test_a_study_of_another_config_is_not_resumed(runner, client, tree, tmp_path
     invoke(runner, args)
     result = invoke(runner, [*args, "--set", "classifier.epochs=3"], ok=False)
     assert result.exit_code == 2 and "holds trials of another config or data set" in result.output
+
+
+def test_a_sweep_whose_trials_all_fail_stops(runner, client, tree, tmp_path):
+    """Every trial's classifier diverges: the sweep stops after a few, in one line naming why, instead
+    of failing trials until it is killed."""
+    spec = tmp_path / "diverge.toml"
+    spec.write_text('[space."classifier.lr"]\ntype = "float"\nlow = 1e10\nhigh = 1e12\nlog = true\n')
+    result = invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--spec", spec, "--trials", "50",
+                             "--study", "diverge", "--storage", f"sqlite:///{tmp_path / 'o.db'}"], ok=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: {sweep.MAX_FAILED_IN_A_ROW} sweep trials failed in a row") and "diverged" in last
+    study = optuna.load_study(study_name="diverge", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    # (the preset's own lr lies outside the space: no reference trial) one line per failed trial
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * sweep.MAX_FAILED_IN_A_ROW
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith("sweep trial ")]
+    assert len(said) == sweep.MAX_FAILED_IN_A_ROW and all("diverged" in ln for ln in said)
+    exp = client.get_experiment_by_name("harness").experiment_id
+    assert client.search_runs([exp], "attributes.status = 'RUNNING'") == []

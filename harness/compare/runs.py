@@ -97,12 +97,18 @@ def pairs_for(parent: str | None, baseline_id: str | None, synthetic_id: str | N
         base, aug = runs_of_pipeline(parent)
         return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
     if baseline_id and synthetic_id:
+        if baseline_id == synthetic_id:
+            raise HarnessError(f"--baseline and --synthetic name the same run {baseline_id}: a run compared with "
+                               "itself says nothing; name the baseline run and the synthetic-arm run of one pair")
         base, aug = get_run(baseline_id), get_run(synthetic_id)
-        for flag, run in (("--baseline", base), ("--synthetic", aug)):
+        # Swapped arms would print a loss as a gain with the same confidence: each flag takes its own phase.
+        for flag, run, want in (("--baseline", base, "baseline"), ("--synthetic", aug, "synthetic")):
             phase = run.data.tags.get("harness.phase")
-            if phase not in ("baseline", "synthetic") or "test/accuracy" not in run.data.metrics:
+            if phase != want or "test/accuracy" not in run.data.metrics:
+                hint = (f" (arms swapped? it is the {phase} run: pass it as --{phase})" if phase in ("baseline", "synthetic")
+                        else "")
                 raise HarnessError(f"{flag} {run.info.run_id} is a {phase or 'non-harness'} run; name a finished "
-                                   "baseline or synthetic run (a classifier tested on the test set)")
+                                   f"{want} run{hint}")
         return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
     return pairs_of_experiment(experiment, filter_string or "")
 
@@ -136,7 +142,9 @@ def predictions(run):
     # A reused run holds no artifacts of its own: they are in the run it reused.
     source = run.data.tags.get("harness.reused_from", run.info.run_id)
     try:
-        table = mlflow.load_table("predictions.json", run_ids=[source])
+        # In the run's own experiment: mlflow.load_table searches the active one, which is the
+        # default experiment unless --experiment happened to name the right one.
+        table = mlflow.MlflowClient().load_table(run.info.experiment_id, "predictions.json", run_ids=[source])
     except Exception as e:
         raise HarnessError(f"run {source} has no predictions table ({str(e).splitlines()[0][:200]})") from None
     return table[["index", "label", "predicted"]].to_numpy(np.int64).reshape(-1, 3)

@@ -126,7 +126,8 @@ def load_splits(data_cfg, data_dir: str | os.PathLike | None = None) -> Splits:
     classes = tuple(source.classes) if tuple(data_cfg.classes) == ("all",) else tuple(data_cfg.classes)
     unknown = [c for c in classes if c not in source.classes]
     if unknown:
-        raise HarnessError(f"unknown class {', '.join(map(repr, unknown))}; valid classes: {', '.join(source.classes)}")
+        raise HarnessError(f"unknown class {', '.join(map(repr, unknown))}; valid classes: {', '.join(source.classes)} "
+                           "(--set data.classes=all takes every class of the data)")
     bad = [c for c in classes if not re.fullmatch(r"[\w.\- /:]+", c)]
     if bad:
         # Class names become metric keys (test/<class>/f1), which MLflow restricts, and data.classes
@@ -143,7 +144,9 @@ def load_splits(data_cfg, data_dir: str | os.PathLike | None = None) -> Splits:
             parts[split][1].append(np.full(len(x), label, np.int64))
     x = {s: _tensor(xs) for s, (xs, _) in parts.items()}
     y = {s: torch.from_numpy(np.concatenate(ys)) for s, (_, ys) in parts.items()}
-    return Splits(classes, x["train"], y["train"], x["val"], y["val"], x["test"], y["test"], source.source,
+    described = source.source if source.has_test else \
+        f"{source.source}; {data_cfg.test_fraction:.0%} of each class held out as the test split"
+    return Splits(classes, x["train"], y["train"], x["val"], y["val"], x["test"], y["test"], described,
                   getattr(source, "uri", ""), x["pool"], y["pool"])
 
 

@@ -7,6 +7,7 @@ sizes, modification times) and the target size and channels.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,8 @@ def image_entries(folder: Path, what: str = "class folder") -> list[os.DirEntry]
     ~0.6 s of a cached run for CIFAR-10's 18,000 files of three classes."""
     with os.scandir(folder) as it:
         entries = [e for e in it if not e.name.startswith(".")]
+    for e in entries:
+        _stat(e)  # a link to nowhere, or to itself, is named here, not as a traceback below
     strays = sorted(e.name for e in entries if e.is_dir() or os.path.splitext(e.name)[1].lower() not in SUFFIXES)
     if strays:
         raise HarnessError(f"{folder / strays[0]} is not an image (expected {', '.join(SUFFIXES)}); "
@@ -82,21 +85,32 @@ def decode_folder(folder: Path, size: int, channels: int, label: str, what: str 
     """Every image of a folder -> uint8 [N, size, size, channels], decoded once and cached as .npy,
     keyed by the folder's file list (names, sizes, modification times), the size and the channels."""
     entries = image_entries(folder, what)
-    listing = "\n".join(f"{e.name}:{(st := e.stat()).st_size}:{st.st_mtime_ns}" for e in entries)
+    listing = "\n".join(f"{e.name}:{(st := _stat(e)).st_size}:{st.st_mtime_ns}" for e in entries)
     key = hashlib.sha256(f"{folder.resolve()}|{size}|{channels}|{listing}".encode()).hexdigest()[:16]
     cached = cache_dir() / "decoded" / f"{folder.name}-{key}.npy"
     if cached.is_file():
         return np.load(cached)
     out = np.stack(_decode_all([Path(e.path) for e in entries], size, channels, label))
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, out)
         os.replace(tmp, cached)  # atomic, so a concurrent reader never sees half a file
     except OSError as e:
-        raise HarnessError(f"cannot write the decoded-image cache {cached.parent} ({e.strerror}); "
-                           "set HARNESS_CACHE_DIR to a writable folder") from None
+        tmp.unlink(missing_ok=True)  # a partial file would keep a full disk full
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space" in str(e)
+        why = "no space left on the device" if full else (e.strerror or str(e) or type(e).__name__)
+        raise HarnessError(f"cannot write the decoded-image cache {cached.parent} ({why}); free some space or set "
+                           "HARNESS_CACHE_DIR to a writable folder") from None
     return out
+
+
+def _stat(entry: os.DirEntry) -> os.stat_result:
+    try:
+        return entry.stat()
+    except OSError as e:  # a link to nowhere, or to itself
+        raise HarnessError(f"{entry.path} cannot be read ({e.strerror}): a broken or looping link? fix or remove "
+                           "it") from None
 
 
 def _decode_all(files: list[Path], size: int, channels: int, label: str) -> list[np.ndarray]:

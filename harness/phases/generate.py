@@ -45,8 +45,16 @@ def draw(ctx, cfg, inputs) -> tuple[torch.Tensor, torch.Tensor | None, stream.Sa
 
 
 def measure(ctx, cfg, images: torch.Tensor, labels: torch.Tensor | None, evaluator) -> dict:
+    from harness.config import min_quality_images
     from harness.phases.evaluator import classifier_config
-    m = evaluator.measure(images, cfg.quality.k)
+    least = min_quality_images(cfg.quality.k)
+    if len(images) >= least:
+        m = evaluator.measure(images, cfg.quality.k)
+    else:  # not a NaN, nor an FD of 2 images that looks like a result
+        import click
+        click.echo(f"generate: FD, KID, precision and recall not measured: {len(images)} images, they need at least "
+                   f"{least}", err=True)
+        m = {}
     splits = ctx.splits(cfg.data)
     if cfg.quality.cas and len(images):
         y = labels if labels is not None else train.predict_proba(evaluator.model, images, ctx.device).argmax(1)

@@ -97,7 +97,14 @@ def configure(experiment: str) -> Store:
 
     Checked before any training starts, so an unreachable store costs seconds, not a lost run.
     """
+    if not experiment.strip():
+        raise HarnessError(f"--experiment must name an experiment, got {experiment!r}")
     uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        where = Path(uri[len("sqlite:///"):].split("?")[0].removeprefix("file:")).expanduser()
+        if where.is_dir():  # SQLite cannot open it, and MLflow retries for minutes before saying so
+            raise HarnessError(f"the MLflow tracking store {mask(uri)} is a folder, not a database file; point "
+                               f"MLFLOW_TRACKING_URI at a file in it, e.g. sqlite:///{where / 'mlflow.db'}")
     if uri.startswith(("http://", "https://")):
         # MLflow retries a dead server for minutes by default; fail fast and say so instead.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
