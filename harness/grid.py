@@ -31,7 +31,7 @@ from harness import config, generators, pipeline, precision, studies
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
-from harness.tracking import liveness, store
+from harness.tracking import codecs, liveness, store
 from harness.tracking.store import NOTE
 
 PLAN = "harness.grid"  # study user attr: what the grid is (base config, axes, seeds)
@@ -269,7 +269,7 @@ def dose_response(rows: list[dict], axes: list[tuple[str, list[str]]]):
     numeric = [k for k, values in axes if all(number(v) is not None for v in values)]
     if not numeric:
         return None
-    from harness.metrics import subplots
+    from harness.metrics import subplots, tight
     x_key = numeric[0]
     lines: dict[str, list[tuple[float, dict]]] = {}
     for row in rows:
@@ -294,7 +294,7 @@ def dose_response(rows: list[dict], axes: list[tuple[str, list[str]]]):
     ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    tight(fig)
     return fig
 
 
@@ -336,7 +336,7 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         client.log_text(parent_id, json.dumps(out, indent=2, default=float), "grid.json")
         fig = dose_response(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
         if fig is not None:
-            client.log_figure(parent_id, fig, "grid.png")
+            codecs.log_figure(fig, "grid.png", run_id=parent_id, client=client)
         store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id)
     return md, out
 

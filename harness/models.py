@@ -57,6 +57,10 @@ class SimpleCNN(nn.Module):
         x = ((x.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         return self.head(self.features(x))
 
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the hidden layer: `forward(x) == classify(embed(x))`."""
+        return self.head[3:](hidden)
+
 
 class Generator(nn.Module):
     """DCGAN generator: z -> 4x4x(2^(L-1) w) -> ... -> 16x16xw... -> SxSxC in [-1, 1], L = log2(S / 4)

@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from harness import config, pipeline
+from harness.metrics import readable
 from harness.tracking import provenance
 
 
@@ -107,3 +108,45 @@ def test_dataset_inputs_retry_a_unique_key_race_only(monkeypatch):
     with pytest.raises(RuntimeError, match="refused"):
         store.log_inputs(["d"], ["train"])
     assert len(calls) == 1  # any other failure is not retried
+
+
+def test_class_names_in_any_script_draw_without_a_warning(runner, client, tmp_path):
+    """CJK class names through the whole pipeline: figures either find an installed font that has the
+    characters or write them as U+XXXX; never matplotlib's empty boxes and 'Glyph ... missing'."""
+    import warnings
+
+    from conftest import invoke, write_tree
+    names = {"airplane": "飞机", "automobile": "汽车", "bird": "鸟"}
+    tree = write_tree(tmp_path / "src")
+    data = tmp_path / "cjk"
+    for split in ("train", "test"):
+        for old, new in names.items():
+            (data / split).mkdir(parents=True, exist_ok=True)
+            (tree / split / old).rename(data / split / new)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        invoke(runner, ["run", "--preset", "tiny", "--data-dir", data, "--set", "data.classes=all"])
+    glyphs = [str(w.message) for w in caught if "missing from" in str(w.message) or "Glyph" in str(w.message)]
+    assert glyphs == []
+    exp = client.get_experiment_by_name("harness").experiment_id
+    (base,) = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
+    assert "test/鸟/f1" in base.data.metrics
+
+
+def test_readable_uses_a_font_with_the_characters_or_code_points():
+    import warnings
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+    fig, ax = plt.subplots()
+    title = ax.set_title("猫 cat")
+    readable(fig)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.canvas.draw()
+    plt.close(fig)
+    assert not [w for w in caught if "missing from" in str(w.message)]
+    font = font_manager.findfont(title.get_fontproperties())
+    assert title.get_text() == "U+732B cat" or 0x732B in matplotlib.ft2font.FT2Font(font).get_charmap()

@@ -35,7 +35,7 @@ def markdown(table) -> str:
 def figure(table, classes):
     import numpy as np
 
-    from harness.metrics import subplots
+    from harness.metrics import subplots, tight
     labels = ["overall"] + list(classes)
     base = [dict((k, b) for k, _, b, _ in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
     aug = [dict((k, a) for k, _, _, a in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
@@ -51,7 +51,7 @@ def figure(table, classes):
     ax.set_ylim(min(base + aug) - 0.1, 1.02)
     ax.legend(loc="lower right")
     ax.set_title("baseline vs synthetic, test F1")
-    fig.tight_layout()
+    tight(fig)
     return fig
 
 
@@ -93,7 +93,7 @@ def seed_figure(report: SeedReport):
     """Per metric: baseline and synthetic means with their seeds as dots; the delta with its CI."""
     import numpy as np
 
-    from harness.metrics import subplots
+    from harness.metrics import subplots, tight
     fig, (ax, ax_d) = subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
     labels = [s.label for s in report.stats]
     x = np.arange(len(labels))
@@ -118,5 +118,5 @@ def seed_figure(report: SeedReport):
     ax_d.invert_yaxis()
     ax_d.set_xlabel("synthetic - baseline (mean, 95% CI)")
     ax_d.set_title(report.verdict().split(" (")[0])
-    fig.tight_layout()
+    tight(fig)
     return fig

@@ -385,7 +385,7 @@ def sampler(ctx, cfg, run_id: str) -> stream.Sampler:
 # Fitting, inside the generator phase's run
 
 def loss_figure(history: list[dict[str, float]]):
-    from harness.metrics import subplots
+    from harness.metrics import subplots, tight
     keys = ["gan/critic_loss", "gan/wasserstein", "gan/gradient_penalty", "gan/generator_loss"]
     fig, axes = subplots(1, 4, figsize=(14, 3))
     for ax, key in zip(axes, keys):
@@ -395,7 +395,7 @@ def loss_figure(history: list[dict[str, float]]):
         ax.set_title(key.split("/")[1])
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    tight(fig)
     return fig
 
 

@@ -180,7 +180,7 @@ def compute(ctx, cfg, inputs) -> PseudolabelResult:
                       "confidence_histogram.png")
     for i, name in enumerate(classes):
         codecs.log_image_grid(images[labels == i][:64], f"kept/{name}.png")
-        codecs.log_image_grid(images[labels == i][:64], key=f"kept/{name}")  # the run page's image view
+        codecs.log_image_grid(images[labels == i][:64], key=f"kept/{codecs.series_name(name, i)}")  # the run page's image view
     codecs.log_class_grid(images, labels, classes, "kept.png")  # every class at a glance, named
     per_class = ", ".join(f"{c} {m[f'kept/{c}/count']}" for c in classes)
     how = {"label": f"the baseline labelled {len(keep)} synthetic images and kept",

@@ -98,10 +98,24 @@ def log_image_grid(images_uint8, path: str | None = None, nrow: int = 8, key: st
         mlflow.log_image(grid, path)
 
 
-def log_figure(fig, path: str) -> None:
+def log_figure(fig, path: str, run_id: str | None = None, client=None) -> None:
+    """To the active run, or to `run_id` through the store's `client`."""
     import matplotlib.pyplot as plt
-    mlflow.log_figure(fig, path)
+
+    from harness.metrics import readable
+    readable(fig)
+    if run_id is None:
+        mlflow.log_figure(fig, path)
+    else:
+        client.log_figure(run_id, fig, path)
     plt.close(fig)
+
+
+def series_name(name: str, index: int) -> str:
+    """An image series key part for a class: MLflow takes ASCII letters, digits, _ - . / and spaces
+    there (its metric keys take any script); other names become their class index."""
+    import re
+    return name if re.fullmatch(r"[A-Za-z0-9_\-. /]+", name) else f"class{index}"
 
 
 def log_json(obj, path: str) -> None:
