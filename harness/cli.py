@@ -177,7 +177,7 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
                                f"{cfg.generator.kind}, quality.enabled={cfg.quality.enabled})")
         pinned = {u: runs[f"{u}_run"] for u in upstream if runs.get(f"{u}_run")}
         inputs = pipeline.resolve(ctx, name, cfg, pinned)
-        if name == "generate":  # what it can check before any output: a missing checkpoint, too few images
+        if name in ("generator", "generate"):  # before any output: a batch too big, a missing checkpoint, too few images
             from harness import generators
             generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
         if phase.reads(cfg)[2]:

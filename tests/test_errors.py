@@ -184,6 +184,10 @@ CASES = [
     ("grid-report-missing", ["grid", *T, "--report", "--study", "nosuch", "--storage", "sqlite:///{tmp}/o.db"], {},
      "nosuch"),
     ("quality-too-few", ["config", "--set", "quality.n_samples=2"], {}, "quality.n_samples (2)"),
+    ("gan-batch-beyond-data", ["run", *T, "--set", "gan.batch_size=100"], {}, "gan.batch_size (100)"),
+    ("gan-batch-beyond-data-phase", ["generator", *T, "--set", "gan.batch_size=100"], {}, "gan.batch_size (100)"),
+    ("evaluator-beyond-data", ["run", *T, "--set", "quality.enabled=true", "--set", "quality.evaluator_per_class=500"],
+     {}, "quality.evaluator_per_class=500"),
     # the tracking store
     ("store-unreachable", ["baseline", *T], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
     ("store-folder-missing", ["baseline", *T], {"MLFLOW_TRACKING_URI": "sqlite:///{tmp}/no/such/dir/m.db"},

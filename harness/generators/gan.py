@@ -360,7 +360,12 @@ def best_checkpoint(run_id: str) -> int:
 
 
 def preflight(ctx, cfg, source: str | None = None) -> None:
-    """Before the generate run opens: the checkpoint asked for must be in the generator run."""
+    """Before any run opens: a batch the training set can fill; before the generate run opens: the
+    checkpoint asked for must be in the generator run."""
+    n_train = len(ctx.splits(cfg.data).train_x)
+    if cfg.gan.batch_size > n_train:
+        raise HarnessError(f"gan.batch_size ({cfg.gan.batch_size}) is larger than the training set ({n_train} images); "
+                           f"lower it to at most {n_train}")
     epoch = cfg.generate.checkpoint_epoch
     if source is None or epoch <= 0:
         return
