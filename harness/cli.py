@@ -70,7 +70,9 @@ def _main_thread() -> bool:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, ending runs as Ctrl-C does (KILLED), told apart for the exit code."""
+    """SIGTERM, ending runs as Ctrl-C does (KILLED), told apart for the exit code and in the run: a
+    scheduler's time limit or preemption, whose interrupted generator the next worker continues."""
+    signal = "SIGTERM"
 
 
 def _terminate(signum, frame):

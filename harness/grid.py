@@ -57,8 +57,11 @@ def parse_axes(axes: tuple[str, ...]) -> list[tuple[str, list[str]]]:
         if key.strip() in ("data.seed", "classifier.seed", "gan.seed", "generate.seed"):
             raise HarnessError(f"--axis {key.strip()}: seeds are the grid's --seeds, not an axis")
         out.append((key.strip(), items))
-    if len({k for k, _ in out}) != len(out):
-        raise HarnessError("each --axis names another config key")
+    keys = [k for k, _ in out]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise HarnessError(f"--axis {repeated[0]} is given more than once; put all its values in one --axis "
+                           f"{repeated[0]}=v1,v2,...")
     return out
 
 

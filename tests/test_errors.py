@@ -181,6 +181,8 @@ CASES = [
      {}, "100000"),
     ("grid-cell-over-ask", ["grid", *T, "--axis", "generator.kind=gan,oracle", "--set", "generate.n_samples=500",
                             "--storage", "sqlite:///{tmp}/o.db"], {}, "500"),
+    ("grid-axis-twice", ["grid", *T, "--axis", "data.n_per_class=10,20", "--axis", "data.n_per_class=30"], {},
+     "data.n_per_class"),
     ("grid-report-missing", ["grid", *T, "--report", "--study", "nosuch", "--storage", "sqlite:///{tmp}/o.db"], {},
      "nosuch"),
     ("quality-too-few", ["config", "--set", "quality.n_samples=2"], {}, "quality.n_samples (2)"),

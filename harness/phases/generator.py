@@ -11,18 +11,20 @@ import click
 
 from harness import generators
 from harness.context import PhaseResult
+from harness.tracking.store import STOPPED
 
 
 def before(ctx, cfg, key: str) -> dict:
     """Tags and options for the run about to open: which interrupted run to continue, if any. With
     --resume, the newest KILLED or FAILED one; without, a run whose process died (a worker killed
-    outright) is taken over all the same: nobody chose to stop it."""
+    outright) or was stopped by SIGTERM (a scheduler's time limit, a preemption, `scancel`) is taken
+    over all the same: nobody chose to stop it. Ctrl-C is a choice: it waits for --resume."""
     if not ctx.use_cache and not ctx.resume or (ctx.use_cache and ctx.store.find_finished(key)):
         return {}
     kind = generators.get(cfg.generator.kind)
     candidates = ctx.store.find_runs(key, statuses=("KILLED", "FAILED"), max_results=5)
     if not ctx.resume:
-        candidates = [r for r in candidates if "harness.died" in r.data.tags]
+        candidates = [r for r in candidates if "harness.died" in r.data.tags or r.data.tags.get(STOPPED) == "SIGTERM"]
     old = next((r.info.run_id for r in candidates if kind.resumable(ctx.store, r.info.run_id)), None)
     if old is None:
         if ctx.resume:

@@ -20,6 +20,7 @@ from harness.tracking import liveness, provenance
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.x
 NOTE = "mlflow.note.content"  # the run description the MLflow UI shows, in Markdown
+STOPPED = "harness.stopped"  # the signal that ended a KILLED run, when it was SIGTERM
 
 
 def tracking_uri() -> str:
@@ -293,7 +294,8 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
         # Ctrl-C, SIGTERM and an Optuna pruning decision stop a run on purpose: KILLED, not FAILED.
         pruned = type(e).__name__ == "TrialPruned"
         if pruned or isinstance(e, KeyboardInterrupt):
-            _end(store, run.info.run_id, "KILLED", {"harness.pruned": "true"} if pruned else None)
+            stopped = {STOPPED: e.signal} if getattr(e, "signal", None) else {}  # SIGTERM: no user's decision
+            _end(store, run.info.run_id, "KILLED", {"harness.pruned": "true"} if pruned else stopped or None)
             raise
         reason = explain(e, writing=f"the artifacts of run {run.info.run_id} ({run.info.artifact_uri})")
         _end(store, run.info.run_id, "FAILED",
