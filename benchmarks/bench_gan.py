@@ -42,9 +42,11 @@ import torch
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
 HERE = Path(__file__).resolve().parent
-OFF = {"one_pass": False, "channels_last": False, "fused_adam": False}
-SPEEDUPS = {"plain": OFF, "one_pass": {**OFF, "one_pass": True}, "channels_last": {**OFF, "channels_last": True},
-            "fused_adam": {**OFF, "fused_adam": True}, "compile": {"compile": True}, "bf16": {"precision": "bf16"}}
+FP32 = {"precision": "fp32"}  # every variant but bf16 in float32, whatever `auto` would pick here
+OFF = {"one_pass": False, "channels_last": False, "fused_adam": False, **FP32}
+SPEEDUPS = {"harness": FP32, "plain": OFF, "one_pass": {**OFF, "one_pass": True},
+            "channels_last": {**OFF, "channels_last": True}, "fused_adam": {**OFF, "fused_adam": True},
+            "compile": {"compile": True, **FP32}, "critic step": FP32, "bf16": {"precision": "bf16"}}
 
 
 def bare_epochs(x, cfg, device, epochs):

@@ -84,7 +84,7 @@ class GanConfig:
     channels_last: bool = True  # both networks and their inputs in channels-last memory layout
     fused_adam: bool = True  # Adam's fused implementation (one kernel per step over all parameters)
     compile: bool = False  # torch.compile the generator (and the critic when gp_weight = 0); costs compile time up front; on CUDA with CUDA graphs (mode reduce-overhead)
-    precision: str = "fp32"  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32) | auto: bf16 where the device has bf16 units
+    precision: str = "auto"  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32) | auto: bf16 where the device has bf16 units (docs/precision.md: the same FD within the seed-to-seed spread)
     ema: float = 0.0  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
     sample_every: int = 100  # epochs between sample grids
     checkpoint_every: int = 250  # epochs between generator checkpoints

@@ -109,7 +109,8 @@ def test_long_work_prints_progress_lines_in_a_log(tree, tmp_path):
                             "--set", "data.classes=airplane,automobile,bird"], capture_output=True, text=True,
                            timeout=300, env={**env, "HARNESS_PROGRESS_SECONDS": "30"}, cwd=tmp_path)
     steps = [ln for ln in quiet.stderr.splitlines() if ln.startswith("baseline: ")]
-    assert len(steps) == 1 and "done in" in steps[0]  # a seconds-long phase: only its last line
+    # however loaded the machine: at most one line per 5% of the work, and the last says it is done
+    assert 1 <= len(steps) <= 21 and "done in" in steps[-1] and all("done in" not in s for s in steps[:-1])
 
 
 def test_ctrl_c_exits_130_with_the_runs_killed(tree, tmp_path):
