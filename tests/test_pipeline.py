@@ -52,7 +52,7 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert kids["generate"].data.params["upstream.generator"] == kids["generator"].info.run_id
     assert kids["synthetic"].data.params["upstream.pseudolabel"] == kids["pseudolabel"].info.run_id
     assert not any(k.startswith(("classifier.", "pseudolabel.")) for k in kids["generator"].data.params)
-    assert {k.split(".")[0] for k in kids["compare"].data.params} == {"upstream"}
+    assert set(kids["compare"].data.params) == {"upstream.baseline", "upstream.synthetic", "data.classes"}
     assert parent.data.params["gan.epochs"] == "2" and parent.data.params["generator.kind"] == "gan"
 
     # generator: losses per epoch, sample grids, checkpoints carrying their config, loss curves
@@ -176,9 +176,11 @@ def test_phase_without_upstream_says_what_to_run(runner, client, tree):
 
 def test_compare_refuses_different_data(runner, client, tree):
     common = ["--preset", "tiny", "--data-dir", tree]
-    invoke(runner, ["baseline", *common, *CLASSES])
-    invoke(runner, ["baseline", *common, "--set", "data.classes=airplane,automobile,cat"])
-    a, b = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
+    invoke(runner, ["run", *common, *CLASSES])
+    invoke(runner, ["run", *common, "--set", "data.classes=airplane,automobile,cat"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    a = client.search_runs([exp], "tags.`harness.phase` = 'baseline'", order_by=["attributes.start_time ASC"])[0]
+    b = client.search_runs([exp], "tags.`harness.phase` = 'synthetic'", order_by=["attributes.start_time ASC"])[1]
     result = invoke(runner, ["compare", "--baseline", a.info.run_id, "--synthetic", b.info.run_id], ok=False)
     assert result.exit_code == 2 and "different data" in result.output and "data.classes" in result.output
 
@@ -347,7 +349,10 @@ def test_the_data_is_in_the_key(runner, client, tree, tmp_path):
     assert changed.data.tags["harness.data.test"] != first.data.tags["harness.data.test"]
     assert changed.data.tags["harness.data.train"] == first.data.tags["harness.data.train"]
     # The comparator refuses to pair runs tested on different images, though every setting agrees.
-    result = invoke(runner, ["compare", "--baseline", first.info.run_id, "--synthetic", changed.info.run_id], ok=False)
+    invoke(runner, ["run", "--data-dir", moved, *common])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    (syn,) = client.search_runs([exp], "tags.`harness.phase` = 'synthetic'")
+    result = invoke(runner, ["compare", "--baseline", first.info.run_id, "--synthetic", syn.info.run_id], ok=False)
     assert result.exit_code == 2 and "tested on different images" in result.output
 
 
