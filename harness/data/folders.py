@@ -85,7 +85,7 @@ def decode_folder(folder: Path, size: int, channels: int, label: str, what: str 
     """Every image of a folder -> uint8 [N, size, size, channels], decoded once and cached as .npy,
     keyed by the folder's file list (names, sizes, modification times), the size and the channels."""
     entries = image_entries(folder, what)
-    listing = "\n".join(f"{e.name}:{(st := _stat(e)).st_size}:{st.st_mtime_ns}" for e in entries)
+    listing = "\n".join(f"{e.name}:{(st := e.stat()).st_size}:{st.st_mtime_ns}" for e in entries)  # cached by image_entries
     key = hashlib.sha256(f"{folder.resolve()}|{size}|{channels}|{listing}".encode()).hexdigest()[:16]
     cached = cache_dir() / "decoded" / f"{folder.name}-{key}.npy"
     if cached.is_file():

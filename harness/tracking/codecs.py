@@ -3,6 +3,7 @@ LoggedModels, arrays (.npz), image grids and series, JSON and figures."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -114,7 +115,6 @@ def log_figure(fig, path: str, run_id: str | None = None, client=None) -> None:
 def series_name(name: str, index: int) -> str:
     """An image series key part for a class: MLflow takes ASCII letters, digits, _ - . / and spaces
     there (its metric keys take any script); other names become their class index."""
-    import re
     return name if re.fullmatch(r"[A-Za-z0-9_\-. /]+", name) else f"class{index}"
 
 
