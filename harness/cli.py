@@ -43,8 +43,12 @@ class _Group(click.Group):
             # The runs ended KILLED on the way out; exit as shells and schedulers expect of a signal
             # (128 + its number), not with click's "Aborted!" and 1, which reads like a crash.
             terminated = isinstance(e, _Terminated)
-            click.echo(f"stopped by {'SIGTERM' if terminated else 'SIGINT'}: this command's runs ended KILLED; rerun "
-                       "it to reuse the finished phases (a generator continues with --resume)", err=True)
+            then = ("its generator continues from its last checkpoint" if terminated
+                    else "a generator continues with --resume")
+            item = "; a grid item goes back to the queue for the next worker" if ctx.invoked_subcommand in (
+                "grid", "worker") else ""
+            click.echo(f"stopped by {'SIGTERM' if terminated else 'SIGINT'}: this command's runs ended KILLED{item}; "
+                       f"rerun it to reuse the finished phases ({then})", err=True)
             ctx.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
         except HarnessError as e:
             raise _UserError(str(e)) from None
@@ -62,6 +66,11 @@ class _Group(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _say(message: str) -> None:
+    """The reporter the commands give the library (Store.say): a line on stderr, beside the progress."""
+    click.echo(message, err=True)
 
 
 def _main_thread() -> bool:
@@ -115,7 +124,7 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     if cfg.data.classes == ("all",):
         # The data's own class names, in the config every phase, key and record sees.
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
-    ctx = Context(store.configure(experiment), device, data_dir, use_cache=not no_cache, resume=resume)
+    ctx = Context(store.configure(experiment, _say), device, data_dir, use_cache=not no_cache, resume=resume)
     trains = generators.get(cfg.generator.kind).TRAINS
     g = cfg.gan
     n_train = cfg.data.n_per_class * len(cfg.data.classes)
@@ -257,9 +266,9 @@ def compare(parent, baseline_id, synthetic_id, filter_string, experiment):
     chosen = [bool(parent), bool(baseline_id or synthetic_id), filter_string is not None]
     if sum(chosen) != 1 or (chosen[1] and not (baseline_id and synthetic_id)):
         raise HarnessError("give exactly one of: --parent RUN_ID; --baseline RUN_ID --synthetic RUN_ID; --filter EXPR")
-    ctx = Context(store.configure(experiment), train.pick_device("cpu"))
-    pairs = runs.pairs_for(parent, baseline_id, synthetic_id, experiment, filter_string)
-    report = stats.seed_report(pairs)
+    ctx = Context(store.configure(experiment, _say), train.pick_device("cpu"))
+    pairs = runs.pairs_for(ctx.store.client, parent, baseline_id, synthetic_id, experiment, filter_string)
+    report = stats.seed_report(ctx.store.client, pairs)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     if report.n == 1:
@@ -340,7 +349,7 @@ def ui(host, port, experiment):
     import subprocess
     import sys
     from harness.tracking import store
-    exp_id = store.configure(experiment).experiment_id
+    exp_id = store.configure(experiment, _say).experiment_id
     uri = store.tracking_uri()
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql")) and "://" in uri:
         raise HarnessError(f"{uri} is a tracking server already: open it in a browser instead")
@@ -390,9 +399,10 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               help="A config key and its values; the grid is the cross product of the axes (repeatable).")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Paired seeds 0..N-1 per cell; a larger N later grows the grid.")
-@click.option("--study", "study_name", default=None, help="Optuna study holding the items [default: grid-<preset>].")
-@click.option("--storage", default=None, metavar="URL", help="Optuna RDB URL shared by all workers "
-              "[default: sqlite optuna.db beside the tracking database].")
+@click.option("--study", "study_name", envvar="HARNESS_STUDY", default=None, help="Optuna study holding the items "
+              "[env HARNESS_STUDY; default: grid-<preset>].")
+@click.option("--storage", envvar="HARNESS_STORAGE", default=None, metavar="URL", help="Optuna RDB URL shared by "
+              "all workers [env HARNESS_STORAGE; default: sqlite optuna.db beside the tracking database].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch in this process "
               "[default: torch's, one per core]; with several workers on one machine, cores / workers.")
 @click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
@@ -423,20 +433,26 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_n
     storage = storage or studies.default_storage()
     study_name = study_name or f"grid-{cfg.preset}"
     if report_only:  # reads a grid, never makes one
-        study = gridmod.join_grid(study_name, storage, wait=0)
+        study = gridmod.join_grid(study_name, storage, wait=0, say=_say)
         md, _ = gridmod.report(ctx, study, study.user_attrs.get(studies.PARENT))
         click.echo(md, nl=False)
         return
     study, created = gridmod.open_grid(study_name, storage)
     added = gridmod.plan(study, cfg, parsed, list(range(seeds)))
     click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items", err=True)
-    run_id = gridmod.open_run(ctx, study, created) if plan_only else gridmod.work(ctx, study, created)
+    if plan_only:
+        run_id = gridmod.open_run(ctx, study, created)
+    else:
+        run_id, report_md = gridmod.work(ctx, study, created)
+        click.echo(report_md or "", nl=False)
     click.echo(f"grid run {run_id}: study {study_name!r}")
 
 
 @main.command()
-@click.option("--study", "study_name", required=True, help="The grid's Optuna study.")
-@click.option("--storage", default=None, metavar="URL", help="Its Optuna RDB URL [default: sqlite optuna.db "
+@click.option("--study", "study_name", envvar="HARNESS_STUDY", required=True, help="The grid's Optuna study "
+              "[env HARNESS_STUDY].")
+@click.option("--storage", envvar="HARNESS_STORAGE", default=None, metavar="URL", help="Its Optuna RDB URL "
+              "[env HARNESS_STORAGE, which keeps a password out of the process list; default: sqlite optuna.db "
               "beside the tracking database].")
 @click.option("--data-dir", envvar="HARNESS_DATA_DIR", type=click.Path(file_okay=False), default=None,
               help="This machine's copy of the data (the cache keys check it is the same images).")
@@ -456,11 +472,12 @@ def worker(study_name, storage, data_dir, experiment, no_cache, threads):
     if storage.startswith("sqlite"):
         click.echo("note: a SQLite storage serves the workers of this machine only; workers on several machines "
                    "need a server database (docs/grids.md: Many machines)", err=True)
-    study = gridmod.join_grid(study_name, storage)
+    study = gridmod.join_grid(study_name, storage, say=_say)
     cfg, _, _ = gridmod.plan_of(study)
     data.check_cache_dir()
-    ctx = Context(store.configure(experiment), train.pick_device(cfg.device), data_dir, use_cache=not no_cache)
-    run_id = gridmod.work(ctx, study, created=False)
+    ctx = Context(store.configure(experiment, _say), train.pick_device(cfg.device), data_dir, use_cache=not no_cache)
+    run_id, report_md = gridmod.work(ctx, study, created=False)
+    click.echo(report_md or "", nl=False)
     click.echo(f"grid run {run_id}: study {study_name!r}")
 
 

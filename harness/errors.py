@@ -53,11 +53,39 @@ def scrub(text: str, urls) -> str:
     return text
 
 
+def refused(exc: BaseException, uri: str, experiment: str | None = None) -> str | None:
+    """An authenticated tracking server's 401 or 403 in one line naming the server and the user (MLflow
+    reads both from MLFLOW_TRACKING_USERNAME / _PASSWORD; the password is never part of a message), or
+    None when `exc` is not one."""
+    import re
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    for e in _chain(exc):
+        text = str(e)
+        code = re.search(r"error code (40[13])\b", text)
+        code = code.group(1) if code else {"UNAUTHENTICATED": "401", "PERMISSION_DENIED": "403"}.get(
+            getattr(e, "error_code", None))
+        if code == "401" and not user:
+            return (f"the MLflow tracking server {mask(uri)} asks for a login: set MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD")
+        if code == "401":
+            return (f"the MLflow tracking server {mask(uri)} refused user {user!r}: wrong user name or password "
+                    "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)")
+        if code == "403":
+            what = f"experiment {experiment!r}" if experiment else "this experiment"
+            who = f"user {user!r}" if user else "an anonymous user"
+            return (f"the MLflow tracking server {mask(uri)} denies {who} permission to write to {what}: ask its "
+                    "admin for EDIT permission on it, or pick another --experiment")
+    return None
+
+
 def explain(exc: BaseException, writing: str | None = None) -> str | None:
     """A fault of the machine or the store in one line for a person, or None when `exc` is not one
     (a bug: its traceback is worth more than a sentence). `writing` names what was being written
     when the error itself names no file (a write to an open file does not)."""
     uri = mask(os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
+    denied = refused(exc, uri)  # before "stopped answering": a 401 or 403 is an answer
+    if denied:
+        return denied
     for e in _chain(exc):
         if isinstance(e, HarnessError):
             return str(e)

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import threading
 import time
 from dataclasses import dataclass
 
-import click
 import optuna
 
 from harness import config, generators, pipeline, precision, studies
+from harness.compare import stats
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
@@ -109,32 +108,6 @@ def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int]) -> int:
     return added
 
 
-def mde(n: int, sd: float = 1.5, power: float = 0.8, alpha: float = 0.05) -> float:
-    """Minimum detectable mean paired delta (points) of a two-sided paired t-test with n seeds, for a
-    paired-delta standard deviation `sd` (points; ~1.5 measured at 1000 images per class)."""
-    from scipy import optimize, stats
-    if n < 2:
-        return float("inf")
-    df = n - 1
-    crit = stats.t.ppf(1 - alpha / 2, df)
-
-    def shortfall(d):
-        nc = d / sd * n ** 0.5
-        achieved = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
-        return (1.0 if achieved != achieved else achieved) - power  # far tails: NaN means all the power
-    return float(optimize.brentq(shortfall, 1e-6, 50 * sd))
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment of p-values (family-wise error rate), NaNs left as they are."""
-    idx = sorted((i for i, p in enumerate(pvalues) if p == p), key=lambda i: pvalues[i])
-    out, running = list(pvalues), 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (len(idx) - rank) * pvalues[i]))
-        out[i] = running
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Workers
 
@@ -165,7 +138,7 @@ class _TrialHeartbeat:
 
 def _claim_item(study: optuna.Study):
     """A WAITING item switched to RUNNING by this worker (atomic in the storage), or None."""
-    storage, study_id = study._storage, study._study_id  # noqa: SLF001 (Optuna exposes no public claim)
+    storage, study_id = studies.storage_of(study)
     for t in study.get_trials(deepcopy=False, states=(WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         if storage.set_trial_state_values(trial_id, RUNNING):
@@ -185,17 +158,17 @@ def open_run(ctx: Context, study: optuna.Study, created: bool) -> str:
         return parent.run_id
 
 
-def work(ctx: Context, study: optuna.Study, created: bool) -> str | None:
+def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | None]:
     """Pull items until none is left; the worker that finishes the last one logs the report. Returns
-    the grid run's id. With study.share_gan, each cell's seeds share one generator, trained on the
+    the grid run's id, and the report from that worker (None from the others). With study.share_gan, each cell's seeds share one generator, trained on the
     data draw of the grid's first seed (claimed like any long phase, so workers wait for it)."""
     cfg, grid_cells, seeds = plan_of(study)
     by_label = {c.label: c for c in grid_cells}
-    storage = study._storage  # noqa: SLF001
+    storage, _ = studies.storage_of(study)
     n_items = len(grid_cells) * len(seeds)
-    click.echo(f"grid {study.study_name!r}: {len(grid_cells)} cells x {len(seeds)} seeds = {n_items} items; "
-               f"minimum detectable effect at 80% power with {len(seeds)} seeds: {mde(len(seeds)):.2f} points "
-               "(paired-delta SD 1.5)", err=True)
+    ctx.store.say(f"grid {study.study_name!r}: {len(grid_cells)} cells x {len(seeds)} seeds = {n_items} items; "
+                  f"minimum detectable effect at 80% power with {len(seeds)} seeds: {stats.mde(len(seeds)):.2f} "
+                  "points (paired-delta SD 1.5)")
     with _grid_run(ctx, study, created, cfg) as parent:
         while True:
             studies.fail_stale(study)
@@ -208,7 +181,7 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> str | None:
                 break
             trial_id, label, seed = item
             cell = by_label[label]
-            click.echo(f"=== grid item: {label}, seed {seed}", err=True)
+            ctx.store.say(f"=== grid item: {label}, seed {seed}")
             with _TrialHeartbeat(storage, trial_id):
                 try:
                     # The plan keeps `auto` precisions: each worker runs what its own machine has.
@@ -222,90 +195,29 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> str | None:
                 except HarnessError as e:  # this item fails alone, with its reason; the others go on
                     storage.set_trial_user_attr(trial_id, "error", str(e)[:500])
                     storage.set_trial_state_values(trial_id, FAIL)
-                    click.echo(f"grid item {label}, seed {seed} failed: {e}", err=True)
+                    ctx.store.say(f"grid item {label}, seed {seed} failed: {e}")
                     continue
                 except BaseException:
-                    storage.set_trial_state_values(trial_id, FAIL)  # retried by the next worker's stale check
+                    # Stopped (SIGTERM from a scheduler's time limit, preemption or `scancel`; Ctrl-C) or
+                    # crashed: the item is not done, so a copy goes back in the queue for the next worker,
+                    # whose pipeline reuses the finished phases and continues the interrupted generator.
+                    # The copy first: a worker that saw neither a WAITING nor a RUNNING item would leave.
+                    study.enqueue_trial({}, user_attrs={"cell": label, "seed": seed, "handed_back": True})
+                    storage.set_trial_state_values(trial_id, FAIL)
                     raise
                 storage.set_trial_user_attr(trial_id, "pipeline_run", result.run_id)
                 storage.set_trial_state_values(trial_id, COMPLETE, [result.results["compare"].deltas["delta/accuracy"]])
         if not study.get_trials(deepcopy=False, states=(WAITING, RUNNING)):
             report_md, _ = report(ctx, study, parent.run_id)
-            click.echo(report_md, nl=False)
-    return parent.run_id
-
-
-def summarize(reports: list[tuple[str, object]]) -> list[dict]:
-    """One row per cell from its SeedReport (None: no finished item): arms' accuracy mean +- std, the
-    paired delta's tests, and the t-test p Holm-adjusted across the cells that have one."""
-    import numpy as np
-    rows = []
-    for label, rep in reports:
-        if rep is None:
-            rows.append({"cell": label, "n": 0})
-            continue
-        acc = rep.stats[0]
-        spread = (lambda v: float(np.std(v, ddof=1)) if rep.n > 1 else 0.0)  # noqa: E731
-        rows.append({"cell": label, "n": rep.n, "baseline_mean": float(np.mean(acc.base)),
-                     "baseline_std": spread(acc.base), "synthetic_mean": float(np.mean(acc.aug)),
-                     "synthetic_std": spread(acc.aug), **acc.tests(), "verdict": rep.verdict()})
-    tested = sum(1 for r in rows if r["n"] >= 2 and not math.isnan(r.get("t_p", float("nan"))))
-    for row, p in zip(rows, holm([r.get("t_p", float("nan")) for r in rows])):
-        row["holm_p"] = p
-        if row["n"] >= 2 and not math.isnan(p) and tested > 1:
-            # Several cells tested at once: the verdict is the Holm-adjusted one, so that one lucky
-            # cell among many does not read as a finding.
-            basis = f"paired t-test over {row['n']} seeds, p = {row['t_p']:.3g}, Holm-adjusted over {tested} cells {p:.3g}"
-            row["verdict"] = (f"significant {'gain' if row['delta_mean'] > 0 else 'loss'} ({basis})" if p < 0.05
-                              else f"no significant difference ({basis})")
-    return rows
-
-
-def dose_response(rows: list[dict], axes: list[tuple[str, list[str]]]):
-    """The paired accuracy delta (points, with its 95% CI as a band) against the first numeric axis, one
-    line per combination of the other axes' values; None when no axis is numeric."""
-    def number(v):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    numeric = [k for k, values in axes if all(number(v) is not None for v in values)]
-    if not numeric:
-        return None
-    from harness.metrics import subplots, tight
-    x_key = numeric[0]
-    lines: dict[str, list[tuple[float, dict]]] = {}
-    for row in rows:
-        if not row["n"]:
-            continue
-        parts = dict(p.split("=", 1) for p in row["cell"].split(" "))
-        other = " ".join(f"{k}={v}" for k, v in parts.items() if k != x_key) or "delta"
-        lines.setdefault(other, []).append((float(parts[x_key]), row))
-    fig, ax = subplots(figsize=(6.5, 4))
-    for label, pts in lines.items():
-        pts.sort(key=lambda p: p[0])
-        xs = [p[0] for p in pts]
-        ax.plot(xs, [100 * r["delta_mean"] for _, r in pts], marker="o", label=label)
-        ax.fill_between(xs, [100 * r["ci_low"] for _, r in pts], [100 * r["ci_high"] for _, r in pts], alpha=0.2)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel(x_key)
-    ax.set_ylabel("synthetic arm - baseline, accuracy points (95% CI)")
-    ticks = sorted({x for pts in lines.values() for x, _ in pts})
-    if all(x > 0 for x in ticks):
-        ax.set_xscale("log")
-        ax.minorticks_off()
-    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    tight(fig)
-    return fig
+            return parent.run_id, report_md
+    return parent.run_id, None
 
 
 def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> tuple[str, dict]:
     """Per cell: baseline and synthetic arm mean +- std, the paired delta with its 95% CI, paired t p,
     Holm-adjusted across cells, verdict; from the finished items. Logged on the grid run if given."""
+    from harness.compare import render
     from harness.compare import runs as cruns
-    from harness.compare import stats
     cfg, grid_cells, seeds = plan_of(study)
     done = {}
     for t in study.get_trials(deepcopy=False, states=(COMPLETE,)):
@@ -313,38 +225,25 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     reports = []
     for cell in grid_cells:
         trials = sorted(done.get(cell.label, []), key=lambda t: t.user_attrs["seed"])
-        pairs = [cruns.Pair(str(t.user_attrs["seed"]), *cruns.runs_of_pipeline(t.user_attrs["pipeline_run"]))
+        pairs = [cruns.Pair(str(t.user_attrs["seed"]), *cruns.runs_of_pipeline(ctx.store.client, t.user_attrs["pipeline_run"]))
                  for t in trials]
-        reports.append((cell.label, stats.seed_report(pairs) if pairs else None))
-    rows = summarize(reports)
+        reports.append((cell.label, stats.seed_report(ctx.store.client, pairs) if pairs else None))
+    rows = stats.summarize(reports)
     n_seeds = min([r["n"] for r in rows if r["n"]] or [0])
-    out = {"study": study.study_name, "seeds": seeds, "mde_points": mde(n_seeds) if n_seeds else None, "cells": rows}
-    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
-    lines = [f"grid `{study.study_name}`: {len(grid_cells)} cells, seeds {', '.join(map(str, seeds))}; minimum "
-             f"detectable effect (80% power, paired-delta SD 1.5 points): {out['mde_points'] or float('nan'):.2f} points\n",
-             "| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in rows:
-        if not r["n"]:
-            lines.append(f"| {r['cell']} | 0 | | | | | | no finished item |")
-            continue
-        lines.append(f"| {r['cell']} | {r['n']} | {pct(r['baseline_mean'])} ± {pct(r['baseline_std'])} | "
-                     f"{pct(r['synthetic_mean'])} ± {pct(r['synthetic_std'])} | {100 * r['delta_mean']:+.2f} "
-                     f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['t_p']:.3g} | {r['holm_p']:.3g} | "
-                     f"{r['verdict']} |")
-    md = "\n".join(lines) + "\n"
+    out = {"study": study.study_name, "seeds": seeds, "mde_points": stats.mde(n_seeds) if n_seeds else None, "cells": rows}
+    md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows)
     if parent_id is not None:
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")
         client.log_text(parent_id, json.dumps(out, indent=2, default=float), "grid.json")
-        fig = dose_response(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
+        fig = render.grid_figure(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
         if fig is not None:
             codecs.log_figure(fig, "grid.png", run_id=parent_id, client=client)
         store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id)
     return md, out
 
 
-def join_grid(name: str, storage: str, wait: float = 60.0) -> optuna.Study:
+def join_grid(name: str, storage: str, wait: float = 60.0, say=liveness.stderr) -> optuna.Study:
     """A worker's view of a grid planned elsewhere; started first, it waits a while for the plan."""
     deadline, said = time.time() + wait, False
     while True:
@@ -358,8 +257,8 @@ def join_grid(name: str, storage: str, wait: float = 60.0) -> optuna.Study:
             raise HarnessError(f"no grid {name!r} in {mask(storage)}: plan it with `harness grid --study {name} "
                                "--storage URL --plan-only` (or run `harness grid` there)")
         if not said:
-            click.echo(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be "
-                       "planned", err=True)
+            say(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be "
+                "planned")
             said = True
         time.sleep(1.0)
 

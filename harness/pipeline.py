@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-import click
 
 from harness.config import Config, apply, config_hash, flat, flat_sections
 from harness.errors import HarnessError
@@ -330,7 +329,7 @@ def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = ""
         for name, phase in PHASES.items():
             if not phase.runs(cfg):
                 continue
-            click.echo(f"== {name}", err=True)
+            ctx.store.say(f"== {name}")
             t = time.perf_counter()
             inputs = {u: results[u] for u in phase.reads(cfg)[1]}
             if name == "generator" and gan_cfg is not cfg:
@@ -341,7 +340,7 @@ def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = ""
             else:
                 results[name] = execute(ctx, name, cfg, inputs)
             seconds[name] = time.perf_counter() - t
-            click.echo(f"   {name}: {seconds[name]:.1f} s{' (reused)' if results[name].reused else ''}", err=True)
+            ctx.store.say(f"   {name}: {seconds[name]:.1f} s{' (reused)' if results[name].reused else ''}")
         base, syn, cmp = results["baseline"], results["synthetic"], results["compare"]
         quality = {k: v for k, v in results["generate"].metrics.items() if k.startswith("quality/")}
         kept = {k: v for k, v in results["pseudolabel"].metrics.items() if k.startswith("kept/")}
@@ -381,11 +380,12 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_gan: bool = Fal
                    run_name=f"study {cfg.preset} seeds={','.join(map(str, seeds))}",
                    tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset}) as study:
         for seed in seeds:
-            click.echo(f"=== seed {seed}", err=True)
+            ctx.store.say(f"=== seed {seed}")
             note = f"\n\nGenerator shared across seeds: trained once on seed {seeds[0]}'s images." if share_gan else ""
             results.append(run(ctx, seeded(cfg, seed), gan_cfg=first if share_gan else None, note=note,
                                reuse_shared=share_gan and seed != seeds[0]))
-        report = stats.seed_report(runs.pairs_of_study(study.run_id), share_gan=share_gan)
+        report = stats.seed_report(ctx.store.client, runs.pairs_of_study(ctx.store.client, study.run_id),
+                                   share_gan=share_gan)
         compare.run_report(ctx, report)
         md = render.report_markdown(report)
         mlflow.log_metrics(report.headline())

@@ -23,7 +23,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import mlflow
 import optuna
 
@@ -295,7 +294,7 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
         best, syn, table_md = _test_best(ctx, cfg, study, study_name, shared)
-        _log_plots(study)
+        _log_plots(study, ctx.store.say)
     return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, shared["baseline"].metrics, table_md)
 
 
@@ -330,7 +329,7 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: l
         finally:
             optuna.logging.set_verbosity(level)
         if failed:
-            click.echo(f"sweep {failed[-1]}", err=True)
+            ctx.store.say(f"sweep {failed[-1]}")
         if len(failed) >= MAX_FAILED_IN_A_ROW:
             raise HarnessError(f"{len(failed)} sweep trials failed in a row, the last: {failed[-1]}; stopping the sweep "
                                "(fix the setting, then rerun: the study continues)")
@@ -445,7 +444,7 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
                                          f"{lab.metrics['kept/count']} (synthetic run `{syn.run_id}`)")
 
 
-def _log_plots(study: optuna.Study) -> None:
+def _log_plots(study: optuna.Study, say) -> None:
     import warnings
 
     import matplotlib
@@ -462,7 +461,7 @@ def _log_plots(study: optuna.Study) -> None:
             try:
                 ax = plot(study)
             except (ValueError, RuntimeError) as e:  # e.g. importances with a constant objective
-                click.echo(f"sweep: skipped {path}: {e}", err=True)
+                say(f"sweep: skipped {path}: {e}")
                 continue
         fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
         fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4))

@@ -226,6 +226,35 @@ def test_a_full_disk_fails_the_run_with_the_reason(runner, client, tree, tmp_pat
             subprocess.run(["umount", str(disk)], check=False)
 
 
+def test_a_full_cache_disk_is_named_and_leaves_no_partial_file(runner, client, tree, tmp_path, monkeypatch):
+    # 256 KB: two decoded class folders of the tree (123 KB each) fit, the third does not.
+    disk = _mount_full_disk(tmp_path / "cachedisk", 256)
+    try:
+        if disk is None:  # no tmpfs here: np.save writes part of the file, then hits what a full disk raises
+            import errno
+
+            import numpy as np
+            real = np.save
+
+            def full(file, arr, *a, **k):
+                if len(list((tmp_path / "cachedisk").rglob("*.npy"))) >= 2:
+                    Path(file).write_bytes(b"\0" * 4096)
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real(file, arr, *a, **k)
+            monkeypatch.setattr(np, "save", full)
+        monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cachedisk"))
+        result = invoke(runner, ["baseline", "--preset", "tiny", "--data-dir", tree, *CLASSES], ok=False)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == (f"Error: cannot write the decoded-image cache {tmp_path / 'cachedisk' / 'decoded'} (no space "
+                        "left on the device); free some space or set HARNESS_CACHE_DIR to a writable folder"), last
+        assert not list((tmp_path / "cachedisk").rglob("*.tmp.npy"))  # the partial file is gone, not filling the disk
+        assert len(list((tmp_path / "cachedisk").rglob("*.npy"))) == 2
+    finally:
+        if disk is not None:
+            subprocess.run(["umount", str(disk)], check=False)
+
+
 def test_a_cache_folder_that_vanishes_between_phases(runner, client, tree, tmp_path, monkeypatch):
     from harness import pipeline
     cache = tmp_path / "cache"

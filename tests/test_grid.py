@@ -7,10 +7,11 @@ import math
 import numpy as np
 import optuna
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
 from conftest import invoke
 from harness import grid
+from harness.compare import stats
 
 T = ["--preset", "tiny", "--set", "data.classes=airplane,automobile,bird"]
 AXES = ["--axis", "data.n_per_class=10,20", "--axis", "pseudolabel.threshold=0.0,0.9"]
@@ -32,7 +33,7 @@ def test_a_grid_builds_its_run_tree_and_a_report_that_checks_out(runner, client,
     assert all(p.info.status == "FINISHED" for p in pipes)
     report = json.loads(open(client.download_artifacts(parent.info.run_id, "grid.json", str(tmp_path))).read())
     assert {r["cell"] for r in report["cells"]} == {p.data.tags["harness.cell"] for p in pipes}
-    assert all(r["n"] == 2 for r in report["cells"]) and report["mde_points"] == pytest.approx(grid.mde(2))
+    assert all(r["n"] == 2 for r in report["cells"]) and report["mde_points"] == pytest.approx(stats.mde(2))
     assert "Holm p" in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
     assert "grid.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}  # the dose-response figure
 
@@ -47,10 +48,10 @@ def test_the_report_matches_an_independent_computation():
     reports = [(label, SeedReport([str(k) for k in range(4)], [Stat("Accuracy", b, a, True)],
                                   [(str(k), 1, 1, 1.0) for k in range(4)], False, []))
                for label, (b, a) in cells.items()] + [("empty", None)]
-    rows = grid.summarize(reports)
+    rows = stats.summarize(reports)
     ps = []
     for row, (b, a) in zip(rows, cells.values()):
-        t = stats.ttest_rel(a, b)
+        t = scipy_stats.ttest_rel(a, b)
         ci = t.confidence_interval(0.95)
         assert (row["ci_low"], row["ci_high"], row["t_p"]) == pytest.approx((ci.low, ci.high, t.pvalue))
         assert row["baseline_std"] == pytest.approx(np.std(b, ddof=1))
@@ -87,10 +88,10 @@ def test_a_grid_grows_without_recomputing(runner, client, tree, tmp_path):
 
 
 def test_grid_helpers_on_known_values():
-    assert grid.holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
-    assert math.isnan(grid.holm([float("nan")])[0])
+    assert stats.holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(stats.holm([float("nan")])[0])
     # 5 seeds at a paired-delta SD of 1.5 points detect ~2.5 points at 80% power; 1 point needs ~20.
-    assert grid.mde(5) == pytest.approx(2.52, abs=0.05) and grid.mde(20) < 1.0 < grid.mde(18)
+    assert stats.mde(5) == pytest.approx(2.52, abs=0.05) and stats.mde(20) < 1.0 < stats.mde(18)
     assert grid.parse_axes(("a.b=1,2",)) == [("a.b", ["1", "2"])]
     for bad in ("a.b", "a.b=", "a.b=1,1", "data.seed=1,2"):
         with pytest.raises(grid.HarnessError):

@@ -99,8 +99,13 @@ def test_sweep_then_resume(runner, client, tree, tmp_path, tracking_uri):
 
 def test_pruned_trials_show_in_mlflow(runner, client, tree, tmp_path):
     # A threshold pruner no accuracy can pass: every trial is pruned after its first epoch.
-    result = invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--spec",
-                             _spec(tmp_path, "threshold"), "--study", "p", "--trials", "2"], ok=False)
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)  # a library caller's choice, which the command keeps
+    try:
+        result = invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--spec",
+                                 _spec(tmp_path, "threshold"), "--study", "p", "--trials", "2"], ok=False)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
     assert result.exit_code == 2 and "no completed trial (all pruned or failed)" in result.output
     study = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2

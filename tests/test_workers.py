@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,19 +24,57 @@ SPEC = '[space."pseudolabel.threshold"]\ntype = "float"\nlow = 0.0\nhigh = 0.5\n
 POSTGRES = os.environ.get("HARNESS_TEST_POSTGRES")  # postgresql+psycopg://user:password@127.0.0.1:port (no database)
 
 
+def _rest(server, path: str, body: dict, user: tuple[str, str]) -> dict:
+    import base64
+    import json
+    import urllib.request
+    request = urllib.request.Request(f"{server.url}{path}", data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def add_user(server, name: str) -> tuple[str, str]:
+    """A new user of the authenticated server (not an admin), with a random password."""
+    import secrets
+    password = "pw-" + secrets.token_hex(12)
+    _rest(server, "/api/2.0/mlflow/users/create", {"username": name, "password": password}, server.admin)
+    return name, password
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """An MLflow tracking server on loopback over PostgreSQL, artifacts proxied; None without PostgreSQL."""
+    """An MLflow tracking server on loopback over PostgreSQL, artifacts proxied, with MLflow's own
+    authentication (`--app-name basic-auth`: an admin, users who read every experiment and write the
+    ones they create or are granted); None without PostgreSQL."""
     if not POSTGRES:
         yield None
         return
+    import secrets
     import urllib.request
+    from types import SimpleNamespace
     root = tmp_path_factory.mktemp("server")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{POSTGRES}/mlflow",
-                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "2"], cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=open(root / "server.log", "w"), start_new_session=True)
+    admin = ("admin", "adm-" + secrets.token_hex(12))
+    import psycopg  # the users' database, new each session: an old one would hold another admin password
+    users_db = f"mlflow_auth_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {users_db}")
+    (root / "auth.ini").write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {POSTGRES}/{users_db}\n"
+                                   f"admin_username = {admin[0]}\nadmin_password = {admin[1]}\nauthorization_function "
+                                   "= mlflow.server.auth:authenticate_request_basic_auth\n"
+                                   # Without it every request pays a PBKDF2 password check: two workers'
+                                   # heartbeats and logs then saturated 2 cores and the runs stalled.
+                                   "auth_cache_ttl_seconds = 60\n")
+    env = dict(os.environ, MLFLOW_AUTH_CONFIG_PATH=str(root / "auth.ini"),
+               MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+                             "--backend-store-uri", f"{POSTGRES}/mlflow", "--artifacts-destination",
+                             str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
+                            start_new_session=True)
     deadline = time.time() + 180
     while True:
         try:
@@ -46,17 +85,25 @@ def mlflow_server(tmp_path_factory):
                 _stop(proc)
                 pytest.fail(f"the MLflow server over PostgreSQL did not start: {(root / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}"
-    _stop(proc)
+    server = SimpleNamespace(url=f"http://127.0.0.1:{port}", admin=admin)
+    try:
+        server.worker = add_user(server, "worker")  # what the workers log in as
+        yield server
+    finally:
+        _stop(proc)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path, template_db, mlflow_server):
-    """(tracking URI, Optuna storage URL, experiment name) on one backend, fresh for the test."""
+def backend(request, tmp_path, template_db, mlflow_server, monkeypatch):
+    """(tracking URI, Optuna storage URL, experiment name) on one backend, fresh for the test; the
+    server's user and password are in the environment, where MLflow reads them."""
     if request.param == "postgresql":
         if not POSTGRES:
             pytest.skip("HARNESS_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and sets it)")
-        return mlflow_server, f"{POSTGRES}/optuna", f"harness-{uuid.uuid4().hex[:8]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", mlflow_server.worker[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_server.worker[1])
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the secrets check reads hundreds
+        return mlflow_server.url, f"{POSTGRES}/optuna", f"harness-{uuid.uuid4().hex[:8]}"
     import shutil
     shutil.copy(template_db, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}", "harness"
@@ -107,9 +154,8 @@ def test_two_cold_sweep_workers_train_the_shared_phases_once(backend, tree, tmp_
     every = client.search_runs([parent.info.experiment_id], max_results=1000)
     assert len({_pid(r) for r in every}) == 2  # both worked (which of them ran trials is the scheduler's call)
     assert not [r for r in client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")]
-    if "@" in storage:  # PostgreSQL: the password is in the URL every worker was given
-        from urllib.parse import urlsplit
-        _secrets_nowhere(client, experiment, urlsplit(storage).password, *outs)
+    if "@" in storage:  # PostgreSQL: the password is in the URL every worker was given, the server's in their env
+        _secrets_nowhere(client, experiment, _passwords(storage), *outs)
 
 
 def test_a_sigkilled_sweep_worker_loses_no_trial(backend, tree, tmp_path):
@@ -156,15 +202,31 @@ def test_a_sigkilled_sweep_worker_loses_no_trial(backend, tree, tmp_path):
         assert run.info.status == "FAILED" and "harness.died" in run.data.tags, (orphans[run_id], run.data.tags)
 
 
-def _secrets_nowhere(client, experiment, secret, *outputs):
-    """No tag, param or description of any run, and no printed line, holds the password."""
-    assert secret
+def _secrets_nowhere(client, experiment, secrets, *outputs):
+    """No tag, param or description of any run, no text artifact, and no printed line holds a password
+    (the storage's, in its URL; the tracking server's, in MLFLOW_TRACKING_PASSWORD)."""
+    assert secrets and all(secrets)
     exp = client.get_experiment_by_name(experiment).experiment_id
+    texts = (".json", ".md", ".txt", ".yaml", ".yml", ".csv", "MLmodel")
     for run in client.search_runs([exp], max_results=5000):
         for where in (run.data.tags, run.data.params):
-            leaks = [k for k, v in where.items() if secret in str(v)]
+            leaks = [k for k, v in where.items() if any(s in str(v) for s in secrets)]
             assert not leaks, (run.info.run_id, leaks)
-    assert not any(secret in out for out in outputs)
+        folders = [""]
+        while folders:
+            for art in client.list_artifacts(run.info.run_id, folders.pop() or None):
+                if art.is_dir:
+                    folders.append(art.path)
+                elif art.path.endswith(texts) and (art.file_size or 0) < 1_000_000:
+                    with tempfile.TemporaryDirectory() as tmp:  # through the client: the server proxies artifacts
+                        text = Path(client.download_artifacts(run.info.run_id, art.path, tmp)).read_text(errors="replace")
+                    assert not any(s in text for s in secrets), (run.info.run_id, art.path)
+    assert not any(s in out for s in secrets for out in outputs)
+
+
+def _passwords(storage: str) -> list[str]:
+    from urllib.parse import urlsplit
+    return [urlsplit(storage).password, os.environ["MLFLOW_TRACKING_PASSWORD"]]
 
 
 def test_a_grid_is_pulled_by_two_workers_each_item_once(backend, tree, tmp_path):
@@ -192,8 +254,7 @@ def test_a_grid_is_pulled_by_two_workers_each_item_once(backend, tree, tmp_path)
     assert any("grid.md" == a.path for a in client.list_artifacts(parent.info.run_id))
     assert not client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
     if "@" in storage:
-        from urllib.parse import urlsplit
-        _secrets_nowhere(client, experiment, urlsplit(storage).password, plan.stdout, plan.stderr, *outs)
+        _secrets_nowhere(client, experiment, _passwords(storage), plan.stdout, plan.stderr, *outs)
 
 
 def test_a_password_in_a_url_is_never_printed(runner, tree, tmp_path, monkeypatch):
@@ -205,3 +266,35 @@ def test_a_password_in_a_url_is_never_printed(runner, tree, tmp_path, monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://harness:{secret}@127.0.0.1:9")
     out = invoke(runner, ["baseline", "--preset", "tiny", "--data-dir", tree, *CLASSES], ok=False)
     assert out.exit_code == 2 and "harness:***@127.0.0.1:9" in out.stderr and secret not in out.output
+
+
+def test_an_authenticated_server_refuses_in_one_line(mlflow_server, runner, tree, monkeypatch):
+    # A wrong password, and a user who may read but not write the experiment: one line naming the
+    # server and the user, never the password; exit 2, no traceback, no run opened.
+    if not POSTGRES:
+        pytest.skip("HARNESS_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and the authenticated server)")
+    from conftest import invoke
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    user, password = add_user(mlflow_server, f"reader-{uuid.uuid4().hex[:6]}")
+    experiment = f"locked-{uuid.uuid4().hex[:6]}"
+    _rest(mlflow_server, "/api/2.0/mlflow/experiments/create", {"name": experiment}, mlflow_server.admin)
+    args = ["baseline", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--experiment", experiment]
+    for given, says in ((password[::-1], f"refused user {user!r}: wrong user name or password"),
+                        (password, f"denies user {user!r} permission to write to experiment {experiment!r}")):
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", given)
+        out = invoke(runner, args, ok=False)
+        lines = out.output.strip().splitlines()
+        assert out.exit_code == 2 and len(lines) == 1 and "Traceback" not in out.output, out.output
+        assert lines[0].startswith(f"Error: the MLflow tracking server {mlflow_server.url} ") and says in lines[0]
+        assert given not in out.output and password not in out.output
+        print(lines[0])
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    out = invoke(runner, args, ok=False)
+    assert out.exit_code == 2 and "asks for a login: set MLFLOW_TRACKING_USERNAME" in out.output, out.output
+    admin = MlflowClient(mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", mlflow_server.admin[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_server.admin[1])
+    exp = admin.get_experiment_by_name(experiment).experiment_id
+    assert admin.search_runs([exp]) == []  # nothing opened, nothing left FAILED

@@ -120,3 +120,63 @@ def seed_figure(report: SeedReport):
     ax_d.set_title(report.verdict().split(" (")[0])
     tight(fig)
     return fig
+
+
+def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: float | None,
+                  rows: list[dict]) -> str:
+    """The grid report's table: per cell the arms' mean +- std, the paired delta [95% CI], t p, Holm p
+    and verdict (rows from compare.stats.summarize)."""
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    lines = [f"grid `{study_name}`: {n_cells} cells, seeds {', '.join(map(str, seeds))}; minimum "
+             f"detectable effect (80% power, paired-delta SD 1.5 points): {mde_points or float('nan'):.2f} points\n",
+             "| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        if not r["n"]:
+            lines.append(f"| {r['cell']} | 0 | | | | | | no finished item |")
+            continue
+        lines.append(f"| {r['cell']} | {r['n']} | {pct(r['baseline_mean'])} ± {pct(r['baseline_std'])} | "
+                     f"{pct(r['synthetic_mean'])} ± {pct(r['synthetic_std'])} | {100 * r['delta_mean']:+.2f} "
+                     f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['t_p']:.3g} | {r['holm_p']:.3g} | "
+                     f"{r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def grid_figure(rows: list[dict], axes: list[tuple[str, list[str]]]):
+    """A grid's paired accuracy delta (points, with its 95% CI as a band) against the first numeric axis, one
+    line per combination of the other axes' values; None when no axis is numeric."""
+    def number(v):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    numeric = [k for k, values in axes if all(number(v) is not None for v in values)]
+    if not numeric:
+        return None
+    from harness.metrics import subplots, tight
+    x_key = numeric[0]
+    lines: dict[str, list[tuple[float, dict]]] = {}
+    for row in rows:
+        if not row["n"]:
+            continue
+        parts = dict(p.split("=", 1) for p in row["cell"].split(" "))
+        other = " ".join(f"{k}={v}" for k, v in parts.items() if k != x_key) or "delta"
+        lines.setdefault(other, []).append((float(parts[x_key]), row))
+    fig, ax = subplots(figsize=(6.5, 4))
+    for label, pts in lines.items():
+        pts.sort(key=lambda p: p[0])
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [100 * r["delta_mean"] for _, r in pts], marker="o", label=label)
+        ax.fill_between(xs, [100 * r["ci_low"] for _, r in pts], [100 * r["ci_high"] for _, r in pts], alpha=0.2)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("synthetic arm - baseline, accuracy points (95% CI)")
+    ticks = sorted({x for pts in lines.values() for x, _ in pts})
+    if all(x > 0 for x in ticks):
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    tight(fig)
+    return fig

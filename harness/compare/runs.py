@@ -1,17 +1,15 @@
 """Which runs to compare: the baseline and synthetic runs of a pipeline, of a multi-seed study, of
-every pipeline matching a filter, or two named runs; and checks that they may be paired."""
+every pipeline matching a filter, or two named runs; and checks that they may be paired. Every
+lookup goes through the caller's client (the Store's), never one built from the global URI."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlflow.tracking import MlflowClient
-
 from harness.errors import HarnessError
 
 
-def runs_of_pipeline(parent_id: str):
+def runs_of_pipeline(client, parent_id: str):
     """The baseline and synthetic child runs of a pipeline parent run."""
-    client = MlflowClient()
     try:
         parent = client.get_run(parent_id)
     except Exception:
@@ -24,9 +22,9 @@ def runs_of_pipeline(parent_id: str):
     return by_phase["baseline"], by_phase["synthetic"]
 
 
-def get_run(run_id: str):
+def get_run(client, run_id: str):
     try:
-        return MlflowClient().get_run(run_id)
+        return client.get_run(run_id)
     except Exception:
         raise HarnessError(f"no run {run_id!r} in the tracking store") from None
 
@@ -60,19 +58,17 @@ class Pair:
     synthetic: object
 
 
-def pairs_of_study(study_id: str) -> list[Pair]:
+def pairs_of_study(client, study_id: str) -> list[Pair]:
     """The (baseline, synthetic) pair of each pipeline under a multi-seed study run."""
-    client = MlflowClient()
-    study = get_run(study_id)
+    study = get_run(client, study_id)
     pipes = client.search_runs([study.info.experiment_id],
                                f"tags.`mlflow.parentRunId` = '{study_id}' and tags.`harness.phase` = 'pipeline'",
                                order_by=["attributes.start_time ASC"])
-    return [Pair(p.data.params.get("data.seed", "?"), *runs_of_pipeline(p.info.run_id)) for p in pipes]
+    return [Pair(p.data.params.get("data.seed", "?"), *runs_of_pipeline(client, p.info.run_id)) for p in pipes]
 
 
-def pairs_of_experiment(experiment: str, filter_string: str = "") -> list[Pair]:
+def pairs_of_experiment(client, experiment: str, filter_string: str = "") -> list[Pair]:
     """Every finished pipeline of an experiment, optionally narrowed by an MLflow filter string."""
-    client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise HarnessError(f"no experiment {experiment!r} in the tracking store")
@@ -85,22 +81,22 @@ def pairs_of_experiment(experiment: str, filter_string: str = "") -> list[Pair]:
         raise HarnessError(f"bad --filter {filter_string!r}: {str(e).splitlines()[0]}") from None
     if not pipes:
         raise HarnessError(f"no finished pipeline runs in experiment {experiment!r} match {filter_string!r}")
-    return [Pair(p.data.params.get("data.seed", "?"), *runs_of_pipeline(p.info.run_id)) for p in pipes]
+    return [Pair(p.data.params.get("data.seed", "?"), *runs_of_pipeline(client, p.info.run_id)) for p in pipes]
 
 
-def pairs_for(parent: str | None, baseline_id: str | None, synthetic_id: str | None,
+def pairs_for(client, parent: str | None, baseline_id: str | None, synthetic_id: str | None,
               experiment: str | None, filter_string: str | None) -> list[Pair]:
     if parent:
-        run = get_run(parent)
+        run = get_run(client, parent)
         if run.data.tags.get("harness.phase") == "study":
-            return pairs_of_study(parent)
-        base, aug = runs_of_pipeline(parent)
+            return pairs_of_study(client, parent)
+        base, aug = runs_of_pipeline(client, parent)
         return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
     if baseline_id and synthetic_id:
         if baseline_id == synthetic_id:
             raise HarnessError(f"--baseline and --synthetic name the same run {baseline_id}: a run compared with "
                                "itself says nothing; name the baseline run and the synthetic-arm run of one pair")
-        base, aug = get_run(baseline_id), get_run(synthetic_id)
+        base, aug = get_run(client, baseline_id), get_run(client, synthetic_id)
         # Swapped arms would print a loss as a gain with the same confidence: each flag takes its own phase.
         for flag, run, want in (("--baseline", base, "baseline"), ("--synthetic", aug, "synthetic")):
             phase = run.data.tags.get("harness.phase")
@@ -110,7 +106,7 @@ def pairs_for(parent: str | None, baseline_id: str | None, synthetic_id: str | N
                 raise HarnessError(f"{flag} {run.info.run_id} is a {phase or 'non-harness'} run; name a finished "
                                    f"{want} run{hint}")
         return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
-    return pairs_of_experiment(experiment, filter_string or "")
+    return pairs_of_experiment(client, experiment, filter_string or "")
 
 
 def check_pairs(pairs: list[Pair]) -> list[str]:
@@ -135,16 +131,15 @@ def check_pairs(pairs: list[Pair]) -> list[str]:
     return warnings
 
 
-def predictions(run):
+def predictions(client, run):
     """[N, 3] int64: test index, label, predicted, from the run's `predictions.json` table."""
-    import mlflow
     import numpy as np
     # A reused run holds no artifacts of its own: they are in the run it reused.
     source = run.data.tags.get("harness.reused_from", run.info.run_id)
     try:
         # In the run's own experiment: mlflow.load_table searches the active one, which is the
         # default experiment unless --experiment happened to name the right one.
-        table = mlflow.MlflowClient().load_table(run.info.experiment_id, "predictions.json", run_ids=[source])
+        table = client.load_table(run.info.experiment_id, "predictions.json", run_ids=[source])
     except Exception as e:
         raise HarnessError(f"run {source} has no predictions table ({str(e).splitlines()[0][:200]})") from None
     return table[["index", "label", "predicted"]].to_numpy(np.int64).reshape(-1, 3)

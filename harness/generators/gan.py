@@ -21,7 +21,6 @@ import re
 import time
 from dataclasses import asdict
 
-import click
 import mlflow
 import torch
 import torch.nn.functional as F
@@ -427,12 +426,12 @@ def newest_state(store, run_id: str, say: bool = False) -> dict | None:
             states.append((codecs.load_torch(run_id, path), path))
         except HarnessError as e:
             if say:
-                click.echo(f"generator: {e}; passing over it", err=True)
+                store.say(f"generator: {e}; passing over it")
     if not states:
         return None
     state, path = max(states, key=lambda sp: sp[0]["epoch"])
     if say and len(states) < len([p for p in (*STATE_SLOTS, LEGACY_STATE) if p in names]):
-        click.echo(f"generator: resuming from the newest intact state, {path} (epoch {state['epoch']})", err=True)
+        store.say(f"generator: resuming from the newest intact state, {path} (epoch {state['epoch']})")
     return state
 
 
@@ -447,7 +446,7 @@ def _carry_over(store, old: str) -> tuple[dict, list]:
     epoch = state["epoch"]
     history = state.pop("history")
     log_history(history, first_step=1)
-    client = mlflow.MlflowClient()
+    client = store.client
     # Measured at the old run's checkpoints, outside `history`: checkpoint_epoch=-1 needs them all.
     from mlflow.entities import Metric
     quality = [Metric(m.key, m.value, m.timestamp, m.step)
@@ -462,7 +461,7 @@ def _carry_over(store, old: str) -> tuple[dict, list]:
         step = SERIES_STEP.search(a.path)
         if step is None or int(step.group(1)) <= epoch:
             mlflow.log_artifact(codecs.download(old, a.path), "images")
-    click.echo(f"generator: resuming run {old} from epoch {epoch}", err=True)
+    store.say(f"generator: resuming run {old} from epoch {epoch}")
     return state, history
 
 

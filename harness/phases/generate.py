@@ -51,9 +51,8 @@ def measure(ctx, cfg, images: torch.Tensor, labels: torch.Tensor | None, evaluat
     if len(images) >= least:
         m = evaluator.measure(images, cfg.quality.k)
     else:  # not a NaN, nor an FD of 2 images that looks like a result
-        import click
-        click.echo(f"generate: FD, KID, precision and recall not measured: {len(images)} images, they need at least "
-                   f"{least}", err=True)
+        ctx.store.say(f"generate: FD, KID, precision and recall not measured: {len(images)} images, they need "
+                      f"at least {least}")
         m = {}
     splits = ctx.splits(cfg.data)
     if cfg.quality.cas and len(images):

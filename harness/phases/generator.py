@@ -7,7 +7,6 @@ its last checkpoint, in a new run tagged `harness.resumed_from`.
 """
 from __future__ import annotations
 
-import click
 
 from harness import generators
 from harness.context import PhaseResult
@@ -28,8 +27,7 @@ def before(ctx, cfg, key: str) -> dict:
     old = next((r.info.run_id for r in candidates if kind.resumable(ctx.store, r.info.run_id)), None)
     if old is None:
         if ctx.resume:
-            click.echo("generator: no interrupted run with a checkpoint for this config; training from scratch",
-                       err=True)
+            ctx.store.say("generator: no interrupted run with a checkpoint for this config; training from scratch")
         return {}
     return {"tags": {"harness.resumed_from": old}, "options": {"resume_from": old}}
 

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 
-import click
+import sys
 from mlflow.entities import RunTag
 
 OWNER, HEARTBEAT, DIED = "harness.owner", "harness.heartbeat", "harness.died"
@@ -69,13 +69,17 @@ def why_dead(run, now: float | None = None) -> str | None:
     return None
 
 
-def reap(client, experiment_id: str) -> list[str]:
+def stderr(message: str) -> None:
+    """The default reporter of a Store: one line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def reap(client, experiment_id: str, say=stderr) -> list[str]:
     """Mark every dead RUNNING run of the experiment FAILED, its description saying why; return their ids."""
     runs = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
     dead = [run.info.run_id for run in runs if mark_if_dead(client, run)]
     if dead:
-        click.echo(f"note: {len(dead)} run(s) whose process died were still RUNNING; marked FAILED: "
-                   f"{', '.join(dead)}", err=True)
+        say(f"note: {len(dead)} run(s) whose process died were still RUNNING; marked FAILED: {', '.join(dead)}")
     return dead
 
 

@@ -146,11 +146,6 @@ def closure(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE,
     return seen
 
 
-def normalized(source: str) -> str:
-    """The syntax tree without docstrings: comments and formatting do not count."""
-    return _normalized_tree(ast.parse(source))
-
-
 def _normalized_tree(tree: ast.AST) -> str:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from harness.errors import HarnessError, explain, mask
+from harness.errors import HarnessError, explain, mask, refused
 from harness.tracking import liveness, provenance
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.x
@@ -34,6 +35,9 @@ class Store:
     experiment_id: str
     client: MlflowClient
     heartbeat: liveness.Heartbeat | None = field(default=None, repr=False)
+    # What the harness tells a person while it works (waiting, resuming, passing over a file): the
+    # CLI's stderr, or whatever a library caller gives; nothing below the CLI prints by itself.
+    say: Callable[[str], None] = field(default=liveness.stderr, repr=False)
     _tags: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -78,10 +82,9 @@ class Store:
         said = False
         while live := self.computing(key):
             if not said:
-                import click
                 who = live[0].data.tags.get(liveness.OWNER, "?").rsplit(":", 1)[0]
-                click.echo(f"{phase}: run {live[0].info.run_id} (process {who}) computes the same {phase}; "
-                           "waiting for it, then reusing it", err=True)
+                self.say(f"{phase}: run {live[0].info.run_id} (process {who}) computes the same {phase}; "
+                         "waiting for it, then reusing it")
                 said = True
             self.check_reachable()
             time.sleep(min(2.0, liveness.interval()))
@@ -93,7 +96,7 @@ class Store:
             raise HarnessError(f"no run {run_id!r} in the tracking store {mask(self.uri)}") from None
 
 
-def configure(experiment: str) -> Store:
+def configure(experiment: str, say: Callable[[str], None] = liveness.stderr) -> Store:
     """Point MLflow at the tracking store, check it answers, and return the experiment's Store.
 
     Checked before any training starts, so an unreachable store costs seconds, not a lost run.
@@ -113,12 +116,13 @@ def configure(experiment: str) -> Store:
     mlflow.set_tracking_uri(uri)
     with _first_use_lock(uri):
         store = _open(uri, experiment)
-    _probe_write(store)
-    liveness.reap(store.client, store.experiment_id)
+    store.say = say
+    _probe_write(store, experiment)
+    liveness.reap(store.client, store.experiment_id, say)
     return store
 
 
-def _probe_write(store: Store) -> None:
+def _probe_write(store: Store, experiment: str) -> None:
     """One small write before any work: a read-only store file (or a server that refuses writes)
     fails here in one line, not after a phase has trained for minutes."""
     import logging
@@ -126,10 +130,20 @@ def _probe_write(store: Store) -> None:
     level = log.level
     log.setLevel(logging.CRITICAL)
     try:
-        store.client.set_experiment_tag(store.experiment_id, "harness.last_opened", f"{time.time():.0f}")
+        for attempt in range(3):
+            try:
+                store.client.set_experiment_tag(store.experiment_id, "harness.last_opened", f"{time.time():.0f}")
+                break
+            except Exception as e:
+                # Workers opening the store together race to insert the same tag (PostgreSQL's
+                # "duplicate key", SQLite's "UNIQUE constraint"): the loser's store is writable all the same.
+                if attempt < 2 and any(r in str(e) for r in ("duplicate key", "UNIQUE constraint")):
+                    time.sleep(0.2 + random.random())
+                    continue
+                raise
     except Exception as e:
-        raise HarnessError(explain(e) or f"cannot write to the MLflow tracking store {mask(store.uri)} "
-                           f"({str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}); "
+        raise HarnessError(refused(e, store.uri, experiment) or explain(e) or f"cannot write to the MLflow "
+                           f"tracking store {mask(store.uri)} ({str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}); "
                            "check MLFLOW_TRACKING_URI") from None
     finally:
         log.setLevel(level)
@@ -189,8 +203,8 @@ def _open(uri: str, experiment: str) -> Store:
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HarnessError(f"cannot reach the MLflow tracking store {mask(uri)!r} ({first[:300]}); "
-                           "check MLFLOW_TRACKING_URI") from None
+        raise HarnessError(refused(e, uri, experiment) or f"cannot reach the MLflow tracking store {mask(uri)!r} "
+                           f"({first[:300]}); check MLFLOW_TRACKING_URI") from None
     mlflow.set_experiment(experiment_id=exp_id)
     return Store(uri, exp_id, client)
 
@@ -231,11 +245,6 @@ class PhaseRun:
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
-
-    @property
-    def source_id(self) -> str:
-        """The run that holds this phase's artifacts: the reused one, or this one."""
-        return self.hit.info.run_id if self.hit is not None else self.run.info.run_id
 
 
 @contextlib.contextmanager
