@@ -98,7 +98,8 @@ def decode_folder(folder: Path, size: int, channels: int, label: str, what: str 
         os.replace(tmp, cached)  # atomic, so a concurrent reader never sees half a file
     except OSError as e:
         tmp.unlink(missing_ok=True)  # a partial file would keep a full disk full
-        full = e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space" in str(e)
+        # numpy reports a short write as "N requested and M written", with no errno: a full disk too.
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space" in str(e) or "requested and" in str(e)
         why = "no space left on the device" if full else (e.strerror or str(e) or type(e).__name__)
         raise HarnessError(f"cannot write the decoded-image cache {cached.parent} ({why}); free some space or set "
                            "HARNESS_CACHE_DIR to a writable folder") from None
