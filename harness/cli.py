@@ -125,14 +125,9 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
         # The data's own class names, in the config every phase, key and record sees.
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
     ctx = Context(store.configure(experiment, _say), device, data_dir, use_cache=not no_cache, resume=resume)
-    trains = generators.get(cfg.generator.kind).TRAINS
-    g = cfg.gan
-    n_train = cfg.data.n_per_class * len(cfg.data.classes)
-    iters = g.iterations or g.epochs * max(n_train // g.batch_size, 1) // g.critic_steps
-    # A step costs ~width^2: the cpu preset (width 32, ~1900 iterations) is ~2e6 and 20 minutes here.
-    if trains and device.type == "cpu" and g.width ** 2 * iters > 1e7:
-        click.echo(f"note: preset {cfg.preset!r} trains a GPU-sized GAN (width {g.width}, ~{iters} generator iterations); "
-                   "on this CPU its generator phase takes many hours. --preset cpu is sized for a CPU.", err=True)
+    note = generators.cost_note(cfg, device)
+    if note:
+        _say(f"note: {note}")
     return cfg, ctx
 
 
@@ -188,9 +183,7 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
                                f"{cfg.generator.kind}, quality.enabled={cfg.quality.enabled})")
         pinned = {u: runs[f"{u}_run"] for u in upstream if runs.get(f"{u}_run")}
         inputs = pipeline.resolve(ctx, name, cfg, pinned)
-        if name in ("generator", "generate"):  # before any output: a batch too big, a missing checkpoint, too few images
-            from harness import generators
-            generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
+        phase.module.check(ctx, cfg, inputs)  # before any output: a batch too big, a missing checkpoint, ...
         if phase.reads(cfg)[2]:
             _data_line(cfg, ctx)
         result = pipeline.execute(ctx, name, cfg, inputs)
@@ -200,7 +193,8 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
         names = [f"--{u}-run"] + (["--gan-run"] if u == "generator" else [])
         command = click.option(*names, f"{u}_run", default=None, metavar="RUN_ID",
                                help=f"{UPSTREAM_HELP[u]} [default: the finished {u} run of this config].")(command)
-    if name == "generator":
+    from harness import pipeline  # the table only
+    if pipeline.PHASES[name].resumable:
         command = click.option("--resume", is_flag=True, help="Continue the last interrupted (KILLED/FAILED) "
                                "generator run of this config from its last checkpoint instead of starting over.")(command)
     return main.command(name=name, help=help_text)(common(command))
@@ -209,7 +203,7 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
 def _phase_commands():
     from harness import pipeline  # the table only: no torch or MLflow until a command runs
     for name, phase in pipeline.PHASES.items():
-        if name not in ("evaluator", "compare"):  # evaluator runs inside the others; compare has its own command
+        if phase.command:  # the evaluator runs inside the others; compare has a command of its own
             _phase_command(name, phase.help, phase.upstream + (("evaluator",) if phase.quality else ()))
 
 

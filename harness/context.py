@@ -24,6 +24,11 @@ class PhaseResult:
     downstream_key: str = ""
     record_id: str = ""  # the run opened for this phase now (== run_id unless reused)
 
+    def digest(self) -> str | None:
+        """What stands for these outputs in later phases' keys, when their content is known (the
+        kept images' digest); None: the phase's own key does."""
+        return None
+
 
 class Memo:
     """Per-process caches of a sweep: image streams per sampler, the baseline's probabilities of

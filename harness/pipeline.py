@@ -65,6 +65,11 @@ _CLASSIFIER_SYNTHETIC = ("classifier.budget", "classifier.synthetic_share", "cla
                          "classifier.real_only_epochs")  # how synthetic images enter training: not the baseline's
 
 
+def _evaluator_data(cfg: Config):
+    from harness.phases import evaluator
+    return evaluator.data_config(cfg)
+
+
 def _generate_outside(ctx: Context, cfg: Config) -> str:
     from harness import generators
     return generators.identity(ctx, cfg)
@@ -83,6 +88,11 @@ class Phase:
     when: Callable[[Config], bool] | None = None  # runs only under configs where this holds
     quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
     long: bool = False  # trains for minutes: its run samples system metrics (CPU, memory, GPU)
+    data_of: Callable | None = None  # cfg -> the DataConfig of the draw it reads [default: cfg.data]
+    kind_code: bool = False  # its code is also the generator kind's module (a change there is a new key)
+    logs_inputs: tuple = ()  # upstream phases whose images it records as an MLflow dataset input
+    command: bool = True  # a `harness NAME` command of its own (else it runs where it is needed)
+    resumable: bool = False  # an interrupted run continues from its checkpoint (--resume)
     help: str = ""
 
     def ignored(self, cfg: Config) -> tuple[str, ...]:
@@ -104,41 +114,36 @@ class Phase:
         return self.when is None or self.when(cfg)
 
     def code(self, cfg: Config) -> tuple[str, ...]:
-        roots = (self.module_name,)
-        if self.name in ("generator", "generate"):
-            roots += (_kind(cfg).__name__,)
-        return roots
+        return (self.module_name, _kind(cfg).__name__) if self.kind_code else (self.module_name,)
 
 
 PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
-          when=_quality, long=True, help="Train the sample-quality evaluator CNN (quality.enabled)."),
+          when=_quality, long=True, data_of=_evaluator_data, command=False, help="Train the sample-quality evaluator CNN (quality.enabled)."),
     Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC,
           data=("train", "val", "test"), long=True, help="Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."),
     Phase("generator", "harness.phases.generator", _generator_sections,
           ignores=("generator.mixup_alpha", "quality.cas", "quality.evaluator_per_class", "quality.evaluator_epochs",
                    "quality.precision"),
-          data=("train",), when=_trains, quality=True, long=True,
+          data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
           help="Train the generator (generator.kind=gan: the GAN family of [gan]); log losses, sample grids, "
                "checkpoints."),
     Phase("generate", "harness.phases.generate", _generate_sections, ignores=_generate_ignores, upstream=("generator",),
           data=_generate_data,
-          outside=_generate_outside, quality=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
+          outside=_generate_outside, quality=True, kind_code=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
     Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
     Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
-          long=True,
+          long=True, logs_inputs=("pseudolabel",),
           help="Retrain SimpleCNN from scratch on real + kept synthetic images; log it like the baseline."),
-    Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "synthetic"),
+    Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "synthetic"), command=False,
           help="Synthetic minus baseline for every test metric."),
 ]}
 
 
 def data_config(name: str, cfg: Config):
-    if name == "evaluator":
-        from harness.phases import evaluator
-        return evaluator.data_config(cfg)
-    return cfg.data
+    phase = PHASES[name]
+    return phase.data_of(cfg) if phase.data_of else cfg.data
 
 
 def phase_key(ctx: Context, name: str, cfg: Config, upstream_keys: dict[str, str]) -> str:
@@ -162,19 +167,21 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
     choice for long phases (a sweep's many short trial runs go without)."""
     from harness.tracking.store import phase_run
     phase = PHASES[name]
-    if name == "generate":
-        from harness import generators
-        generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
+    phase.module.check(ctx, cfg, inputs)
     sections, upstream, _ = phase.reads(cfg)
     key = phase_key(ctx, name, cfg, {u: inputs[u].downstream_key for u in upstream}) + key_suffix
     claim = phase.long if claim is None else claim  # minutes of work: never done twice by two workers
+    # One lookup of the key answers every question below: reuse, wait for a live worker, continue an
+    # interrupted run. Waiting comes first: a worker that died meanwhile is continued, not restarted.
+    found = ctx.store.lookup(key) if ctx.use_cache or ctx.resume else None
     if claim and ctx.use_cache:
-        ctx.store.wait_for_others(key, name)  # before `before`: a worker that died is resumed, not restarted
-    prepared = phase.module.before(ctx, cfg, key) if hasattr(phase.module, "before") else {}
+        found = ctx.store.wait_for_others(key, name, found)
+    prepared = phase.module.before(ctx, cfg, found)
     ignores = phase.ignored(cfg)
     run_params = {**flat_sections(cfg, sections, ignores), **{f"upstream.{u}": inputs[u].run_id for u in upstream},
                   **(params or {})}
     with phase_run(ctx.store, name, run_params, run_name=run_name, key=key, use_cache=ctx.use_cache, claim=claim,
+                   found=found,
                    system_metrics=phase.long if system_metrics is None else system_metrics,
                    tags={"harness.config_hash": config_hash(cfg, sections, ignores), "harness.preset": cfg.preset,
                          **_data_tags(ctx, name, cfg), **(tags or {}), **prepared.get("tags", {})}) as pr:
@@ -191,7 +198,7 @@ def execute(ctx: Context, name: str, cfg: Config, inputs: dict[str, PhaseResult]
 def _keyed(result: PhaseResult, key: str) -> PhaseResult:
     """`key` names the result; later phases' keys use the kept images' digest where there is one."""
     result.key = key
-    result.downstream_key = result.digest() if hasattr(result, "digest") else key
+    result.downstream_key = result.digest() or key
     return result
 
 
@@ -225,8 +232,8 @@ def _log_datasets(ctx: Context, name: str, cfg: Config, inputs: dict) -> None:
     label = splits.uri.rstrip("/").rsplit("/", 1)[-1] or "data"
     sets = [(f"{label}/{CONTEXTS[d]}", getattr(splits, f"{d}_x"), getattr(splits, f"{d}_y"),
              splits.digest(d).split(":")[1], CONTEXTS[d]) for d in data]
-    if name == "synthetic":
-        kept = inputs["pseudolabel"]
+    for u in PHASES[name].logs_inputs:  # the kept images the synthetic arm trains on
+        kept = inputs[u]
         sets.append((f"{label}/synthetic", kept.images, kept.labels, kept.downstream_key.split(":")[-1], "synthetic"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "the source can be interpreted in multiple ways": a local folder either way
@@ -276,7 +283,7 @@ def resolve(ctx: Context, name: str, cfg: Config, pinned: dict[str, str]) -> dic
         _, upstream, _ = PHASES[u].reads(cfg)
         key = phase_key(ctx, u, cfg, {v: get(v).downstream_key for v in upstream})
         hit = ctx.store.find_finished(key)
-        if hit is None and u == "evaluator":  # no command of its own: trained where it is needed
+        if hit is None and not PHASES[u].command:  # no command of its own: computed where it is needed
             out[u] = execute(ctx, u, cfg, {})
             return out[u]
         if hit is None:
@@ -396,9 +403,8 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_gan: bool = Fal
 
 
 def _description(cfg: Config, m: dict, table_md: str) -> str:
-    kind = cfg.generator.kind
-    from harness.generators import gan
-    what = gan.name(cfg) + f" for {cfg.gan.epochs} epochs" if kind == "gan" else f"generator `{kind}`"
+    from harness import generators
+    what = generators.in_words(cfg)
     return (f"**Pipeline** (preset `{cfg.preset}`, classes {', '.join(cfg.data.classes)}, "
             f"{cfg.data.n_per_class} real images per class): baseline SimpleCNN, {what}, "
             f"{cfg.generate.n_samples} synthetic images, kept {int(m['kept/count'])} (pseudolabel.mode "

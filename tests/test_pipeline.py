@@ -38,7 +38,7 @@ def _artifacts(client, run_id, path=""):
     return out
 
 
-def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
+def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path, monkeypatch):
     args = ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES]
     result = invoke(runner, args)
     (first,) = _pipelines(client)
@@ -107,9 +107,20 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path):
     assert lines[-14] == "| Metric | Baseline | Synthetic | Difference |" and lines[-1].startswith("| bird F1 |")
     assert abs(parent.data.metrics["delta/accuracy"] - cmp["delta/accuracy"]) < 1e-12
 
-    # An identical rerun reuses every phase and reports the same numbers, in seconds.
+    # An identical rerun reuses every phase and reports the same numbers, in seconds, asking the store
+    # once per phase for its key (each search is a round trip on a team's tracking server).
+    from mlflow.tracking import MlflowClient
+    lookups, search = [], MlflowClient.search_runs
+
+    def counted(self, experiment_ids, filter_string="", *a, **k):
+        if "harness.cache_key" in filter_string:
+            lookups.append(filter_string)
+        return search(self, experiment_ids, filter_string, *a, **k)
+    monkeypatch.setattr(MlflowClient, "search_runs", counted)
     t = time.perf_counter()
     invoke(runner, args)
+    monkeypatch.setattr(MlflowClient, "search_runs", search)
+    assert len(lookups) == len(PHASES) == len(set(lookups)), lookups
     second = _pipelines(client)[-1]
     _, kids2 = _tree_runs(client, second.info.run_id)
     assert time.perf_counter() - t < 30

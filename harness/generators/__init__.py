@@ -18,6 +18,8 @@ optionally:
   identity(ctx, cfg) -> str what it reads from outside the config and the data (a folder's pixels, a
                             model's resolved revision): the generate phase's key covers it
   datasets(ctx, cfg) -> list[Record]  MLflow dataset inputs of the generate run besides the splits
+  in_words(cfg) -> str      the generator as a pipeline's description names it
+  cost_note(cfg, device) -> str | None  a warning, before anything runs, that it takes hours here
 and, when TRAINS:
   fit(ctx, cfg, splits, resume_from, evaluator)  train inside the active run, checkpointing
   resumable(store, run_id) -> bool               an interrupted run that fit can continue
@@ -115,6 +117,18 @@ def preflight(ctx, cfg, source: str | None = None) -> None:
         except HarnessError as e:
             raise HarnessError(f"quality.evaluator_per_class={cfg.quality.evaluator_per_class} does not fit the data: "
                                f"{str(e).replace('data.n_per_class', 'quality.evaluator_per_class')}") from None
+
+
+def cost_note(cfg, device) -> str | None:
+    """A warning, before anything runs, that this kind under this config takes hours on this device."""
+    kind = get(cfg.generator.kind)
+    return kind.cost_note(cfg, device) if hasattr(kind, "cost_note") else None
+
+
+def in_words(cfg) -> str:
+    """The generator as a pipeline's description names it: the kind's own words where it has them."""
+    kind = get(cfg.generator.kind)
+    return kind.in_words(cfg) if hasattr(kind, "in_words") else f"generator `{cfg.generator.kind}`"
 
 
 def identity(ctx, cfg) -> str:

@@ -543,6 +543,24 @@ def _arithmetic(setting: str) -> str:
     return "forward passes in bf16 autocast" if setting == "bf16" else "fp32"
 
 
+def cost_note(cfg, device) -> str | None:
+    g = cfg.gan
+    n_train = cfg.data.n_per_class * len(cfg.data.classes)
+    iters = g.iterations or g.epochs * max(n_train // g.batch_size, 1) // g.critic_steps
+    # A step costs ~width^2: the cpu preset (width 32, ~1900 iterations) is ~2e6 and 20 minutes here.
+    if device.type == "cpu" and g.width ** 2 * iters > 1e7:
+        return (f"preset {cfg.preset!r} trains a GPU-sized GAN (width {g.width}, ~{iters} generator iterations); on "
+                "this CPU its generator phase takes many hours. --preset cpu is sized for a CPU.")
+    return None
+
+
+def in_words(cfg) -> str:
+    """The GAN and its budget, for a pipeline's description."""
+    g = cfg.gan
+    budget = f"{g.iterations} generator iterations" if g.iterations else f"{g.epochs} epochs"
+    return f"{name(cfg)} for {budget}"
+
+
 def name(cfg) -> str:
     """The GAN in words, for descriptions."""
     g = cfg.gan

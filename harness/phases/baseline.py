@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from harness import classifier
 from harness.classifier import ClassifierResult
+from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
 def compute(ctx, cfg, inputs) -> ClassifierResult:

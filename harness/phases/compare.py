@@ -14,6 +14,7 @@ from harness.compare.stats import SeedReport
 from harness.context import PhaseResult
 from harness.tracking import codecs
 from harness.tracking.store import describe, phase_run
+from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from harness.classifier import load_model, log_model
 from harness.config import ClassifierConfig
 from harness.context import PhaseResult
 from harness.tracking.store import describe, log_history
+from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 SEED_OFFSET = 1000  # the evaluator's weights and batch order differ from the baseline's
 

@@ -24,6 +24,7 @@ import torch
 from harness import generators, train
 from harness.context import PhaseResult
 from harness.generators import stream
+from harness.phases import before  # noqa: F401 (the protocol's default)
 from harness.tracking import codecs
 from harness.tracking.store import describe
 
@@ -33,6 +34,11 @@ class GenerateResult(PhaseResult):
     images: torch.Tensor | None = None  # uint8 [N, C, H, W]
     labels: torch.Tensor | None = None  # int64 [N]: the classes when the kind knows them, else None
     epoch: int = 0  # the checkpoint drawn from
+
+
+def check(ctx, cfg, inputs) -> None:
+    """Enough unused images for an oracle, a checkpoint the generator run has, too few images for quality."""
+    generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
 
 
 def draw(ctx, cfg, inputs) -> tuple[torch.Tensor, torch.Tensor | None, stream.Sampler]:

@@ -13,15 +13,19 @@ from harness.context import PhaseResult
 from harness.tracking.store import STOPPED
 
 
-def before(ctx, cfg, key: str) -> dict:
+def check(ctx, cfg, inputs) -> None:
+    generators.preflight(ctx, cfg)  # a batch larger than the training set, an evaluator that does not fit
+
+
+def before(ctx, cfg, found) -> dict:
     """Tags and options for the run about to open: which interrupted run to continue, if any. With
     --resume, the newest KILLED or FAILED one; without, a run whose process died (a worker killed
     outright) or was stopped by SIGTERM (a scheduler's time limit, a preemption, `scancel`) is taken
     over all the same: nobody chose to stop it. Ctrl-C is a choice: it waits for --resume."""
-    if not ctx.use_cache and not ctx.resume or (ctx.use_cache and ctx.store.find_finished(key)):
+    if not ctx.use_cache and not ctx.resume or (ctx.use_cache and found.finished):
         return {}
     kind = generators.get(cfg.generator.kind)
-    candidates = ctx.store.find_runs(key, statuses=("KILLED", "FAILED"), max_results=5)
+    candidates = found.interrupted()
     if not ctx.resume:
         candidates = [r for r in candidates if "harness.died" in r.data.tags or r.data.tags.get(STOPPED) == "SIGTERM"]
     old = next((r.info.run_id for r in candidates if kind.resumable(ctx.store, r.info.run_id)), None)

@@ -30,6 +30,7 @@ from harness.context import PhaseResult
 from harness.errors import HarnessError
 from harness.tracking import codecs
 from harness.tracking.store import describe
+from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import mlflow
 
 from harness import classifier
 from harness.classifier import ClassifierResult, load_model
+from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
 def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:

@@ -28,6 +28,26 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """Every run of this experiment with one cache key, newest first, from one search: the run to
+    reuse, the ones computing it now and the interrupted ones a generator may continue all come from
+    it, so that a phase asks the store once, not once per question (each an HTTP round trip on a
+    team's server)."""
+    key: str
+    runs: tuple
+
+    @property
+    def finished(self):
+        return next((r for r in self.runs if r.info.status == "FINISHED"), None)
+
+    def interrupted(self, limit: int = 5) -> list:
+        return [r for r in self.runs if r.info.status in ("KILLED", "FAILED")][:limit]
+
+    def running(self) -> list:
+        return sorted((r for r in self.runs if r.info.status == "RUNNING"), key=lambda r: r.info.start_time)
+
+
 @dataclass
 class Store:
     """One experiment of one tracking store: held by the caller, passed to whatever opens runs."""
@@ -58,15 +78,19 @@ class Store:
             self._tags = provenance.tags()
         return self._tags
 
-    def find_runs(self, key: str, statuses=("FINISHED",), max_results: int = 1):
-        """Most recent runs of this experiment that *computed* the phase with cache key `key`."""
+    def lookup(self, key: str) -> Lookup:
+        """The runs of this experiment that *computed* the phase with cache key `key` (reused runs
+        carry `harness.cache_hit` instead), every status, newest first."""
         runs = self.client.search_runs([self.experiment_id], f"tags.`harness.cache_key` = '{key}'",
                                        order_by=["attributes.start_time DESC"], max_results=50)
-        return [r for r in runs if r.info.status in statuses][:max_results]
+        return Lookup(key, tuple(runs))
 
     def find_finished(self, key: str):
-        runs = self.find_runs(key)
-        return runs[0] if runs else None
+        return self.lookup(key).finished
+
+    def live(self, found: Lookup, besides: str | None = None) -> list:
+        """The runs of a lookup computing its key now; dead ones are marked FAILED on the way."""
+        return [r for r in found.running() if r.info.run_id != besides and not liveness.mark_if_dead(self.client, r)]
 
     def computing(self, key: str, besides: str | None = None) -> list:
         """The live runs computing the phase with cache key `key` now (other workers, other
@@ -76,11 +100,13 @@ class Store:
                                        order_by=["attributes.start_time ASC"], max_results=50)
         return [r for r in runs if r.info.run_id != besides and not liveness.mark_if_dead(self.client, r)]
 
-    def wait_for_others(self, key: str, phase: str) -> None:
-        """Wait while another live worker computes `key`. A worker that dies meanwhile is marked
-        FAILED (and a generator's next run resumes it); one that finishes is then reused."""
+    def wait_for_others(self, key: str, phase: str, found: Lookup | None = None) -> Lookup:
+        """Wait while another live worker computes `key` (`found`: what a lookup just saw). A worker
+        that dies meanwhile is marked FAILED (and a generator's next run resumes it); one that
+        finishes is then reused. Returns the lookup that saw none computing."""
         said = False
-        while live := self.computing(key):
+        found = found or self.lookup(key)
+        while found.finished is None and (live := self.live(found)):
             if not said:
                 who = live[0].data.tags.get(liveness.OWNER, "?").rsplit(":", 1)[0]
                 self.say(f"{phase}: run {live[0].info.run_id} (process {who}) computes the same {phase}; "
@@ -88,6 +114,8 @@ class Store:
                 said = True
             self.check_reachable()
             time.sleep(min(2.0, liveness.interval()))
+            found = self.lookup(key)
+        return found
 
     def get_run(self, run_id: str):
         try:
@@ -250,7 +278,7 @@ class PhaseRun:
 @contextlib.contextmanager
 def phase_run(store: Store, phase: str, params: dict, run_name: str | None = None, tags: dict | None = None,
               key: str | None = None, use_cache: bool = True, system_metrics: bool = False, claim: bool = False,
-              join: str | None = None):
+              join: str | None = None, found: Lookup | None = None):
     """One MLflow run for one phase, nested under the active run if there is one.
 
     With a cache `key`, a FINISHED run of the experiment with that key is reused: the new run is
@@ -263,12 +291,15 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     for and then reused, and two that announce at once both step back (deleting their empty runs)
     until one announces alone. Announce-then-check needs no lock: whichever announces second sees
     the first. With `join`, that existing run is continued in this process instead (`params` unused).
+    `found` is the caller's lookup of `key`, made just before: the store is not asked again.
     """
     claiming = bool(claim and key and use_cache)
     while join is None:
-        hit = store.find_finished(key) if key and use_cache else None
-        if hit is None and claiming and store.computing(key):
-            store.wait_for_others(key, phase)
+        if found is None and key and use_cache:
+            found = store.lookup(key)
+        hit = found.finished if found is not None and use_cache else None
+        if hit is None and claiming and store.live(found):
+            found = store.wait_for_others(key, phase, found)
             continue  # it finished (reuse it) or died (compute)
         all_tags = {"harness.phase": phase, **store.provenance(), liveness.OWNER: liveness.owner(),
                     liveness.HEARTBEAT: f"{time.time():.0f}", **(tags or {})}
@@ -285,6 +316,7 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
             mlflow.end_run("KILLED")
             store.client.delete_run(run.info.run_id)
             time.sleep(random.uniform(0.2, 1.5))
+            found = None
             continue
         break
     if join is not None:  # another worker's run (a sweep's one parent): continued here, nothing re-logged
