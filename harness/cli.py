@@ -37,6 +37,8 @@ class _Group(click.Group):
         # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C does: marked KILLED, not left RUNNING.
         # Installed for the command only and restored after, so library callers and tests keep theirs.
         previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+        if previous is not None:
+            previous_int, previous_alarm = signal.signal(signal.SIGINT, _interrupt), signal.getsignal(signal.SIGALRM)
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as e:
@@ -66,6 +68,10 @@ class _Group(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+                signal.setitimer(signal.ITIMER_REAL, 0)  # a deferred signal that never came due
+                for signum, handler in ((signal.SIGINT, previous_int), (signal.SIGALRM, previous_alarm)):
+                    if handler is not None:
+                        signal.signal(signum, handler)
 
 
 def _say(message: str) -> None:
@@ -84,8 +90,33 @@ class _Terminated(KeyboardInterrupt):
     signal = "SIGTERM"
 
 
+# Modules in the middle of a write to the tracking store: an exception raised there can leave a
+# SQLite transaction open in this process, which the run's own ending (and its heartbeat) then
+# wait on until the scheduler's SIGKILL. Seen under Slurm's scancel; the signal waits 50 ms instead.
+_MID_WRITE = ("sqlalchemy.", "sqlite3", "mlflow.store.", "mlflow.tracking.", "urllib3.", "requests.", "http.client")
+
+
 def _terminate(signum, frame):
+    f = frame
+    while f is not None:
+        if f.f_globals.get("__name__", "").startswith(_MID_WRITE):
+            signal.signal(signal.SIGALRM, _terminate if signum != signal.SIGINT else _interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        f = f.f_back
     raise _Terminated
+
+
+def _interrupt(signum, frame):
+    """Ctrl-C, deferred like SIGTERM while a store write is in flight."""
+    f = frame
+    while f is not None:
+        if f.f_globals.get("__name__", "").startswith(_MID_WRITE):
+            signal.signal(signal.SIGALRM, _interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        f = f.f_back
+    raise KeyboardInterrupt
 
 
 def common(fn):

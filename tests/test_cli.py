@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import invoke
 
 
@@ -136,3 +138,23 @@ def test_ctrl_c_exits_130_with_the_runs_killed(tree, tmp_path):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     (run,) = client.search_runs([client.get_experiment_by_name("harness").experiment_id])
     assert run.info.status == "KILLED"
+
+
+def test_a_signal_during_a_store_write_waits_for_the_write(monkeypatch):
+    # SIGTERM raised inside SQLAlchemy left a SQLite transaction open that the run's ending then
+    # waited on until Slurm's SIGKILL: inside a store call the signal is re-armed 50 ms later instead.
+    import signal
+    from types import SimpleNamespace as Frame
+
+    from harness import cli
+    armed = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: armed.append((signum, handler)))
+    monkeypatch.setattr(signal, "setitimer", lambda which, seconds: armed.append(seconds))
+    caller = Frame(f_globals={"__name__": "harness.generators.gan"}, f_back=None)
+    writing = Frame(f_globals={"__name__": "sqlalchemy.engine.base"}, f_back=caller)
+    assert cli._terminate(signal.SIGTERM, writing) is None and cli._interrupt(signal.SIGINT, writing) is None
+    assert armed == [(signal.SIGALRM, cli._terminate), 0.05, (signal.SIGALRM, cli._interrupt), 0.05]
+    with pytest.raises(cli._Terminated):
+        cli._terminate(signal.SIGTERM, caller)
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupt(signal.SIGINT, caller)
