@@ -36,9 +36,11 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
 counts, phase, depth = collections.Counter(), ["pipeline"], threading.local()
 
+import inspect
 def wrap(cls, kind):
-    for name, fn in list(vars(cls).items()):
-        if name.startswith("_") or not callable(fn):
+    for name in dir(cls):  # inherited methods too: search_runs is the abstract store's
+        fn = inspect.getattr_static(cls, name)
+        if name.startswith("_") or not inspect.isfunction(fn):
             continue
         def counted(*a, __fn=fn, __name=name, **k):
             outer = getattr(depth, "n", 0) == 0

@@ -96,27 +96,26 @@ class _Terminated(KeyboardInterrupt):
 _MID_WRITE = ("sqlalchemy.", "sqlite3", "mlflow.store.", "mlflow.tracking.", "urllib3.", "requests.", "http.client")
 
 
-def _terminate(signum, frame):
-    f = frame
-    while f is not None:
-        if f.f_globals.get("__name__", "").startswith(_MID_WRITE):
-            signal.signal(signal.SIGALRM, _terminate if signum != signal.SIGINT else _interrupt)
+def _deferred(frame, handler) -> bool:
+    """Re-arm `handler` 50 ms later when the signal came in the middle of a store write."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(_MID_WRITE):
+            signal.signal(signal.SIGALRM, handler)
             signal.setitimer(signal.ITIMER_REAL, 0.05)
-            return
-        f = f.f_back
-    raise _Terminated
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _terminate(signum, frame):
+    if not _deferred(frame, _terminate):
+        raise _Terminated
 
 
 def _interrupt(signum, frame):
     """Ctrl-C, deferred like SIGTERM while a store write is in flight."""
-    f = frame
-    while f is not None:
-        if f.f_globals.get("__name__", "").startswith(_MID_WRITE):
-            signal.signal(signal.SIGALRM, _interrupt)
-            signal.setitimer(signal.ITIMER_REAL, 0.05)
-            return
-        f = f.f_back
-    raise KeyboardInterrupt
+    if not _deferred(frame, _interrupt):
+        raise KeyboardInterrupt
 
 
 def common(fn):
