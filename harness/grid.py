@@ -160,8 +160,9 @@ def open_run(ctx: Context, study: optuna.Study, created: bool) -> str:
 
 def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | None]:
     """Pull items until none is left; the worker that finishes the last one logs the report. Returns
-    the grid run's id, and the report from that worker (None from the others). With study.share_gan, each cell's seeds share one generator, trained on the
-    data draw of the grid's first seed (claimed like any long phase, so workers wait for it)."""
+    the grid run's id, and the report from that worker (None from the others). With study.share_gan,
+    each cell's seeds share one generator, trained on the data draw of the grid's first seed (claimed
+    like any long phase, so workers wait for it)."""
     cfg, grid_cells, seeds = plan_of(study)
     by_label = {c.label: c for c in grid_cells}
     storage, _ = studies.storage_of(study)
@@ -197,13 +198,16 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     storage.set_trial_state_values(trial_id, FAIL)
                     ctx.store.say(f"grid item {label}, seed {seed} failed: {e}")
                     continue
-                except BaseException:
-                    # Stopped (SIGTERM from a scheduler's time limit, preemption or `scancel`; Ctrl-C) or
-                    # crashed: the item is not done, so a copy goes back in the queue for the next worker,
-                    # whose pipeline reuses the finished phases and continues the interrupted generator.
+                except KeyboardInterrupt:
+                    # Stopped (SIGTERM from a scheduler's time limit, preemption or `scancel`; Ctrl-C):
+                    # the item is not done, so a copy goes back in the queue for the next worker, whose
+                    # pipeline reuses the finished phases and continues the interrupted generator.
                     # The copy first: a worker that saw neither a WAITING nor a RUNNING item would leave.
                     study.enqueue_trial({}, user_attrs={"cell": label, "seed": seed, "handed_back": True})
                     storage.set_trial_state_values(trial_id, FAIL)
+                    raise
+                except BaseException:
+                    storage.set_trial_state_values(trial_id, FAIL)  # a crash: handed back, it would crash again
                     raise
                 storage.set_trial_user_attr(trial_id, "pipeline_run", result.run_id)
                 storage.set_trial_state_values(trial_id, COMPLETE, [result.results["compare"].deltas["delta/accuracy"]])
@@ -225,8 +229,8 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     reports = []
     for cell in grid_cells:
         trials = sorted(done.get(cell.label, []), key=lambda t: t.user_attrs["seed"])
-        pairs = [cruns.Pair(str(t.user_attrs["seed"]), *cruns.runs_of_pipeline(ctx.store.client, t.user_attrs["pipeline_run"]))
-                 for t in trials]
+        pairs = [cruns.Pair(str(t.user_attrs["seed"]),
+                            *cruns.runs_of_pipeline(ctx.store.client, t.user_attrs["pipeline_run"])) for t in trials]
         reports.append((cell.label, stats.seed_report(ctx.store.client, pairs) if pairs else None))
     rows = stats.summarize(reports)
     n_seeds = min([r["n"] for r in rows if r["n"]] or [0])

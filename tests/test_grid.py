@@ -115,3 +115,28 @@ def test_every_cell_is_checked_before_anything_is_enqueued(runner, client, tree,
                     "--storage", storage])
     exp = client.get_experiment_by_name("harness").experiment_id
     assert len(client.search_runs([exp], "tags.`harness.phase` = 'pipeline'")) == 2
+
+
+@pytest.mark.parametrize("stop, handed_back", [(KeyboardInterrupt, True), (RuntimeError, False)])
+def test_a_stopped_worker_hands_its_item_back_and_a_crashed_one_does_not(runner, client, tree, tmp_path,
+                                                                          monkeypatch, stop, handed_back):
+    # Stopped (Ctrl-C, or SIGTERM from a scheduler): the next worker redoes the item. A bug would only
+    # crash the next worker the same way: that item fails, with nothing queued again.
+    from harness import pipeline
+
+    def stopped(*a, **k):
+        raise stop("stopped here")
+    monkeypatch.setattr(pipeline, "run", stopped)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["grid", *T, "--data-dir", tree, "--axis", "data.n_per_class=10", "--seeds", "1", "--study", "h",
+            "--storage", storage]
+    if handed_back:  # the command ends as a stopped one: exit 130, the item back in the queue
+        result = invoke(runner, args, ok=False)
+        assert result.exit_code == 130 and "a grid item goes back to the queue" in result.output
+    else:
+        with pytest.raises(stop):
+            invoke(runner, args, ok=False)
+    trials = optuna.load_study(study_name="h", storage=storage).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.WAITING] * handed_back
+    if handed_back:
+        assert (trials[1].user_attrs["cell"], trials[1].user_attrs["seed"]) == ("data.n_per_class=10", 0)
