@@ -125,7 +125,7 @@ def _server(root: Path) -> tuple[subprocess.Popen, str]:
                 return proc, url
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
+                os.killpg(proc.pid, 9)
                 raise click.ClickException("the local mlflow server did not start")
             time.sleep(0.5)
 
@@ -164,7 +164,7 @@ def main(trees, preset, data_dir, repeats, overrides):
                     server_args = [*args, "--experiment", f"{name}-0"]
                 times.setdefault((name, "cached server"), []).append(timed(tree, server_args, url, cache, str(work)))
     finally:
-        server.kill()
+        os.killpg(server.pid, 9)  # the server and its uvicorn and job-runner children
     phases = sorted({p for arm in table.values() for run in arm.values() for p in per_phase(run)},
                     key=lambda p: ["pipeline", "evaluator", "baseline", "generator", "generate", "pseudolabel",
                                    "synthetic", "compare"].index(p) if p in ("pipeline", "evaluator", "baseline",

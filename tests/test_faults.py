@@ -328,11 +328,18 @@ def test_every_phase_reads_the_data_dir_it_was_given(runner, client, tree, tmp_p
     assert len(client.search_runs([exp], "tags.`harness.phase` = 'evaluator'")) >= 1
 
 
-def test_a_dead_workers_gan_is_taken_over_without_resume(runner, client, tree, tracking_uri, tmp_path):
+@pytest.mark.parametrize("found", ["at open", "at the phase"])
+def test_a_dead_workers_gan_is_taken_over_without_resume(runner, client, tree, tracking_uri, tmp_path, monkeypatch,
+                                                         found):
     # Nobody chose to stop a SIGKILLed generator: the next worker of the same key continues it from its
-    # last checkpoint, --resume or not (a KILLED run, stopped on purpose, waits for --resume).
+    # last checkpoint, --resume or not (a KILLED run, stopped on purpose, waits for --resume). A command
+    # marks dead runs FAILED when it opens the store; a worker that opened it earlier finds the dead
+    # run RUNNING when it reaches the phase, and must continue it all the same.
     args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
     dead = _gan_killed_after(client, tracking_uri, tmp_path, args, 20)
+    if found == "at the phase":
+        from harness.tracking import liveness
+        monkeypatch.setattr(liveness, "reap", lambda *a, **k: [])
     result = invoke(runner, ["generator", *args])
     assert f"resuming run {dead} from epoch" in result.stderr
     exp = client.get_experiment_by_name("harness").experiment_id

@@ -106,7 +106,11 @@ class Store:
         finishes is then reused. Returns the lookup that saw none computing."""
         said = False
         found = found or self.lookup(key)
-        while found.finished is None and (live := self.live(found)):
+        while found.finished is None and found.running():
+            if not (live := self.live(found)):
+                # Every run the lookup saw RUNNING was dead, and is now FAILED: look again, so that
+                # the phase's `before` finds them among the interrupted runs (a generator continues).
+                return self.lookup(key)
             if not said:
                 who = live[0].data.tags.get(liveness.OWNER, "?").rsplit(":", 1)[0]
                 self.say(f"{phase}: run {live[0].info.run_id} (process {who}) computes the same {phase}; "
