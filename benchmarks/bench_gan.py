@@ -255,7 +255,6 @@ def run_phase(cfg, splits, device, phase_epochs):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from harness import pipeline
     from harness.context import Context
     from harness.tracking import store
     timer = CallTimer()
@@ -271,7 +270,7 @@ def run_phase(cfg, splits, device, phase_epochs):
         ctx = Context(store.configure("bench"), device, use_cache=False, loaded_splits={cfg.data: splits})
         timer.seconds, timer.calls = 0.0, 0
         t = time.perf_counter()
-        pipeline.execute(ctx, "generator", cfg, {})
+        ctx.runner.run("generator", cfg, {})
         wall = time.perf_counter() - t
     share = timer.seconds / wall
     print(f"\ngenerator phase: {phase_epochs} epochs in {wall:.1f} s; MLflow calls {timer.calls}, {timer.seconds:.2f} s "

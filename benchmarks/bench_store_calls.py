@@ -6,8 +6,8 @@ side; and wall times: the cold run on SQLite, the cached rerun on SQLite and aga
 
 A call is one method of the client's tracking store (SqlAlchemyStore on SQLite, RestStore against a
 server) or artifact repository, counted where the client calls it (a store method calling another
-counts once), in a child process per command, and attributed to the phase `pipeline.execute` was
-running ("pipeline": the parent run and what happens outside any phase). Heartbeats are left out
+counts once), in a child process per command, and attributed to the phase the runner (`Runner.run`; `pipeline.execute` in older
+trees) was running ("pipeline": the parent run and what happens outside any phase). Heartbeats are left out
 (HARNESS_HEARTBEAT_SECONDS=3600): they are per 30 s, not per phase. Wall times come from plain
 `python -m harness run` processes, interleaved across trees, the median of --repeats.
 """
@@ -56,15 +56,20 @@ def wrap(cls, kind):
 for cls, kind in ((SqlAlchemyStore, "tracking"), (RestStore, "tracking"), (LocalArtifactRepository, "artifacts"),
                   (HttpArtifactRepository, "artifacts")):
     wrap(cls, kind)
-from harness import pipeline
-real = pipeline.execute
-def execute(ctx, name, *a, **k):
+try:  # the runner (harness/runner.py), or the function that ran a phase before it
+    from harness.runner import Runner as owner
+    attr = "run"
+except ImportError:
+    from harness import pipeline as owner
+    attr = "execute"
+real = getattr(owner, attr)
+def execute(first, name, *a, **k):
     before, phase[0] = phase[0], name
     try:
-        return real(ctx, name, *a, **k)
+        return real(first, name, *a, **k)
     finally:
         phase[0] = before
-pipeline.execute = execute
+setattr(owner, attr, execute)
 from harness.cli import main
 out = sys.argv[1]
 try:

@@ -33,7 +33,7 @@ class ClassifierResult(PhaseResult):
     def model(self) -> SimpleCNN:
         # Loaded on demand: a reused run's weights are read only if someone asks (sweeps never do).
         if self.trained is None:
-            self.trained = load_model(self.run_id)[0]
+            self.trained = load_model(self.source_run_id)[0]
         return self.trained
 
 

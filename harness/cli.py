@@ -212,11 +212,11 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
             raise HarnessError(f"phase {name} does not run under this config (generator.kind="
                                f"{cfg.generator.kind}, quality.enabled={cfg.quality.enabled})")
         pinned = {u: runs[f"{u}_run"] for u in upstream if runs.get(f"{u}_run")}
-        inputs = pipeline.resolve(ctx, name, cfg, pinned)
+        inputs = ctx.runner.resolve(name, cfg, pinned)
         phase.module.check(ctx, cfg, inputs)  # before any output: a batch too big, a missing checkpoint, ...
         if phase.reads(cfg)[2]:
             _data_line(cfg, ctx)
-        result = pipeline.execute(ctx, name, cfg, inputs)
+        result = ctx.runner.run(name, cfg, inputs)
         click.echo(phase.module.summary(result, cfg))
 
     for u in reversed(upstream):

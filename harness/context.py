@@ -15,14 +15,16 @@ from harness.tracking.store import Store
 
 @dataclass
 class PhaseResult:
-    """What every phase returns. `run_id` holds the outputs (the reused run on a cache hit);
-    `key` is the phase's cache key and `downstream_key` what stands for it in later phases' keys."""
-    run_id: str
+    """What every phase returns (the runner fills in all but the outputs). `source_run_id` holds the
+    outputs (the reused run on a cache hit), `run_id` is the run opened for the phase now; `key` is
+    the phase's cache key and `downstream_key` what stands for it in later phases' keys."""
+    source_run_id: str
     metrics: dict = field(default_factory=dict)
     reused: bool = False
     key: str = ""
     downstream_key: str = ""
-    record_id: str = ""  # the run opened for this phase now (== run_id unless reused)
+    run_id: str = ""
+    seconds: float = 0.0  # its time in the walk that ran it (harness/runner.py)
 
     def digest(self) -> str | None:
         """What stands for these outputs in later phases' keys, when their content is known (the
@@ -59,6 +61,12 @@ class Context:
     loaded_splits: dict = field(default_factory=dict, repr=False)  # DataConfig -> Splits, loaded on first use
     _fingerprints: dict = field(default_factory=dict, repr=False)
     _modules: object = field(default=None, repr=False)  # provenance.ModuleCache, made on first use
+
+    @property
+    def runner(self):
+        """How this context runs phases (harness/runner.py): the one path through the core."""
+        from harness.runner import Runner
+        return Runner(self)
 
     def splits(self, data_cfg):
         """The splits of a data config, loaded once per context (a multi-seed study loads each seed's)."""

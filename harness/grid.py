@@ -243,7 +243,7 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         fig = render.grid_figure(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
         if fig is not None:
             codecs.log_figure(fig, "grid.png", run_id=parent_id, client=client)
-        store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id)
+        store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id, client=ctx.store.client)
     return md, out
 
 

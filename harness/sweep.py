@@ -26,17 +26,16 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from harness import config, generators, pipeline, studies
+from harness import config, generators, studies
 from harness.compare import render
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
-from harness.phases import generate, pseudolabel
-from harness.phases.pseudolabel import PseudolabelResult
 from harness.tracking import codecs, liveness, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
 FIXED_SECTIONS = ("data", "gan", "generator", "quality", "study")  # what the study's shared phases read
+TRIAL_PHASES = ("generate", "pseudolabel", "synthetic")  # what a trial runs; the phases before are the study's
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SURPLUS = "harness.surplus"  # trial user attr: started after the study was full (two workers asked at once)
 
@@ -253,7 +252,7 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                                             "harness.optuna_storage": mask(storage)}) as parent:  # never the password
         # Trained once per study; ctx.use_cache still governs whether an earlier identical run serves.
         shared = _upstream(ctx, cfg)
-        checkpoints = list(kind.checkpoints(shared["generator"].run_id)) if kind.TRAINS else []
+        checkpoints = list(kind.checkpoints(shared["generator"].source_run_id)) if kind.TRAINS else []
 
         def objective(trial: optuna.Trial) -> float:
             ahead = [t for t in _counted(study, running=True) if t.number < trial.number]
@@ -282,7 +281,7 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                                  tags={"harness.trial": trial.number, "harness.study": study_name}) as tr:
                 trial.set_user_attr("mlflow_run_id", tr.run_id)
                 value, what = _trial(ctx, trial, tcfg, shared if ctx.use_cache else _upstream(ctx, tcfg))
-                store.log_batch(metrics={"trial/value": value}, tags={
+                store.log_batch(client=ctx.store.client, metrics={"trial/value": value}, tags={
                     store.NOTE: f"**sweep trial {trial.number}**: {json.dumps(values)}: {what} -> validation "
                                 f"accuracy {100 * value:.2f}%."})
             return value
@@ -341,13 +340,11 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
     best = study.best_trial
     best_cfg = config.apply(cfg, best.params)
     base = shared["baseline"]
-    gen = pipeline.execute(ctx, "generate", best_cfg, shared)
-    pl = pipeline.execute(ctx, "pseudolabel", best_cfg, {**shared, "generate": gen})
     model_run = best.user_attrs.get("synthetic_run_id")
     # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
-    syn = pipeline.execute(ctx, "synthetic", best_cfg, {"pseudolabel": pl}, key_suffix=f"-model:{model_run}",
-                           params={"sweep.best_trial": best.number, "synthetic.model_run": model_run},
-                           model_run=model_run)
+    syn = ctx.runner.walk(best_cfg, have=shared, stop=TRIAL_PHASES[-1], options={TRIAL_PHASES[-1]: dict(
+        key_suffix=f"-model:{model_run}", params={"sweep.best_trial": best.number, "synthetic.model_run": model_run},
+        options={"model_run": model_run})})[TRIAL_PHASES[-1]]
     rows = render.rows(base.metrics, syn.metrics, cfg.data.classes)
     table_md, deltas = render.markdown(rows), render.delta_metrics(rows)
     mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": syn.metrics["test/accuracy"],
@@ -402,31 +399,18 @@ def _enqueue_reference(study: optuna.Study, spec: Spec, cfg: Config, checkpoints
 
 
 def _upstream(ctx: Context, cfg: Config) -> dict:
-    """Baseline, generator (when the kind trains) and evaluator (quality.enabled): what every trial reads."""
-    out = {}
-    for name in ("evaluator", "baseline", "generator"):
-        phase = pipeline.PHASES[name]
-        if phase.runs(cfg):
-            out[name] = pipeline.execute(ctx, name, cfg, {u: out[u] for u in phase.reads(cfg)[1]})
-    return out
+    """What every trial reads (evaluator, baseline, the generator that trains): the phases before a trial's."""
+    return ctx.runner.walk(cfg, stop_before=TRIAL_PHASES[0])
 
 
 def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tuple[float, str]:
     """One trial, under its run.
 
-    Generating and pseudo-labelling log their metrics on the trial's run, not as phase runs with
-    arrays: every trial's images are a prefix of one stream per checkpoint (generators/stream.py),
-    so storing them per trial would only repeat the generator run (and cost 30 MB a trial). The
-    best trial's images are logged in full when it is evaluated. The synthetic arm's model is a
-    child run holding its weights. Returns (validation accuracy, a line for the description)."""
-    images, generated, sampler = generate.draw(ctx, tcfg, shared)
-    base = shared["baseline"]
-    lab = pseudolabel.label(ctx, tcfg, base, images, tcfg.data.classes, generated)
-    store.log_batch(params={"upstream.baseline": base.run_id,
-                            **({"upstream.generator": shared["generator"].run_id} if "generator" in shared else {})},
-                    metrics={"generate/n_samples": len(images), "generate/checkpoint_epoch": sampler.epoch,
-                             **lab.metrics})
-
+    Generating and pseudo-labelling run in memory (the runner's `inline`), their metrics on the
+    trial's run: every trial's images are a prefix of one stream per checkpoint, so runs with arrays
+    per trial would only repeat the generator run. The best trial's images are logged in full when
+    it is evaluated. The synthetic arm's model is a child run holding its weights. Returns
+    (validation accuracy, a line for the description)."""
     def report(epoch: int, row: dict) -> None:
         if "val/accuracy" not in row:  # classifier.steps validates every few epochs
             return
@@ -434,14 +418,13 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
         if trial.should_prune():
             raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")
 
-    kept = PseudolabelResult("", lab.metrics, images=lab.images, labels=lab.labels, soft=lab.soft)
-    kept.downstream_key = kept.digest()
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    syn = pipeline.execute(ctx, "synthetic", tcfg, {"pseudolabel": kept}, key_suffix="-val", system_metrics=False, claim=False,
-                           on_epoch=report, evaluate_test=False)
-    trial.set_user_attr("synthetic_run_id", syn.run_id)  # holds the model the best trial is tested with
-    return syn.metrics["val/accuracy"], (f"{len(images)} images from {sampler.describe}, kept "
-                                         f"{lab.metrics['kept/count']} (synthetic run `{syn.run_id}`)")
+    done = ctx.runner.walk(tcfg, have=shared, stop=TRIAL_PHASES[-1], inline=TRIAL_PHASES[:-1], options={
+        TRIAL_PHASES[-1]: dict(key_suffix="-val", brief=True, options={"on_epoch": report, "evaluate_test": False})})
+    gen, kept, syn = (done[p] for p in TRIAL_PHASES)
+    trial.set_user_attr("synthetic_run_id", syn.source_run_id)  # holds the model the best trial is tested with
+    return syn.metrics["val/accuracy"], (f"{len(gen.images)} images from {gen.drawn_from}, kept "
+                                         f"{int(kept.metrics['kept/count'])} (synthetic run `{syn.source_run_id}`)")
 
 
 def _log_plots(study: optuna.Study, say) -> None:

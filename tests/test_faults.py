@@ -256,18 +256,18 @@ def test_a_full_cache_disk_is_named_and_leaves_no_partial_file(runner, client, t
 
 
 def test_a_cache_folder_that_vanishes_between_phases(runner, client, tree, tmp_path, monkeypatch):
-    from harness import pipeline
+    from harness.runner import Runner
     cache = tmp_path / "cache"
-    real = pipeline.execute
+    real = Runner.run
 
-    def vanishing(ctx, name, cfg, inputs, *a, **k):
-        result = real(ctx, name, cfg, inputs, *a, **k)
+    def vanishing(self, name, cfg, inputs, *a, **k):
+        result = real(self, name, cfg, inputs, *a, **k)
         shutil.rmtree(cache, ignore_errors=True)  # after every phase: the next one finds no cache folder
         return result
-    monkeypatch.setattr(pipeline, "execute", vanishing)
+    monkeypatch.setattr(Runner, "run", vanishing)
     invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "quality.enabled=true"])
     assert not cache.exists()
-    monkeypatch.setattr(pipeline, "execute", real)
+    monkeypatch.setattr(Runner, "run", real)
     invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "gan.epochs=3"])
     assert any((cache / "decoded").iterdir())  # decoded again, into a folder made again
 

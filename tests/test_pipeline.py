@@ -490,8 +490,8 @@ def _output(client, name, result):
     if name in ("generate", "pseudolabel"):
         return {"images": result.images, "labels": result.labels}
     if name == "generator":
-        run = client.get_run(result.run_id)
-        return {k: [m.value for m in client.get_metric_history(result.run_id, k)] for k in run.data.metrics
+        run = client.get_run(result.source_run_id)
+        return {k: [m.value for m in client.get_metric_history(result.source_run_id, k)] for k in run.data.metrics
                 if k.startswith(("gan/", "quality/")) and k != "gan/seconds"}
     return dict(result.deltas)
 
@@ -525,7 +525,7 @@ def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
         updates = {k: (flip[flat[k]] if v == "flip" else v) for k, v in PERTURB.items() if k not in declared}
         other = config.apply(base, updates)
         inputs = {u: done[u] for u in phase.reads(base)[1]}
-        again = pipeline.execute(fresh, name, other, inputs)
+        again = fresh.runner.run(name, other, inputs)
         assert not again.reused
         assert _same(_output(client, name, done[name]), _output(client, name, again)), \
             f"{name} changed when fields outside its key changed: it reads one of {sorted(updates)}"

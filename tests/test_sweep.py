@@ -182,7 +182,7 @@ def test_incremental_labelling_matches_labelling_from_scratch(monkeypatch):
     images = torch.randint(0, 256, (700, 3, 32, 32), dtype=torch.uint8)
     dev = torch.device("cpu")
     ctx = types.SimpleNamespace(memo=Memo(), device=dev)  # the memo lives in the caller's context
-    base = types.SimpleNamespace(run_id="run", model=model)  # the baseline phase's result
+    base = types.SimpleNamespace(source_run_id="run", model=model)  # the baseline phase's result
     fresh = real_predict(model, images, dev).numpy()
     a = pseudolabel._baseline_proba(ctx, base, images[:300])
     b = pseudolabel._baseline_proba(ctx, base, images[:100])  # a prefix: nothing to label

@@ -16,4 +16,4 @@ def load(ctx, cfg, run) -> ClassifierResult:
 
 
 def summary(result: ClassifierResult, cfg) -> str:
-    return classifier.summary(f"baseline run {result.record_id}", result.metrics, cfg.data.classes)
+    return classifier.summary(f"baseline run {result.run_id}", result.metrics, cfg.data.classes)

@@ -70,4 +70,4 @@ def run_report(ctx, report: SeedReport, params: dict | None = None) -> str:
 
 
 def summary(result: CompareResult, cfg) -> str:
-    return f"compare run {result.record_id}\n\n{result.table_md}"
+    return f"compare run {result.run_id}\n\n{result.table_md}"

@@ -68,4 +68,4 @@ def load(ctx, cfg, run) -> EvaluatorResult:
 
 
 def summary(result: EvaluatorResult, cfg) -> str:
-    return f"evaluator run {result.record_id}: test accuracy {result.metrics.get('evaluator/test_accuracy', 0):.4f}"
+    return f"evaluator run {result.run_id}: test accuracy {result.metrics.get('evaluator/test_accuracy', 0):.4f}"

@@ -34,17 +34,18 @@ class GenerateResult(PhaseResult):
     images: torch.Tensor | None = None  # uint8 [N, C, H, W]
     labels: torch.Tensor | None = None  # int64 [N]: the classes when the kind knows them, else None
     epoch: int = 0  # the checkpoint drawn from
+    drawn_from: str = ""  # the sampler in words, for descriptions
 
 
 def check(ctx, cfg, inputs) -> None:
     """Enough unused images for an oracle, a checkpoint the generator run has, too few images for quality."""
-    generators.preflight(ctx, cfg, inputs["generator"].run_id if "generator" in inputs else None)
+    generators.preflight(ctx, cfg, inputs["generator"].source_run_id if "generator" in inputs else None)
 
 
 def draw(ctx, cfg, inputs) -> tuple[torch.Tensor, torch.Tensor | None, stream.Sampler]:
     """generate.n_samples images (+ their classes, or None), drawing only what ctx.memo lacks."""
     kind = generators.get(cfg.generator.kind)
-    source = inputs["generator"].run_id if kind.TRAINS else ctx.splits(cfg.data)
+    source = inputs["generator"].source_run_id if kind.TRAINS else ctx.splits(cfg.data)
     sampler = kind.sampler(ctx, cfg, source)
     images, labels = stream.take(ctx.memo, sampler, cfg.generate.n_samples)
     return images, labels, sampler
@@ -69,10 +70,21 @@ def measure(ctx, cfg, images: torch.Tensor, labels: torch.Tensor | None, evaluat
     return m
 
 
-def compute(ctx, cfg, inputs) -> GenerateResult:
+def draft(ctx, cfg, inputs) -> GenerateResult:
+    """The images in memory, logging nothing (a sweep trial's form of the phase: harness/runner.py)."""
+    return _drafted(ctx, cfg, inputs)[0]
+
+
+def _drafted(ctx, cfg, inputs) -> tuple[GenerateResult, stream.Sampler]:
     images, labels, sampler = draw(ctx, cfg, inputs)
-    mlflow.log_params({"generate.checkpoint_used": sampler.epoch})
     m = {"generate/n_samples": len(images), "generate/checkpoint_epoch": sampler.epoch}
+    return GenerateResult("", m, images=images, labels=labels, epoch=sampler.epoch, drawn_from=sampler.describe), sampler
+
+
+def compute(ctx, cfg, inputs) -> GenerateResult:
+    result, sampler = _drafted(ctx, cfg, inputs)
+    images, labels, m = result.images, result.labels, result.metrics
+    mlflow.log_params({"generate.checkpoint_used": sampler.epoch})
     codecs.log_npz("synthetic.npz", images=images.numpy(), **({} if labels is None else {"labels": labels.numpy()}))
     if sampler.record is not None:
         sampler.record(images, labels)
@@ -89,7 +101,7 @@ def compute(ctx, cfg, inputs) -> GenerateResult:
     mlflow.log_metrics(m)
     describe(f"**generate** ({cfg.generator.kind}): {len(images)} images from {sampler.describe} "
              f"(seed {cfg.generate.seed}). `synthetic.npz`, `preview.png`.{q}")
-    return GenerateResult("", m, images=images, labels=labels, epoch=sampler.epoch)
+    return result
 
 
 def _memorization(ctx, cfg, images: torch.Tensor, evaluator) -> dict:
@@ -113,4 +125,4 @@ def load(ctx, cfg, run) -> GenerateResult:
 
 
 def summary(result: GenerateResult, cfg) -> str:
-    return f"generate run {result.record_id}: {len(result.images)} images ({cfg.generator.kind})"
+    return f"generate run {result.run_id}: {len(result.images)} images ({cfg.generator.kind})"

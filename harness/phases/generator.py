@@ -48,5 +48,5 @@ def load(ctx, cfg, run) -> PhaseResult:
 
 
 def summary(result: PhaseResult, cfg) -> str:
-    epochs = generators.get(cfg.generator.kind).checkpoints(result.run_id)
-    return f"generator run {result.record_id}: checkpoints at epochs {', '.join(map(str, epochs))}"
+    epochs = generators.get(cfg.generator.kind).checkpoints(result.source_run_id)
+    return f"generator run {result.run_id}: checkpoints at epochs {', '.join(map(str, epochs))}"

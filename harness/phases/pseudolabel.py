@@ -57,7 +57,7 @@ def _baseline_proba(ctx, baseline, synthetic: torch.Tensor) -> np.ndarray:
     memo = ctx.memo.labelled
     n = len(synthetic)
     for i, (run_id, images, proba) in enumerate(memo):
-        if run_id != baseline.run_id:
+        if run_id != baseline.source_run_id:
             continue
         m = min(n, len(images))
         if m and torch.equal(images[:m], synthetic[:m]):
@@ -68,7 +68,7 @@ def _baseline_proba(ctx, baseline, synthetic: torch.Tensor) -> np.ndarray:
             memo.append((run_id, images, proba))
             return proba[:n]
     proba = train.predict_proba(baseline.model, synthetic, ctx.device).numpy()
-    memo.append((baseline.run_id, synthetic, proba))
+    memo.append((baseline.source_run_id, synthetic, proba))
     del memo[:-ctx.memo.kept]
     return proba
 
@@ -163,6 +163,12 @@ def label(ctx, cfg, baseline, synthetic: torch.Tensor, classes, generated: torch
                     torch.from_numpy(soft) if soft is not None else None, m, proba, cls, confidence, keep, gen)
 
 
+def draft(ctx, cfg, inputs) -> PseudolabelResult:
+    """The kept images in memory, logging nothing (a sweep trial's form of the phase: harness/runner.py)."""
+    lab = label(ctx, cfg, inputs["baseline"], inputs["generate"].images, cfg.data.classes, inputs["generate"].labels)
+    return PseudolabelResult("", lab.metrics, images=lab.images, labels=lab.labels, soft=lab.soft)
+
+
 def compute(ctx, cfg, inputs) -> PseudolabelResult:
     classes = cfg.data.classes
     gen_res = inputs["generate"]
@@ -202,4 +208,4 @@ def load(ctx, cfg, run) -> PseudolabelResult:
 
 def summary(result: PseudolabelResult, cfg) -> str:
     per_class = ", ".join(f"{c} {int(result.metrics[f'kept/{c}/count'])}" for c in cfg.data.classes)
-    return f"pseudolabel run {result.record_id}: kept {int(result.metrics['kept/count'])} ({per_class})"
+    return f"pseudolabel run {result.run_id}: kept {int(result.metrics['kept/count'])} ({per_class})"

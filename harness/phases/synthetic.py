@@ -44,5 +44,5 @@ def load(ctx, cfg, run) -> ClassifierResult:
 
 
 def summary(result: ClassifierResult, cfg) -> str:
-    return classifier.summary(f"synthetic run {result.record_id} ({int(result.metrics.get('data/n_synthetic', 0))} "
+    return classifier.summary(f"synthetic run {result.run_id} ({int(result.metrics.get('data/n_synthetic', 0))} "
                               "synthetic images)", result.metrics, cfg.data.classes)

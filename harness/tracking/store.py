@@ -251,7 +251,7 @@ def reused_note(store: Store, hit) -> str:
             f"artifacts and models are there; this run holds its metrics.\n\n{hit.data.tags.get(NOTE, '')}")
 
 
-def _lead_to(store: Store, hit) -> None:
+def lead_to(store: Store, hit) -> None:
     """A reused run shows where its outputs are: a one-line artifact with the source's link, and the
     source's logged models as this run's model inputs (the run page lists them)."""
     from mlflow.entities import LoggedModelInput
@@ -272,69 +272,41 @@ def describe(markdown: str) -> None:
 @dataclass
 class PhaseRun:
     run: mlflow.ActiveRun
-    hit: object | None  # the FINISHED run reused instead of computing, if any
 
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
 
 
+def start(store: Store, phase: str, tags: dict | None = None, run_name: str | None = None,
+          system_metrics: bool = False) -> mlflow.ActiveRun:
+    """A new run of `phase`, nested under the active run if there is one, with who runs it and a first
+    heartbeat in its tags. End it with `running` (or `step_back`)."""
+    all_tags = {"harness.phase": phase, **store.provenance(), liveness.OWNER: liveness.owner(),
+                liveness.HEARTBEAT: f"{time.time():.0f}", **(tags or {})}
+    return mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
+                            tags={k: str(v) for k, v in all_tags.items()}, log_system_metrics=system_metrics)
+
+
+def step_back(store: Store, run: mlflow.ActiveRun) -> None:
+    """Withdraw a run that announced a key another worker announced at the same moment: ended and
+    deleted, so that nothing of it stays in the store."""
+    mlflow.end_run("KILLED")
+    store.client.delete_run(run.info.run_id)
+
+
 @contextlib.contextmanager
-def phase_run(store: Store, phase: str, params: dict, run_name: str | None = None, tags: dict | None = None,
-              key: str | None = None, use_cache: bool = True, system_metrics: bool = False, claim: bool = False,
-              join: str | None = None, found: Lookup | None = None):
-    """One MLflow run for one phase, nested under the active run if there is one.
-
-    With a cache `key`, a FINISHED run of the experiment with that key is reused: the new run is
-    tagged `harness.reused_from` and copies its metrics, and `.hit` tells the phase to load the
-    outputs from there instead of computing. The run ends FINISHED on success, KILLED on Ctrl-C /
-    SIGTERM / a pruning decision and FAILED on any other error, never left RUNNING. With
-    `system_metrics`, a run that computes samples CPU, memory (and GPU) use (MLflow's monitor).
-
-    With `claim`, no two workers compute one key: a live worker's RUNNING run with the key is waited
-    for and then reused, and two that announce at once both step back (deleting their empty runs)
-    until one announces alone. Announce-then-check needs no lock: whichever announces second sees
-    the first. With `join`, that existing run is continued in this process instead (`params` unused).
-    `found` is the caller's lookup of `key`, made just before: the store is not asked again.
-    """
-    claiming = bool(claim and key and use_cache)
-    while join is None:
-        if found is None and key and use_cache:
-            found = store.lookup(key)
-        hit = found.finished if found is not None and use_cache else None
-        if hit is None and claiming and store.live(found):
-            found = store.wait_for_others(key, phase, found)
-            continue  # it finished (reuse it) or died (compute)
-        all_tags = {"harness.phase": phase, **store.provenance(), liveness.OWNER: liveness.owner(),
-                    liveness.HEARTBEAT: f"{time.time():.0f}", **(tags or {})}
-        if key:
-            all_tags["harness.cache_hit" if hit else "harness.cache_key"] = key
-        if hit:
-            all_tags["harness.reused_from"] = hit.info.run_id
-        run = mlflow.start_run(run_name=run_name or phase, nested=mlflow.active_run() is not None,
-                               tags={k: str(v) for k, v in all_tags.items()},
-                               log_system_metrics=bool(system_metrics and hit is None))
-        if hit is None and claiming and store.computing(key, besides=run.info.run_id):
-            # Announced at the same moment as another worker: whoever sees a rival after announcing
-            # steps back (both may), so that at most one computes; the first to come back wins.
-            mlflow.end_run("KILLED")
-            store.client.delete_run(run.info.run_id)
-            time.sleep(random.uniform(0.2, 1.5))
-            found = None
-            continue
-        break
-    if join is not None:  # another worker's run (a sweep's one parent): continued here, nothing re-logged
-        run, hit = mlflow.start_run(run_id=join), None
+def running(store: Store, run: mlflow.ActiveRun, params: dict | None = None, metrics: dict | None = None,
+            tags: dict | None = None):
+    """A started run until it ends: FINISHED on success, KILLED on Ctrl-C / SIGTERM / a pruning
+    decision and FAILED on any other error, never left RUNNING; its heartbeat beats meanwhile.
+    `params`, `metrics` and `tags` are written first, in one call (every MLflow call is a SQLite
+    transaction, and a sweep opens runs every trial)."""
     store.heartbeat.add(run.info.run_id)
     try:
-        # One write for params (+ a reused run's metrics and description): a sweep opens runs
-        # every trial, and every MLflow call is a SQLite transaction.
-        if join is None:
-            log_batch(params=params, metrics=hit.data.metrics if hit else None,
-                      tags={NOTE: reused_note(store, hit)} if hit else None)
-        if hit:
-            _lead_to(store, hit)
-        yield PhaseRun(run, hit)
+        if params or metrics or tags:
+            log_batch(params=params, metrics=metrics, tags=tags, run_id=run.info.run_id, client=store.client)
+        yield PhaseRun(run)
     except BaseException as e:
         # Ctrl-C, SIGTERM and an Optuna pruning decision stop a run on purpose: KILLED, not FAILED.
         pruned = type(e).__name__ == "TrialPruned"
@@ -352,6 +324,21 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
         _end(store, run.info.run_id, "FINISHED")
 
 
+@contextlib.contextmanager
+def phase_run(store: Store, phase: str, params: dict, run_name: str | None = None, tags: dict | None = None,
+              system_metrics: bool = False, join: str | None = None):
+    """One MLflow run that no cache decides about (a pipeline's or study's parent, a sweep trial, a
+    compare), nested under the active run if there is one, that always ends (`running`). With
+    `join`, that existing run is continued in this process instead (a sweep's one parent; `params`
+    unused). Phases run through harness/runner.py, which adds the cache and the claim."""
+    if join is not None:
+        with running(store, mlflow.start_run(run_id=join)) as pr:
+            yield pr
+        return
+    with running(store, start(store, phase, tags, run_name, system_metrics), params) as pr:
+        yield pr
+
+
 def _end(store: Store, run_id: str, status: str, tags: dict | None = None) -> None:
     """End the active run; when the store no longer answers, drop it locally all the same (it stays
     RUNNING there until the next command marks it FAILED) so that the error that stopped the phase
@@ -359,7 +346,7 @@ def _end(store: Store, run_id: str, status: str, tags: dict | None = None) -> No
     store.heartbeat.discard(run_id)
     try:
         if tags:
-            log_batch(tags=tags, run_id=run_id)
+            log_batch(tags=tags, run_id=run_id, client=store.client)
         mlflow.end_run(status)
     except Exception:
         if status == "FINISHED":
@@ -378,14 +365,15 @@ def _end(store: Store, run_id: str, status: str, tags: dict | None = None) -> No
 
 
 def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,
-              run_id: str | None = None) -> None:
-    """Params, metrics and tags of the active run in one call, which MLflow splits at its limits."""
+              run_id: str | None = None, client: MlflowClient | None = None) -> None:
+    """Params, metrics and tags of the active run (or `run_id`) in one call, which MLflow splits at
+    its limits; through `client` (the Store's), else a client of the URI MLflow is pointed at."""
     run_id = run_id or mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
     params = [Param(k, str(v)) for k, v in (params or {}).items()]
     metrics = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
     tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-    MlflowClient().log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
+    (client or MlflowClient()).log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
 
 
 CONFLICT = ("IntegrityError", "UniqueViolation", "duplicate key", "UNIQUE constraint")
