@@ -423,6 +423,13 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               help="A config key and its values; the grid is the cross product of the axes (repeatable).")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Paired seeds 0..N-1 per cell; a larger N later grows the grid.")
+@click.option("--precision", type=click.FloatRange(min=0, min_open=True), default=None, metavar="POINTS",
+              help="Seeds until each cell's 95% CI half-width of the accuracy delta is at most this many points: "
+                   "a cell whose first --seeds are too spread out gets the seeds its spread says it needs, up to "
+                   "--max-seeds (Stein's two-stage rule; it reads the spread only, never the delta or a p-value, "
+                   "so it does not inflate false positives the way stopping on significance does).")
+@click.option("--max-seeds", type=click.IntRange(min=2), default=20, show_default=True,
+              help="With --precision: the most seeds a cell gets.")
 @click.option("--study", "study_name", envvar="HARNESS_STUDY", default=None, help="Optuna study holding the items "
               "[env HARNESS_STUDY; default: grid-<preset>].")
 @click.option("--storage", envvar="HARNESS_STORAGE", default=None, metavar="URL", help="Optuna RDB URL shared by "
@@ -431,16 +438,21 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               "[default: torch's, one per core]; with several workers on one machine, cores / workers.")
 @click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
 @click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
-def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_name, storage, threads, plan_only,
-         report_only):
+def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, precision, max_seeds, study_name, storage,
+         threads, plan_only, report_only):
     """A grid of paired multi-seed studies: every combination of the --axis values, each cell N seeds
     of baseline vs synthetic arm. Items live in an Optuna storage: this command enqueues those it
     lacks and works on them; `harness worker --study NAME --storage URL` on any machine helps. The
     report (per cell: mean ± std, paired delta with 95% CI, t-test p, Holm-adjusted p, verdict) is
     logged on the grid run when the last item finishes.
 
+    A cell whose generator trains gets K generators (--set study.generators=K; default min(seeds, 3)):
+    seed s uses generator s mod K, so the spread holds the generator's own variance too, and the report
+    splits it between generators and seeds and gives an interval for a new generator.
+
     \b
     harness grid --preset cpu --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5
+    harness grid --preset strong-baseline --axis data.n_per_class=100,300 --seeds 5 --precision 1.0 --max-seeds 15
     """
     from harness import grid as gridmod
     from harness import studies
@@ -462,8 +474,10 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, study_n
         click.echo(md, nl=False)
         return
     study, created = gridmod.open_grid(study_name, storage)
-    added = gridmod.plan(study, cfg, parsed, list(range(seeds)))
-    click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items", err=True)
+    if precision is not None and seeds < 2:
+        raise HarnessError("--precision needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
+    added = gridmod.plan(study, cfg, parsed, list(range(seeds)), precision, max_seeds if precision else None)
+    click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items; {gridmod.cost(study)}", err=True)
     if plan_only:
         run_id = gridmod.open_run(ctx, study, created)
     else:

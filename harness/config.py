@@ -139,6 +139,7 @@ class QualityConfig:
 class StudyConfig:
     seeds: int = 1  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` a multi-seed study
     share_gan: bool = False  # one GAN (trained on seed 0's images) serves every seed
+    generators: int = 0  # grids: K generators per cell, seed s using generator s mod K (trained on seed s mod K's images); 0 = 1 with share_gan, else min(seeds, 3); kinds that do not train ignore it
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ def _check_ranges(cfg: Config) -> None:
             raise HarnessError(f"{key} must be > 0, got {values[key]}")
     if cfg.generate.checkpoint_epoch < -1:
         raise HarnessError(f"generate.checkpoint_epoch must be >= -1 (-1: best by quality), got {cfg.generate.checkpoint_epoch}")
-    for key in ["data.n_per_class", "data.val_per_class", "classifier.weight_decay"]:
+    for key in ["data.n_per_class", "data.val_per_class", "classifier.weight_decay", "study.generators"]:
         if values[key] < 0:
             raise HarnessError(f"{key} must be >= 0, got {values[key]}")
     for key in ["classifier.lr", "gan.lr"]:

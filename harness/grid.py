@@ -36,6 +36,7 @@ from harness.tracking.store import NOTE
 PLAN = "harness.grid"  # study user attr: what the grid is (base config, axes, seeds)
 WAITING, RUNNING = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+PRUNED = optuna.trial.TrialState.PRUNED  # a duplicate of an item another trial holds
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,60 @@ def cells(cfg: Config, axes: list[tuple[str, list[str]]]) -> list[Cell]:
     return out
 
 
+def _items(study: optuna.Study) -> dict[tuple[str, int], list]:
+    """(cell, seed) -> its trials, oldest first, leaving out failed ones and the duplicates workers
+    pruned: a handed-back or retried item is a new trial of the same (cell, seed)."""
+    out: dict[tuple[str, int], list] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (FAIL, PRUNED) or "cell" not in t.user_attrs:
+            continue
+        out.setdefault((t.user_attrs["cell"], int(t.user_attrs["seed"])), []).append(t)
+    return out
+
+
+def extend(study: optuna.Study) -> int:
+    """With a precision target, once a cell's first seeds are all done: the seeds their spread says
+    the cell needs (compare.stats.seeds_needed), as new items; how many were added. Decided from the
+    first seeds alone, so a rerun, or two workers deciding at once, ask for the same seeds (a
+    duplicate item is pruned when claimed, `_claim_item`)."""
+    held = study.user_attrs.get(PLAN) or {}
+    if held.get("precision") is None:
+        return 0
+    _, grid_cells, seeds = plan_of(study)
+    items = _items(study)
+    added = 0
+    for cell in grid_cells:
+        first = [items.get((cell.label, s)) for s in seeds]
+        if not all(ts and ts[0].state == COMPLETE for ts in first):
+            continue  # its first seeds are not all done (or one failed): nothing to decide from yet
+        target, _ = stats.seeds_needed([ts[0].value for ts in first], held["precision"], held["max_seeds"])
+        # Every seed tried counts, a failed one too: a seed that cannot run is not replaced again and again.
+        tried = {int(t.user_attrs["seed"]) for t in study.get_trials(deepcopy=False)
+                 if t.user_attrs.get("cell") == cell.label and not t.user_attrs.get("duplicate")}
+        for seed in range(max(tried) + 1, max(tried) + 1 + target - len(tried)):
+            study.enqueue_trial({}, user_attrs={"cell": cell.label, "seed": seed})
+            added += 1
+    return added
+
+
+def cost(study: optuna.Study) -> str:
+    """What the grid will compute, before anything runs: items, and generators to train (one per
+    distinct generator setting of the cells and generator index; the cache shares the rest)."""
+    cfg, grid_cells, seeds = plan_of(study)
+    held = study.user_attrs[PLAN]
+    k, most = held["generators"], held["max_seeds"]
+    training = [c for c in grid_cells if generators.get(c.cfg.generator.kind).TRAINS]
+    distinct = {config.config_hash(c.cfg, pipeline.PHASES["generator"].reads(c.cfg)[0]) for c in training}
+    line = (f"{len(grid_cells)} cells x {len(seeds)} seeds = {len(grid_cells) * len(seeds)} items")
+    if held.get("precision") is not None:
+        line += (f", up to {len(grid_cells) * most} with --precision {held['precision']:g} "
+                 f"(at most {most} seeds a cell)")
+    if training:
+        line += (f"; generator trainings: {len(distinct)} generator setting(s) x K = {min(k, len(seeds))} = "
+                 f"{len(distinct) * min(k, len(seeds))}")
+    return line
+
+
 def plan_of(study: optuna.Study) -> tuple[Config, list[Cell], list[int]]:
     plan = study.user_attrs.get(PLAN)
     if plan is None:
@@ -83,9 +138,20 @@ def plan_of(study: optuna.Study) -> tuple[Config, list[Cell], list[int]]:
     return cfg, cells(cfg, [tuple(a) for a in plan["axes"]]), plan["seeds"]
 
 
-def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int]) -> int:
+def generators_of(cfg: Config, seeds: list[int]) -> int:
+    """K, the generators a cell's seeds share (seed s uses generator s mod K, trained on seed s mod
+    K's data draw): study.generators, else 1 with study.share_gan, else min(seeds, 3)."""
+    if cfg.study.generators:
+        return cfg.study.generators
+    return 1 if cfg.study.share_gan else min(len(seeds), 3)
+
+
+def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], precision: float | None = None,
+         max_seeds: int | None = None) -> int:
     """Store the grid in the study and enqueue the (cell, seed) items it does not hold yet; return how
-    many were added. The same grid with more seeds or values grows; another base config is refused."""
+    many were added. The same grid with more seeds or values grows; another base config is refused.
+    With `precision` (points), a cell whose first seeds' 95% CI is wider gets more seeds, up to
+    `max_seeds`, once those are done (`extend`)."""
     flat = {k: v for k, v in config.flat(cfg).items() if k != "device"}
     held = study.user_attrs.get(PLAN)
     if held is not None and held["config"] != flat:
@@ -96,7 +162,13 @@ def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int]) -> int:
         raise HarnessError(f"study {study.study_name!r} has the axes {', '.join(old_axes) or 'none'}; grow it "
                            "along those, or give a new --study name")
     all_seeds = sorted(set((held or {}).get("seeds", [])) | set(seeds))
-    study.set_user_attr(PLAN, {"config": flat, "axes": merged, "seeds": all_seeds})
+    precision = precision if precision is not None else (held or {}).get("precision")
+    max_seeds = max(max_seeds or (held or {}).get("max_seeds") or 0, len(all_seeds))
+    if precision is not None and len(all_seeds) < 2:
+        raise HarnessError("--precision needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
+    k = (held or {}).get("generators") or generators_of(cfg, all_seeds)
+    study.set_user_attr(PLAN, {"config": flat, "axes": merged, "seeds": all_seeds, "precision": precision,
+                               "max_seeds": max_seeds, "generators": k})
     have = {(t.user_attrs.get("cell"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
             if t.state != FAIL}
     added = 0
@@ -142,7 +214,14 @@ def _claim_item(study: optuna.Study):
     for t in study.get_trials(deepcopy=False, states=(WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         if storage.set_trial_state_values(trial_id, RUNNING):
-            return trial_id, t.user_attrs["cell"], int(t.user_attrs["seed"])
+            cell, seed = t.user_attrs["cell"], int(t.user_attrs["seed"])
+            if _items(study)[(cell, seed)][0].number != t.number:
+                # Two workers extended the grid at once and enqueued the same seed twice: the oldest
+                # trial of a (cell, seed) is the item, this one steps aside.
+                storage.set_trial_user_attr(trial_id, "duplicate", True)
+                storage.set_trial_state_values(trial_id, PRUNED)
+                continue
+            return trial_id, cell, seed
     return None
 
 
@@ -166,6 +245,7 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
     cfg, grid_cells, seeds = plan_of(study)
     by_label = {c.label: c for c in grid_cells}
     storage, _ = studies.storage_of(study)
+    k = study.user_attrs[PLAN].get("generators") or generators_of(cfg, seeds)
     n_items = len(grid_cells) * len(seeds)
     ctx.store.say(f"grid {study.study_name!r}: {len(grid_cells)} cells x {len(seeds)} seeds = {n_items} items; "
                   f"minimum detectable effect at 80% power with {len(seeds)} seeds: {stats.mde(len(seeds)):.2f} "
@@ -179,6 +259,10 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     ctx.store.check_reachable()
                     time.sleep(min(2.0, liveness.interval()))  # others' items: one may die and come back
                     continue
+                if (more := extend(study)):
+                    ctx.store.say(f"grid {study.study_name!r}: {more} more item(s) for the cells above the "
+                                  f"precision target")
+                    continue
                 break
             trial_id, label, seed = item
             cell = by_label[label]
@@ -188,11 +272,13 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     # The plan keeps `auto` precisions: each worker runs what its own machine has.
                     local = precision.resolve_config(cell.cfg, ctx.device)
                     scfg = pipeline.seeded(local, seed)
-                    share = cfg.study.share_gan and generators.get(cell.cfg.generator.kind).TRAINS
-                    note = f"\n\nGenerator shared across the cell's seeds: trained once on seed {seeds[0]}'s images." if share else ""
-                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(local, seeds[0]) if share else None,
-                                          note=note, reuse_shared=share and seed != seeds[0],
-                                          tags={"harness.cell": label, "harness.grid": study.study_name})
+                    trains = generators.get(cell.cfg.generator.kind).TRAINS
+                    own = seed % k  # this seed's generator, trained on that seed's data draw
+                    note = (f"\n\nGenerator {own} of the cell's {k}: trained on seed {own}'s images." if trains else "")
+                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(local, own) if trains else None,
+                                          note=note, reuse_shared=trains and own != seed,
+                                          tags={"harness.cell": label, "harness.grid": study.study_name,
+                                                **({"harness.generator_index": own} if trains else {})})
                 except HarnessError as e:  # this item fails alone, with its reason; the others go on
                     storage.set_trial_user_attr(trial_id, "error", str(e)[:500])
                     storage.set_trial_state_values(trial_id, FAIL)
@@ -223,19 +309,28 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     from harness.compare import render
     from harness.compare import runs as cruns
     cfg, grid_cells, seeds = plan_of(study)
-    done = {}
-    for t in study.get_trials(deepcopy=False, states=(COMPLETE,)):
-        done.setdefault(t.user_attrs["cell"], []).append(t)
+    held = study.user_attrs[PLAN]
+    done: dict[str, list] = {}
+    for (label, _), trials in _items(study).items():
+        finished = [t for t in trials if t.state == COMPLETE]
+        if finished:  # one per (cell, seed), however often it was handed back
+            done.setdefault(label, []).append(finished[0])
+    k = held.get("generators") or generators_of(cfg, seeds)
+    designs = {c.label: stats.Design(tuple(seeds), held.get("precision"), held.get("max_seeds") or len(seeds),
+                                     k if generators.get(c.cfg.generator.kind).TRAINS else 0) for c in grid_cells}
     reports = []
     for cell in grid_cells:
         trials = sorted(done.get(cell.label, []), key=lambda t: t.user_attrs["seed"])
         pairs = [cruns.Pair(str(t.user_attrs["seed"]),
                             *cruns.runs_of_pipeline(ctx.store.client, t.user_attrs["pipeline_run"])) for t in trials]
         reports.append((cell.label, stats.seed_report(ctx.store.client, pairs) if pairs else None))
-    rows = stats.summarize(reports)
+    rows = stats.summarize(reports, designs)
     n_seeds = min([r["n"] for r in rows if r["n"]] or [0])
-    out = {"study": study.study_name, "seeds": seeds, "mde_points": stats.mde(n_seeds) if n_seeds else None, "cells": rows}
-    md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows)
+    out = {"study": study.study_name, "seeds": seeds, "precision_points": held.get("precision"),
+           "max_seeds": held.get("max_seeds"), "generators": k,
+           "mde_points": stats.mde(n_seeds) if n_seeds else None, "cells": rows}
+    md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows,
+                              precision=held.get("precision"), max_seeds=held.get("max_seeds"))
     if parent_id is not None:
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")

@@ -11,7 +11,7 @@ from scipy import stats as scipy_stats
 
 from conftest import invoke
 from harness import grid
-from harness.compare import stats
+from harness.compare import render, stats
 
 T = ["--preset", "tiny", "--set", "data.classes=airplane,automobile,bird"]
 AXES = ["--axis", "data.n_per_class=10,20", "--axis", "pseudolabel.threshold=0.0,0.9"]
@@ -84,7 +84,7 @@ def test_a_grid_grows_without_recomputing(runner, client, tree, tmp_path):
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 8
     out = invoke(runner, ["grid", *T, "--data-dir", tree, *AXES, "--study", "g", "--report",
                           "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]).output
-    assert out.count("| data.n_per_class=") == 4 and "| 2 |" in out
+    assert out.count("| data.n_per_class=") == 8 and "| 2 |" in out  # two tables: the deltas, the seeds spent
 
 
 def test_grid_helpers_on_known_values():
@@ -140,3 +140,91 @@ def test_a_stopped_worker_hands_its_item_back_and_a_crashed_one_does_not(runner,
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.WAITING] * handed_back
     if handed_back:
         assert (trials[1].user_attrs["cell"], trials[1].user_attrs["seed"]) == ("data.n_per_class=10", 0)
+
+
+def _constructed(tmp_path, precision=1.0, max_seeds=10, seeds=(0, 1, 2)):
+    """A planned grid of two cells in a fresh storage, nothing run: items are completed by hand."""
+    from harness import config, studies
+    cfg = config.load("tiny", ["data.classes=airplane,automobile,bird"])
+    study, _ = grid.open_grid("g", f"sqlite:///{tmp_path / 'optuna.db'}")
+    axes = [("pseudolabel.threshold", ["0.5", "0.9"])]
+    added = grid.plan(study, cfg, axes, list(seeds), precision, max_seeds)
+    return study, cfg, axes, added, studies.storage_of(study)[0]
+
+
+def _complete(study, storage, deltas: dict[str, list[float]]) -> None:
+    """Claim every waiting item as a worker would and finish it with its cell's next delta."""
+    while (item := grid._claim_item(study)) is not None:
+        trial_id, cell, seed = item
+        storage.set_trial_state_values(trial_id, grid.COMPLETE, [deltas[cell.split("=")[1]][seed]])
+
+
+def test_a_tight_cell_stops_at_its_first_seeds_while_a_spread_one_grows(tmp_path):
+    study, *_, added, storage = _constructed(tmp_path)
+    assert added == 6
+    # Cell 0.5: deltas within 0.1 points (half-width ~0.25 < 1); cell 0.9: 2.5 points apart.
+    deltas = {"0.5": [0.010, 0.011, 0.009] + [0.01] * 10, "0.9": [0.0, 0.03, -0.02] + [0.005] * 10}
+    assert grid.extend(study) == 0  # nothing decided before the first seeds are done
+    _complete(study, storage, deltas)
+    # t(2) * 2.5 / 1 squared is ~116 seeds: the cell gets its --max-seeds, 7 more; the tight one none.
+    assert grid.extend(study) == 7
+    waiting = study.get_trials(deepcopy=False, states=(grid.WAITING,))
+    assert sorted(t.user_attrs["seed"] for t in waiting) == list(range(3, 10))
+    assert {t.user_attrs["cell"] for t in waiting} == {"pseudolabel.threshold=0.9"}
+    assert grid.extend(study) == 0  # decided from the first seeds: asking again adds nothing
+    _complete(study, storage, deltas)
+    assert grid.extend(study) == 0
+    rows = {r["cell"].split("=")[1]: r for r in _rows(study, deltas)}
+    assert rows["0.5"]["stopped"] == "precision reached" and rows["0.5"]["n"] == 3
+    assert rows["0.9"]["stopped"] == "max seeds" and rows["0.9"]["n"] == 10
+    assert rows["0.9"]["interval"].startswith("two-stage")
+
+
+def _rows(study, deltas):
+    """The report's rows for a constructed grid (no MLflow runs: SeedReports made from the deltas)."""
+    from harness.compare.stats import Design, SeedReport, Stat
+    _, cells, seeds = grid.plan_of(study)
+    held = study.user_attrs[grid.PLAN]
+    reports, designs = [], {}
+    for cell in cells:
+        done = sorted(t.user_attrs["seed"] for t in study.get_trials(deepcopy=False, states=(grid.COMPLETE,))
+                      if t.user_attrs["cell"] == cell.label)
+        d = deltas[cell.label.split("=")[1]]
+        base = [0.8] * len(done)
+        reports.append((cell.label, SeedReport([str(s) for s in done], [Stat("Accuracy", base, [0.8 + d[s] for s in done])],
+                                               [], False, [])))
+        designs[cell.label] = Design(tuple(seeds), held["precision"], held["max_seeds"], held["generators"])
+    return stats.summarize(reports, designs)
+
+
+def test_a_rerun_or_a_racing_worker_enqueues_nothing_twice(tmp_path):
+    study, cfg, axes, _, storage = _constructed(tmp_path)
+    deltas = {"0.5": [0.0, 0.03, -0.02] + [0.0] * 10, "0.9": [0.0, 0.03, -0.02] + [0.0] * 10}
+    first = grid._claim_item(study)  # interrupted mid-round: one item claimed, the rest waiting
+    assert grid.plan(study, cfg, axes, [0, 1, 2], 1.0, 10) == 0  # the command again: nothing new
+    storage.set_trial_state_values(first[0], grid.COMPLETE, [deltas[first[1].split("=")[1]][first[2]]])
+    _complete(study, storage, deltas)
+    assert grid.extend(study) == 14
+    # A second worker that decided at the same moment enqueues the same seed again: the copy is pruned
+    # when claimed, and the item is worked once.
+    study.enqueue_trial({}, user_attrs={"cell": "pseudolabel.threshold=0.5", "seed": 3})
+    _complete(study, storage, deltas)
+    done = [(t.user_attrs["cell"], t.user_attrs["seed"]) for t in study.get_trials(states=(grid.COMPLETE,))]
+    assert len(done) == len(set(done)) == 20
+    (dup,) = study.get_trials(states=(grid.PRUNED,))
+    assert dup.user_attrs["duplicate"] and dup.user_attrs["seed"] == 3
+
+
+def test_the_report_splits_the_generators_variance_and_says_how_seeds_stopped():
+    from harness.compare.stats import Design, SeedReport, Stat
+    # 6 seeds on K = 3 generators: generator means +2, 0, -2 points, seeds within +-0.5.
+    gen = [2.0, 0.0, -2.0]
+    d = [gen[s % 3] + (0.5 if s < 3 else -0.5) for s in range(6)]
+    rep = SeedReport([str(s) for s in range(6)], [Stat("Accuracy", [0.8] * 6, [0.8 + x / 100 for x in d])], [], False, [])
+    (row,) = stats.summarize([("c", rep)], {"c": Design(tuple(range(6)), None, 6, 3)})
+    split = row["variance"]
+    assert split["k"] == 3 and split["within"] == pytest.approx(0.5)  # each pair differs by 1 point
+    assert split["between"] == pytest.approx(4.0 - 0.5 / 2) and split["share"] > 0.85
+    assert split["new_low"] < row["ci_low"] * 100 and split["new_high"] > row["ci_high"] * 100  # a new generator: wider
+    md = render.grid_markdown("g", 1, list(range(6)), stats.mde(6), [row])
+    assert "| c | 0, 1, 2, 3, 4, 5 |" in md and "| fixed count | 3 |" in md and "a new generator" in md

@@ -123,12 +123,20 @@ def seed_figure(report: SeedReport):
 
 
 def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: float | None,
-                  rows: list[dict]) -> str:
-    """The grid report's table: per cell the arms' mean +- std, the paired delta [95% CI], t p, Holm p
-    and verdict (rows from compare.stats.summarize)."""
+                  rows: list[dict], precision: float | None = None, max_seeds: int | None = None) -> str:
+    """The grid report's tables: per cell the arms' mean +- std, the paired delta [95% CI], t p, Holm p
+    and verdict; then how each cell's seeds were spent: the CI half-width and MDE at the seeds used,
+    why they stopped, and with K >= 2 generators the delta's variance split between generators and
+    the interval for a new generator (rows from compare.stats.summarize)."""
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
-    lines = [f"grid `{study_name}`: {n_cells} cells, seeds {', '.join(map(str, seeds))}; minimum "
-             f"detectable effect (80% power, paired-delta SD 1.5 points): {mde_points or float('nan'):.2f} points\n",
+    f = lambda v, spec: "" if v is None or v != v else format(v, spec)  # noqa: E731
+    rule = (f"; seeds per cell until the 95% CI half-width is at most {precision:g} points, at most {max_seeds} "
+            "(Stein's two-stage rule: the count comes from the first seeds' spread, never from the delta or a "
+            "p-value, so stopping does not inflate false positives; grown cells' CIs and p use that first-stage "
+            "spread)") if precision is not None else ""
+    lines = [f"grid `{study_name}`: {n_cells} cells, first seeds {', '.join(map(str, seeds))}{rule}; minimum "
+             f"detectable effect at the first seeds (80% power, paired-delta SD 1.5 points): "
+             f"{mde_points or float('nan'):.2f} points\n",
              "| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
@@ -139,6 +147,26 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
                      f"{pct(r['synthetic_mean'])} ± {pct(r['synthetic_std'])} | {100 * r['delta_mean']:+.2f} "
                      f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['t_p']:.3g} | {r['holm_p']:.3g} | "
                      f"{r['verdict']} |")
+    lines += ["", "| cell | seeds | ± half-width (points) | MDE at these seeds (points) | stopped | K | "
+                  "between-generator share | delta for a new generator [95% CI] |",
+              "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        if not r["n"]:
+            continue
+        split = r.get("variance")
+        k = r.get("k", 0)
+        share = f"{100 * split['share']:.0f}%" if split else ("" if k < 2 else "not measurable")
+        new = (f"{split['mean']:+.2f} [{split['new_low']:+.2f}, {split['new_high']:+.2f}] ({split['k'] - 1} df)"
+               if split else "")
+        half = r.get("half_width")
+        lines.append(f"| {r['cell']} | {', '.join(map(str, r['seeds']))} | {f(None if half is None else 100 * half, '.2f')} | "
+                     f"{f(r.get('mde_points'), '.2f')} | {r.get('stopped', 'fixed count')} | "
+                     f"{k if k else 'n/a'} | {share} | {new} |")
+    if any(r.get("variance") for r in rows):
+        lines.append("\nThe delta CI above is for *these* generators; the last column treats the generator as a "
+                     "random effect (the K generators' mean deltas as the sample), the answer for another "
+                     "generator trained the same way: with few generators it is wide, since K - 1 degrees of "
+                     "freedom is all the data says about the generator-to-generator spread.")
     return "\n".join(lines) + "\n"
 
 
