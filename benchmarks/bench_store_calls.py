@@ -56,12 +56,12 @@ def wrap(cls, kind):
 for cls, kind in ((SqlAlchemyStore, "tracking"), (RestStore, "tracking"), (LocalArtifactRepository, "artifacts"),
                   (HttpArtifactRepository, "artifacts")):
     wrap(cls, kind)
-try:  # the runner (harness/runner.py), or the function that ran a phase before it
+from harness import pipeline
+if hasattr(pipeline, "execute"):  # a tree from before the runner: the function that ran a phase
+    owner, attr = pipeline, "execute"
+else:  # (asked this way round: an editable install would import harness.runner from another tree)
     from harness.runner import Runner as owner
     attr = "run"
-except ImportError:
-    from harness import pipeline as owner
-    attr = "execute"
 real = getattr(owner, attr)
 def execute(first, name, *a, **k):
     before, phase[0] = phase[0], name

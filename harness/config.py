@@ -54,7 +54,7 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    kind: str = "gan"  # gan (the family configured by [gan]) | oracle | mixup | noise | folder | text2image | an installed plugin's name: `harness kinds`
+    kind: str = "gan"  # gan (the family configured by [gan]) | diffusion ([diffusion]) | oracle | mixup | noise | folder | text2image | an installed plugin's name: `harness kinds`
     mixup_alpha: float = 1.0  # mixup: the mixing weight of a pair is drawn from Beta(alpha, alpha)
     folder: str = ""  # folder: images made by any outside tool, <class>/* folders or one flat folder (not hashed: the key covers its content)
 
@@ -89,6 +89,32 @@ class GanConfig:
     sample_every: int = 100  # epochs between sample grids
     checkpoint_every: int = 250  # epochs between generator checkpoints
     seed: int = 0  # weight init, noise and batch order
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """generator.kind = diffusion: a class-conditional denoising diffusion model (diffusers' UNet2DModel)
+    trained from scratch on the training images (pip install -e '.[diffusion]')."""
+    iterations: int = 4000  # optimizer steps (the budget, the same for every data size); 0 = diffusion.epochs
+    epochs: int = 100  # passes over the training images, when iterations = 0
+    width: int = 64  # channels of the UNet's first level (then 2x, 2x; 64 px adds a level)
+    layers_per_block: int = 2  # ResNet blocks per UNet level
+    attention: bool = True  # self-attention at 16 px
+    batch_size: int = 64
+    lr: float = 2e-4  # AdamW, after a linear warm-up
+    warmup: int = 200  # steps of linear learning-rate warm-up
+    weight_decay: float = 0.0
+    beta_schedule: str = "linear"  # linear | squaredcos_cap_v2 (DDPMScheduler, 1000 steps)
+    prediction: str = "epsilon"  # epsilon | v_prediction: what the UNet learns to predict
+    label_dropout: float = 0.1  # share of training images shown without their class (classifier-free guidance)
+    guidance: float = 0.0  # classifier-free guidance at sampling: cond + guidance * (cond - uncond); 0 = plain conditional
+    sample_steps: int = 50  # DDIM steps per image at generate time
+    flip: bool = True  # random horizontal flips of the training images
+    ema: float = 0.999  # exponential moving average of the weights, which sampling uses (0 = the live weights)
+    precision: str = "auto"  # fp32 | bf16 (the training forward pass under autocast) | auto: bf16 where the device has bf16 units
+    sample_every: int = 10  # epochs between sample grids
+    checkpoint_every: int = 10  # epochs between checkpoints
+    seed: int = 0  # weight init, noise, timesteps, batch order
 
 
 @dataclass(frozen=True)
@@ -150,6 +176,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     text2image: Text2ImageConfig = field(default_factory=Text2ImageConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
@@ -164,7 +191,7 @@ UNHASHED = {"preset", "device"}
 UNHASHED_FIELDS = {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
 # Sections only some kinds read: left out of the whole-config hash while at their defaults, so that
 # hashes made before the section existed (a sweep study's guard) stay the same.
-OPTIONAL_SECTIONS = ("text2image",)
+OPTIONAL_SECTIONS = ("text2image", "diffusion")
 
 
 def to_dict(cfg) -> dict:
@@ -287,7 +314,9 @@ def _check_ranges(cfg: Config) -> None:
     positive = ["classifier.epochs", "classifier.batch_size", "gan.epochs",
                 "gan.width", "gan.latent_dim", "gan.batch_size", "gan.critic_steps",
                 "gan.sample_every", "gan.checkpoint_every", "generate.n_samples", "study.seeds",
-                "text2image.steps", "text2image.batch_size"]
+                "text2image.steps", "text2image.batch_size", "diffusion.epochs", "diffusion.width",
+                "diffusion.layers_per_block", "diffusion.batch_size", "diffusion.lr", "diffusion.sample_steps",
+                "diffusion.sample_every", "diffusion.checkpoint_every"]
     values = {k: v for k, v in _flat_values(cfg).items()}
     import math
     for key, value in values.items():  # inf and nan parse as floats; no setting means either
@@ -319,7 +348,9 @@ def _check_ranges(cfg: Config) -> None:
                "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"), "gan.precision": ("fp32", "bf16", "auto"), "classifier.precision": ("fp32", "bf16", "auto"),
                "quality.precision": ("fp32", "bf16", "auto"),
                "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none"),
-               "text2image.dtype": ("fp32", "fp16", "bf16"), "text2image.mode": ("txt2img", "img2img")}
+               "text2image.dtype": ("fp32", "fp16", "bf16"), "text2image.mode": ("txt2img", "img2img"),
+               "diffusion.beta_schedule": ("linear", "squaredcos_cap_v2"),
+               "diffusion.prediction": ("epsilon", "v_prediction"), "diffusion.precision": ("fp32", "bf16", "auto")}
     for key, allowed in choices.items():
         if values[key] not in allowed:
             raise HarnessError(f"{key} must be one of {', '.join(allowed)}, got {values[key]!r}")
@@ -361,6 +392,17 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
         raise HarnessError(f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
+    d = cfg.diffusion
+    for key, value in (("diffusion.iterations", d.iterations), ("diffusion.warmup", d.warmup),
+                       ("diffusion.guidance", d.guidance), ("diffusion.weight_decay", d.weight_decay)):
+        if value < 0:
+            raise HarnessError(f"{key} must be >= 0, got {value}")
+    if not 0.0 <= d.label_dropout < 1.0 or not 0.0 <= d.ema < 1.0:
+        raise HarnessError(f"diffusion.label_dropout and diffusion.ema must be in [0, 1), got {d.label_dropout} "
+                           f"and {d.ema}")
+    if d.guidance > 0 and d.label_dropout == 0:
+        raise HarnessError(f"diffusion.guidance={d.guidance} needs a model that also learned without its class: "
+                           "set diffusion.label_dropout > 0 (e.g. 0.1)")
     if cfg.text2image.guidance < 0:
         raise HarnessError(f"text2image.guidance must be >= 0 (1 or less: no classifier-free guidance), got {cfg.text2image.guidance}")
     if not 0.0 < cfg.text2image.strength <= 1.0:

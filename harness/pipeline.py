@@ -40,8 +40,16 @@ def _generate_data(cfg: Config) -> tuple[str, ...]:
 
 
 def _generate_sections(cfg: Config) -> tuple[str, ...]:
-    # A kind that trains is configured in the generator phase, whose key this one consumes.
-    return ("data", "generator", "generate") + (() if _trains(cfg) else _kind(cfg).SECTIONS)
+    # A kind that trains is configured in the generator phase, whose key this one consumes, less the
+    # settings it reads when sampling only (diffusion.sample_steps): those are this phase's.
+    from harness import generators
+    return ("data", "generator", "generate") + (generators.sampling(cfg) if _trains(cfg) else _kind(cfg).SECTIONS)
+
+
+def _generator_ignores(cfg: Config) -> tuple[str, ...]:
+    from harness import generators
+    return ("generator.mixup_alpha", "quality.cas", "quality.evaluator_per_class", "quality.evaluator_epochs",
+            "quality.precision") + generators.sampling(cfg)
 
 
 def _generate_ignores(cfg: Config) -> tuple[str, ...]:
@@ -113,12 +121,10 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           when=_quality, long=True, data_of=_evaluator_data, command=False, help="Train the sample-quality evaluator CNN (quality.enabled)."),
     Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC,
           data=("train", "val", "test"), long=True, help="Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."),
-    Phase("generator", "harness.phases.generator", _generator_sections,
-          ignores=("generator.mixup_alpha", "quality.cas", "quality.evaluator_per_class", "quality.evaluator_epochs",
-                   "quality.precision"),
+    Phase("generator", "harness.phases.generator", _generator_sections, ignores=_generator_ignores,
           data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
-          help="Train the generator (generator.kind=gan: the GAN family of [gan]); log losses, sample grids, "
-               "checkpoints."),
+          help="Train the generator (generator.kind=gan: the GAN family of [gan]; diffusion: the diffusion "
+               "model of [diffusion]); log losses, sample grids, checkpoints."),
     Phase("generate", "harness.phases.generate", _generate_sections, ignores=_generate_ignores, upstream=("generator",),
           data=_generate_data,
           outside=_generate_outside, quality=True, kind_code=True, in_memory=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),

@@ -19,7 +19,7 @@ import dataclasses
 import torch
 
 CHOICES = ("fp32", "bf16", "auto")
-FIELDS = (("classifier", "precision"), ("gan", "precision"), ("quality", "precision"))
+FIELDS = (("classifier", "precision"), ("gan", "precision"), ("diffusion", "precision"), ("quality", "precision"))
 
 
 def cpu_capabilities() -> dict:
@@ -59,8 +59,11 @@ def resolve(setting: str, device: torch.device) -> str:
 
 def resolve_config(cfg, device: torch.device):
     """The config with every `auto` precision replaced by what this machine runs."""
+    from harness.config import OPTIONAL_SECTIONS
     sections = {}
     for section, name in FIELDS:
+        if section in OPTIONAL_SECTIONS and cfg.generator.kind != section:
+            continue  # a section only its kind reads stays at its defaults, out of every other config's hash
         sub = getattr(cfg, section)
         if getattr(sub, name) == "auto":
             sections[section] = dataclasses.replace(sub, **{name: resolve("auto", device)})

@@ -34,7 +34,7 @@ from harness.errors import HarnessError, mask
 from harness.tracking import codecs, liveness, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
-FIXED_SECTIONS = ("data", "gan", "generator", "quality", "study")  # what the study's shared phases read
+FIXED_SECTIONS = ("data", "gan", "diffusion", "generator", "quality", "study")  # what the study's shared phases read
 TRIAL_PHASES = ("generate", "pseudolabel", "synthetic")  # what a trial runs; the phases before are the study's
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SURPLUS = "harness.surplus"  # trial user attr: started after the study was full (two workers asked at once)
@@ -430,8 +430,8 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
 def _log_plots(study: optuna.Study, say) -> None:
     import warnings
 
-    import matplotlib
-    matplotlib.use("Agg")
+    # No matplotlib.use("Agg"): a process-wide switch left behind for whoever imported us. pyplot
+    # picks Agg by itself where there is no display, and each figure is closed once logged.
     from optuna.visualization import matplotlib as ovm
     plots = {"optuna/optimization_history.png": ovm.plot_optimization_history,
              "optuna/slice.png": ovm.plot_slice, "optuna/intermediate_values.png": ovm.plot_intermediate_values,

@@ -19,6 +19,10 @@ from conftest import invoke
 
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
 LONG_GAN = ["--set", "gan.epochs=200", "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=1000"]
+# Every trained kind goes through one loop (harness/generators/trained.py): each is killed and resumed.
+LONG = {"gan": (LONG_GAN, "gan/wasserstein"),
+        "diffusion": (["--set", "generator.kind=diffusion", "--set", "diffusion.epochs=100", "--set",
+                       "diffusion.checkpoint_every=20", "--set", "diffusion.sample_every=1000"], "diffusion/loss")}
 
 
 def _env(uri: str, tmp_path: Path, **extra) -> dict:
@@ -50,8 +54,11 @@ def _artifact_file(client, run_id: str, path: str) -> Path:
     return Path(uri.removeprefix("file://")) / path
 
 
-def test_sigkill_then_resume_continues_from_the_last_checkpoint(runner, client, tree, tracking_uri, tmp_path):
-    args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *LONG_GAN]
+@pytest.mark.parametrize("kind", list(LONG))
+def test_sigkill_then_resume_continues_from_the_last_checkpoint(runner, client, tree, tracking_uri, tmp_path, kind):
+    long, curve = LONG[kind]
+    epochs = int(next(a for a in long if ".epochs=" in a).split("=")[1])
+    args = ["--preset", "tiny", "--data-dir", str(tree), *CLASSES, *long]
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=tmp_path,
                             env=_env(tracking_uri, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     dead = _wait_for_checkpoint(client, proc, 40)
@@ -60,7 +67,7 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(runner, client, 
     exp = client.get_experiment_by_name("harness").experiment_id
     assert {r.data.tags["harness.phase"] for r in client.search_runs([exp], "attributes.status = 'RUNNING'")} == \
         {"pipeline", "generator"}
-    epochs_logged = len(client.get_metric_history(dead, "gan/wasserstein"))
+    epochs_logged = len(client.get_metric_history(dead, curve))
 
     result = invoke(runner, ["run", "--resume", *args])
     assert "whose process died were still RUNNING; marked FAILED" in result.stderr
@@ -70,8 +77,8 @@ def test_sigkill_then_resume_continues_from_the_last_checkpoint(runner, client, 
     assert died.data.tags["mlflow.note.content"].startswith("**Died**")
     resumed = client.search_runs([exp], f"tags.`harness.resumed_from` = '{dead}'")
     assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
-    history = client.get_metric_history(resumed[0].info.run_id, "gan/wasserstein")
-    assert sorted(m.step for m in history) == list(range(1, 201))  # carried over from its checkpoint, none twice
+    history = client.get_metric_history(resumed[0].info.run_id, curve)
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # carried over from its checkpoint, none twice
     assert epochs_logged >= 40  # the epochs up to the last checkpoint had reached the store before the kill
     pipelines = client.search_runs([exp], "tags.`harness.phase` = 'pipeline'")
     assert sorted(p.info.status for p in pipelines) == ["FAILED", "FINISHED"]

@@ -132,7 +132,7 @@ def test_oracle_asking_for_more_than_the_pool_is_refused_before_any_run(runner, 
 
 
 def test_kind_settings_are_checked(runner):
-    for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, oracle, mixup, noise, folder, text2image"),
+    for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, diffusion, oracle, mixup, noise, folder, text2image"),
                              ("pseudolabel.mode=filter", "needs a generator that knows its images' classes"),
                              ("generator.mixup_alpha=0", "generator.mixup_alpha must be a finite number > 0")]:
         result = invoke(runner, ["baseline", "--preset", "tiny", "--set", setting], ok=False)
@@ -384,3 +384,73 @@ def test_a_flat_folder_is_labelled_by_the_baseline(runner, client, tree, tmp_pat
     # tiny's threshold is 0: the baseline labels all 40 with one of its three classes
     assert kept.data.metrics["kept/count"] == 40
     assert sum(kept.data.metrics[f"kept/{c}/count"] for c in ("airplane", "automobile", "bird")) == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# The diffusion kind (a UNet of width 8: seconds)
+
+def _tiny_diffusion(**changes):
+    return dataclasses.replace(config.load("tiny").diffusion, **changes)
+
+
+def test_a_tiny_diffusion_model_trains_resumes_exactly_and_samples_its_classes():
+    from harness.generators import diffusion
+    d = _tiny_diffusion(prediction="v_prediction", label_dropout=0.5)
+    real = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(48) % 3
+    trainer = diffusion.Denoiser(d, torch.device("cpu"), 3)
+    first = trainer.train_epoch(real, labels)
+    assert trainer.steps == 3 and trainer.epoch == 1 and math.isfinite(first["diffusion/loss"])
+    import copy
+    state = copy.deepcopy(trainer.state_dict())
+    again = trainer.train_epoch(real, labels)
+    resumed = diffusion.Denoiser(d, torch.device("cpu"), 3)
+    resumed.load_state_dict(state)  # what --resume does: the next epoch is the one it would have been
+    assert resumed.train_epoch(real, labels) == again
+    assert trainer.train_epoch(real, labels, max_steps=8) and trainer.steps == 8  # the budget stops mid-epoch
+    images, classes = diffusion.generate(trainer.sampler, d, 3, torch.device("cpu"), 0, 10, 2, 0.0)
+    assert images.shape == (10, 3, 32, 32) and images.dtype == torch.uint8
+    assert classes.tolist() == [i % 3 for i in range(10)]  # balanced in any prefix
+    guided, _ = diffusion.generate(trainer.sampler, d, 3, torch.device("cpu"), 0, 10, 2, 2.0)
+    assert not torch.equal(guided, images)  # guidance moves away from the class-free prediction
+
+
+def test_diffusion_streams_are_prefix_consistent():
+    from harness.generators import diffusion
+    d = _tiny_diffusion()
+    net = diffusion.unet(d, 3, 3, 32)
+    whole, _ = diffusion.generate(net, d, 5, torch.device("cpu"), 0, 300, 2, 0.0)
+    head, _ = diffusion.generate(net, d, 5, torch.device("cpu"), 0, 100, 2, 0.0)
+    tail, labels = diffusion.generate(net, d, 5, torch.device("cpu"), 100, 300, 2, 0.0)
+    assert torch.equal(whole, torch.cat([head, tail])) and labels.tolist() == [i % 3 for i in range(100, 300)]
+    other, _ = diffusion.generate(net, d, 6, torch.device("cpu"), 0, 100, 2, 0.0)
+    assert not torch.equal(other, head)
+
+
+def test_diffusion_end_to_end_picks_the_lowest_fd_checkpoint_and_logs_loadable_models(runner, client, tree):
+    import mlflow
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=diffusion",
+                    "--set", "quality.enabled=true", "--set", "quality.evaluator_epochs=1", "--set", "quality.n_samples=16",
+                    "--set", "generate.checkpoint_epoch=-1", "--set", "pseudolabel.mode=filter"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    runs = {r.data.tags["harness.phase"]: r for r in client.search_runs([exp])}
+    gen = runs["generator"]
+    fd = client.get_metric_history(gen.info.run_id, "quality/fd")
+    assert [m.step for m in fd] == [1, 2]  # one measurement per checkpoint, through the shared loop
+    assert runs["generate"].data.params["generate.checkpoint_used"] == str(min(fd, key=lambda m: m.value).step)
+    assert gen.data.metrics["diffusion/steps_total"] == 6 and "diffusion/loss" in gen.data.metrics
+    arts = {a.path for a in client.list_artifacts(gen.info.run_id, "checkpoints")}
+    assert {"checkpoints/training_state_0.pt", "checkpoints/generator_epoch_0002.pt"} <= arts
+    models = mlflow.search_logged_models(experiment_ids=[exp], output_format="list",
+                                         filter_string=f"source_run_id = '{gen.info.run_id}'")
+    assert len(models) == 2
+    net = mlflow.pytorch.load_model(models[0].model_uri)  # pickle-free: noisy image, timestep, class per row
+    z = torch.cat([torch.randn(2, 3 * 32 * 32), torch.tensor([[500.0, 0.0], [10.0, 3.0]])], 1)
+    assert net(z).shape == (2, 3, 32, 32)
+    assert "diffusion model" in runs["pipeline"].data.tags["mlflow.note.content"]
+    # Generate-time settings are the generate phase's: another DDIM step count samples the same model.
+    invoke(runner, ["generate", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=diffusion",
+                    "--set", "quality.enabled=true", "--set", "quality.evaluator_epochs=1", "--set", "quality.n_samples=16",
+                    "--set", "generate.checkpoint_epoch=-1", "--set", "diffusion.sample_steps=3"])
+    generators_trained = [r for r in client.search_runs([exp], "tags.`harness.phase` = 'generator'")]
+    assert len(generators_trained) == 1

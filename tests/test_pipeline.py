@@ -456,6 +456,12 @@ PERTURB = {
     "gan.loss": "hinge", "gan.spectral_norm": True, "gan.lr_d": 3e-4, "gan.conditional": "projection",
     "gan.ac_weight": 2.0, "gan.diffaugment": "color", "gan.compile": True, "gan.precision": "flip", "gan.ema": 0.9,
     "gan.sample_every": 2, "gan.checkpoint_every": 2, "gan.seed": 1,
+    "diffusion.iterations": 5, "diffusion.epochs": 3, "diffusion.width": 16, "diffusion.layers_per_block": 2,
+    "diffusion.attention": False, "diffusion.batch_size": 8, "diffusion.lr": 1e-4, "diffusion.warmup": 5,
+    "diffusion.weight_decay": 0.01, "diffusion.beta_schedule": "squaredcos_cap_v2", "diffusion.prediction": "v_prediction",
+    "diffusion.label_dropout": 0.2, "diffusion.guidance": 1.0, "diffusion.sample_steps": 3, "diffusion.flip": False,
+    "diffusion.ema": 0.9, "diffusion.precision": "bf16", "diffusion.sample_every": 2, "diffusion.checkpoint_every": 2,
+    "diffusion.seed": 1,
     "text2image.model": "someone/model", "text2image.revision": "v1", "text2image.prompt": "a {class}",
     "text2image.prompts": "bird=a small bird", "text2image.negative_prompt": "blurry", "text2image.steps": 5,
     "text2image.guidance": 3.0, "text2image.batch_size": 4, "text2image.dtype": "bf16", "text2image.mode": "img2img",
@@ -465,7 +471,7 @@ PERTURB = {
     "pseudolabel.soft_labels": True, "pseudolabel.temperature": 0.5,
     "quality.n_samples": 24, "quality.evaluator_per_class": 15, "quality.evaluator_epochs": 2, "quality.k": 2,
     "quality.cas": False, "quality.precision": "flip",
-    "study.seeds": 2, "study.share_gan": True,
+    "study.seeds": 2, "study.share_gan": True, "study.generators": 2,
 }
 SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
 

@@ -20,14 +20,16 @@ optionally:
   datasets(ctx, cfg) -> list[Record]  MLflow dataset inputs of the generate run besides the splits
   in_words(cfg) -> str      the generator as a pipeline's description names it
   cost_note(cfg, device) -> str | None  a warning, before anything runs, that it takes hours here
-and, when TRAINS:
+  SAMPLING: tuple[str]      section.field settings read at generate time only (keyed with the generate
+                            phase, not the generator: another value samples the same trained model)
+and, when TRAINS (harness/generators/trained.py is the loop both gan and diffusion use):
   fit(ctx, cfg, splits, resume_from, evaluator)  train inside the active run, checkpointing
   resumable(store, run_id) -> bool               an interrupted run that fit can continue
   checkpoints(run_id) -> list[int]               the epochs a sampler can draw from
 
 The controls every study needs go through the same generate -> pseudolabel -> synthetic path:
 `oracle` (unused real training images: the ceiling), `mixup` (pairs of real images blended) and
-`noise` (per-class Gaussians: the floor). Images from outside: `folder` (any tool's output) and
+`noise` (per-class Gaussians: the floor). Trained on the small set: `gan` and `diffusion`. Images from outside: `folder` (any tool's output) and
 `text2image` (a pretrained diffusers pipeline).
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 
 GROUP = "harness.generators"
-BUILTIN = {"gan": "harness.generators.gan", "oracle": "harness.generators.oracle",
+BUILTIN = {"gan": "harness.generators.gan", "diffusion": "harness.generators.diffusion", "oracle": "harness.generators.oracle",
            "mixup": "harness.generators.mixup", "noise": "harness.generators.noise",
            "folder": "harness.generators.folder", "text2image": "harness.generators.text2image"}
 REQUIRED = ("TRAINS", "SECTIONS", "DATA", "knows_classes", "sampler")
@@ -117,6 +119,11 @@ def preflight(ctx, cfg, source: str | None = None) -> None:
         except HarnessError as e:
             raise HarnessError(f"quality.evaluator_per_class={cfg.quality.evaluator_per_class} does not fit the data: "
                                f"{str(e).replace('data.n_per_class', 'quality.evaluator_per_class')}") from None
+
+
+def sampling(cfg) -> tuple[str, ...]:
+    """The kind's settings read at generate time only."""
+    return tuple(getattr(get(cfg.generator.kind), "SAMPLING", ()))
 
 
 def cost_note(cfg, device) -> str | None:

@@ -2,42 +2,39 @@
 and a critic without batch norm (the reference), plus hinge/spectral norm, class conditioning,
 DiffAugment and a generator EMA.
 
-Artifacts of its generator run:
+Trained through the loop every trained kind shares (harness/generators/trained.py), which writes
+its artifacts:
   images/ (key gan/samples, step = epoch) 64 samples from fixed noise, every gan.sample_every epochs and at
                                          the end: the run page shows them with a step slider
-  checkpoints/generator_epoch_XXXX.pt    {"state_dict", "config", "epoch", "generator_iters"}, every
-                                         gan.checkpoint_every epochs and at the end; torch.load(weights_only=True)
-  checkpoints/training_state_{0,1}.pt    generator, critic, both optimizers, RNG, curves: what --resume continues
-                                         from. Two slots, written in turn, so that a torn write (a full disk,
-                                         a kill during the upload) leaves the previous checkpoint's state intact
+  checkpoints/generator_epoch_XXXX.pt    {"state_dict", "config", "epoch", "generator_iters", "n_classes",
+                                         "classes", "channels", "image_size"} of the sampling generator
+  checkpoints/training_state_{0,1}.pt    generator, critic, both optimizers, RNG, curves: what --resume continues from
   loss_curves.png                        critic loss, Wasserstein estimate, gradient penalty, generator loss
 Metrics (step = epoch): gan/critic_loss, gan/wasserstein, gan/gradient_penalty, gan/generator_loss,
-gan/generator_iters; final gan/epochs, gan/seconds; with quality.enabled quality/* per checkpoint.
+gan/generator_iters; final gan/epochs, gan/seconds, gan/generator_iters_total; with quality.enabled
+quality/* per checkpoint.
 """
 from __future__ import annotations
 
 import math
-import re
-import time
+import sys
 from dataclasses import asdict
 
-import mlflow
 import torch
 import torch.nn.functional as F
 
-from harness import precision, progress
+from harness import precision
 from harness.errors import HarnessError
-from harness.generators import stream
+from harness.generators import stream, trained
+from harness.generators.trained import best_checkpoint, checkpoints, resumable  # noqa: F401 (the kind protocol)
 from harness.models import Generator
-from harness.tracking import codecs
-from harness.tracking.store import describe, log_history
 
 TRAINS = True
 SECTIONS = ("gan",)
 DATA = ()
 CLASSES = "with gan.conditional=projection or acgan"
 NEEDS = "a generator phase: trains on the training images ([gan])"
-CHECKPOINT = re.compile(r"checkpoints/generator_epoch_(\d+)\.pt$")
+PREFIX, STEPS = "gan", "generator_iters"  # metric names: gan/samples, gan/generator_iters_total
 
 
 def knows_classes(cfg) -> bool:
@@ -246,6 +243,33 @@ class WganGp:
         self.generator.train()
         return out
 
+    # The Trainer protocol of harness/generators/trained.py.
+    @property
+    def steps(self) -> int:
+        return self.generator_iters
+
+    def preview(self) -> torch.Tensor:
+        return self.sample(self.fixed_noise, self.fixed_labels)
+
+    def quality_images(self, n: int) -> torch.Tensor:
+        """n images of noise seed 0, for the sample quality of a checkpoint."""
+        net = self.sampler
+        was_training = net.training  # the live generator trains on; the EMA copy stays in eval mode
+        images, _ = generate(net, self.cfg.latent_dim, 0, self.device, 0, n)
+        net.train(was_training)
+        return images
+
+    def checkpoint(self) -> dict:
+        return {"state_dict": {k: v.cpu() for k, v in self.sampler.state_dict().items()}, "config": asdict(self.cfg),
+                "epoch": self.epoch, "generator_iters": self.generator_iters, "n_classes": self.n_classes,
+                "channels": self.generator.channels, "image_size": self.generator.image_size}
+
+    def exportable(self) -> tuple[torch.nn.Module, torch.Tensor]:
+        return _Exportable(self.sampler), _example(self)
+
+    def progress(self, row: dict) -> str:
+        return f"W {row['gan/wasserstein']:.3f}  G iters {self.generator_iters}"
+
     def state_dict(self) -> dict:
         state = {"generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
                  "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
@@ -285,38 +309,11 @@ def generate(generator: torch.nn.Module, latent_dim: int, seed: int, device: tor
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 
-def checkpoint_path(epoch: int) -> str:
-    return f"checkpoints/generator_epoch_{epoch:04d}.pt"
-
-
-def checkpoints(run_id: str) -> dict[int, str]:
-    """epoch -> artifact path of each generator checkpoint in a generator run."""
-    out = {}
-    for a in mlflow.MlflowClient().list_artifacts(run_id, "checkpoints"):
-        m = CHECKPOINT.search(a.path)
-        if m:
-            out[int(m.group(1))] = a.path
-    return dict(sorted(out.items()))
-
-
 def load_generator(memo, run_id: str, epoch: int | None = None) -> tuple[Generator, dict]:
-    """The generator of checkpoint `epoch` (None: the last) of a generator run, and its checkpoint
-    dict. Held in the memo: a finished run's checkpoints never change, and sweep trials sample the
-    same few (callers only run the generator in eval mode)."""
-    if (run_id, epoch) in memo.generators:
-        return memo.generators[(run_id, epoch)]
-    available = checkpoints(run_id)
-    if not available:
-        raise HarnessError(f"generator run {run_id} has no generator checkpoints")
-    chosen = max(available) if not epoch else epoch
-    if chosen not in available:
-        raise HarnessError(f"generator run {run_id} has no checkpoint for epoch {chosen}; available: "
-                           f"{', '.join(map(str, available))}")
-    ckpt = codecs.load_torch(run_id, available[chosen])
-    g = Generator(ckpt["config"]["latent_dim"], ckpt["config"]["width"], ckpt.get("n_classes", 0),
-                  ckpt.get("channels", 3), ckpt.get("image_size", 32))
-    g.load_state_dict(ckpt["state_dict"])
-    return memo.remember(memo.generators, (run_id, epoch), (g, ckpt))
+    """The generator of checkpoint `epoch` (None: the last) of a generator run, and its checkpoint dict."""
+    return trained.load_checkpoint(memo, run_id, epoch, lambda ckpt: Generator(
+        ckpt["config"]["latent_dim"], ckpt["config"]["width"], ckpt.get("n_classes", 0), ckpt.get("channels", 3),
+        ckpt.get("image_size", 32)))
 
 
 class _Exportable(torch.nn.Module):
@@ -338,40 +335,8 @@ def _example(trainer) -> torch.Tensor:
     return torch.cat([z, torch.arange(2.0)[:, None]], 1) if trainer.n_classes else z
 
 
-def best_checkpoint(run_id: str) -> int:
-    """The checkpoint epoch with the lowest Frechet distance the generator run measured
-    (quality.enabled): the best of its LoggedModels, or of its metric history (a resumed run's
-    earlier checkpoints are models of the run it continued)."""
-    run = mlflow.MlflowClient().get_run(run_id)
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{run_id}'", output_format="list",
-                                         order_by=[{"field_name": "metrics.quality/fd", "ascending": True}])
-    scored = [m for m in models if any(x.key == "quality/fd" for x in (m.metrics or []))]
-    available = checkpoints(run_id)
-    if scored and int(scored[0].params["epoch"]) in available and "harness.resumed_from" not in run.data.tags:
-        return int(scored[0].params["epoch"])
-    fd = {m.step: m.value for m in mlflow.MlflowClient().get_metric_history(run_id, "quality/fd")}
-    scored = [e for e in checkpoints(run_id) if e in fd]
-    if not scored:
-        raise HarnessError(f"generator run {run_id} measured no sample quality at its checkpoints; "
-                           "generate.checkpoint_epoch=-1 needs a generator run trained with quality.enabled=true")
-    return min(scored, key=fd.get)
-
-
 def preflight(ctx, cfg, source: str | None = None) -> None:
-    """Before any run opens: a batch the training set can fill; before the generate run opens: the
-    checkpoint asked for must be in the generator run."""
-    n_train = len(ctx.splits(cfg.data).train_x)
-    if cfg.gan.batch_size > n_train:
-        raise HarnessError(f"gan.batch_size ({cfg.gan.batch_size}) is larger than the training set ({n_train} images); "
-                           f"lower it to at most {n_train}")
-    epoch = cfg.generate.checkpoint_epoch
-    if source is None or epoch <= 0:
-        return
-    available = checkpoints(source)
-    if epoch not in available:
-        raise HarnessError(f"generate.checkpoint_epoch={epoch}: generator run {source} has no checkpoint for that "
-                           f"epoch; available: {', '.join(map(str, available)) or 'none'} (0 = the last)")
+    trained.preflight(ctx, cfg, cfg.gan, source)
 
 
 def sampler(ctx, cfg, run_id: str) -> stream.Sampler:
@@ -386,9 +351,26 @@ def sampler(ctx, cfg, run_id: str) -> stream.Sampler:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fitting, inside the generator phase's run
+# Fitting, inside the generator phase's run (harness/generators/trained.py)
 
-def loss_figure(history: list[dict[str, float]]):
+def settings(cfg):
+    return cfg.gan
+
+
+def trainer(cfg, device: torch.device, n_classes: int, channels: int, image_size: int) -> WganGp:
+    return WganGp(cfg.gan, device, n_classes, channels, image_size)
+
+
+def steps_per_epoch(n_real: int, g) -> int:
+    return max(1, (n_real // g.batch_size) // g.critic_steps)
+
+
+def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> None:
+    """Train (or continue `resume_from`) the GAN inside the active run, checkpointing as configured."""
+    trained.fit(ctx, cfg, splits, sys.modules[__name__], resume_from, evaluator)
+
+
+def curves_figure(history: list[dict[str, float]]):
     from harness.metrics import subplots, tight
     keys = ["gan/critic_loss", "gan/wasserstein", "gan/gradient_penalty", "gan/generator_loss"]
     fig, axes = subplots(1, 4, figsize=(14, 3))
@@ -403,136 +385,9 @@ def loss_figure(history: list[dict[str, float]]):
     return fig
 
 
-def checkpoint_quality(cfg, sampler_net: torch.nn.Module, evaluator, device: torch.device) -> dict[str, float]:
-    """FD, KID, precision, recall of quality.n_samples images of a checkpoint (noise seed 0)."""
-    was_training = sampler_net.training  # the live generator trains on; the EMA copy stays in eval mode
-    images, _ = generate(sampler_net, cfg.gan.latent_dim, 0, device, 0, cfg.quality.n_samples)
-    sampler_net.train(was_training)
-    return evaluator.measure(images, cfg.quality.k)
-
-
-STATE_SLOTS = ("checkpoints/training_state_0.pt", "checkpoints/training_state_1.pt")
-LEGACY_STATE = "checkpoints/training_state.pt"  # one slot, overwritten: runs before the two slots
-SERIES_STEP = re.compile(r"\+step\+(\d+)\+")  # images/gan~samples+step+12+... : the image series' step
-
-
-def newest_state(store, run_id: str, say: bool = False) -> dict | None:
-    """The newest intact training state of a run (None if it has none): an unreadable slot is named
-    (with `say`) and passed over for the other."""
-    names = {a.path for a in store.client.list_artifacts(run_id, "checkpoints")}
-    states = []
-    for path in [p for p in (*STATE_SLOTS, LEGACY_STATE) if p in names]:
-        try:
-            states.append((codecs.load_torch(run_id, path), path))
-        except HarnessError as e:
-            if say:
-                store.say(f"generator: {e}; passing over it")
-    if not states:
-        return None
-    state, path = max(states, key=lambda sp: sp[0]["epoch"])
-    if say and len(states) < len([p for p in (*STATE_SLOTS, LEGACY_STATE) if p in names]):
-        store.say(f"generator: resuming from the newest intact state, {path} (epoch {state['epoch']})")
-    return state
-
-
-def resumable(store, run_id: str) -> bool:
-    return newest_state(store, run_id, say=True) is not None
-
-
-def _carry_over(store, old: str) -> tuple[dict, list]:
-    """The interrupted run's newest intact training state, with its curves, checkpoints and samples up
-    to that epoch copied into the active run, so that this run alone tells the whole story."""
-    state = newest_state(store, old)
-    epoch = state["epoch"]
-    history = state.pop("history")
-    log_history(history, first_step=1)
-    client = store.client
-    # Measured at the old run's checkpoints, outside `history`: checkpoint_epoch=-1 needs them all.
-    from mlflow.entities import Metric
-    quality = [Metric(m.key, m.value, m.timestamp, m.step)
-               for key in ("quality/fd", "quality/kid", "quality/precision", "quality/recall")
-               for m in client.get_metric_history(old, key) if m.step <= epoch]
-    if quality:
-        client.log_batch(mlflow.active_run().info.run_id, metrics=quality, synchronous=True)
-    for e, path in checkpoints(old).items():
-        if e <= epoch:
-            mlflow.log_artifact(codecs.download(old, path), "checkpoints")
-    for a in client.list_artifacts(old, "images"):  # the sample series so far
-        step = SERIES_STEP.search(a.path)
-        if step is None or int(step.group(1)) <= epoch:
-            mlflow.log_artifact(codecs.download(old, a.path), "images")
-    store.say(f"generator: resuming run {old} from epoch {epoch}")
-    return state, history
-
-
-def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> None:
-    """Train (or continue `resume_from`) the GAN inside the active run, checkpointing as configured."""
+def summary(cfg, trainer: WganGp, history: list[dict], seconds: float) -> str:
     g = cfg.gan
-    state, history = _carry_over(ctx.store, resume_from) if resume_from else (None, [])
-    trainer = WganGp(g, ctx.device, len(splits.classes), splits.train_x.shape[1], splits.train_x.shape[-1])
-    if state is not None:
-        trainer.load_state_dict(state)
-    real, labels = splits.train_x.to(ctx.device), splits.train_y.to(ctx.device)
-    pending: list[dict] = []  # epochs not yet sent to MLflow: flushed at each checkpoint
-    slots = {path: -1 for path in STATE_SLOTS}  # the epoch each training-state slot holds in this run
-    start = time.perf_counter()
-
-    def checkpoint():
-        log_history(pending, first_step=trainer.epoch - len(pending) + 1)
-        pending.clear()
-        # The sampling generator (the EMA copy when gan.ema > 0) is what later phases use; as a
-        # LoggedModel (step = epoch) it is one row of the Models tab, its quality linked to it.
-        model_id = codecs.log_pytorch_model(_Exportable(trainer.sampler), "generator", _example(trainer),
-                                            step=trainer.epoch, params={"epoch": trainer.epoch})
-        if evaluator is not None:
-            # Per checkpoint: a sweep or a reader can pick the epoch by sample quality.
-            # One write: on the run (step = epoch) and linked to the checkpoint's LoggedModel.
-            mlflow.log_metrics(checkpoint_quality(cfg, trainer.sampler, evaluator, ctx.device), step=trainer.epoch,
-                               model_id=model_id, synchronous=True)
-        codecs.log_torch({"state_dict": {k: v.cpu() for k, v in trainer.sampler.state_dict().items()},
-                          "config": asdict(g), "epoch": trainer.epoch, "generator_iters": trainer.generator_iters,
-                          "n_classes": trainer.n_classes, "classes": list(splits.classes),
-                          "channels": trainer.generator.channels, "image_size": trainer.generator.image_size},
-                         checkpoint_path(trainer.epoch))
-        older = min(slots, key=slots.get)  # the other slot keeps the previous state intact meanwhile
-        codecs.log_torch(trainer.state_dict() | {"history": history}, older)
-        slots[older] = trainer.epoch
-
-    # gan.iterations: a budget in generator iterations, the same for every data size; else gan.epochs.
-    per_epoch = max(1, (len(real) // g.batch_size) // g.critic_steps)
-    planned = -(-g.iterations // per_epoch) if g.iterations else g.epochs
-
-    def finished() -> bool:
-        return trainer.generator_iters >= g.iterations if g.iterations else trainer.epoch >= g.epochs
-
-    try:
-        with progress.bar(max(0, planned - trainer.epoch), "gan", unit="epochs", item_show_func=lambda s: s) as bar:
-            while not finished():
-                ctx.store.check_reachable()
-                row = trainer.train_epoch(real, labels, max_generator_iters=g.iterations)
-                history.append(row)
-                pending.append(row)
-                e, last = trainer.epoch, finished()
-                if e % g.sample_every == 0 or last:
-                    codecs.log_image_grid(trainer.sample(trainer.fixed_noise, trainer.fixed_labels),
-                                          key="gan/samples", step=e)
-                if e % g.checkpoint_every == 0 or last:
-                    checkpoint()
-                bar.current_item = f"W {row['gan/wasserstein']:.3f}  G iters {trainer.generator_iters}"
-                bar.update(1)
-    except BaseException:
-        # Ctrl-C, SIGTERM, a divergence: the curves of the epochs since the last checkpoint are kept
-        # (a store that stopped answering cannot take them; the error that stopped us comes first).
-        try:
-            log_history(pending, first_step=trainer.epoch - len(pending) + 1)
-        except Exception:
-            pass
-        raise
-    seconds = time.perf_counter() - start
-    mlflow.log_metrics({"gan/epochs": trainer.epoch, "gan/seconds": seconds,
-                        "gan/generator_iters_total": trainer.generator_iters})
-    codecs.log_figure(loss_figure(history), "loss_curves.png")
-    describe(f"**generator**: {name(cfg)}, DCGAN width {g.width}, {trainer.epoch} epochs = {trainer.generator_iters} "
+    return (f"**generator**: {name(cfg)}, DCGAN width {g.width}, {trainer.epoch} epochs = {trainer.generator_iters} "
              f"generator iterations ({g.critic_steps} critic steps each, {_arithmetic(g.precision)}), {seconds:.0f} s this session. "
              f"Final Wasserstein estimate {history[-1]['gan/wasserstein']:.3f}.\n\n"
              f"Samples from fixed noise: the image series `gan/samples` (a step per {g.sample_every} epochs); "
