@@ -275,7 +275,10 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     trains = generators.get(cell.cfg.generator.kind).TRAINS
                     own = seed % k  # this seed's generator, trained on that seed's data draw
                     note = (f"\n\nGenerator {own} of the cell's {k}: trained on seed {own}'s images." if trains else "")
-                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(local, own) if trains else None,
+                    # Its own generator is simply the pipeline's (no second walk under an equal config),
+                    # unless every seed shares fewer generators than there are first seeds (share_gan's mark).
+                    borrowed = trains and (own != seed or k < len(seeds))
+                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(local, own) if borrowed else None,
                                           note=note, reuse_shared=trains and own != seed,
                                           tags={"harness.cell": label, "harness.grid": study.study_name,
                                                 **({"harness.generator_index": own} if trains else {})})

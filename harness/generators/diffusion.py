@@ -202,8 +202,11 @@ class Denoiser:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        # One foreach kernel over all tensors, not a Python loop of ~200 small lerps (as diffusers' EMAModel).
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.unet.parameters()), 1 - self.d.ema)
+        # diffusers' EMAModel schedule: the decay grows as (1 + step) / (10 + step) up to diffusion.ema, so
+        # that a short budget's average is not mostly the random initial weights. One foreach kernel over
+        # all tensors, not a Python loop of ~200 small lerps.
+        decay = min(self.d.ema, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.unet.parameters()), 1 - decay)
 
     # The rest of the Trainer protocol.
     def preview(self) -> torch.Tensor:
