@@ -284,6 +284,26 @@ def _run(tags: dict, status: str = "RUNNING", start: float | None = None):
                                                 run_id="r"), data=SimpleNamespace(tags=tags))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the boot-time drift is Linux's (/proc/stat btime)")
+def test_a_moved_wall_clock_leaves_a_live_owner_alive(monkeypatch):
+    """A VM's clock sync moved the kernel's boot time (and with it psutil's create_time) by 109 s
+    within minutes: a waiting worker took its live peer for dead and took over its generator."""
+    import psutil._pslinux
+    from harness.tracking import liveness
+    me = liveness.owner()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        theirs = f"{socket.gethostname()}:{child.pid}:{liveness._started(child.pid)}"
+        booted = psutil._pslinux.boot_time()
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: booted + 109)
+        assert liveness.why_dead(_run({liveness.OWNER: me})) is None
+        assert liveness.why_dead(_run({liveness.OWNER: theirs})) is None
+    finally:
+        child.kill()
+        child.wait()
+    assert "is gone" in liveness.why_dead(_run({liveness.OWNER: theirs}))
+
+
 def test_liveness_rules(monkeypatch):
     from harness.tracking import liveness
     monkeypatch.setenv("HARNESS_HEARTBEAT_SECONDS", "10")

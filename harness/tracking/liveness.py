@@ -3,8 +3,9 @@
 A process that dies without ending its runs (SIGKILL, the OOM killer, a closed laptop lid, a
 preempted node) leaves them RUNNING in MLflow forever, and the cache, `--resume` and the
 comparator would go on waiting for them or skipping them. So every harness run carries
-  harness.owner      host:pid:start of the process that opened it (start: the process's creation
-                     time in 1/100 s, so that a reused pid is not taken for the old process)
+  harness.owner      host:pid:start of the process that opened it (start: when the process began,
+                     in clock ticks since boot on Linux, so that a reused pid is not taken for the
+                     old process, and a stepped wall clock does not make a live one look new)
   harness.heartbeat  unix seconds, refreshed every `interval` seconds by one thread per process
 A RUNNING run is dead when its owner is a process of this host that no longer exists, or, for
 another host's runs, when its heartbeat is older than `grace` seconds. `reap` marks the dead runs of
@@ -19,6 +20,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import sys
 from mlflow.entities import RunTag
@@ -40,6 +42,22 @@ def grace() -> float:
 
 
 def _started(pid: int) -> int | None:
+    """When process `pid` started, as a number that stays the same for its whole life.
+
+    On Linux, the clock ticks from boot to its start (/proc/PID/stat, field 22): psutil's
+    create_time() adds the boot time, which the kernel derives from the wall clock, so it moves
+    whenever the clock is stepped or slewed (NTP, a VM's clock sync: 4 s, then 109 s within minutes
+    on one of our machines), and a live worker's owner tag stopped matching its own process: the
+    waiter took over a generator still training. Elsewhere psutil's start time, which macOS and
+    Windows keep from the process's creation."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # fields after "(comm)" start at field 3
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux: no such process
+    except (OSError, ValueError, IndexError):
+        return None
     import psutil
     try:
         return int(psutil.Process(pid).create_time() * 100)
