@@ -1,20 +1,26 @@
-"""Export a finished grid: its report (grid.md, grid.json, grid.png from the grid run) and the
-memorization share of the synthetic images each GAN cell's synthetic arm trained on, measured
-against the images that GAN was trained on (with study.share_gan: the first seed's draw).
+"""Export a finished grid: its report (grid.md, grid.json, grid.png from the grid run) and, per cell
+and seed, the generator's training time, the sample quality of the generated images (FD, KID,
+precision, recall in the evaluator's space) and, for kinds that train, the near-copy share of the
+generated and kept images against the generator's own training images (STUDY.generators.json/.md).
 
     python studies/export_grid.py STUDY STORAGE OUT_DIR [--data-dir DIR]
 
 MLFLOW_TRACKING_URI names the grid's tracking store."""
 import json
+import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded file buries the table
+
 import mlflow
+import numpy as np
 import optuna
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness import config, data, grid, pipeline, quality
+from harness import data, generators, grid, pipeline, precision, quality, train
+from harness.phases import evaluator
 from harness.tracking import codecs
 
 study_name, storage, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -39,33 +45,85 @@ def source(run):
     return client.get_run(rid) if rid else run
 
 
+def seconds(run) -> float | None:
+    return (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None
+
+
+def evaluator_of(cell_cfg) -> quality.Evaluator:
+    """The evaluator a pipeline with quality.enabled would train for this data size (phases/evaluator.py:
+    its fixed settings, seed 0's draw), so every kind at one size is measured in one feature space."""
+    ecfg = pipeline.seeded(precision.resolve_config(cell_cfg, device), seeds[0])
+    splits = data.load_splits(evaluator.data_config(ecfg), data_dir)
+    model, _ = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes),
+                                      evaluator.classifier_config(ecfg), device, label="evaluator")
+    test_x = data.load_splits(ecfg.data, data_dir).test_x
+    return quality.Evaluator(model, quality.features(model, test_x, device), device)
+
+
+# Per cell: the seconds its generator trained, and per seed the sample quality of the images its
+# synthetic arm drew from (all generated images, in the size's evaluator space), and for kinds that
+# train, the near-copy share of those images and of the kept ones against the generator's own
+# training images (seed s uses generator s mod K, trained on seed s mod K's draw).
 cfg, cells, seeds = grid.plan_of(study)
-memo = {}
+device = torch.device("cpu")
+evaluators, draws, rows, trained_seconds = {}, {}, {}, {}
 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
     cell = next(c for c in cells if c.label == t.user_attrs["cell"])
-    if cell.cfg.generator.kind != "gan":
-        continue
+    seed, kind = t.user_attrs["seed"], cell.cfg.generator.kind
     parent = client.get_run(t.user_attrs["pipeline_run"])
-    kids = {r.data.tags.get("harness.phase"): source(r) for r in
+    kids = {r.data.tags.get("harness.phase"): r for r in
             client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
-    gan_data = pipeline.seeded(cell.cfg, seeds[0] if cell.cfg.study.share_gan else t.user_attrs["seed"]).data
-    key = (cell.label, gan_data)
-    if key not in memo:
-        memo[key] = data.load_splits(gan_data, data_dir).train_x
-    kept = torch.from_numpy(codecs.load_npz(kids["pseudolabel"].info.run_id, "kept.npz")["images"])
-    generated = torch.from_numpy(codecs.load_npz(kids["generate"].info.run_id, "synthetic.npz")["images"])
-    mk, _, dk = quality.memorization(kept, memo[key])
-    mg, _, _ = quality.memorization(generated, memo[key])
-    row = {"seed": t.user_attrs["seed"], "kept": len(kept), "kept_near_copy_share": mk["memorization/near_copy_share"],
-           "kept_median_rms": mk["memorization/median_rms"], "kept_min_rms": float(dk.min()) if len(dk) else None,
-           "generated_near_copy_share": mg["memorization/near_copy_share"], "generated_median_rms": mg["memorization/median_rms"]}
-    memo.setdefault(cell.label, []).append(row)
-result = {label: sorted(rows, key=lambda r: r["seed"]) for label, rows in memo.items() if isinstance(label, str)}
-(out / f"{study_name}.memorization.json").write_text(json.dumps(
-    {"threshold_rms": quality.NEAR_COPY_RMS, "against": "the GAN's own training images", "cells": result}, indent=2))
-for label, rows in result.items():
-    share = sum(r["kept_near_copy_share"] * r["kept"] for r in rows) / max(sum(r["kept"] for r in rows), 1)
-    print(f"{label}: {sum(r['kept'] for r in rows)} kept images over {len(rows)} seeds; near-copy share "
-          f"{share:.2%} (RMS < {quality.NEAR_COPY_RMS}); median RMS to the nearest training image "
-          f"{sorted(r['kept_median_rms'] for r in rows)[len(rows) // 2]:.3f}; closest "
-          f"{min(r['kept_min_rms'] for r in rows if r['kept_min_rms'] is not None):.3f}")
+    size = cell.cfg.data.n_per_class
+    if size not in evaluators:
+        evaluators[size] = evaluator_of(cell.cfg)
+    generated = torch.from_numpy(codecs.load_npz(source(kids["generate"]).info.run_id, "synthetic.npz")["images"])
+    kept = torch.from_numpy(codecs.load_npz(source(kids["pseudolabel"]).info.run_id, "kept.npz")["images"])
+    row = {"seed": seed, "generated": len(generated), "kept": len(kept),
+           "generate_seconds": seconds(source(kids["generate"])),
+           **{k.split("/")[1]: v for k, v in evaluators[size].measure(generated, cfg.quality.k).items()}}
+    if generators.get(kind).TRAINS:
+        gen = source(kids["generator"]) if "generator" in kids else None
+        if gen is not None:
+            trained_seconds.setdefault(cell.label, {})[gen.info.run_id] = seconds(gen)
+        k = grid.generators_of(cell.cfg, seeds)
+        draw = pipeline.seeded(cell.cfg, seed % k).data
+        if draw not in draws:
+            draws[draw] = data.load_splits(draw, data_dir).train_x
+        mk, _, dk = quality.memorization(kept, draws[draw])
+        mg, _, _ = quality.memorization(generated, draws[draw])
+        row.update({"kept_near_copy_share": mk["memorization/near_copy_share"], "kept_median_rms": mk["memorization/median_rms"],
+                    "kept_min_rms": float(dk.min()) if len(dk) else None,
+                    "generated_near_copy_share": mg["memorization/near_copy_share"],
+                    "generated_median_rms": mg["memorization/median_rms"]})
+    rows.setdefault(cell.label, []).append(row)
+
+result = {}
+for label, rs in rows.items():
+    rs.sort(key=lambda r: r["seed"])
+    result[label] = {"generator_seconds": sorted(trained_seconds.get(label, {}).values()), "seeds": rs}
+(out / f"{study_name}.generators.json").write_text(json.dumps(
+    {"quality": "FD, KID, k-NN precision/recall of each seed's generated images against the real test images, "
+                "in the feature space of the evaluator CNN a quality-enabled pipeline trains at that data size",
+     "memorization": {"threshold_rms": quality.NEAR_COPY_RMS, "against": "the generator's own training images"},
+     "cells": result}, indent=2))
+
+
+def mean_sd(values, fmt):
+    v = np.array([x for x in values if x is not None], dtype=float)
+    return f"{fmt.format(v.mean())} ± {fmt.format(v.std(ddof=1))}" if len(v) > 1 else (fmt.format(v[0]) if len(v) else "")
+
+
+lines = [f"Generated images per cell of grid `{study_name}` (mean ± sd over seeds; quality in the evaluator space of each data size):", "",
+         "| cell | generator trained (s) | generate (s) | FD | KID | precision | recall | kept | near-copies: generated / kept |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for label, r in result.items():
+    rs = r["seeds"]
+    copies = (f"{sum(x['generated_near_copy_share'] * x['generated'] for x in rs) / sum(x['generated'] for x in rs):.2%} / "
+              f"{sum(x['kept_near_copy_share'] * x['kept'] for x in rs) / max(sum(x['kept'] for x in rs), 1):.2%}"
+              if "kept_near_copy_share" in rs[0] else "real images")
+    lines.append(f"| {label} | {', '.join(f'{s:.0f}' for s in r['generator_seconds'])} | "
+                 f"{mean_sd([x['generate_seconds'] for x in rs], '{:.0f}')} | {mean_sd([x['fd'] for x in rs], '{:.2f}')} | "
+                 f"{mean_sd([x['kid'] for x in rs], '{:.3f}')} | {mean_sd([x['precision'] for x in rs], '{:.3f}')} | "
+                 f"{mean_sd([x['recall'] for x in rs], '{:.3f}')} | {mean_sd([x['kept'] for x in rs], '{:.0f}')} | {copies} |")
+(out / f"{study_name}.generators.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One grid study on this machine with two workers of one thread each (on 2 cores, two processes of one
+# thread finish more items per hour than one of two), then its exported report, per-cell generator
+# timings, sample quality and memorization (studies/export_grid.py) in $OUT (default studies/results/grid).
+# The tracking store and the Optuna storage live in WORK_DIR; a rerun of the same command continues.
+# Phases are reused within one MLflow experiment (default: the study's name): EXPERIMENT=<an earlier
+# study's> makes a new study reuse the baselines and generators an earlier one computed.
+#   bash studies/grid.sh STUDY DATA_DIR WORK_DIR -- GRID_ARGS...
+# The grids of docs/results.md:
+#   bash studies/grid.sh sb-diffusion ../shared/datasets/cifar10 /tmp/sb-diffusion -- --preset strong-baseline \
+#       --axis data.n_per_class=100,300 --axis generator.kind=gan,diffusion,oracle --seeds 5 --set study.generators=1
+#   bash studies/grid.sh sb-precision ../shared/datasets/cifar10 /tmp/sb-precision -- --preset strong-baseline \
+#       --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5 --precision 1.0 \
+#       --max-seeds 15 --set study.generators=3
+set -euo pipefail
+STUDY=${1:?study name}; DATA=$(realpath "${2:?data dir}"); WORK=$(realpath -m "${3:?work dir}")
+shift 3; [ "${1:-}" = "--" ] && shift
+EXPERIMENT=${EXPERIMENT:-$STUDY}
+OUT=$(realpath -m "${OUT:-studies/results/grid}")
+ROOT=$(realpath "$(dirname "$0")/..")
+mkdir -p "$WORK" "$OUT"
+export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db"
+cd "$WORK"
+start=$(date +%s)
+harness grid "$@" --data-dir "$DATA" --study "$STUDY" --experiment "$EXPERIMENT" --threads 1 --plan-only
+harness worker --study "$STUDY" --data-dir "$DATA" --experiment "$EXPERIMENT" --threads 1 2>"$WORK/worker-1.log" &
+one=$!
+harness worker --study "$STUDY" --data-dir "$DATA" --experiment "$EXPERIMENT" --threads 1 2>"$WORK/worker-2.log"
+wait $one
+echo "grid $STUDY: $(( ($(date +%s) - start) / 60 )) min of wall time on $(nproc) cores" | tee "$OUT/$STUDY.time.txt"
+python3 "$ROOT/studies/export_grid.py" "$STUDY" "sqlite:///$WORK/optuna.db" "$OUT" --data-dir "$DATA"
