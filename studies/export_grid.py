@@ -1,9 +1,10 @@
 """Export a finished grid: its report (grid.md, grid.json, grid.png from the grid run) and, per cell
 and seed, the generator's training time, the sample quality of the generated images (FD, KID,
 precision, recall in the evaluator's space) and, for kinds that train, the near-copy share of the
-generated and kept images against the generator's own training images (STUDY.generators.json/.md).
+generated and kept images against the generator's own training images (STUDY.generators.json/.md), and
+the compute the grid took against a fixed design of N seeds with one generator per cell (STUDY.compute.json).
 
-    python studies/export_grid.py STUDY STORAGE OUT_DIR [--data-dir DIR]
+    python studies/export_grid.py STUDY STORAGE OUT_DIR [--data-dir DIR] [--fixed-seeds N]
 
 MLFLOW_TRACKING_URI names the grid's tracking store."""
 import json
@@ -127,3 +128,39 @@ for label, r in result.items():
                  f"{mean_sd([x['recall'] for x in rs], '{:.3f}')} | {mean_sd([x['kept'] for x in rs], '{:.0f}')} | {copies} |")
 (out / f"{study_name}.generators.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
+
+
+# Compute: what the grid's workers actually computed (every phase run that was not reused from the
+# cache, in worker-seconds: each worker has one thread), and what a fixed design with FIXED_SEEDS seeds
+# in every cell and one generator per cell would have computed, estimated from the same runs: per data
+# size the mean baseline time, per cell the mean time of its per-seed phases (generate, pseudolabel,
+# synthetic, compare), and per training cell the mean generator training time, times the counts that
+# design needs (baselines are shared between the kinds at one size and seed, as the cache shares them).
+FIXED_SEEDS = int(sys.argv[sys.argv.index("--fixed-seeds") + 1]) if "--fixed-seeds" in sys.argv else 15
+phase_seconds: dict[tuple[str, str], list[float]] = {}
+for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    parent = client.get_run(t.user_attrs["pipeline_run"])
+    for r in client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
+        if "harness.reused_from" not in r.data.tags and seconds(r) is not None:
+            phase_seconds.setdefault((t.user_attrs["cell"], r.data.tags["harness.phase"]), []).append(seconds(r))
+actual = sum(sum(v) for v in phase_seconds.values())
+sizes = {c.label: c.cfg.data.n_per_class for c in cells}
+estimate, per_cell = 0.0, {}
+for size in sorted(set(sizes.values())):
+    base = [s for (label, ph), v in phase_seconds.items() if ph == "baseline" and sizes[label] == size for s in v]
+    estimate += FIXED_SEEDS * float(np.mean(base))
+for c in cells:
+    per_seed = sum(float(np.mean(phase_seconds[(c.label, ph)])) for ph in ("generate", "pseudolabel", "synthetic", "compare")
+                   if (c.label, ph) in phase_seconds)
+    gen = phase_seconds.get((c.label, "generator"), [])
+    estimate += FIXED_SEEDS * per_seed + (float(np.mean(gen)) if gen else 0.0)
+    per_cell[c.label] = {"seeds": len(rows.get(c.label, [])), "per_seed_seconds": per_seed,
+                         "generator_trainings": len(gen), "generator_seconds_mean": float(np.mean(gen)) if gen else None}
+compute = {"actual_worker_seconds": actual, "fixed_design": f"{FIXED_SEEDS} seeds in every cell, one generator per cell",
+           "fixed_design_estimate_worker_seconds": estimate, "ratio": actual / estimate, "cells": per_cell,
+           "how": "actual: the durations of every phase run the grid computed (not reused from the cache), one thread each; "
+                  "estimate: the same runs' mean times per phase (baseline per data size, per-seed phases per cell, "
+                  "generator training per cell) times the counts the fixed design needs"}
+(out / f"{study_name}.compute.json").write_text(json.dumps(compute, indent=2))
+print(f"compute: {actual / 3600:.2f} worker-hours computed; a fixed {FIXED_SEEDS}-seed grid with one generator per cell: "
+      f"{estimate / 3600:.2f} (estimated from the same runs' phase times); ratio {actual / estimate:.2f}")
