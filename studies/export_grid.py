@@ -67,13 +67,16 @@ def evaluator_of(cell_cfg) -> quality.Evaluator:
 # training images (seed s uses generator s mod K, trained on seed s mod K's draw).
 cfg, cells, seeds = grid.plan_of(study)
 device = torch.device("cpu")
-evaluators, draws, rows, trained_seconds = {}, {}, {}, {}
+evaluators, draws, rows, trained_seconds, phase_seconds = {}, {}, {}, {}, {}
 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
     cell = next(c for c in cells if c.label == t.user_attrs["cell"])
     seed, kind = t.user_attrs["seed"], cell.cfg.generator.kind
     parent = client.get_run(t.user_attrs["pipeline_run"])
     kids = {r.data.tags.get("harness.phase"): r for r in
             client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    for phase, r in kids.items():  # what this item computed, for the compute accounting below
+        if "harness.reused_from" not in r.data.tags and seconds(r) is not None:
+            phase_seconds.setdefault((cell.label, phase), []).append(seconds(r))
     size = cell.cfg.data.n_per_class
     if size not in evaluators:
         evaluators[size] = evaluator_of(cell.cfg)
@@ -86,7 +89,7 @@ for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLE
         gen = source(kids["generator"]) if "generator" in kids else None
         if gen is not None:
             trained_seconds.setdefault(cell.label, {})[gen.info.run_id] = seconds(gen)
-        k = grid.generators_of(cell.cfg, seeds)
+        k = study.user_attrs[grid.PLAN].get("generators") or grid.generators_of(cell.cfg, seeds)  # as the workers used
         draw = pipeline.seeded(cell.cfg, seed % k).data
         if draw not in draws:
             draws[draw] = data.load_splits(draw, data_dir).train_x
@@ -137,12 +140,6 @@ print("\n".join(lines))
 # synthetic, compare), and per training cell the mean generator training time, times the counts that
 # design needs (baselines are shared between the kinds at one size and seed, as the cache shares them).
 FIXED_SEEDS = int(sys.argv[sys.argv.index("--fixed-seeds") + 1]) if "--fixed-seeds" in sys.argv else 15
-phase_seconds: dict[tuple[str, str], list[float]] = {}
-for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-    parent = client.get_run(t.user_attrs["pipeline_run"])
-    for r in client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"):
-        if "harness.reused_from" not in r.data.tags and seconds(r) is not None:
-            phase_seconds.setdefault((t.user_attrs["cell"], r.data.tags["harness.phase"]), []).append(seconds(r))
 actual = sum(sum(v) for v in phase_seconds.values())
 sizes = {c.label: c.cfg.data.n_per_class for c in cells}
 estimate, per_cell = 0.0, {}
