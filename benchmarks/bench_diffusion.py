@@ -38,7 +38,7 @@ def plain_steps(x, y, d, n_classes, device, steps: int) -> None:
     from diffusers.optimization import get_scheduler
 
     from harness.generators.diffusion import unet
-    from harness.models import from_uint8
+    from harness.data.images import from_uint8
     torch.manual_seed(0)
     model = unet(d, n_classes, x.shape[1], x.shape[-1]).to(device)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=d.beta_schedule, prediction_type="epsilon")

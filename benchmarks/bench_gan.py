@@ -51,7 +51,8 @@ SPEEDUPS = {"harness": FP32, "plain": OFF, "one_pass": {**OFF, "one_pass": True}
 
 def bare_epochs(x, cfg, device, epochs):
     """Gulrajani et al.'s loop, plainly: returns generator iterations done."""
-    from harness.models import Critic, Generator, from_uint8
+    from harness.data.images import from_uint8
+    from harness.generators.dcgan import Critic, Generator
     torch.manual_seed(0)
     G, D = Generator(cfg.latent_dim, cfg.width).to(device), Critic(cfg.width).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import mlflow
 import torch
 
-from harness import metrics, train
+from harness import figures, metrics, train
 from harness.context import PhaseResult
 from harness.data import Splits
 from harness.models import SimpleCNN
@@ -57,7 +57,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
         log_history(done)  # a pruned or interrupted run keeps the curves it had
         raise
     log_history(history.epochs)
-    codecs.log_figure(metrics.curves_figure(history.epochs, label), "training_curves.png")
+    codecs.log_figure(figures.curves_figure(history.epochs, label), "training_curves.png")
     model_id = log_model(model, cfg, splits.classes, label, splits.test_x[:2])
     n_syn = len(synthetic[0]) if synthetic is not None else 0
     c = train.resolved(cfg.classifier, len(splits.train_x))
@@ -90,7 +90,7 @@ def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: s
                            model_id=model_id)
     codecs.log_json(ev.report, "classification_report.json")
     mlflow.log_text(ev.report_text, "classification_report.txt")
-    codecs.log_figure(metrics.confusion_figure(ev, splits.classes, f"{label}: test accuracy {ev.metrics['test/accuracy']:.4f}"),
+    codecs.log_figure(figures.confusion_figure(ev, splits.classes, f"{label}: test accuracy {ev.metrics['test/accuracy']:.4f}"),
                       "confusion_matrix.png")
     mlflow.log_table({"index": list(range(len(ev.pred))), "label": splits.test_y.tolist(),
                       "predicted": ev.pred.tolist(), "confidence": ev.confidence.round(6).tolist()}, "predictions.json")

@@ -205,34 +205,36 @@ UPSTREAM_HELP = {"generator": "Generator run to sample from", "generate": "Synth
 
 def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
     def command(preset, overrides, data_dir, experiment, no_cache, resume=False, **runs):
-        from harness import pipeline
+        from harness.runner import Runner
+        from harness.table import PHASES
         cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume)
-        phase = pipeline.PHASES[name]
+        phase = PHASES[name]
         if not phase.runs(cfg):
             raise HarnessError(f"phase {name} does not run under this config (generator.kind="
                                f"{cfg.generator.kind}, quality.enabled={cfg.quality.enabled})")
         pinned = {u: runs[f"{u}_run"] for u in upstream if runs.get(f"{u}_run")}
-        inputs = ctx.runner.resolve(name, cfg, pinned)
+        runner = Runner(ctx)
+        inputs = runner.resolve(name, cfg, pinned)
         phase.module.check(ctx, cfg, inputs)  # before any output: a batch too big, a missing checkpoint, ...
         if phase.reads(cfg)[2]:
             _data_line(cfg, ctx)
-        result = ctx.runner.run(name, cfg, inputs)
+        result = runner.run(name, cfg, inputs)
         click.echo(phase.module.summary(result, cfg))
 
     for u in reversed(upstream):
         names = [f"--{u}-run"] + (["--gan-run"] if u == "generator" else [])
         command = click.option(*names, f"{u}_run", default=None, metavar="RUN_ID",
                                help=f"{UPSTREAM_HELP[u]} [default: the finished {u} run of this config].")(command)
-    from harness import pipeline  # the table only
-    if pipeline.PHASES[name].resumable:
+    from harness.table import PHASES  # no torch or MLflow until a command runs
+    if PHASES[name].resumable:
         command = click.option("--resume", is_flag=True, help="Continue the last interrupted (KILLED/FAILED) "
                                "generator run of this config from its last checkpoint instead of starting over.")(command)
     return main.command(name=name, help=help_text)(common(command))
 
 
 def _phase_commands():
-    from harness import pipeline  # the table only: no torch or MLflow until a command runs
-    for name, phase in pipeline.PHASES.items():
+    from harness.table import PHASES  # no torch or MLflow until a command runs
+    for name, phase in PHASES.items():
         if phase.command:  # the evaluator runs inside the others; compare has a command of its own
             _phase_command(name, phase.help, phase.upstream + (("evaluator",) if phase.quality else ()))
 
@@ -243,10 +245,17 @@ _phase_commands()
 @main.command()
 @click.option("--preset", "-p", default="reference", show_default=True, metavar="NAME|PATH")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
-def config(preset, overrides):
+@click.option("--keys", is_flag=True, help="Instead: for each phase that runs under this config, the fingerprint "
+              "of its code and the modules its cache key covers (an edit of any other module reuses its runs).")
+def config(preset, overrides, keys):
     """Print the resolved config (preset + overrides) as TOML-like lines, and its hash."""
     from harness import config as cfgmod
     cfg = cfgmod.load(preset, overrides)
+    if keys:
+        from harness import table
+        for name, fingerprint, modules in table.code_keys(cfg):
+            click.echo(f"{name} {fingerprint}: {' '.join(modules)}")
+        return
     for key, value in cfgmod.flat(cfg).items():
         click.echo(f"{key} = {value}")
     click.echo(f"# config hash {cfgmod.config_hash(cfg)}")

@@ -62,15 +62,6 @@ class Context:
     _fingerprints: dict = field(default_factory=dict, repr=False)
     _modules: object = field(default=None, repr=False)  # provenance.ModuleCache, made on first use
 
-    @property
-    def runner(self):
-        """How this context runs phases (harness/runner.py): the one path through the core."""
-        # Imported by name, not by an import statement: the phases' code fingerprints follow import
-        # statements (tracking/provenance.py), and the runner, which drives a phase, is not code the
-        # phase runs; an edit to it must not retrain every phase.
-        import importlib
-        return importlib.import_module("harness.runner").Runner(self)
-
     def splits(self, data_cfg):
         """The splits of a data config, loaded once per context (a multi-seed study loads each seed's)."""
         if data_cfg not in self.loaded_splits:

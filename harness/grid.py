@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from harness import config, generators, pipeline, precision, studies
+from harness import config, generators, pipeline, precision, studies, table
 from harness.compare import stats
 from harness.config import Config
 from harness.context import Context
@@ -119,7 +119,7 @@ def cost(study: optuna.Study) -> str:
     held = study.user_attrs[PLAN]
     k, most = held["generators"], held["max_seeds"]
     training = [c for c in grid_cells if generators.get(c.cfg.generator.kind).TRAINS]
-    distinct = {config.config_hash(c.cfg, pipeline.PHASES["generator"].reads(c.cfg)[0]) for c in training}
+    distinct = {config.config_hash(c.cfg, table.PHASES["generator"].reads(c.cfg)[0]) for c in training}
     line = (f"{len(grid_cells)} cells x {len(seeds)} seeds = {len(grid_cells) * len(seeds)} items")
     if held.get("precision") is not None:
         line += (f", up to {len(grid_cells) * most} with --precision {held['precision']:g} "

@@ -11,13 +11,33 @@ comparable between runs that share an evaluator, not with published FID values.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from harness.config import ClassifierConfig
 from harness.models import SimpleCNN
+
+
+EVALUATOR_SEED_OFFSET = 1000  # the evaluator's weights and batch order differ from the baseline's
+
+
+def evaluator_training(cfg) -> ClassifierConfig:
+    """Fixed training settings (the reference's, with crop+flip), independent of classifier.*: presets
+    that differ in how they train their arms still share one evaluator, so their figures compare."""
+    return ClassifierConfig(epochs=cfg.quality.evaluator_epochs, augmentation="crop-flip", seed=EVALUATOR_SEED_OFFSET + cfg.data.seed,
+                            precision=cfg.quality.precision)
+
+
+def evaluator_data(cfg):
+    """The draw the evaluator trains on: data.n_per_class images per class, or quality.evaluator_per_class."""
+    n = cfg.quality.evaluator_per_class
+    if not n or n == cfg.data.n_per_class:
+        return cfg.data
+    return dataclasses.replace(cfg.data, n_per_class=n, val_per_class=0)
 
 
 @dataclass

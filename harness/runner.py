@@ -1,4 +1,4 @@
-"""The runner: how a phase of the table (harness/pipeline.py) runs under one config, for every path
+"""The runner: how a phase of the table (harness/table.py) runs under one config, for every path
 through the core: the pipeline, the single-phase commands, the sweep's trials and the grid's items.
 
 For one phase it reads the table's row once, computes the key once, asks the store once (a run to
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 
 from harness.config import Config, config_hash, flat, flat_sections
 from harness.errors import HarnessError
-from harness.pipeline import PHASES, Phase
+from harness.table import PHASES, Phase
 
 if TYPE_CHECKING:
     from harness.context import Context, PhaseResult
@@ -50,7 +50,7 @@ class Row:
 
 
 class Runner:
-    """Runs phases for one Context (`ctx.runner`)."""
+    """Runs phases for one Context: `Runner(ctx)`."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

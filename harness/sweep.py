@@ -31,6 +31,7 @@ from harness.compare import render
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
+from harness.runner import Runner
 from harness.tracking import codecs, liveness, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
@@ -342,7 +343,7 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
     base = shared["baseline"]
     model_run = best.user_attrs.get("synthetic_run_id")
     # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
-    syn = ctx.runner.walk(best_cfg, have=shared, stop=TRIAL_PHASES[-1], options={TRIAL_PHASES[-1]: dict(
+    syn = Runner(ctx).walk(best_cfg, have=shared, stop=TRIAL_PHASES[-1], options={TRIAL_PHASES[-1]: dict(
         key_suffix=f"-model:{model_run}", params={"sweep.best_trial": best.number, "synthetic.model_run": model_run},
         options={"model_run": model_run})})[TRIAL_PHASES[-1]]
     rows = render.rows(base.metrics, syn.metrics, cfg.data.classes)
@@ -400,7 +401,7 @@ def _enqueue_reference(study: optuna.Study, spec: Spec, cfg: Config, checkpoints
 
 def _upstream(ctx: Context, cfg: Config) -> dict:
     """What every trial reads (evaluator, baseline, the generator that trains): the phases before a trial's."""
-    return ctx.runner.walk(cfg, stop_before=TRIAL_PHASES[0])
+    return Runner(ctx).walk(cfg, stop_before=TRIAL_PHASES[0])
 
 
 def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tuple[float, str]:
@@ -419,7 +420,7 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
             raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")
 
     # Validation only: a distinct cache key, since such a run has no test artifacts.
-    done = ctx.runner.walk(tcfg, have=shared, stop=TRIAL_PHASES[-1], inline=TRIAL_PHASES[:-1], options={
+    done = Runner(ctx).walk(tcfg, have=shared, stop=TRIAL_PHASES[-1], inline=TRIAL_PHASES[:-1], options={
         TRIAL_PHASES[-1]: dict(key_suffix="-val", brief=True, options={"on_epoch": report, "evaluate_test": False})})
     gen, kept, syn = (done[p] for p in TRIAL_PHASES)
     trial.set_user_attr("synthetic_run_id", syn.source_run_id)  # holds the model the best trial is tested with

@@ -21,7 +21,6 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import data, generators, grid, pipeline, precision, quality, train
-from harness.phases import evaluator
 from harness.tracking import codecs
 
 study_name, storage, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -54,9 +53,9 @@ def evaluator_of(cell_cfg) -> quality.Evaluator:
     """The evaluator a pipeline with quality.enabled would train for this data size (phases/evaluator.py:
     its fixed settings, seed 0's draw), so every kind at one size is measured in one feature space."""
     ecfg = pipeline.seeded(precision.resolve_config(cell_cfg, device), seeds[0])
-    splits = data.load_splits(evaluator.data_config(ecfg), data_dir)
+    splits = data.load_splits(quality.evaluator_data(ecfg), data_dir)
     model, _ = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes),
-                                      evaluator.classifier_config(ecfg), device, label="evaluator")
+                                      quality.evaluator_training(ecfg), device, label="evaluator")
     test_x = data.load_splits(ecfg.data, data_dir).test_x
     return quality.Evaluator(model, quality.features(model, test_x, device), device)
 

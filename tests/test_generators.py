@@ -36,7 +36,7 @@ def test_noise_stream_is_prefix_consistent():
     assert torch.equal(stream.noise(3, 0, 300, 16), full[:300])
     assert torch.equal(stream.noise(3, 250, 700, 16), full[250:700])
     assert not torch.equal(stream.noise(4, 0, 300, 16), full[:300])
-    from harness.models import Generator
+    from harness.generators.dcgan import Generator
     g = Generator(16, 8)
     a, _ = gan.generate(g, 16, 3, torch.device("cpu"), 0, 600)
     b, _ = gan.generate(g, 16, 3, torch.device("cpu"), 0, 200)

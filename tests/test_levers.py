@@ -63,7 +63,7 @@ def test_ema_follows_the_generator():
 
 
 def test_spectral_norm_bounds_each_critic_layer():
-    from harness.models import Critic
+    from harness.generators.dcgan import Critic
     critic = Critic(8, spectral_norm=True)
     for _ in range(30):  # power iterations run in training-mode forward passes
         critic(torch.randn(4, 3, 32, 32))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from harness import metrics
+from harness import figures, metrics
 
 
 def test_evaluate_matches_hand_counts():
@@ -18,7 +18,7 @@ def test_evaluate_matches_hand_counts():
     assert abs(ev.metrics["test/f1_weighted"] - (3 * f1["a"] + 2 * f1["b"]) / 6) < 1e-12
     assert ev.confusion.tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert np.allclose(ev.confidence, 0.8)
-    fig = metrics.confusion_figure(ev, ("a", "b", "c"))
+    fig = figures.confusion_figure(ev, ("a", "b", "c"))
     assert fig.axes
 
 

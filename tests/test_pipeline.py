@@ -515,7 +515,7 @@ def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
     declaration perturbed: what it makes must not change by a bit."""
     import dataclasses
 
-    from harness import config, pipeline, precision
+    from harness import config, pipeline, precision, table
     from harness.context import Context
     from harness.tracking import store
     base = precision.resolve_config(config.load("tiny", ["data.classes=airplane,automobile,bird", "quality.enabled=true",
@@ -526,7 +526,7 @@ def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
     fresh = dataclasses.replace(ctx, use_cache=False)
     flat = config.flat_values(base)
     flip = {"fp32": "bf16", "bf16": "fp32"}
-    for name, phase in pipeline.PHASES.items():
+    for name, phase in table.PHASES.items():
         declared = _declared(phase, base)
         updates = {k: (flip[flat[k]] if v == "flip" else v) for k, v in PERTURB.items() if k not in declared}
         other = config.apply(base, updates)

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from harness import config, pipeline
-from harness.metrics import readable
+from harness import config, table
+from harness.figures import readable
 from harness.tracking import provenance
 
 
@@ -15,7 +15,7 @@ def package(tmp_path):
 
 
 def _prints(package, cfg):
-    return {name: provenance.fingerprint(pipeline.PHASES[name].code(cfg), root=package)
+    return {name: provenance.fingerprint(table.PHASES[name].code(cfg), root=package)
             for name in ("baseline", "generator", "generate", "pseudolabel", "synthetic", "compare")}
 
 
@@ -27,14 +27,17 @@ def _edit(path, old, new):
 
 def test_closure_follows_imports_not_the_whole_package():
     gan_cfg = config.load("tiny")
-    gen = provenance.closure(pipeline.PHASES["generator"].code(gan_cfg))
-    assert {"harness.generators.gan", "harness.models", "harness.precision", "harness.diffaugment"} <= set(gen)
-    # Registries contribute their own code only: the kind the config chose is a root of its own.
-    assert "harness.generators.noise" not in gen and "harness.compare.render" not in gen
-    base = provenance.closure(pipeline.PHASES["baseline"].code(gan_cfg))
+    gen = provenance.closure(table.PHASES["generator"].code(gan_cfg))
+    assert {"harness.generators.gan", "harness.generators.dcgan", "harness.precision", "harness.diffaugment",
+            "harness.data.images"} <= set(gen)
+    # Registries contribute their own code only: the kind the config chose is a root of its own; the
+    # classifier's network and plumbing (runs, heartbeats, range checks, figures) are in no GAN key.
+    assert not {"harness.generators.noise", "harness.compare.render", "harness.models", "harness.train",
+                "harness.config", "harness.tracking.store", "harness.tracking.liveness", "harness.figures"} & set(gen)
+    base = provenance.closure(table.PHASES["baseline"].code(gan_cfg))
     assert "harness.classifier" in base and not any(m.startswith("harness.generators") for m in base)
     noise = config.apply(gan_cfg, {"generator.kind": "noise"})
-    assert "harness.generators.noise" in provenance.closure(pipeline.PHASES["generate"].code(noise))
+    assert "harness.generators.noise" in provenance.closure(table.PHASES["generate"].code(noise))
 
 
 def test_comments_and_docstrings_do_not_change_a_key(package):
@@ -48,27 +51,49 @@ def test_comments_and_docstrings_do_not_change_a_key(package):
 def test_an_edit_changes_the_keys_of_the_phases_that_run_it_only(package):
     cfg = config.load("tiny")
     before = _prints(package, cfg)
-    # The comparator's rendering: only compare runs it. A GAN survives it, and --resume finds its run.
-    _edit(package / "compare" / "render.py", 'label="baseline")', 'label="baseline (real only)")')
+    # The comparator's statistics: only compare runs them. A GAN survives it, and --resume finds its run.
+    _edit(package / "compare" / "stats.py", "ALPHA = 0.05", "ALPHA = 0.049")
     after = _prints(package, cfg)
     assert after["compare"] != before["compare"]
     assert {k: after[k] for k in after if k != "compare"} == {k: before[k] for k in before if k != "compare"}
     # Another generator kind: the GAN's phases keep their keys; that kind's generate phase does not.
     noise = config.apply(cfg, {"generator.kind": "noise"})
-    noise_before = provenance.fingerprint(pipeline.PHASES["generate"].code(noise), root=package)
+    noise_before = provenance.fingerprint(table.PHASES["generate"].code(noise), root=package)
     _edit(package / "generators" / "noise.py", ".clamp(0, 255)", ".clamp(1, 255)")
     assert _prints(package, cfg) == after
-    assert provenance.fingerprint(pipeline.PHASES["generate"].code(noise), root=package) != noise_before
-    # The classifier's network: every phase that trains or runs a classifier, and the GAN (models.py
-    # holds its networks too), but not the comparator.
+    assert provenance.fingerprint(table.PHASES["generate"].code(noise), root=package) != noise_before
+    # The classifier's network: every phase that trains or runs a classifier (generate's sample quality
+    # does), but no generator and not the comparator.
     _edit(package / "models.py", "hidden: int = 256", "hidden: int = 257")
     changed = {k for k, v in _prints(package, cfg).items() if v != after[k]}
-    assert changed == {"baseline", "generator", "generate", "pseudolabel", "synthetic"}
+    assert changed == {"baseline", "generate", "pseudolabel", "synthetic"}
+
+
+def test_plumbing_is_in_no_key_and_the_training_loop_in_both_arms_only(package):
+    """Opening runs, heartbeats, the report's rendering and another section's range checks compute
+    nothing a phase outputs: an edit there reuses every phase. The classifier's training loop retrains
+    both arms (and what labels or measures with a classifier) and no generator."""
+    cfg = config.load("tiny")
+    kinds = {kind: config.apply(cfg, {"generator.kind": kind}) for kind in ("gan", "diffusion")}
+
+    def prints():
+        return {(kind, name): provenance.fingerprint(table.PHASES[name].code(c), root=package)
+                for kind, c in kinds.items() for name in table.PHASES}
+    before = prints()
+    _edit(package / "tracking" / "liveness.py", "def interval()", "def interval_():\n    return 1\n\n\ndef interval()")
+    _edit(package / "tracking" / "store.py", "NOTE = ", "UNUSED = 1\nNOTE = ")
+    _edit(package / "compare" / "render.py", 'label="baseline")', 'label="baseline (real only)")')
+    _edit(package / "config.py", "must be in (0, 1), got", "must lie in (0, 1), got")
+    assert prints() == before
+    _edit(package / "train.py", "def pick_device(", "UNUSED = 1\n\n\ndef pick_device(")
+    changed = {key for key, v in prints().items() if v != before[key]}
+    assert {(k, n) for k, n in changed} >= {("gan", "baseline"), ("gan", "synthetic"), ("diffusion", "baseline")}
+    assert not {n for _, n in changed} & {"generator", "compare"}
 
 
 def test_the_module_cache_on_disk_gives_the_same_keys_without_parsing(package, tmp_path, monkeypatch):
     cfg = config.load("tiny")
-    roots = pipeline.PHASES["synthetic"].code(cfg)
+    roots = table.PHASES["synthetic"].code(cfg)
     plain = provenance.fingerprint(roots, root=package)
     assert provenance.fingerprint(roots, root=package, cache=provenance.ModuleCache(tmp_path / "code")) == plain
     assert list((tmp_path / "code").iterdir())  # the index was written

@@ -35,7 +35,7 @@ def markdown(table) -> str:
 def figure(table, classes):
     import numpy as np
 
-    from harness.metrics import subplots, tight
+    from harness.figures import subplots, tight
     labels = ["overall"] + list(classes)
     base = [dict((k, b) for k, _, b, _ in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
     aug = [dict((k, a) for k, _, _, a in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
@@ -93,7 +93,7 @@ def seed_figure(report: SeedReport):
     """Per metric: baseline and synthetic means with their seeds as dots; the delta with its CI."""
     import numpy as np
 
-    from harness.metrics import subplots, tight
+    from harness.figures import subplots, tight
     fig, (ax, ax_d) = subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
     labels = [s.label for s in report.stats]
     x = np.arange(len(labels))
@@ -181,7 +181,7 @@ def grid_figure(rows: list[dict], axes: list[tuple[str, list[str]]]):
     numeric = [k for k, values in axes if all(number(v) is not None for v in values)]
     if not numeric:
         return None
-    from harness.metrics import subplots, tight
+    from harness.figures import subplots, tight
     x_key = numeric[0]
     lines: dict[str, list[tuple[float, dict]]] = {}
     for row in rows:

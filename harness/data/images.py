@@ -67,3 +67,14 @@ def fit(images: np.ndarray, size: int, channels: int) -> np.ndarray:
         t = F.interpolate(t, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
         images = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return np.ascontiguousarray(images)
+
+
+def to_uint8(images):
+    """A generator's output in [-1, 1] (a tensor) -> uint8 images, the form real data and synthetic.npz take."""
+    import torch
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(images):
+    """uint8 images (a tensor) -> [-1, 1], the scale the generators train in."""
+    return images.float() / 127.5 - 1

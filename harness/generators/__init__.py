@@ -113,9 +113,9 @@ def preflight(ctx, cfg, source: str | None = None) -> None:
     if hasattr(kind, "preflight"):
         kind.preflight(ctx, cfg, source)
     if cfg.quality.enabled and cfg.quality.evaluator_per_class:
-        from harness.phases import evaluator  # its own draw of the training images: checked like the data's
+        from harness import quality  # the evaluator's own draw of the training images: checked like the data's
         try:
-            ctx.splits(evaluator.data_config(cfg))
+            ctx.splits(quality.evaluator_data(cfg))
         except HarnessError as e:
             raise HarnessError(f"quality.evaluator_per_class={cfg.quality.evaluator_per_class} does not fit the data: "
                                f"{str(e).replace('data.n_per_class', 'quality.evaluator_per_class')}") from None

@@ -95,7 +95,7 @@ def denoise(net, d, noise: torch.Tensor, labels: torch.Tensor, steps: int, guida
     """DDIM (eta 0: no noise after the first) from `noise` to uint8 images of classes `labels`, in
     fixed batches. With `guidance` > 0 each step also runs the model without the class and moves
     away from that: cond + guidance * (cond - uncond)."""
-    from harness.models import to_uint8
+    from harness.data.images import to_uint8
     schedule = _diffusers().DDIMScheduler.from_config(_noise_schedule(d).config)
     schedule.set_timesteps(steps)
     net.eval()
@@ -157,7 +157,7 @@ class Denoiser:
         return self.ema if self.ema is not None else self.unet
 
     def train_epoch(self, real_uint8: torch.Tensor, labels: torch.Tensor, max_steps: int = 0) -> dict[str, float]:
-        from harness.models import from_uint8
+        from harness.data.images import from_uint8
         d, device = self.d, self.device
         self.unet.train()
         n_batches = len(real_uint8) // d.batch_size  # full batches: every step sees batch_size images
@@ -311,7 +311,7 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
 
 
 def curves_figure(history: list[dict[str, float]]):
-    from harness.metrics import subplots, tight
+    from harness.figures import subplots, tight
     fig, axes = subplots(1, 2, figsize=(9, 3))
     for ax, key in zip(axes, ("diffusion/loss", "diffusion/lr")):
         ax.plot(range(1, len(history) + 1), [row[key] for row in history])

@@ -27,7 +27,7 @@ from harness import precision
 from harness.errors import HarnessError
 from harness.generators import stream, trained
 from harness.generators.trained import best_checkpoint, checkpoints, resumable  # noqa: F401 (the kind protocol)
-from harness.models import Generator
+from harness.generators.dcgan import Generator
 
 TRAINS = True
 SECTIONS = ("gan",)
@@ -68,7 +68,7 @@ class WganGp:
     def __init__(self, cfg, device: torch.device, n_classes: int = 0, channels: int = 3, image_size: int = 32):
         import copy
 
-        from harness.models import Critic, Generator
+        from harness.generators.dcgan import Critic, Generator
         self.cfg, self.device = cfg, device
         conditional = cfg.conditional != "none"
         self.n_classes = n_classes if conditional else 0
@@ -148,7 +148,7 @@ class WganGp:
                     max_generator_iters: int = 0) -> dict[str, float]:
         """One pass of the critic over the real images; with `max_generator_iters`, the pass stops as
         soon as the generator reaches that many iterations in all (a last, partial epoch)."""
-        from harness.models import from_uint8
+        from harness.data.images import from_uint8
         cfg = self.cfg
         self.generator.train()
         n_batches = len(real_uint8) // cfg.batch_size  # full batches only: the GP wants equal-size pairs
@@ -236,7 +236,7 @@ class WganGp:
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Sampler output for `noise` (and class `labels`), in eval mode (batch-norm running statistics), as uint8."""
-        from harness.models import to_uint8
+        from harness.data.images import to_uint8
         g = self.sampler
         g.eval()
         out = to_uint8(g(noise.to(self.device), labels)).cpu()
@@ -295,7 +295,7 @@ def generate(generator: torch.nn.Module, latent_dim: int, seed: int, device: tor
              batch: int = 512) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images start..stop-1 of a generator's seeded stream (see stream.noise), uint8, in eval mode, and
     their classes when the generator is conditional (else None)."""
-    from harness.models import to_uint8
+    from harness.data.images import to_uint8
     generator.eval().to(device)
     z = stream.noise(seed, start, stop, latent_dim)
     n_classes = getattr(generator, "n_classes", 0)
@@ -371,7 +371,7 @@ def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> Non
 
 
 def curves_figure(history: list[dict[str, float]]):
-    from harness.metrics import subplots, tight
+    from harness.figures import subplots, tight
     keys = ["gan/critic_loss", "gan/wasserstein", "gan/gradient_penalty", "gan/generator_loss"]
     fig, axes = subplots(1, 4, figsize=(14, 3))
     for ax, key in zip(axes, keys):

@@ -6,19 +6,16 @@ Artifacts: model/model.pt (as the baseline's). Metrics: evaluator/test_accuracy,
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import mlflow
 
 from harness import quality, train
 from harness.classifier import load_model, log_model
-from harness.config import ClassifierConfig
 from harness.context import PhaseResult
 from harness.tracking.store import describe, log_history
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
-SEED_OFFSET = 1000  # the evaluator's weights and batch order differ from the baseline's
 
 
 @dataclass
@@ -26,24 +23,9 @@ class EvaluatorResult(PhaseResult):
     evaluator: quality.Evaluator | None = None
 
 
-def classifier_config(cfg) -> ClassifierConfig:
-    """Fixed training settings (the reference's, with crop+flip), independent of classifier.*: presets
-    that differ in how they train their arms still share one evaluator, so their figures compare."""
-    return ClassifierConfig(epochs=cfg.quality.evaluator_epochs, augmentation="crop-flip", seed=SEED_OFFSET + cfg.data.seed,
-                            precision=cfg.quality.precision)
-
-
-def data_config(cfg):
-    """The draw the evaluator trains on: data.n_per_class images per class, or quality.evaluator_per_class."""
-    n = cfg.quality.evaluator_per_class
-    if not n or n == cfg.data.n_per_class:
-        return cfg.data
-    return dataclasses.replace(cfg.data, n_per_class=n, val_per_class=0)
-
-
 def compute(ctx, cfg, inputs) -> EvaluatorResult:
-    splits = ctx.splits(data_config(cfg))
-    ccfg = classifier_config(cfg)
+    splits = ctx.splits(quality.evaluator_data(cfg))
+    ccfg = quality.evaluator_training(cfg)
     model, history = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), ccfg, ctx.device,
                                             label="evaluator")
     log_history(history.epochs)

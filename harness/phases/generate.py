@@ -53,7 +53,7 @@ def draw(ctx, cfg, inputs) -> tuple[torch.Tensor, torch.Tensor | None, stream.Sa
 
 def measure(ctx, cfg, images: torch.Tensor, labels: torch.Tensor | None, evaluator) -> dict:
     from harness.config import min_quality_images
-    from harness.phases.evaluator import classifier_config
+    from harness.quality import evaluator_training
     least = min_quality_images(cfg.quality.k)
     if len(images) >= least:
         m = evaluator.measure(images, cfg.quality.k)
@@ -64,7 +64,7 @@ def measure(ctx, cfg, images: torch.Tensor, labels: torch.Tensor | None, evaluat
     splits = ctx.splits(cfg.data)
     if cfg.quality.cas and len(images):
         y = labels if labels is not None else train.predict_proba(evaluator.model, images, ctx.device).argmax(1)
-        model, _ = train.train_classifier(images, y, len(splits.classes), classifier_config(cfg), ctx.device, label="cas")
+        model, _ = train.train_classifier(images, y, len(splits.classes), evaluator_training(cfg), ctx.device, label="cas")
         pred = train.predict_proba(model, splits.test_x, ctx.device).argmax(1)
         m["quality/cas"] = (pred == splits.test_y).float().mean().item()
     return m

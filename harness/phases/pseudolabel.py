@@ -76,7 +76,7 @@ def _baseline_proba(ctx, baseline, synthetic: torch.Tensor) -> np.ndarray:
 def histogram_figure(confidence: np.ndarray, pred: np.ndarray, classes, threshold: float):
     from matplotlib.ticker import MaxNLocator
 
-    from harness.metrics import subplots
+    from harness.figures import subplots
     fig, ax = subplots(figsize=(6.5, 3.5))
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.15, top=0.9)  # fixed margins: tight_layout cost 70 ms
     bins = np.linspace(1 / len(classes), 1, 31)

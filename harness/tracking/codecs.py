@@ -103,7 +103,7 @@ def log_figure(fig, path: str, run_id: str | None = None, client=None) -> None:
     """To the active run, or to `run_id` through the store's `client`."""
     import matplotlib.pyplot as plt
 
-    from harness.metrics import readable
+    from harness.figures import readable
     readable(fig)
     if run_id is None:
         mlflow.log_figure(fig, path)
@@ -124,7 +124,7 @@ def log_json(obj, path: str) -> None:
 
 def log_class_grid(images_uint8, labels, classes, path: str, per_class: int = 8) -> None:
     """A grid with one row per class, its name beside it: up to `per_class` images of each."""
-    from harness.metrics import subplots
+    from harness.figures import subplots
     rows = [(name, images_uint8[labels == i][:per_class]) for i, name in enumerate(classes)]
     rows = [(name, x) for name, x in rows if len(x)]
     if not rows:

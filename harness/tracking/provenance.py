@@ -24,6 +24,17 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Registries import every entry they list; a phase runs only the one its config chooses, which the
 # phase names as a root itself. So a registry contributes its own code, not its entries'.
 REGISTRIES = frozenset({"harness.generators"})
+# Code that only opens runs, logs, heartbeats, claims, checks ranges, reports progress or draws
+# figures: what a phase computes does not depend on it, so no key covers it and an edit there
+# retrains nothing. It is kept out by where it lives (these modules and packages, and the package's
+# own __init__ with its version), never by how it is imported. Config values reach every key through
+# the config hash, not through config.py's code.
+PLUMBING = ("harness.tracking", "harness.config", "harness.errors", "harness.progress", "harness.context",
+            "harness.figures", "harness.compare.render")
+
+
+def plumbing(name: str) -> bool:
+    return name == PACKAGE or any(name == p or name.startswith(p + ".") for p in PLUMBING)
 
 
 def module_file(name: str, root: Path = PACKAGE_DIR, package: str = PACKAGE) -> Path | None:
@@ -135,6 +146,8 @@ def closure(roots, root: Path = PACKAGE_DIR, package: str = PACKAGE,
     while todo:
         name = todo.pop()
         if name in seen:
+            continue
+        if plumbing(name):
             continue
         path = module_file(name, root, primary)
         if path is None:
