@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from harness.errors import HarnessError
 
@@ -20,152 +22,172 @@ from harness.errors import HarnessError
 # or any .toml path is found first.
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
+PRECISIONS = ("fp32", "bf16", "auto")  # harness/precision.py resolves auto per machine
+AUGMENTATIONS = ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix")  # harness/train.py: augment
+
+
+def setting(default, *, gt=None, ge=None, lt=None, le=None, choices=None, why: str = "", seed: bool = False,
+            precision: bool = False, unhashed: bool = False):
+    """A config field with its facts beside it: its range (gt/ge/lt/le) or choices, checked when a
+    config is made (`check_fields`); `seed`: set to the seed of each pipeline of a multi-seed study
+    (`seed_fields`); `precision`: an fp32|bf16|auto arithmetic setting that commands resolve per
+    machine (`precision_fields`); `unhashed`: in no key (where, not what; or a speed-only switch)."""
+    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "why": why, "seed": seed,
+            "precision": precision, "unhashed": unhashed}
+    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None and v is not False and v != ""})
+
 
 @dataclass(frozen=True)
 class DataConfig:
     source: str = ""  # "": --data-dir (or CIFAR-10's download) | torchvision:NAME (CIFAR10, CIFAR100, SVHN, MNIST, FashionMNIST, KMNIST)
     classes: tuple[str, ...] = ("airplane", "automobile", "bird")  # class names of the data, or all
-    n_per_class: int = 1000  # training images drawn per class; 0 or all: every image not held out for validation
-    val_per_class: int = 500  # validation images per class, drawn from the unused training images
-    seed: int = 0  # which training/validation images are drawn
-    image_size: int = 32  # pixels per side every image is brought to (32 or 64; see harness/data/images.py)
-    channels: int = 3  # 3 (gray images replicated) or 1 (colour images turned to luma)
-    test_fraction: float = 0.2  # a tree without train/test splits: the share of each class held out for testing
+    n_per_class: int = setting(1000, ge=0)  # training images drawn per class; 0 or all: every image not held out for validation
+    val_per_class: int = setting(500, ge=0)  # validation images per class, drawn from the unused training images
+    seed: int = setting(0, ge=0, seed=True)  # which training/validation images are drawn
+    image_size: int = setting(32, choices=(32, 64))  # pixels per side every image is brought to (32 or 64; see harness/data/images.py)
+    channels: int = setting(3, choices=(1, 3))  # 3 (gray images replicated) or 1 (colour images turned to luma)
+    test_fraction: float = setting(0.2, gt=0.0, lt=1.0)  # a tree without train/test splits: the share of each class held out for testing
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    epochs: int = 15  # passes over the training set
-    steps: int = 0  # > 0: train for about this many steps instead (epochs and real_only_epochs are rescaled to it), so that data sizes get one budget
-    batch_size: int = 64  # images per step
-    lr: float = 1e-3  # learning rate (the peak one under a schedule)
-    weight_decay: float = 0.0  # L2 penalty (Adam: added to the gradient; sgd: the classic one)
-    optimizer: str = "adam"  # adam (the reference) | sgd (Nesterov momentum 0.9)
-    schedule: str = "constant"  # constant (the reference) | onecycle (warm up over the first 25% of steps, then cosine down) | cosine (from lr down to 0)
-    augmentation: str = "none"  # standard augmentation of both arms: none (the reference) | crop-flip (random crop, 4 px padding, + horizontal flip) | trivialaugment | randaugment | mixup | cutmix (each on top of crop-flip)
-    seed: int = 0  # weight init and batch order
+    SWEEP: ClassVar[bool] = True  # a sweep's trial may vary it (what a trial trains)
+    epochs: int = setting(15, gt=0)  # passes over the training set
+    steps: int = setting(0, ge=0)  # > 0: train for about this many steps instead (epochs and real_only_epochs are rescaled to it), so that data sizes get one budget
+    batch_size: int = setting(64, gt=0)  # images per step
+    lr: float = setting(1e-3, gt=0.0)  # learning rate (the peak one under a schedule)
+    weight_decay: float = setting(0.0, ge=0.0)  # L2 penalty (Adam: added to the gradient; sgd: the classic one)
+    optimizer: str = setting("adam", choices=("adam", "sgd"))  # adam (the reference) | sgd (Nesterov momentum 0.9)
+    schedule: str = setting("constant", choices=("constant", "onecycle", "cosine"))  # constant (the reference) | onecycle (warm up over the first 25% of steps, then cosine down) | cosine (from lr down to 0)
+    augmentation: str = setting("none", choices=AUGMENTATIONS)  # standard augmentation of both arms: none (the reference) | crop-flip (random crop, 4 px padding, + horizontal flip) | trivialaugment | randaugment | mixup | cutmix (each on top of crop-flip)
+    seed: int = setting(0, ge=0, seed=True)  # weight init and batch order
     # How synthetic images enter training (the augmented arm; no effect on the baseline).
-    budget: str = "epochs"  # epochs: `epochs` passes over real+synthetic (the reference) | steps: the baseline's step count
-    synthetic_share: float = 0.0  # > 0: every batch = batch_size real images + this share of synthetic ones on top; an epoch = one pass over the real images
-    synthetic_weight: float = 1.0  # loss weight of a synthetic sample relative to a real one
-    real_only_epochs: int = 0  # the last N epochs train on real images only
-    precision: str = "auto"  # fp32 | bf16 (training forward passes under bf16 autocast; weights, optimizer and evaluation fp32) | auto: bf16 where the device has bf16 units, resolved and logged per machine (harness/precision.py)
+    budget: str = setting("epochs", choices=("epochs", "steps"))  # epochs: `epochs` passes over real+synthetic (the reference) | steps: the baseline's step count
+    synthetic_share: float = setting(0.0, ge=0.0, lt=1.0)  # > 0: every batch = batch_size real images + this share of synthetic ones on top; an epoch = one pass over the real images
+    synthetic_weight: float = setting(1.0, ge=0.0)  # loss weight of a synthetic sample relative to a real one
+    real_only_epochs: int = setting(0, ge=0)  # the last N epochs train on real images only
+    precision: str = setting("auto", choices=PRECISIONS, precision=True)  # fp32 | bf16 (training forward passes under bf16 autocast; weights, optimizer and evaluation fp32) | auto: bf16 where the device has bf16 units, resolved and logged per machine (harness/precision.py)
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     kind: str = "gan"  # gan (the family configured by [gan]) | diffusion ([diffusion]) | oracle | mixup | noise | folder | text2image | an installed plugin's name: `harness kinds`
-    mixup_alpha: float = 1.0  # mixup: the mixing weight of a pair is drawn from Beta(alpha, alpha)
-    folder: str = ""  # folder: images made by any outside tool, <class>/* folders or one flat folder (not hashed: the key covers its content)
+    mixup_alpha: float = setting(1.0, gt=0.0)  # mixup: the mixing weight of a pair is drawn from Beta(alpha, alpha)
+    folder: str = setting("", unhashed=True)  # folder: images made by any outside tool, <class>/* folders or one flat folder (not hashed: the key covers its content)
 
 
 @dataclass(frozen=True)
 class GanConfig:
-    epochs: int = 2500  # passes of the critic over the real set; 3000 images / 64 / 5 = ~9.4 generator iters each
-    iterations: int = 0  # > 0: train for exactly this many generator iterations instead (gan.epochs is then unused), so that data sizes get one GAN budget
-    width: int = 64  # DCGAN base channel count
-    latent_dim: int = 128  # size of the noise vector
-    batch_size: int = 64  # images per critic step
-    lr: float = 1e-4  # Adam learning rate, generator and critic (Gulrajani et al. 2017)
-    beta1: float = 0.0  # Adam beta1 (Gulrajani et al. 2017)
-    beta2: float = 0.9  # Adam beta2 (Gulrajani et al. 2017)
-    critic_steps: int = 5  # critic updates per generator update
-    gp_weight: float = 10.0  # gradient-penalty weight lambda
-    gp_fraction: float = 1.0  # share of each batch the gradient penalty is computed on (cheaper below 1)
-    loss: str = "wgan-gp"  # wgan-gp (the reference) | hinge (with spectral_norm: SNGAN, Miyato et al. 2018)
+    epochs: int = setting(2500, gt=0)  # passes of the critic over the real set; 3000 images / 64 / 5 = ~9.4 generator iters each
+    iterations: int = setting(0, ge=0)  # > 0: train for exactly this many generator iterations instead (gan.epochs is then unused), so that data sizes get one GAN budget
+    width: int = setting(64, gt=0)  # DCGAN base channel count
+    latent_dim: int = setting(128, gt=0)  # size of the noise vector
+    batch_size: int = setting(64, gt=0)  # images per critic step
+    lr: float = setting(1e-4, gt=0.0)  # Adam learning rate, generator and critic (Gulrajani et al. 2017)
+    beta1: float = setting(0.0, ge=0.0, lt=1.0, why="an Adam beta")  # Adam beta1 (Gulrajani et al. 2017)
+    beta2: float = setting(0.9, ge=0.0, lt=1.0, why="an Adam beta")  # Adam beta2 (Gulrajani et al. 2017)
+    critic_steps: int = setting(5, gt=0)  # critic updates per generator update
+    gp_weight: float = setting(10.0, ge=0.0)  # gradient-penalty weight lambda
+    gp_fraction: float = setting(1.0, ge=0.0, le=1.0)  # share of each batch the gradient penalty is computed on (cheaper below 1)
+    loss: str = setting("wgan-gp", choices=("wgan-gp", "hinge"))  # wgan-gp (the reference) | hinge (with spectral_norm: SNGAN, Miyato et al. 2018)
     spectral_norm: bool = False  # spectral normalization on every critic layer
-    lr_d: float = 0.0  # critic learning rate; 0 = gan.lr (two-timescale: e.g. lr 1e-4, lr_d 4e-4)
-    conditional: str = "none"  # none | projection (Miyato & Koyama 2018) | acgan (AC-WGAN-GP auxiliary classifier)
-    ac_weight: float = 1.0  # acgan: weight of the auxiliary classification loss
+    lr_d: float = setting(0.0, ge=0.0)  # critic learning rate; 0 = gan.lr (two-timescale: e.g. lr 1e-4, lr_d 4e-4)
+    conditional: str = setting("none", choices=("none", "projection", "acgan"))  # none | projection (Miyato & Koyama 2018) | acgan (AC-WGAN-GP auxiliary classifier)
+    ac_weight: float = setting(1.0, ge=0.0)  # acgan: weight of the auxiliary classification loss
     diffaugment: str = ""  # DiffAugment policy on real and fake critic inputs, e.g. color,translation,cutout
     # The three below: equal training in eager mode (tests/test_generators.py); on the cpu preset here
     # channels_last alone 1.16x, all three 1.29x generator iterations/s (benchmarks/bench_gan.py).
-    one_pass: bool = True  # the critic scores real and fake images as one batch (one forward and backward, not two)
-    channels_last: bool = True  # both networks and their inputs in channels-last memory layout
-    fused_adam: bool = True  # Adam's fused implementation (one kernel per step over all parameters)
+    one_pass: bool = setting(True, unhashed=True)  # the critic scores real and fake images as one batch (one forward and backward, not two)
+    channels_last: bool = setting(True, unhashed=True)  # both networks and their inputs in channels-last memory layout
+    fused_adam: bool = setting(True, unhashed=True)  # Adam's fused implementation (one kernel per step over all parameters)
     compile: bool = False  # torch.compile the generator (and the critic when gp_weight = 0); costs compile time up front; on CUDA with CUDA graphs (mode reduce-overhead)
-    precision: str = "auto"  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32) | auto: bf16 where the device has bf16 units (docs/precision.md: the same FD within the seed-to-seed spread)
-    ema: float = 0.0  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
-    sample_every: int = 100  # epochs between sample grids
-    checkpoint_every: int = 250  # epochs between generator checkpoints
-    seed: int = 0  # weight init, noise and batch order
+    precision: str = setting("auto", choices=PRECISIONS, precision=True)  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32) | auto: bf16 where the device has bf16 units (docs/precision.md: the same FD within the seed-to-seed spread)
+    ema: float = setting(0.0, ge=0.0, lt=1.0)  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
+    sample_every: int = setting(100, gt=0)  # epochs between sample grids
+    checkpoint_every: int = setting(250, gt=0)  # epochs between generator checkpoints
+    seed: int = setting(0, ge=0, seed=True)  # weight init, noise and batch order
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
     """generator.kind = diffusion: a class-conditional denoising diffusion model (diffusers' UNet2DModel)
     trained from scratch on the training images (pip install -e '.[diffusion]')."""
-    iterations: int = 4000  # optimizer steps (the budget, the same for every data size); 0 = diffusion.epochs
-    epochs: int = 100  # passes over the training images, when iterations = 0
-    width: int = 64  # channels of the UNet's first level (then 2x, 2x; 64 px adds a level)
-    layers_per_block: int = 2  # ResNet blocks per UNet level
+    OPTIONAL: ClassVar[bool] = True  # read by its kind only: out of the whole-config hash while at its defaults
+    iterations: int = setting(4000, ge=0)  # optimizer steps (the budget, the same for every data size); 0 = diffusion.epochs
+    epochs: int = setting(100, gt=0)  # passes over the training images, when iterations = 0
+    width: int = setting(64, gt=0)  # channels of the UNet's first level (then 2x, 2x; 64 px adds a level)
+    layers_per_block: int = setting(2, gt=0)  # ResNet blocks per UNet level
     attention: bool = True  # self-attention at 16 px
-    batch_size: int = 64
-    lr: float = 2e-4  # AdamW, after a linear warm-up
-    warmup: int = 200  # steps of linear learning-rate warm-up
-    weight_decay: float = 0.0
-    beta_schedule: str = "linear"  # linear | squaredcos_cap_v2 (DDPMScheduler, 1000 steps)
-    prediction: str = "epsilon"  # epsilon | v_prediction: what the UNet learns to predict
-    label_dropout: float = 0.1  # share of training images shown without their class (classifier-free guidance)
-    guidance: float = 0.0  # classifier-free guidance at sampling: cond + guidance * (cond - uncond); 0 = plain conditional
-    sample_steps: int = 50  # DDIM steps per image at generate time
+    batch_size: int = setting(64, gt=0)
+    lr: float = setting(2e-4, gt=0.0)  # AdamW, after a linear warm-up
+    warmup: int = setting(200, ge=0)  # steps of linear learning-rate warm-up
+    weight_decay: float = setting(0.0, ge=0.0)
+    beta_schedule: str = setting("linear", choices=("linear", "squaredcos_cap_v2"))  # linear | squaredcos_cap_v2 (DDPMScheduler, 1000 steps)
+    prediction: str = setting("epsilon", choices=("epsilon", "v_prediction"))  # epsilon | v_prediction: what the UNet learns to predict
+    label_dropout: float = setting(0.1, ge=0.0, lt=1.0)  # share of training images shown without their class (classifier-free guidance)
+    guidance: float = setting(0.0, ge=0.0)  # classifier-free guidance at sampling: cond + guidance * (cond - uncond); 0 = plain conditional
+    sample_steps: int = setting(50, gt=0)  # DDIM steps per image at generate time
     flip: bool = True  # random horizontal flips of the training images
-    ema: float = 0.999  # exponential moving average of the weights, which sampling uses (0 = the live weights)
-    precision: str = "auto"  # fp32 | bf16 (the training forward pass under autocast) | auto: bf16 where the device has bf16 units
-    sample_every: int = 10  # epochs between sample grids
-    checkpoint_every: int = 10  # epochs between checkpoints
-    seed: int = 0  # weight init, noise, timesteps, batch order
+    ema: float = setting(0.999, ge=0.0, lt=1.0)  # exponential moving average of the weights, which sampling uses (0 = the live weights)
+    precision: str = setting("auto", choices=PRECISIONS, precision=True)  # fp32 | bf16 (the training forward pass under autocast) | auto: bf16 where the device has bf16 units
+    sample_every: int = setting(10, gt=0)  # epochs between sample grids
+    checkpoint_every: int = setting(10, gt=0)  # epochs between checkpoints
+    seed: int = setting(0, ge=0, seed=True)  # weight init, noise, timesteps, batch order
 
 
 @dataclass(frozen=True)
 class Text2ImageConfig:
     """generator.kind = text2image: a pretrained diffusers pipeline (pip install -e '.[diffusion]')."""
+    OPTIONAL: ClassVar[bool] = True
+    SWEEP: ClassVar[bool] = True  # sampled per trial (no generator phase)
     model: str = ""  # a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder written by save_pretrained
     revision: str = "main"  # hub branch, tag or commit; the key covers the commit it resolves to
     prompt: str = "a photo of a {class}"  # template; {class} is the class name
     prompts: tuple[tuple[str, str], ...] = ()  # per-class prompts that replace the template: a [text2image.prompts] table, or --set text2image.prompts="bird=a small bird;airplane=a jet"
     negative_prompt: str = ""
-    steps: int = 30  # denoising steps
-    guidance: float = 7.5  # classifier-free guidance scale (1 = none)
-    batch_size: int = 8  # images per pipeline call (part of the key: batches are computed whole)
-    dtype: str = "fp32"  # fp32 | fp16 (CUDA only) | bf16
-    mode: str = "txt2img"  # txt2img | img2img: start from a real training image of the class (DA-Fusion, Real Guidance)
-    strength: float = 0.5  # img2img: how far from the real image (0 = unchanged, 1 = pure noise)
+    steps: int = setting(30, gt=0)  # denoising steps
+    guidance: float = setting(7.5, ge=0.0, why="1 or less: no classifier-free guidance")  # classifier-free guidance scale (1 = none)
+    batch_size: int = setting(8, gt=0)  # images per pipeline call (part of the key: batches are computed whole)
+    dtype: str = setting("fp32", choices=("fp32", "fp16", "bf16"))  # fp32 | fp16 (CUDA only) | bf16
+    mode: str = setting("txt2img", choices=("txt2img", "img2img"))  # txt2img | img2img: start from a real training image of the class (DA-Fusion, Real Guidance)
+    strength: float = setting(0.5, gt=0.0, le=1.0)  # img2img: how far from the real image (0 = unchanged, 1 = pure noise)
     resolution: int = 0  # pixels per side the pipeline draws at; 0 = the model's own (512 for SD 1.5); brought to data.image_size after
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    n_samples: int = 1500  # synthetic images to generate
-    checkpoint_epoch: int = 0  # generator checkpoint to sample from; 0 = the last one; -1 = the lowest quality/fd one
-    seed: int = 0  # noise seed
+    SWEEP: ClassVar[bool] = True
+    n_samples: int = setting(1500, gt=0)  # synthetic images to generate
+    checkpoint_epoch: int = setting(0, ge=-1, why="-1: best by quality")  # generator checkpoint to sample from; 0 = the last one; -1 = the lowest quality/fd one
+    seed: int = setting(0, ge=0, seed=True)  # noise seed
 
 
 @dataclass(frozen=True)
 class PseudolabelConfig:
-    threshold: float = 0.95  # keep a synthetic image when the baseline's top probability >= this
-    mode: str = "label"  # label: the baseline's class (reference) | filter: a conditional GAN's class, kept when the baseline agrees | none: a conditional GAN's class, unfiltered
-    top_k_per_class: int = 0  # > 0: of the images passing the threshold, keep the k most confident per class
+    SWEEP: ClassVar[bool] = True
+    threshold: float = setting(0.95, ge=0.0, le=1.0)  # keep a synthetic image when the baseline's top probability >= this
+    mode: str = setting("label", choices=("label", "filter", "none"))  # label: the baseline's class (reference) | filter: a conditional GAN's class, kept when the baseline agrees | none: a conditional GAN's class, unfiltered
+    top_k_per_class: int = setting(0, ge=0)  # > 0: of the images passing the threshold, keep the k most confident per class
     soft_labels: bool = False  # train on the baseline's tempered probabilities instead of a hard class
-    temperature: float = 1.0  # soft labels: p ** (1 / T), renormalized (T < 1 sharpens)
+    temperature: float = setting(1.0, gt=0.0)  # soft labels: p ** (1 / T), renormalized (T < 1 sharpens)
 
 
 @dataclass(frozen=True)
 class QualityConfig:
     enabled: bool = False  # offline sample quality on gan checkpoints and generate runs
-    n_samples: int = 1000  # generated images measured per gan checkpoint
-    evaluator_per_class: int = 0  # real training images per class for the evaluator CNN; 0 = data.n_per_class
-    evaluator_epochs: int = 15  # evaluator training epochs
-    k: int = 3  # nearest neighbour for the precision/recall manifolds (Kynkaanniemi et al. 2019)
+    n_samples: int = setting(1000, gt=0)  # generated images measured per gan checkpoint
+    evaluator_per_class: int = setting(0, ge=0)  # real training images per class for the evaluator CNN; 0 = data.n_per_class
+    evaluator_epochs: int = setting(15, gt=0)  # evaluator training epochs
+    k: int = setting(3, gt=0)  # nearest neighbour for the precision/recall manifolds (Kynkaanniemi et al. 2019)
     cas: bool = True  # on generate runs: accuracy on real test images of a CNN trained on the synthetic images only
-    precision: str = "auto"  # the evaluator's training: fp32 | bf16 | auto, as classifier.precision
+    precision: str = setting("auto", choices=PRECISIONS, precision=True)  # the evaluator's training: fp32 | bf16 | auto, as classifier.precision
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    seeds: int = 1  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` a multi-seed study
+    seeds: int = setting(1, gt=0)  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` a multi-seed study
     share_gan: bool = False  # one GAN (trained on seed 0's images) serves every seed
-    generators: int = 0  # grids: K generators per cell, seed s using generator s mod K (trained on seed s mod K's images); 0 = 1 with share_gan, else min(seeds, 3); kinds that do not train ignore it
+    generators: int = setting(0, ge=0)  # grids: K generators per cell, seed s using generator s mod K (trained on seed s mod K's images); 0 = 1 with share_gan, else min(seeds, 3); kinds that do not train ignore it
 
 
 @dataclass(frozen=True)
@@ -184,14 +206,31 @@ class Config:
     study: StudyConfig = field(default_factory=StudyConfig)
 
 
+def sections() -> dict[str, type]:
+    """Section name -> its dataclass, in the config's order."""
+    return {name: typ for name, typ in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(typ)}
+
+
+def fields_where(fact: str) -> tuple[str, ...]:
+    """The `section.field`s whose declaration (`setting(...)`) states `fact` (seed, precision, unhashed)."""
+    return tuple(f"{name}.{f.name}" for name, cls in sections().items() for f in dataclasses.fields(cls)
+                 if f.metadata.get(fact))
+
+
+def sweepable_sections() -> tuple[str, ...]:
+    """Sections a sweep's trial may vary (declared SWEEP on the section): the others are read by the
+    phases a sweep runs once for all its trials, a new kind's section among them until it says so."""
+    return tuple(name for name, cls in sections().items() if getattr(cls, "SWEEP", False))
+
+
 UNHASHED = {"preset", "device"}
 # Out of every key: where, not what (a folder's path is not its content: the folder kind's key covers
 # its pixels and labels), and speed-only switches tested to train the same GAN
-# (tests/test_generators.py::test_speedups_train_the_same_gan), as `device` is.
-UNHASHED_FIELDS = {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
-# Sections only some kinds read: left out of the whole-config hash while at their defaults, so that
-# hashes made before the section existed (a sweep study's guard) stay the same.
-OPTIONAL_SECTIONS = ("text2image", "diffusion")
+# (tests/test_generators.py::test_speedups_train_the_same_gan), as `device` is: `unhashed` on the field.
+UNHASHED_FIELDS = frozenset(fields_where("unhashed"))
+# Sections only some kinds read (OPTIONAL on the section): left out of the whole-config hash while at
+# their defaults, so that hashes made before the section existed (a sweep study's guard) stay the same.
+OPTIONAL_SECTIONS = tuple(name for name, cls in sections().items() if getattr(cls, "OPTIONAL", False))
 
 
 def to_dict(cfg) -> dict:
@@ -310,67 +349,43 @@ def _table(key: str, value) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+def _bounds(meta: dict) -> str:
+    """A field's range in words: "> 0", ">= 0", "in [0, 1)"."""
+    lo = ("(", meta["gt"]) if "gt" in meta else ("[", meta["ge"]) if "ge" in meta else None
+    hi = (")", meta["lt"]) if "lt" in meta else ("]", meta["le"]) if "le" in meta else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+    if lo:
+        return f"{'>' if lo[0] == '(' else '>='} {lo[1]:g}"
+    return f"{'<' if hi[0] == ')' else '<='} {hi[1]:g}"
+
+
+def _in_range(value, meta: dict) -> bool:
+    return not (("gt" in meta and not value > meta["gt"]) or ("ge" in meta and not value >= meta["ge"])
+                or ("lt" in meta and not value < meta["lt"]) or ("le" in meta and not value <= meta["le"]))
+
+
+def check_fields(cfg: Config) -> None:
+    """Every field against what its declaration states: finite numbers, its range, its choices."""
+    for name, cls in sections().items():
+        section = getattr(cfg, name)
+        for f in dataclasses.fields(cls):
+            key, value, meta = f"{name}.{f.name}", getattr(section, f.name), f.metadata
+            if isinstance(value, float) and not math.isfinite(value):  # inf and nan parse as floats; no setting means either
+                raise HarnessError(f"{key} must be a finite number, got {value}")
+            why = f" ({meta['why']})" if meta.get("why") else ""
+            if "choices" in meta and value not in meta["choices"]:
+                raise HarnessError(f"{key} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}{why}")
+            if not _in_range(value, meta):
+                raise HarnessError(f"{key} must be {_bounds(meta)}{why}, got {value}")
+
+
 def _check_ranges(cfg: Config) -> None:
-    positive = ["classifier.epochs", "classifier.batch_size", "gan.epochs",
-                "gan.width", "gan.latent_dim", "gan.batch_size", "gan.critic_steps",
-                "gan.sample_every", "gan.checkpoint_every", "generate.n_samples", "study.seeds",
-                "text2image.steps", "text2image.batch_size", "diffusion.epochs", "diffusion.width",
-                "diffusion.layers_per_block", "diffusion.batch_size", "diffusion.lr", "diffusion.sample_steps",
-                "diffusion.sample_every", "diffusion.checkpoint_every"]
-    values = {k: v for k, v in _flat_values(cfg).items()}
-    import math
-    for key, value in values.items():  # inf and nan parse as floats; no setting means either
-        if isinstance(value, float) and not math.isfinite(value):
-            raise HarnessError(f"{key} must be a finite number, got {value}")
-    for key in ("data.seed", "classifier.seed", "gan.seed", "generate.seed"):
-        if values[key] < 0:
-            raise HarnessError(f"{key} must be >= 0 (numpy seeds are non-negative), got {values[key]}")
-    for key in ("gan.beta1", "gan.beta2"):
-        if not 0.0 <= values[key] < 1.0:
-            raise HarnessError(f"{key} must be in [0, 1) (an Adam beta), got {values[key]}")
-    for key in ("gan.gp_weight", "gan.ac_weight"):
-        if values[key] < 0:
-            raise HarnessError(f"{key} must be >= 0, got {values[key]}")
-    for key in positive:
-        if values[key] <= 0:
-            raise HarnessError(f"{key} must be > 0, got {values[key]}")
-    if cfg.generate.checkpoint_epoch < -1:
-        raise HarnessError(f"generate.checkpoint_epoch must be >= -1 (-1: best by quality), got {cfg.generate.checkpoint_epoch}")
-    for key in ["data.n_per_class", "data.val_per_class", "classifier.weight_decay", "study.generators"]:
-        if values[key] < 0:
-            raise HarnessError(f"{key} must be >= 0, got {values[key]}")
-    for key in ["classifier.lr", "gan.lr"]:
-        if not values[key] > 0:
-            raise HarnessError(f"{key} must be > 0, got {values[key]}")
-    if not 0.0 <= cfg.pseudolabel.threshold <= 1.0:
-        raise HarnessError(f"pseudolabel.threshold must be in [0, 1], got {cfg.pseudolabel.threshold}")
-    choices = {"classifier.budget": ("epochs", "steps"), "classifier.augmentation": ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix"),
-               "classifier.optimizer": ("adam", "sgd"), "classifier.schedule": ("constant", "onecycle", "cosine"), "gan.loss": ("wgan-gp", "hinge"), "gan.precision": ("fp32", "bf16", "auto"), "classifier.precision": ("fp32", "bf16", "auto"),
-               "quality.precision": ("fp32", "bf16", "auto"),
-               "gan.conditional": ("none", "projection", "acgan"), "pseudolabel.mode": ("label", "filter", "none"),
-               "text2image.dtype": ("fp32", "fp16", "bf16"), "text2image.mode": ("txt2img", "img2img"),
-               "diffusion.beta_schedule": ("linear", "squaredcos_cap_v2"),
-               "diffusion.prediction": ("epsilon", "v_prediction"), "diffusion.precision": ("fp32", "bf16", "auto")}
-    for key, allowed in choices.items():
-        if values[key] not in allowed:
-            raise HarnessError(f"{key} must be one of {', '.join(allowed)}, got {values[key]!r}")
-    for key in ["gan.gp_fraction", "classifier.synthetic_weight"]:
-        if not 0.0 <= values[key] <= (1.0 if key == "gan.gp_fraction" else float("inf")):
-            raise HarnessError(f"{key} must be in [0, 1]" if key == "gan.gp_fraction" else f"{key} must be >= 0")
-    if not 0.0 <= cfg.classifier.synthetic_share < 1.0:
-        raise HarnessError(f"classifier.synthetic_share must be in [0, 1), got {cfg.classifier.synthetic_share}")
-    if not 0.0 <= cfg.gan.ema < 1.0:
-        raise HarnessError(f"gan.ema must be in [0, 1), got {cfg.gan.ema}")
-    for key in ["classifier.real_only_epochs", "classifier.steps", "pseudolabel.top_k_per_class", "gan.lr_d", "quality.evaluator_per_class",
-                "gan.iterations"]:
-        if values[key] < 0:
-            raise HarnessError(f"{key} must be >= 0, got {values[key]}")
+    """The declared ranges, then the rules that tie fields together."""
+    check_fields(cfg)
     if cfg.classifier.real_only_epochs > cfg.classifier.epochs:
         raise HarnessError(f"classifier.real_only_epochs ({cfg.classifier.real_only_epochs}) exceeds classifier.epochs "
                            f"({cfg.classifier.epochs})")
-    for key in ["pseudolabel.temperature", "quality.n_samples", "quality.evaluator_epochs", "quality.k"]:
-        if not values[key] > 0:
-            raise HarnessError(f"{key} must be > 0, got {values[key]}")
     least = min_quality_images(cfg.quality.k)
     if cfg.quality.n_samples < least:
         raise HarnessError(f"quality.n_samples ({cfg.quality.n_samples}) is too few images to measure: precision and "
@@ -382,31 +397,11 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"gan.diffaugment: unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     if cfg.generate.checkpoint_epoch == -1 and not cfg.quality.enabled:
         raise HarnessError("generate.checkpoint_epoch=-1 (the best checkpoint by quality) needs quality.enabled=true")
-    if not cfg.generator.mixup_alpha > 0 or cfg.generator.mixup_alpha == float("inf"):
-        raise HarnessError(f"generator.mixup_alpha must be a finite number > 0, got {cfg.generator.mixup_alpha}")
     if cfg.data.classes != ("all",) and (len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2):
         raise HarnessError(f"data.classes must name at least 2 distinct classes (or be all), got {list(cfg.data.classes)}")
-    if cfg.data.image_size not in (32, 64):
-        raise HarnessError(f"data.image_size must be 32 or 64 (what the networks are built for), got {cfg.data.image_size}")
-    if cfg.data.channels not in (1, 3):
-        raise HarnessError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
-    if not 0.0 < cfg.data.test_fraction < 1.0:
-        raise HarnessError(f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
-    d = cfg.diffusion
-    for key, value in (("diffusion.iterations", d.iterations), ("diffusion.warmup", d.warmup),
-                       ("diffusion.guidance", d.guidance), ("diffusion.weight_decay", d.weight_decay)):
-        if value < 0:
-            raise HarnessError(f"{key} must be >= 0, got {value}")
-    if not 0.0 <= d.label_dropout < 1.0 or not 0.0 <= d.ema < 1.0:
-        raise HarnessError(f"diffusion.label_dropout and diffusion.ema must be in [0, 1), got {d.label_dropout} "
-                           f"and {d.ema}")
-    if d.guidance > 0 and d.label_dropout == 0:
-        raise HarnessError(f"diffusion.guidance={d.guidance} needs a model that also learned without its class: "
-                           "set diffusion.label_dropout > 0 (e.g. 0.1)")
-    if cfg.text2image.guidance < 0:
-        raise HarnessError(f"text2image.guidance must be >= 0 (1 or less: no classifier-free guidance), got {cfg.text2image.guidance}")
-    if not 0.0 < cfg.text2image.strength <= 1.0:
-        raise HarnessError(f"text2image.strength must be in (0, 1], got {cfg.text2image.strength}")
+    if cfg.diffusion.guidance > 0 and cfg.diffusion.label_dropout == 0:
+        raise HarnessError(f"diffusion.guidance={cfg.diffusion.guidance} needs a model that also learned without its "
+                           "class: set diffusion.label_dropout > 0 (e.g. 0.1)")
     if cfg.text2image.resolution < 0 or cfg.text2image.resolution % 8:
         raise HarnessError(f"text2image.resolution must be 0 (the model's own) or a positive multiple of 8, got {cfg.text2image.resolution}")
     if cfg.data.source and not cfg.data.source.startswith("torchvision:"):

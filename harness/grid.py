@@ -54,7 +54,7 @@ def parse_axes(axes: tuple[str, ...]) -> list[tuple[str, list[str]]]:
             raise HarnessError(f"--axis takes section.key=v1,v2,..., got {axis!r}")
         if len(set(items)) != len(items):
             raise HarnessError(f"--axis {axis!r} repeats a value")
-        if key.strip() in ("data.seed", "classifier.seed", "gan.seed", "generate.seed"):
+        if key.strip() in config.fields_where("seed"):
             raise HarnessError(f"--axis {key.strip()}: seeds are the grid's --seeds, not an axis")
         out.append((key.strip(), items))
     keys = [k for k, _ in out]

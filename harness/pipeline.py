@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from harness.config import Config, apply, config_hash, flat
+from harness.config import Config, apply, config_hash, fields_where, flat
 from harness.runner import Runner
 
 if TYPE_CHECKING:
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 
 def seeded(cfg: Config, seed: int) -> Config:
-    """The config of one seed of a multi-seed study: every seed of the study set to `seed`."""
-    return apply(cfg, {"data.seed": seed, "classifier.seed": seed, "gan.seed": seed, "generate.seed": seed})
+    """The config of one seed of a multi-seed study: every field declared a seed set to `seed`."""
+    return apply(cfg, {key: seed for key in fields_where("seed")})
 
 
 @dataclass

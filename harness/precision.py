@@ -18,8 +18,6 @@ import dataclasses
 
 import torch
 
-CHOICES = ("fp32", "bf16", "auto")
-FIELDS = (("classifier", "precision"), ("gan", "precision"), ("diffusion", "precision"), ("quality", "precision"))
 
 
 def cpu_capabilities() -> dict:
@@ -59,9 +57,9 @@ def resolve(setting: str, device: torch.device) -> str:
 
 def resolve_config(cfg, device: torch.device):
     """The config with every `auto` precision replaced by what this machine runs."""
-    from harness.config import OPTIONAL_SECTIONS
+    from harness.config import OPTIONAL_SECTIONS, fields_where
     sections = {}
-    for section, name in FIELDS:
+    for section, name in (key.split(".") for key in fields_where("precision")):
         if section in OPTIONAL_SECTIONS and cfg.generator.kind != section:
             continue  # a section only its kind reads stays at its defaults, out of every other config's hash
         sub = getattr(cfg, section)

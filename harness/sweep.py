@@ -35,7 +35,6 @@ from harness.runner import Runner
 from harness.tracking import codecs, liveness, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
-FIXED_SECTIONS = ("data", "gan", "diffusion", "generator", "quality", "study")  # what the study's shared phases read
 TRIAL_PHASES = ("generate", "pseudolabel", "synthetic")  # what a trial runs; the phases before are the study's
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SURPLUS = "harness.surplus"  # trial user attr: started after the study was full (two workers asked at once)
@@ -83,10 +82,10 @@ def load_spec(path: str | os.PathLike | None) -> Spec:
         where = f"sweep spec {path}, space {key!r}"
         if key not in valid:
             raise HarnessError(f"{where}: unknown config field; valid fields: {', '.join(valid)}")
-        if key.split(".")[0] in FIXED_SECTIONS:
+        if key.split(".")[0] not in config.sweepable_sections():  # what the study's shared phases read
             raise HarnessError(f"{where}: the baseline and the generator are trained once per study, so a trial "
-                               f"cannot change {key}; sweep generate.*, pseudolabel.* or classifier.* fields, or "
-                               "run one sweep per value")
+                               f"cannot change {key}; sweep {', '.join(f'{x}.*' for x in config.sweepable_sections())} "
+                               "fields, or run one sweep per value")
         if not isinstance(p, dict):
             raise HarnessError(f"{where}: expected a table (type = ..., low = ..., high = ...)")
         kind = p.get("type")

@@ -47,9 +47,6 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-AUGMENTATIONS = ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix")
-
-
 def augment(xb: torch.Tensor, yb: torch.Tensor, kind: str, gen: torch.Generator, n_classes: int,
             ops: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch under classifier.augmentation: images (uint8, or float in 0..255 for the mixing kinds)

@@ -83,3 +83,38 @@ def test_flat_params():
     params = config.flat(config.Config())
     assert params["data.classes"] == "airplane,automobile,bird"
     assert params["gan.critic_steps"] == "5"
+
+
+def test_the_facts_of_a_field_are_read_from_its_declaration():
+    """Seeds, precisions, unhashed fields, optional and sweepable sections: each declared once, on the
+    field or section, and every list derived from there."""
+    assert set(config.fields_where("seed")) == {"data.seed", "classifier.seed", "gan.seed", "diffusion.seed",
+                                                "generate.seed"}
+    assert set(config.fields_where("precision")) == {"classifier.precision", "gan.precision", "diffusion.precision",
+                                                     "quality.precision"}
+    assert config.UNHASHED_FIELDS == {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
+    assert set(config.OPTIONAL_SECTIONS) == {"diffusion", "text2image"}
+    # A trained kind's section is read by the phases a sweep runs once: never sweepable by default.
+    assert not {"data", "gan", "diffusion", "generator", "quality", "study"} & set(config.sweepable_sections())
+    # Every declared range is checked, with its bound in the message.
+    for f in __import__("dataclasses").fields(config.GanConfig):
+        if "gt" in f.metadata:
+            with pytest.raises(HarnessError, match=f"gan.{f.name} must be"):
+                config.apply(config.Config(), {f"gan.{f.name}": f.metadata["gt"]})
+
+
+def test_every_seed_of_a_diffusion_study_starts_from_its_own_weights():
+    """seeded() sets every field declared a seed: two diffusion generators of one grid cell differ by
+    their initial weights and noise, not only by their data draw, and their keys differ."""
+    pytest.importorskip("diffusers")
+    import torch
+
+    from harness import pipeline, table
+    from harness.generators import diffusion
+    cfg = config.load("tiny", ["generator.kind=diffusion"])
+    one, two = pipeline.seeded(cfg, 0), pipeline.seeded(cfg, 1)
+    assert (one.diffusion.seed, two.diffusion.seed) == (0, 1)
+    sections = table.PHASES["generator"].reads(one)[0]
+    assert config.config_hash(one, sections) != config.config_hash(two, sections)
+    first = [diffusion.trainer(c, torch.device("cpu"), 3, 3, 32).unet.state_dict() for c in (one, two)]
+    assert any(not torch.equal(first[0][k], first[1][k]) for k in first[0] if first[0][k].is_floating_point())
