@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import time
 from dataclasses import dataclass
 
 import optuna
@@ -256,8 +255,7 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
             item = _claim_item(study)
             if item is None:
                 if study.get_trials(deepcopy=False, states=(RUNNING,)):
-                    ctx.store.check_reachable()
-                    time.sleep(min(2.0, liveness.interval()))  # others' items: one may die and come back
+                    ctx.store.pause()  # others' items: one may die and come back
                     continue
                 if (more := extend(study)):
                     ctx.store.say(f"grid {study.study_name!r}: {more} more item(s) for the cells above the "
@@ -347,22 +345,21 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
 
 def join_grid(name: str, storage: str, wait: float = 60.0, say=liveness.stderr) -> optuna.Study:
     """A worker's view of a grid planned elsewhere; started first, it waits a while for the plan."""
-    deadline, said = time.time() + wait, False
-    while True:
+    def planned():
         try:
             study, _ = open_grid(name, storage, create=False)
-            if PLAN in study.user_attrs:
-                return study
         except KeyError:  # not created yet: the planner may still be starting
-            pass
-        if time.time() > deadline:
-            raise HarnessError(f"no grid {name!r} in {mask(storage)}: plan it with `harness grid --study {name} "
-                               "--storage URL --plan-only` (or run `harness grid` there)")
-        if not said:
-            say(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be "
-                "planned")
-            said = True
-        time.sleep(1.0)
+            return None
+        return study if PLAN in study.user_attrs else None
+
+    study = planned()
+    if study is None:
+        say(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be planned")
+        study = liveness.wait_until(planned, timeout=wait, every=1.0)
+    if study is None:
+        raise HarnessError(f"no grid {name!r} in {mask(storage)}: plan it with `harness grid --study {name} "
+                           "--storage URL --plan-only` (or run `harness grid` there)")
+    return study
 
 
 def open_grid(name: str, storage: str, create: bool = True) -> tuple[optuna.Study, bool]:

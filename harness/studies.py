@@ -4,7 +4,6 @@ Sweeps and grids both stand on it."""
 from __future__ import annotations
 
 import contextlib
-import time
 import warnings
 from pathlib import Path
 
@@ -34,39 +33,38 @@ def _engine_kwargs(storage: str) -> dict:
 def open_study(name: str, storage: str, sampler, pruner, create: bool = True) -> tuple[optuna.Study, bool]:
     """A study of an Optuna RDB storage shared by workers, and whether this call created it; with
     `create` off, a study that does not exist is a KeyError (a worker does not plan studies)."""
-    for attempt in range(5):
+    def attempt():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+            # The harness's heartbeat period (HARNESS_HEARTBEAT_SECONDS), so that a trial and its
+            # MLflow run are declared dead alike; a dead worker's trial is retried (twice at most).
+            rdb = optuna.storages.RDBStorage(
+                storage, heartbeat_interval=max(1, round(liveness.interval())),
+                grace_period=max(2, round(liveness.grace())), engine_kwargs=_engine_kwargs(storage),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created": the harness says what matters
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-                # The harness's heartbeat period (HARNESS_HEARTBEAT_SECONDS), so that a trial and its
-                # MLflow run are declared dead alike; a dead worker's trial is retried (twice at most).
-                rdb = optuna.storages.RDBStorage(
-                    storage, heartbeat_interval=max(1, round(liveness.interval())),
-                    grace_period=max(2, round(liveness.grace())), engine_kwargs=_engine_kwargs(storage),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
-            level = optuna.logging.get_verbosity()
-            optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created": the harness says what matters
-            try:
-                if create:
-                    return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
-                                               direction="maximize"), True
-            except optuna.exceptions.DuplicatedStudyError:  # atomic in the database: one worker creates
-                pass
-            finally:
-                optuna.logging.set_verbosity(level)  # Optuna's logging is the process's, not ours to keep
-            return optuna.load_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner), False
-        except KeyError:
-            raise
-        except Exception as e:
-            # Workers starting together race to create a new storage's tables, its schema-version
-            # row (UNIQUE alembic_version) or the study: the loser finds them made, and simply
-            # opens them on the next try.
-            racing = ("already exists", "UNIQUE constraint failed", "database is locked")
-            if any(r in str(e) for r in racing) and attempt < 4:
-                time.sleep(0.5 + attempt)
-                continue
-            raise HarnessError(f"cannot open Optuna storage {mask(storage)!r}: "
-                               f"{scrub(str(e).splitlines()[0], [storage])}") from None
+            if create:
+                return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner,
+                                           direction="maximize"), True
+        except optuna.exceptions.DuplicatedStudyError:  # atomic in the database: one worker creates
+            pass
+        finally:
+            optuna.logging.set_verbosity(level)  # Optuna's logging is the process's, not ours to keep
+        return optuna.load_study(study_name=name, storage=rdb, sampler=sampler, pruner=pruner), False
+
+    try:
+        # Workers starting together race to create a new storage's tables, its schema-version row
+        # (UNIQUE alembic_version) or the study: the loser finds them made, and simply opens them on
+        # the next try.
+        return liveness.retrying(attempt, ("already exists", "UNIQUE constraint failed", "database is locked"),
+                                 tries=5, pause=lambda n: 0.5 + n)
+    except KeyError:
+        raise
+    except Exception as e:
+        raise HarnessError(f"cannot open Optuna storage {mask(storage)!r}: "
+                           f"{scrub(str(e).splitlines()[0], [storage])}") from None
 
 
 def storage_of(study: optuna.Study) -> tuple[optuna.storages.BaseStorage, int]:
@@ -90,10 +88,8 @@ def study_run(ctx: Context, study: optuna.Study, created: bool, params: dict, na
     """The study's one MLflow run: opened by the worker that created the study (its id kept in the
     study), joined by every other worker and by later reruns, so that all trials nest under one parent."""
     parent = study.user_attrs.get(PARENT)
-    deadline = time.time() + 60  # the creator sets it right after creating the study
-    while parent is None and not created and time.time() < deadline:
-        time.sleep(0.5)
-        parent = study.user_attrs.get(PARENT)
+    if parent is None and not created:  # the creator sets it right after creating the study
+        parent = liveness.wait_until(lambda: study.user_attrs.get(PARENT), timeout=60, every=0.5)
     if parent is not None:
         try:
             alive = ctx.store.client.get_run(parent).info.lifecycle_stage == "active"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
 from harness.runner import Runner
-from harness.tracking import codecs, liveness, store
+from harness.tracking import codecs, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
 TRIAL_PHASES = ("generate", "pseudolabel", "synthetic")  # what a trial runs; the phases before are the study's
@@ -318,8 +317,7 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: l
         if done >= n_trials:
             return
         if held >= n_trials and not study.get_trials(deepcopy=False, states=waiting):
-            ctx.store.check_reachable()
-            time.sleep(min(2.0, liveness.interval()))
+            ctx.store.pause()
             continue
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is our one line, not Optuna's traceback

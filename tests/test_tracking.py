@@ -189,3 +189,31 @@ def test_the_mlflow_internals_a_lost_store_drops_runs_with():
     assert isinstance(fluent.run_id_to_system_metrics_monitor, dict)
     source = inspect.getsource(SystemMetricsMonitor)
     assert "self._shutdown_event" in source and "self._process" in source
+
+
+def test_one_retry_helper_and_one_wait_loop():
+    """liveness.retrying: again on a race's message only, up to its tries; wait_until: the value, None
+    at the timeout, and a beat that raises ends the wait."""
+    from harness.errors import HarnessError
+    from harness.tracking import liveness
+    calls = []
+
+    def racing():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("UNIQUE constraint failed: datasets.digest")
+        return "made"
+    assert liveness.retrying(racing, ("UNIQUE constraint",), tries=3, pause=lambda _: 0) == "made" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        liveness.retrying(racing, ("UNIQUE constraint",), tries=2, pause=lambda _: 0)
+    with pytest.raises(ValueError):  # not a race: at once
+        liveness.retrying(lambda: int("x"), ("UNIQUE constraint",), tries=5, pause=lambda _: 1 / 0)
+    ticks = iter(range(10))
+    assert liveness.wait_until(lambda: next(ticks) == 2 and "ready", timeout=5, every=0) == "ready"
+    assert liveness.wait_until(lambda: None, timeout=0.05, every=0.01) is None
+
+    def gone():
+        raise HarnessError("the store stopped answering")
+    with pytest.raises(HarnessError):
+        liveness.wait_until(lambda: None, timeout=None, every=0, beat=gone)

@@ -29,6 +29,34 @@ OWNER, HEARTBEAT, DIED = "harness.owner", "harness.heartbeat", "harness.died"
 NOTE = "mlflow.note.content"
 
 
+def retrying(call, conflicts: tuple[str, ...], tries: int, pause):
+    """call(), again while it fails with one of `conflicts` in its message, up to `tries` times in all,
+    sleeping pause(attempt) seconds between: the one shape of every race between workers that insert
+    the same row at once (the loser finds the row made on its next try)."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except Exception as e:
+            if attempt == tries - 1 or not any(c in f"{type(e).__name__} {e}" for c in conflicts):
+                raise
+            time.sleep(pause(attempt))
+
+
+def wait_until(ready, timeout: float | None, every: float, beat=None):
+    """Poll ready() every `every` seconds until it returns something true (returned) or `timeout`
+    seconds pass (None; None timeout: no end). `beat()` runs before each sleep: a check that may
+    raise (a store that stopped answering) ends the wait."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if (value := ready()):
+            return value
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        if beat is not None:
+            beat()
+        time.sleep(every if deadline is None else max(0.0, min(every, deadline - time.monotonic())))
+
+
 def interval() -> float:
     try:
         value = float(os.environ.get("HARNESS_HEARTBEAT_SECONDS", "30"))

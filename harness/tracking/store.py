@@ -21,6 +21,7 @@ from harness.tracking import liveness, provenance
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default since 3.x
 NOTE = "mlflow.note.content"  # the run description the MLflow UI shows, in Markdown
+CONFLICT = ("IntegrityError", "UniqueViolation", "duplicate key", "UNIQUE constraint")  # two writers, one row
 STOPPED = "harness.stopped"  # the signal that ended a KILLED run, when it was SIGTERM
 
 
@@ -116,10 +117,15 @@ class Store:
                 self.say(f"{phase}: run {live[0].info.run_id} (process {who}) computes the same {phase}; "
                          "waiting for it, then reusing it")
                 said = True
-            self.check_reachable()
-            time.sleep(min(2.0, liveness.interval()))
+            self.pause()
             found = self.lookup(key)
         return found
+
+    def pause(self) -> None:
+        """One beat of every wait for other workers (a run they compute, items they hold): a store that
+        stopped answering ends it in one line, else a sleep short enough to see a peer die."""
+        self.check_reachable()
+        time.sleep(min(2.0, liveness.interval()))
 
     def get_run(self, run_id: str):
         try:
@@ -162,17 +168,11 @@ def _probe_write(store: Store, experiment: str) -> None:
     level = log.level
     log.setLevel(logging.CRITICAL)
     try:
-        for attempt in range(3):
-            try:
-                store.client.set_experiment_tag(store.experiment_id, "harness.last_opened", f"{time.time():.0f}")
-                break
-            except Exception as e:
-                # Workers opening the store together race to insert the same tag (PostgreSQL's
-                # "duplicate key", SQLite's "UNIQUE constraint"): the loser's store is writable all the same.
-                if attempt < 2 and any(r in str(e) for r in ("duplicate key", "UNIQUE constraint")):
-                    time.sleep(0.2 + random.random())
-                    continue
-                raise
+        # Workers opening the store together race to insert the same tag (PostgreSQL's "duplicate
+        # key", SQLite's "UNIQUE constraint"): the loser's store is writable all the same.
+        liveness.retrying(lambda: store.client.set_experiment_tag(store.experiment_id, "harness.last_opened",
+                                                                  f"{time.time():.0f}"),
+                          CONFLICT, tries=3, pause=lambda _: 0.2 + random.random())
     except Exception as e:
         raise HarnessError(refused(e, store.uri, experiment) or explain(e) or f"cannot write to the MLflow "
                            f"tracking store {mask(store.uri)} ({str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}); "
@@ -376,22 +376,13 @@ def log_batch(params: dict | None = None, metrics: dict | None = None, tags: dic
     (client or MlflowClient()).log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
 
 
-CONFLICT = ("IntegrityError", "UniqueViolation", "duplicate key", "UNIQUE constraint")
-
-
 def log_inputs(datasets: list, contexts: list[str], tries: int = 4) -> None:
     """The active run's dataset inputs. MLflow gets or creates each dataset row by (experiment, name,
     digest) without a lock, so two workers logging one dataset at the same moment both insert and
     one fails on the unique key (seen on PostgreSQL behind a tracking server); the row exists by
     then, and the retry finds it."""
-    for attempt in range(tries):
-        try:
-            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
-            return
-        except Exception as e:
-            if attempt == tries - 1 or not any(c in str(e) for c in CONFLICT):
-                raise
-            time.sleep(random.uniform(0.1, 0.5))
+    liveness.retrying(lambda: mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets)),
+                      CONFLICT, tries=tries, pause=lambda _: random.uniform(0.1, 0.5))
 
 
 def log_history(rows: list[dict[str, float]], first_step: int = 1, run_id: str | None = None) -> None:
