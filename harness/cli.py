@@ -5,6 +5,7 @@ import functools
 import os
 import signal
 import sys
+import warnings
 
 import click
 
@@ -40,7 +41,9 @@ class _Group(click.Group):
         if previous is not None:
             previous_int, previous_alarm = signal.signal(signal.SIGINT, _interrupt), signal.getsignal(signal.SIGALRM)
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _deprecation_line  # an old name's FutureWarning: one line, not four
+                return super().invoke(ctx)
         except KeyboardInterrupt as e:
             # The runs ended KILLED on the way out; exit as shells and schedulers expect of a signal
             # (128 + its number), not with click's "Aborted!" and 1, which reads like a crash.
@@ -77,6 +80,22 @@ class _Group(click.Group):
 def _say(message: str) -> None:
     """The reporter the commands give the library (Store.say): a line on stderr, beside the progress."""
     click.echo(message, err=True)
+
+
+def _deprecation_line(message, category, filename, lineno, file=None, line=None, show=warnings.showwarning):
+    if issubclass(category, FutureWarning) and filename.startswith(os.path.dirname(__file__)):
+        _say(f"Deprecated: {message}")
+    else:
+        show(message, category, filename, lineno, file, line)
+
+
+def _old_name(old: str, new: str):
+    """A hidden option under its name before 0.2: it works for one release and says the new one."""
+    def said(ctx, param, value):
+        if value not in (None, False):
+            _say(f"Deprecated: {old} is now {new}; the old name works until the next release")
+        return value
+    return said
 
 
 def _main_thread() -> bool:
@@ -204,7 +223,8 @@ UPSTREAM_HELP = {"generator": "Generator run to sample from", "generate": "Synth
 
 
 def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
-    def command(preset, overrides, data_dir, experiment, no_cache, resume=False, **runs):
+    def command(preset, overrides, data_dir, experiment, no_cache, resume=False, gan_run=None, **runs):
+        runs["generator_run"] = runs.get("generator_run") or gan_run
         from harness.runner import Runner
         from harness.table import PHASES
         cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume)
@@ -222,9 +242,11 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
         click.echo(phase.module.summary(result, cfg))
 
     for u in reversed(upstream):
-        names = [f"--{u}-run"] + (["--gan-run"] if u == "generator" else [])
-        command = click.option(*names, f"{u}_run", default=None, metavar="RUN_ID",
+        command = click.option(f"--{u}-run", f"{u}_run", default=None, metavar="RUN_ID",
                                help=f"{UPSTREAM_HELP[u]} [default: the finished {u} run of this config].")(command)
+        if u == "generator":
+            command = click.option("--gan-run", "gan_run", default=None, hidden=True,
+                                   callback=_old_name("--gan-run", "--generator-run"))(command)
     from harness.table import PHASES  # no torch or MLflow until a command runs
     if PHASES[name].resumable:
         command = click.option("--resume", is_flag=True, help="Continue the last interrupted (KILLED/FAILED) "
@@ -274,7 +296,7 @@ def kinds():
 
 
 @main.command()
-@click.option("--parent", default=None, metavar="RUN_ID", help="A pipeline run (one pair) or a multi-seed study run.")
+@click.option("--parent", default=None, metavar="RUN_ID", help="A pipeline run (one pair) or a seeds run (paired seeds).")
 @click.option("--baseline", "baseline_id", default=None, metavar="RUN_ID", help="Baseline run (with --synthetic).")
 @click.option("--synthetic", "synthetic_id", default=None, metavar="RUN_ID", help="Synthetic-arm run (with --baseline).")
 @click.option("--filter", "filter_string", default=None, metavar="MLFLOW_FILTER",
@@ -325,16 +347,17 @@ def compare(parent, baseline_id, synthetic_id, filter_string, experiment):
 @common
 @click.option("--resume", is_flag=True, help="Continue an interrupted generator phase from its last checkpoint.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
-              help="Run N paired pipelines (seeds 0..N-1) under one study run, then compare them.")
+              help="Run N paired pipelines (seeds 0..N-1) under one seeds run, then compare them.")
 @click.option("--seed-list", default=None, metavar="0,1,2", help="Like --seeds, with these seeds.")
-@click.option("--share-gan", is_flag=True, help="With several seeds: train one generator (on the first seed's "
+@click.option("--share-generator", is_flag=True, help="With several seeds: train one generator (on the first seed's "
               "images) and use it for every seed. Cheaper; the report says so.")
-def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_list, share_gan):
+@click.option("--share-gan", "share_gan", is_flag=True, hidden=True, callback=_old_name("--share-gan", "--share-generator"))
+def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_list, share_generator, share_gan):
     """The whole study as nested runs under one parent: baseline, generator (kinds that train),
     generate, pseudolabel, synthetic, compare. Finished phases with the same config, data, inputs
     and code are reused.
 
-    With --seeds N / --seed-list, N paired pipelines run under one study run and the comparator
+    With --seeds N / --seed-list, N paired pipelines run under one seeds run and the comparator
     tells a real delta from seed noise (mean ± std, 95% CI, paired t, Wilcoxon, McNemar).
     """
     from harness import pipeline
@@ -352,14 +375,14 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     elif seeds:
         seed_values = list(range(seeds))
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume)
-    if seed_values is None and cfg.study.seeds > 1:
-        seed_values = list(range(cfg.study.seeds))
-    share_gan = share_gan or cfg.study.share_gan
-    if share_gan and not seed_values:
-        raise HarnessError("--share-gan needs --seeds or --seed-list (or study.seeds > 1)")
+    if seed_values is None and cfg.seeds.count > 1:
+        seed_values = list(range(cfg.seeds.count))
+    share_generator = share_generator or share_gan or cfg.seeds.share_generator
+    if share_generator and not seed_values:
+        raise HarnessError("--share-generator needs --seeds or --seed-list (or seeds.count > 1)")
     if seed_values:
-        study_id, results, report = pipeline.run_seeds(ctx, cfg, seed_values, share_gan=share_gan)
-        click.echo(f"\nstudy run {study_id}: {len(results)} pipelines")
+        parent_id, results, report = pipeline.run_seeds(ctx, cfg, seed_values, share_generator=share_generator)
+        click.echo(f"\nseeds run {parent_id}: {len(results)} pipelines")
         click.echo(render.report_markdown(report), nl=False)
         return
     from harness import generators
@@ -416,6 +439,7 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     from harness import studies
     storage = storage or studies.default_storage()
     study_name = study_name or f"sweep-{cfg.preset}"
+    studies.check_storage(storage)  # before the data line: a bad URL is the only line printed
     _data_line(cfg, ctx)
     result = sweepmod.run(ctx, cfg, spec_obj, trials, study_name, storage, sampler_seed=sampler_seed)
     click.echo(f"\nsweep run {result.run_id}: study {study_name!r} in {mask(storage)}")
@@ -432,13 +456,15 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               help="A config key and its values; the grid is the cross product of the axes (repeatable).")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Paired seeds 0..N-1 per cell; a larger N later grows the grid.")
-@click.option("--precision", type=click.FloatRange(min=0, min_open=True), default=None, metavar="POINTS",
+@click.option("--ci-halfwidth", "halfwidth", type=float, default=None, metavar="POINTS",
               help="Seeds until each cell's 95% CI half-width of the accuracy delta is at most this many points: "
                    "a cell whose first --seeds are too spread out gets the seeds its spread says it needs, up to "
                    "--max-seeds (Stein's two-stage rule; it reads the spread only, never the delta or a p-value, "
                    "so it does not inflate false positives the way stopping on significance does).")
-@click.option("--max-seeds", type=click.IntRange(min=2), default=20, show_default=True,
-              help="With --precision: the most seeds a cell gets.")
+@click.option("--precision", "old_halfwidth", type=float, default=None, hidden=True,
+              callback=_old_name("grid --precision", "--ci-halfwidth (precision is fp32/bf16 arithmetic)"))
+@click.option("--max-seeds", type=click.IntRange(min=2), default=None,
+              help="With --ci-halfwidth: the most seeds a cell gets, at least --seeds [default: 20].")
 @click.option("--study", "study_name", envvar="HARNESS_STUDY", default=None, help="Optuna study holding the items "
               "[env HARNESS_STUDY; default: grid-<preset>].")
 @click.option("--storage", envvar="HARNESS_STORAGE", default=None, metavar="URL", help="Optuna RDB URL shared by "
@@ -447,24 +473,26 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               "[default: torch's, one per core]; with several workers on one machine, cores / workers.")
 @click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
 @click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
-def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, precision, max_seeds, study_name, storage,
-         threads, plan_only, report_only):
+def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwidth, old_halfwidth, max_seeds, study_name,
+         storage, threads, plan_only, report_only):
     """A grid of paired multi-seed studies: every combination of the --axis values, each cell N seeds
     of baseline vs synthetic arm. Items live in an Optuna storage: this command enqueues those it
     lacks and works on them; `harness worker --study NAME --storage URL` on any machine helps. The
     report (per cell: mean ± std, paired delta with 95% CI, t-test p, Holm-adjusted p, verdict) is
     logged on the grid run when the last item finishes.
 
-    A cell whose generator trains gets K generators (--set study.generators=K; default min(seeds, 3)):
+    A cell whose generator trains gets K generators (--set seeds.generators=K, at most --seeds; default min(seeds, 3)):
     seed s uses generator s mod K, so the spread holds the generator's own variance too, and the report
     splits it between generators and seeds and gives an interval for a new generator.
 
     \b
     harness grid --preset cpu --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5
-    harness grid --preset strong-baseline --axis data.n_per_class=100,300 --seeds 5 --precision 1.0 --max-seeds 15
+    harness grid --preset strong-baseline --axis data.n_per_class=100,300 --seeds 5 --ci-halfwidth 1.0 --max-seeds 15
     """
     from harness import grid as gridmod
     from harness import studies
+    halfwidth = halfwidth if halfwidth is not None else old_halfwidth
+    max_seeds = gridmod.check_seeds(seeds, halfwidth, max_seeds, _say)
     parsed = gridmod.parse_axes(axes)
     _threads(threads)
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, check_kind=False, resolve=False)
@@ -483,9 +511,7 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, precisi
         click.echo(md, nl=False)
         return
     study, created = gridmod.open_grid(study_name, storage)
-    if precision is not None and seeds < 2:
-        raise HarnessError("--precision needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
-    added = gridmod.plan(study, cfg, parsed, list(range(seeds)), precision, max_seeds if precision else None)
+    added, created = gridmod.planned(study, created, cfg, parsed, list(range(seeds)), halfwidth, max_seeds, _say)
     click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items; {gridmod.cost(study)}", err=True)
     if plan_only:
         run_id = gridmod.open_run(ctx, study, created)
@@ -516,10 +542,10 @@ def worker(study_name, storage, data_dir, experiment, no_cache, threads):
     from harness.tracking import store
     _threads(threads)
     storage = storage or studies.default_storage()
-    if storage.startswith("sqlite"):
+    study = gridmod.join_grid(study_name, storage, say=_say)
+    if storage.startswith("sqlite"):  # after the grid is found: an error is then the only line
         click.echo("note: a SQLite storage serves the workers of this machine only; workers on several machines "
                    "need a server database (docs/grids.md: Many machines)", err=True)
-    study = gridmod.join_grid(study_name, storage, say=_say)
     cfg, _, _ = gridmod.plan_of(study)
     data.check_cache_dir()
     ctx = Context(store.configure(experiment, _say), train.pick_device(cfg.device), data_dir, use_cache=not no_cache)

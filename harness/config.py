@@ -184,10 +184,11 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    seeds: int = setting(1, gt=0)  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` a multi-seed study
-    share_gan: bool = False  # one GAN (trained on seed 0's images) serves every seed
-    generators: int = setting(0, ge=0)  # grids: K generators per cell, seed s using generator s mod K (trained on seed s mod K's images); 0 = 1 with share_gan, else min(seeds, 3); kinds that do not train ignore it
+class SeedsConfig:
+    """Paired seeds: pipelines that differ only by their seed, compared pair by pair."""
+    count: int = setting(1, gt=0)  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` compare N pairs
+    share_generator: bool = False  # one GAN (trained on seed 0's images) serves every seed
+    generators: int = setting(0, ge=0)  # grids: K generators per cell, seed s using generator s mod K (trained on seed s mod K's images); 0 = 1 with share_generator, else min(seeds, 3); kinds that do not train ignore it
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
 
 
 def sections() -> dict[str, type]:
@@ -431,11 +432,29 @@ def _flat_values(cfg: Config) -> dict:
     return out
 
 
+# Names of 0.1 that now say one thing each ("study" is the Optuna study, "gan" the GAN kind):
+# accepted for one release, with a line naming the new one.
+RENAMED = {"study.seeds": "seeds.count", "study.share_gan": "seeds.share_generator",
+           "study.generators": "seeds.generators"}
+
+
+def renamed(key: str) -> str:
+    """The current name of a config key; an old one is said once per use (a FutureWarning, which the
+    CLI prints as one `Deprecated:` line)."""
+    if key in RENAMED:
+        import warnings
+        warnings.warn(f"{key} is now {RENAMED[key]}; the old name works until the next release", FutureWarning,
+                      stacklevel=3)
+        return RENAMED[key]
+    return key
+
+
 def apply(cfg: Config, updates: dict[str, object]) -> Config:
     """Return a new Config with `section.key -> value` updates, each checked against its type."""
     sections: dict[str, dict] = {}
     top: dict[str, object] = {}
     hints = _fields(Config)
+    updates = {renamed(key): value for key, value in updates.items()}
     for key, value in updates.items():
         section, _, sub = key.partition(".")
         typ = hints.get(section)
@@ -488,6 +507,10 @@ def load(preset: str = "reference", overrides: typing.Sequence[str] = ()) -> Con
     except UnicodeDecodeError:
         raise HarnessError(f"preset {path} is not a text file (TOML is UTF-8 text)") from None
     updates: dict[str, object] = {}
+    unknown = [key for key, value in data.items() if isinstance(value, dict) and key not in sections()
+               and not any(old.startswith(f"{key}.") for old in RENAMED)]
+    if unknown:  # an empty [baseline] table would otherwise say nothing and change nothing
+        raise HarnessError(f"preset {path}: unknown section [{unknown[0]}]; sections: {', '.join(sections())}")
     for key, value in data.items():
         if isinstance(value, dict):
             updates.update({f"{key}.{sub}": v for sub, v in value.items()})

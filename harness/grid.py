@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 from dataclasses import dataclass
 
@@ -87,12 +88,12 @@ def _items(study: optuna.Study) -> dict[tuple[str, int], list]:
 
 
 def extend(study: optuna.Study) -> int:
-    """With a precision target, once a cell's first seeds are all done: the seeds their spread says
-    the cell needs (compare.stats.seeds_needed), as new items; how many were added. Decided from the
-    first seeds alone, so a rerun, or two workers deciding at once, ask for the same seeds (a
+    """With a CI half-width target, once a cell's first seeds are all done: the seeds their spread
+    says the cell needs (compare.stats.seeds_needed), as new items; how many were added. Decided from
+    the first seeds alone, so a rerun, or two workers deciding at once, ask for the same seeds (a
     duplicate item is pruned when claimed, `_claim_item`)."""
     held = study.user_attrs.get(PLAN) or {}
-    if held.get("precision") is None:
+    if halfwidth_of(held) is None:
         return 0
     _, grid_cells, seeds = plan_of(study)
     items = _items(study)
@@ -101,7 +102,7 @@ def extend(study: optuna.Study) -> int:
         first = [items.get((cell.label, s)) for s in seeds]
         if not all(ts and ts[0].state == COMPLETE for ts in first):
             continue  # its first seeds are not all done (or one failed): nothing to decide from yet
-        target, _ = stats.seeds_needed([ts[0].value for ts in first], held["precision"], held["max_seeds"])
+        target, _ = stats.seeds_needed([ts[0].value for ts in first], halfwidth_of(held), held["max_seeds"])
         # Every seed tried counts, a failed one too: a seed that cannot run is not replaced again and again.
         tried = {int(t.user_attrs["seed"]) for t in study.get_trials(deepcopy=False)
                  if t.user_attrs.get("cell") == cell.label and not t.user_attrs.get("duplicate")}
@@ -120,13 +121,18 @@ def cost(study: optuna.Study) -> str:
     training = [c for c in grid_cells if generators.get(c.cfg.generator.kind).TRAINS]
     distinct = {config.config_hash(c.cfg, table.PHASES["generator"].reads(c.cfg)[0]) for c in training}
     line = (f"{len(grid_cells)} cells x {len(seeds)} seeds = {len(grid_cells) * len(seeds)} items")
-    if held.get("precision") is not None:
-        line += (f", up to {len(grid_cells) * most} with --precision {held['precision']:g} "
+    if halfwidth_of(held) is not None:
+        line += (f", up to {len(grid_cells) * most} with --ci-halfwidth {halfwidth_of(held):g} "
                  f"(at most {most} seeds a cell)")
     if training:
         line += (f"; generator trainings: {len(distinct)} generator setting(s) x K = {min(k, len(seeds))} = "
                  f"{len(distinct) * min(k, len(seeds))}")
     return line
+
+
+def halfwidth_of(held: dict) -> float | None:
+    """The plan's CI half-width target (points), under its name before 0.2 too (`precision`)."""
+    return held.get("halfwidth", held.get("precision"))
 
 
 def plan_of(study: optuna.Study) -> tuple[Config, list[Cell], list[int]]:
@@ -139,18 +145,52 @@ def plan_of(study: optuna.Study) -> tuple[Config, list[Cell], list[int]]:
 
 def generators_of(cfg: Config, seeds: list[int]) -> int:
     """K, the generators a cell's seeds share (seed s uses generator s mod K, trained on seed s mod
-    K's data draw): study.generators, else 1 with study.share_gan, else min(seeds, 3)."""
-    if cfg.study.generators:
-        return cfg.study.generators
-    return 1 if cfg.study.share_gan else min(len(seeds), 3)
+    K's data draw): seeds.generators, else 1 with seeds.share_generator, else min(seeds, 3)."""
+    if cfg.seeds.generators:
+        return cfg.seeds.generators
+    return 1 if cfg.seeds.share_generator else min(len(seeds), 3)
 
 
-def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], precision: float | None = None,
-         max_seeds: int | None = None) -> int:
+def check_seeds(seeds: int, halfwidth: float | None, max_seeds: int | None, say) -> int | None:
+    """The grid's seed options, checked where they enter: a finite half-width > 0, at least 2 first
+    seeds to measure a spread, --max-seeds no fewer than --seeds; --max-seeds without a half-width
+    is said to be ignored. Returns the most seeds a cell gets (None: fixed at --seeds)."""
+    if halfwidth is None:
+        if max_seeds is not None:
+            say(f"note: --max-seeds {max_seeds} is ignored without --ci-halfwidth (every cell runs --seeds {seeds})")
+        return None
+    if not math.isfinite(halfwidth) or halfwidth <= 0:
+        raise HarnessError(f"--ci-halfwidth takes a finite number of points > 0 (e.g. 1.0), got {halfwidth:g}")
+    if seeds < 2:
+        raise HarnessError("--ci-halfwidth needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
+    max_seeds = 20 if max_seeds is None else max_seeds
+    if max_seeds < seeds:
+        raise HarnessError(f"--max-seeds {max_seeds} is below --seeds {seeds}: every cell starts with {seeds} seeds; "
+                           f"give --max-seeds {seeds} or more")
+    return max_seeds
+
+
+def planned(study: optuna.Study, created: bool, cfg: Config, axes, seeds: list[int], halfwidth: float | None,
+            max_seeds: int | None, say) -> tuple[int, bool]:
+    """`plan`, by a command that may have just created the study: (items added, whether this command
+    made the grid). A refused plan leaves no study behind (its name would wait for a plan that never
+    comes), and an empty study that a refused command of an older version left is planned as new."""
+    fresh = created or PLAN not in study.user_attrs
+    try:
+        return plan(study, cfg, axes, seeds, halfwidth, max_seeds, say=say), fresh
+    except BaseException:
+        if fresh:
+            optuna.delete_study(study_name=study.study_name, storage=studies.storage_of(study)[0])
+        raise
+
+
+def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], halfwidth: float | None = None,
+         max_seeds: int | None = None, say=None) -> int:
     """Store the grid in the study and enqueue the (cell, seed) items it does not hold yet; return how
     many were added. The same grid with more seeds or values grows; another base config is refused.
-    With `precision` (points), a cell whose first seeds' 95% CI is wider gets more seeds, up to
-    `max_seeds`, once those are done (`extend`)."""
+    With `halfwidth` (points), a cell whose first seeds' 95% CI is wider gets more seeds, up to
+    `max_seeds`, once those are done (`extend`). A setting that changes a plan already held is said
+    in one line (`say`)."""
     flat = {k: v for k, v in config.flat(cfg).items() if k != "device"}
     held = study.user_attrs.get(PLAN)
     if held is not None and held["config"] != flat:
@@ -161,12 +201,22 @@ def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], precision: fl
         raise HarnessError(f"study {study.study_name!r} has the axes {', '.join(old_axes) or 'none'}; grow it "
                            "along those, or give a new --study name")
     all_seeds = sorted(set((held or {}).get("seeds", [])) | set(seeds))
-    precision = precision if precision is not None else (held or {}).get("precision")
-    max_seeds = max(max_seeds or (held or {}).get("max_seeds") or 0, len(all_seeds))
-    if precision is not None and len(all_seeds) < 2:
-        raise HarnessError("--precision needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
+    before = {"halfwidth": halfwidth_of(held or {}), "max_seeds": (held or {}).get("max_seeds")}
+    halfwidth = halfwidth if halfwidth is not None else before["halfwidth"]
+    max_seeds = max(max_seeds or before["max_seeds"] or 0, len(all_seeds))
+    if halfwidth is not None and len(all_seeds) < 2:
+        raise HarnessError("--ci-halfwidth needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
+    if cfg.seeds.generators > len(all_seeds):
+        raise HarnessError(f"seeds.generators={cfg.seeds.generators} asks for more generators per cell than the "
+                           f"{len(all_seeds)} first seeds that train them (seed s uses generator s mod K): give "
+                           f"--seeds {cfg.seeds.generators} or more, or seeds.generators <= {len(all_seeds)}")
     k = (held or {}).get("generators") or generators_of(cfg, all_seeds)
-    study.set_user_attr(PLAN, {"config": flat, "axes": merged, "seeds": all_seeds, "precision": precision,
+    if held is not None and say is not None:
+        for name, old, new in (("CI half-width target", before["halfwidth"], halfwidth),
+                               ("most seeds a cell", before["max_seeds"], max_seeds)):
+            if old is not None and new != old:
+                say(f"grid {study.study_name!r}: the {name} changes from {old:g} to {new:g} (the plan held {old:g})")
+    study.set_user_attr(PLAN, {"config": flat, "axes": merged, "seeds": all_seeds, "halfwidth": halfwidth,
                                "max_seeds": max_seeds, "generators": k})
     have = {(t.user_attrs.get("cell"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
             if t.state != FAIL}
@@ -238,7 +288,7 @@ def open_run(ctx: Context, study: optuna.Study, created: bool) -> str:
 
 def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | None]:
     """Pull items until none is left; the worker that finishes the last one logs the report. Returns
-    the grid run's id, and the report from that worker (None from the others). With study.share_gan,
+    the grid run's id, and the report from that worker (None from the others). With seeds.share_generator,
     each cell's seeds share one generator, trained on the data draw of the grid's first seed (claimed
     like any long phase, so workers wait for it)."""
     cfg, grid_cells, seeds = plan_of(study)
@@ -259,7 +309,7 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     continue
                 if (more := extend(study)):
                     ctx.store.say(f"grid {study.study_name!r}: {more} more item(s) for the cells above the "
-                                  f"precision target")
+                                  f"CI half-width target")
                     continue
                 break
             trial_id, label, seed = item
@@ -274,9 +324,9 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     own = seed % k  # this seed's generator, trained on that seed's data draw
                     note = (f"\n\nGenerator {own} of the cell's {k}: trained on seed {own}'s images." if trains else "")
                     # Its own generator is simply the pipeline's (no second walk under an equal config),
-                    # unless every seed shares fewer generators than there are first seeds (share_gan's mark).
+                    # unless every seed shares fewer generators than there are first seeds (share_generator's mark).
                     borrowed = trains and (own != seed or k < len(seeds))
-                    result = pipeline.run(ctx, scfg, gan_cfg=pipeline.seeded(local, own) if borrowed else None,
+                    result = pipeline.run(ctx, scfg, generator_cfg=pipeline.seeded(local, own) if borrowed else None,
                                           note=note, reuse_shared=trains and own != seed,
                                           tags={"harness.cell": label, "harness.grid": study.study_name,
                                                 **({"harness.generator_index": own} if trains else {})})
@@ -317,7 +367,7 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         if finished:  # one per (cell, seed), however often it was handed back
             done.setdefault(label, []).append(finished[0])
     k = held.get("generators") or generators_of(cfg, seeds)
-    designs = {c.label: stats.Design(tuple(seeds), held.get("precision"), held.get("max_seeds") or len(seeds),
+    designs = {c.label: stats.Design(tuple(seeds), halfwidth_of(held), held.get("max_seeds") or len(seeds),
                                      k if generators.get(c.cfg.generator.kind).TRAINS else 0) for c in grid_cells}
     reports = []
     for cell in grid_cells:
@@ -326,12 +376,12 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
                             *cruns.runs_of_pipeline(ctx.store.client, t.user_attrs["pipeline_run"])) for t in trials]
         reports.append((cell.label, stats.seed_report(ctx.store.client, pairs) if pairs else None))
     rows = stats.summarize(reports, designs)
-    n_seeds = min([r["n"] for r in rows if r["n"]] or [0])
-    out = {"study": study.study_name, "seeds": seeds, "precision_points": held.get("precision"),
+    # At the first seeds, every cell's start: what the plan promised, whatever seeds came later.
+    out = {"study": study.study_name, "seeds": seeds, "ci_halfwidth_points": halfwidth_of(held),
            "max_seeds": held.get("max_seeds"), "generators": k,
-           "mde_points": stats.mde(n_seeds) if n_seeds else None, "cells": rows}
+           "mde_points": stats.mde(len(seeds)) if len(seeds) >= 2 else None, "cells": rows}
     md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows,
-                              precision=held.get("precision"), max_seeds=held.get("max_seeds"))
+                              halfwidth=halfwidth_of(held), max_seeds=held.get("max_seeds"))
     if parent_id is not None:
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")
@@ -350,10 +400,15 @@ def join_grid(name: str, storage: str, wait: float = 60.0, say=liveness.stderr) 
             study, _ = open_grid(name, storage, create=False)
         except KeyError:  # not created yet: the planner may still be starting
             return None
-        return study if PLAN in study.user_attrs else None
+        if PLAN in study.user_attrs:
+            return study
+        if study.user_attrs or study.get_trials(deepcopy=False):  # a planner sets the plan before anything else
+            raise HarnessError(f"study {name!r} in {mask(storage)} is not a grid (an Optuna study of another kind, "
+                               "a sweep's?); give the --study of a grid, or plan one with `harness grid`")
+        return None
 
     study = planned()
-    if study is None:
+    if study is None and wait > 0:
         say(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be planned")
         study = liveness.wait_until(planned, timeout=wait, every=1.0)
     if study is None:

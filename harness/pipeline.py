@@ -1,5 +1,5 @@
-"""The whole study under one parent run: one pipeline per seed (every phase of the table, walked by
-the runner), paired seeds under a study run. The table is harness/table.py; how one phase runs (its
+"""The whole comparison under one parent run: one pipeline per seed (every phase of the table, walked
+by the runner), paired seeds under a `seeds` run. The table is harness/table.py; how one phase runs (its
 key, reuse, the claim, its run) is harness/runner.py.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def seeded(cfg: Config, seed: int) -> Config:
-    """The config of one seed of a multi-seed study: every field declared a seed set to `seed`."""
+    """The config of one seed of paired seeds: every field declared a seed set to `seed`."""
     return apply(cfg, {key: seed for key in fields_where("seed")})
 
 
@@ -31,23 +31,23 @@ class PipelineResult:
         return {k: v for k, v in self.results["pseudolabel"].metrics.items() if k.startswith("kept/")}
 
 
-def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = "",
+def run(ctx: Context, cfg: Config, generator_cfg: Config | None = None, note: str = "",
         reuse_shared: bool = False, tags: dict | None = None) -> PipelineResult:
     """One pipeline under one parent run: every phase of the table that runs under this config, in
-    order. `gan_cfg` lets several seeds share one trained generator (fitted on its own data draw);
-    `reuse_shared`: it was trained by an earlier seed of this study, reuse it even under --no-cache."""
+    order. `generator_cfg` lets several seeds share one trained generator (fitted on its own data draw);
+    `reuse_shared`: it was trained by an earlier seed of these, reuse it even under --no-cache."""
     import mlflow
 
     from harness import generators
     from harness.tracking.store import NOTE, phase_run
     generators.check(cfg)
     generators.preflight(ctx, cfg)
-    shared = gan_cfg is not None and gan_cfg is not cfg
+    shared = generator_cfg is not None and generator_cfg is not cfg
     with phase_run(ctx.store, "pipeline", {**flat(cfg), "pipeline.generator_shared": shared},
                    run_name=f"pipeline seed={cfg.data.seed}",
                    tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset, **(tags or {})}) as parent:
-        # A shared generator reads its own draw's evaluator, and is trained once per study.
-        results = Runner(ctx).walk(cfg, under={"generator": gan_cfg} if shared else None, cached=reuse_shared,
+        # A shared generator reads its own draw's evaluator, and is trained once for all the seeds.
+        results = Runner(ctx).walk(cfg, under={"generator": generator_cfg} if shared else None, cached=reuse_shared,
                                   say=ctx.store.say)
         seconds = {name: r.seconds for name, r in results.items()}
         base, syn, cmp = results["baseline"], results["synthetic"], results["compare"]
@@ -66,10 +66,10 @@ def run(ctx: Context, cfg: Config, gan_cfg: Config | None = None, note: str = ""
     return PipelineResult(parent.run_id, results, cmp.table_md, seconds)
 
 
-def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_gan: bool = False):
-    """Paired pipelines, one per seed, under one `study` parent run; then the seed statistics.
+def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool = False):
+    """Paired pipelines, one per seed, under one `seeds` parent run; then the seed statistics.
 
-    Baseline and synthetic arm of a pair share the seed's data draw. With `share_gan`, one generator
+    Baseline and synthetic arm of a pair share the seed's data draw. With `share_generator`, one generator
     (trained on the first seed's images) serves every seed: cheaper, but then the generator's own
     seed noise is not in the spread, and the report says so.
     """
@@ -82,26 +82,26 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_gan: bool = Fal
     generators.check(cfg)
     first = seeded(cfg, seeds[0])
     generators.preflight(ctx, first)
-    share_gan = share_gan and generators.get(cfg.generator.kind).TRAINS  # nothing to share otherwise
+    share_generator = share_generator and generators.get(cfg.generator.kind).TRAINS  # nothing to share otherwise
     results = []
-    with phase_run(ctx.store, "study", {**flat(cfg), "study.seeds": ",".join(map(str, seeds)),
-                                        "study.share_gan": share_gan},
-                   run_name=f"study {cfg.preset} seeds={','.join(map(str, seeds))}",
-                   tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset}) as study:
+    with phase_run(ctx.store, "seeds", {**flat(cfg), "seeds.count": len(seeds), "seeds.list": ",".join(map(str, seeds)),
+                                        "seeds.share_generator": share_generator},
+                   run_name=f"seeds {cfg.preset} {','.join(map(str, seeds))}",
+                   tags={"harness.config_hash": config_hash(cfg), "harness.preset": cfg.preset}) as parent:
         for seed in seeds:
             ctx.store.say(f"=== seed {seed}")
-            note = f"\n\nGenerator shared across seeds: trained once on seed {seeds[0]}'s images." if share_gan else ""
-            results.append(run(ctx, seeded(cfg, seed), gan_cfg=first if share_gan else None, note=note,
-                               reuse_shared=share_gan and seed != seeds[0]))
-        report = stats.seed_report(ctx.store.client, runs.pairs_of_study(ctx.store.client, study.run_id),
-                                   share_gan=share_gan)
+            note = f"\n\nGenerator shared across seeds: trained once on seed {seeds[0]}'s images." if share_generator else ""
+            results.append(run(ctx, seeded(cfg, seed), generator_cfg=first if share_generator else None, note=note,
+                               reuse_shared=share_generator and seed != seeds[0]))
+        report = stats.seed_report(ctx.store.client, runs.pairs_of_seeds(ctx.store.client, parent.run_id),
+                                   share_generator=share_generator)
         compare.run_report(ctx, report)
         md = render.report_markdown(report)
         mlflow.log_metrics(report.headline())
         mlflow.log_text(md, "comparison.md")
-        mlflow.set_tag(NOTE, f"**Study** of {len(seeds)} paired seeds, preset `{cfg.preset}`, generator "
+        mlflow.set_tag(NOTE, f"**Paired seeds**: {len(seeds)}, preset `{cfg.preset}`, generator "
                              f"`{cfg.generator.kind}`.\n\n" + md)
-    return study.run_id, results, report
+    return parent.run_id, results, report
 
 
 def _description(cfg: Config, m: dict, table_md: str) -> str:

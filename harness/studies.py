@@ -67,6 +67,21 @@ def open_study(name: str, storage: str, sampler, pruner, create: bool = True) ->
                            f"{scrub(str(e).splitlines()[0], [storage])}") from None
 
 
+def check_storage(storage: str) -> None:
+    """Connect once to an Optuna storage URL, so that a bad one (a typo, a server that is not there) is
+    the one line a command prints, before any other."""
+    try:
+        import sqlalchemy
+        engine = sqlalchemy.create_engine(storage, **_engine_kwargs(storage))
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+    except Exception as e:
+        raise HarnessError(f"cannot open Optuna storage {mask(storage)!r}: "
+                           f"{scrub((str(e).strip().splitlines() or [type(e).__name__])[0], [storage])}") from None
+
+
 def storage_of(study: optuna.Study) -> tuple[optuna.storages.BaseStorage, int]:
     """The study's storage and id: the one place the harness reads Optuna's private attributes. A
     grid claims an enqueued item, beats its heartbeat and ends it by trial id, which Optuna's public
@@ -89,6 +104,8 @@ def study_run(ctx: Context, study: optuna.Study, created: bool, params: dict, na
     study), joined by every other worker and by later reruns, so that all trials nest under one parent."""
     parent = study.user_attrs.get(PARENT)
     if parent is None and not created:  # the creator sets it right after creating the study
+        ctx.store.say(f"{phase} {study.study_name!r}: waiting up to 60 s for its MLflow run, which the command "
+                      "that created the study opens")
         parent = liveness.wait_until(lambda: study.user_attrs.get(PARENT), timeout=60, every=0.5)
     if parent is not None:
         try:

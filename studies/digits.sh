@@ -35,7 +35,7 @@ H=(python3 -m harness run --preset cpu --data-dir digits --experiment digits --s
 if [ "$MODE" = single ]; then
   "${H[@]}" 2>"$OUT/single.log" | tee "$OUT/single.md"
 else
-  "${H[@]}" --seeds 5 --share-gan 2>"$OUT/seeds-160.log" | tee "$OUT/seeds-160.md"
-  "${H[@]}" --seeds 5 --share-gan --set gan.epochs=2400 --set gan.checkpoint_every=200 --set gan.sample_every=200 \
+  "${H[@]}" --seeds 5 --share-generator 2>"$OUT/seeds-160.log" | tee "$OUT/seeds-160.md"
+  "${H[@]}" --seeds 5 --share-generator --set gan.epochs=2400 --set gan.checkpoint_every=200 --set gan.sample_every=200 \
     2>"$OUT/seeds-1920.log" | tee "$OUT/seeds-1920.md"
 fi

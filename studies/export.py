@@ -13,7 +13,7 @@ from harness.tracking import store
 
 experiment, out = sys.argv[1], Path(sys.argv[2])
 s = store.configure(experiment)
-studies = s.client.search_runs([s.experiment_id], "tags.`harness.phase` = 'study' and attributes.status = 'FINISHED'",
+studies = s.client.search_runs([s.experiment_id], "tags.`harness.phase` = 'seeds' and attributes.status = 'FINISHED'",
                                order_by=["attributes.start_time ASC"])
 arms = {}
 for run in studies:

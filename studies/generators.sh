@@ -11,7 +11,7 @@ OUT=${OUT:-studies/results}
 mkdir -p "$OUT"
 study() {  # name, then --set overrides
   local name=$1; shift
-  python3 -m harness run --preset cpu --seeds 5 --share-gan --data-dir "$DATA" --experiment generators "$@" \
+  python3 -m harness run --preset cpu --seeds 5 --share-generator --data-dir "$DATA" --experiment generators "$@" \
     2>"$OUT/$name.log" | tee "$OUT/$name.md"
 }
 study gan

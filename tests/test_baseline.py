@@ -76,7 +76,7 @@ def _error(result):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "data.classes=airplane,plane"], "unknown class 'plane'; valid classes: airplane, automobile, bird, cat"),
+    (["--set", "data.classes=airplane,plane"], "unknown class 'plane'; valid classes: 'airplane', 'automobile', 'bird', 'cat'"),
     (["--set", "data.n_per_class=100"], "class 'airplane' has 40 training images"),
     (["--set", "classifier.epochz=1"], "unknown config key 'classifier.epochz'; valid keys:"),
     (["--set", "classifier.epochs=many"], "classifier.epochs must be an integer, got 'many'"),

@@ -75,9 +75,9 @@ def test_mcnemar_counts_discordant_pairs():
 
 def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
     common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
-    out = invoke(runner, ["run", *common, "--seeds", "2", "--share-gan"]).output
+    out = invoke(runner, ["run", *common, "--seeds", "2", "--share-generator"]).output
     exp = client.get_experiment_by_name("harness")
-    (study,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'study'")
+    (study,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'seeds'")
     pipes = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{study.info.run_id}'")
     phases = sorted(r.data.tags["harness.phase"] for r in pipes)
     assert phases == ["compare", "pipeline", "pipeline"]
@@ -87,11 +87,11 @@ def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
     gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
     assert "Paired seeds: n = 2 (0, 1); generator shared across seeds" in out and "**Verdict**" in out
-    assert study.data.metrics["study/n_seeds"] == 2
+    assert study.data.metrics["seeds/count"] == 2
     (cmp_run,) = [r for r in pipes if r.data.tags["harness.phase"] == "compare"]
     local = client.download_artifacts(cmp_run.info.run_id, "", str(tmp_path / "dl"))
     report = json.load(open(f"{local}/comparison.json"))
-    assert report["seeds"] == ["0", "1"] and report["share_gan"] is True
+    assert report["seeds"] == ["0", "1"] and report["share_generator"] is True
     acc = report["metrics"][0]
     assert acc["delta_mean"] == pytest.approx(np.mean(np.subtract(acc["synthetic"], acc["baseline"])))
     assert len(report["mcnemar"]) == 2 and {"comparison.md", "comparison.png"} <= set(__import__("os").listdir(local))

@@ -70,7 +70,7 @@ def test_corrupt_image_is_named(tree):
 
 
 def test_unknown_class_lists_the_valid_ones(tree):
-    with pytest.raises(HarnessError, match="unknown class 'plane'; valid classes: airplane, automobile, bird, cat"):
+    with pytest.raises(HarnessError, match="unknown class 'plane'; valid classes: 'airplane', 'automobile', 'bird', 'cat'"):
         data.load_splits(DataConfig(classes=("plane", "bird")), tree)
 
 

@@ -20,6 +20,7 @@ from conftest import invoke
 
 T = ["--preset", "tiny", "--data-dir", "{tree}", "--set", "data.classes=airplane,automobile,bird"]
 F = ["--set", "generator.kind=folder"]
+G = ["--axis", "generator.kind=oracle", "--storage", "sqlite:///{tmp}/o.db"]
 MISSING = "0123456789abcdef0123456789abcdef"
 
 SPECS = {
@@ -95,7 +96,7 @@ CASES = [
     ("n-per-class", ["config", "--set", "data.n_per_class=-5"], {}, "data.n_per_class"),
     ("val-per-class", ["config", "--set", "data.val_per_class=-1"], {}, "data.val_per_class"),
     ("temperature", ["config", "--set", "pseudolabel.temperature=0"], {}, "pseudolabel.temperature"),
-    ("study-seeds", ["config", "--set", "study.seeds=0"], {}, "study.seeds"),
+    ("study-seeds", ["config", "--set", "seeds.count=0"], {}, "seeds.count"),
     ("gan-iterations", ["config", "--set", "gan.iterations=-5"], {}, "gan.iterations"),
     # settings that need the command's context
     ("generator-kind", ["run", *T, "--set", "generator.kind=vae"], {}, "'vae'"),
@@ -111,7 +112,7 @@ CASES = [
     ("seed-list-repeats", ["run", *T, "--seed-list", "1,1"], {}, "'1,1'"),
     ("seed-list-negative", ["run", *T, "--seed-list=-1,2"], {}, "-1"),
     ("seeds-and-list", ["run", *T, "--seeds", "2", "--seed-list", "0,1"], {}, "--seed-list"),
-    ("share-gan-alone", ["run", *T, "--share-gan"], {}, "--share-gan"),
+    ("share-gan-alone", ["run", *T, "--share-generator"], {}, "--share-generator"),
     ("unknown-option", ["run", *T, "--seedz", "3"], {}, "--seedz"),
     ("unknown-command", ["runn"], {}, "'runn'"),
     ("port", ["ui", "--port", "70000"], {}, "70000"),
@@ -181,6 +182,16 @@ CASES = [
      {}, "100000"),
     ("grid-cell-over-ask", ["grid", *T, "--axis", "generator.kind=gan,oracle", "--set", "generate.n_samples=500",
                             "--storage", "sqlite:///{tmp}/o.db"], {}, "500"),
+    # grid options: checked where they enter, before a study is made
+    ("grid-halfwidth-nan", ["grid", *T, *G, "--seeds", "2", "--ci-halfwidth", "nan"], {}, "--ci-halfwidth"),
+    ("grid-halfwidth-inf", ["grid", *T, *G, "--seeds", "2", "--ci-halfwidth", "inf"], {}, "--ci-halfwidth"),
+    ("grid-halfwidth-one-seed", ["grid", *T, *G, "--seeds", "1", "--ci-halfwidth", "1"], {}, "--seeds 2"),
+    ("grid-max-below-seeds", ["grid", *T, *G, "--seeds", "5", "--ci-halfwidth", "1", "--max-seeds", "2"], {},
+     "--max-seeds 2 is below --seeds 5"),
+    ("grid-more-generators-than-seeds", ["grid", *T, "--axis", "data.n_per_class=10,20", "--storage",
+                                        "sqlite:///{tmp}/o.db", "--seeds", "2", "--set", "seeds.generators=5"], {},
+     "seeds.generators=5"),
+    ("worker-not-a-grid", ["worker", "--study", "plain", "--storage", "{notgrid}"], {}, "'plain'"),
     ("grid-axis-twice", ["grid", *T, "--axis", "data.n_per_class=10,20", "--axis", "data.n_per_class=30"], {},
      "data.n_per_class"),
     ("grid-report-missing", ["grid", *T, "--report", "--study", "nosuch", "--storage", "sqlite:///{tmp}/o.db"], {},
@@ -199,6 +210,10 @@ CASES = [
     ("store-scheme", ["baseline", *T], {"MLFLOW_TRACKING_URI": "bogus://somewhere"}, "bogus://somewhere"),
     ("experiment-deleted", ["baseline", *T, "--experiment", "gone"], {}, "'gone'"),
     ("ui-on-a-server", ["ui"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
+    ("experiment-newline", ["baseline", *T, "--experiment", "two\nlines"], {}, "'two\\nlines'"),
+    ("preset-unknown-section", ["config", "--preset", "{tmp}/baseline-table.toml"], {}, "[baseline]"),
+    ("class-folder-with-a-space", ["run", "--preset", "tiny", "--data-dir", "{spaced}", "--set",
+                                   "data.classes=airplane,automobile,bird"], {}, "'bird '"),
     ("experiment-empty", ["baseline", *T, "--experiment", ""], {}, "--experiment"),
     ("store-is-a-folder", ["baseline", *T], {"MLFLOW_TRACKING_URI": "sqlite:///{empty}"}, "is a folder"),
     # files that are not what they claim
@@ -219,6 +234,8 @@ CASES = [
      {}, "pseudolabel.mode=filter"),
     ("folder-unreadable", ["generate", *T, *F, "--set", "generator.folder={gen_broken}"], {}, "broken.png"),
     ("t2i-no-model", ["generate", *T, "--set", "generator.kind=text2image"], {}, "text2image.model"),
+    ("t2i-no-network", ["generate", *T, "--set", "generator.kind=text2image", "--set", "text2image.model=someorg/nomodel"],
+     {"HF_HOME": "{tmp}/hf", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2"}, "someorg/nomodel"),
     ("t2i-offline", ["generate", *T, "--set", "generator.kind=text2image", "--set", "text2image.model=someorg/nomodel"],
      {"HF_HUB_OFFLINE": "1", "HF_HOME": "{tmp}/hf"}, "someorg/nomodel"),
     ("t2i-not-a-pipeline", ["generate", *T, "--set", "generator.kind=text2image", "--set", "text2image.model={empty}"],
@@ -266,8 +283,12 @@ def prepared(tmp_path_factory, template_db, tree_template):
     generator, generator64 = by_phase["generator"][:2]
     synthetic = by_phase["synthetic"][0]
     assert client.get_run(failed).info.status == "FAILED"
+    import optuna
+    notgrid = f"sqlite:///{root / 'optuna.db'}"
+    plain = optuna.create_study(study_name="plain", storage=notgrid, sampler=optuna.samplers.RandomSampler(seed=0))
+    plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     import tiny_diffusers
-    return {"db": db, "tree": str(tree_template), "baseline": baseline, "generator": generator,
+    return {"db": db, "notgrid": notgrid, "tree": str(tree_template), "baseline": baseline, "generator": generator,
             "generator64": generator64, "failed": failed, "synthetic": synthetic, **_generated(root / "generated", tree_template),
             "t2i": str(tiny_diffusers.build(root / "t2i"))}
 
@@ -302,11 +323,15 @@ def test_bad_input_is_one_line_and_leaves_no_run(prepared, tmp_path, monkeypatch
     looped = shutil.copytree(prepared["tree"], tmp_path / "looped")
     (looped / "train" / "bird" / "loop.png").symlink_to(looped / "train" / "bird" / "loop.png")
     (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "baseline-table.toml").write_text("[baseline]\n")
+    spaced = shutil.copytree(prepared["tree"], tmp_path / "spaced")
+    for split in ("train", "test"):
+        (spaced / split / "bird").rename(spaced / split / "bird ")
     (tmp_path / "empty").mkdir()
     for name, body in {**SPECS, "ok": SPEC}.items():
         (tmp_path / f"{name}.toml").write_text(body)
     values = {**prepared, "tmp": str(tmp_path), "file": str(tmp_path / "a-file"), "empty": str(tmp_path / "empty"),
-              "looped": str(looped)}
+              "looped": str(looped), "spaced": str(spaced)}
 
     def fill(text: str) -> str:
         if text.startswith("{spec:"):
@@ -327,6 +352,9 @@ def test_bad_input_is_one_line_and_leaves_no_run(prepared, tmp_path, monkeypatch
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert fill(names) in lines[0], lines[0]
     assert _unfinished(client) == before  # nothing left FAILED or RUNNING by a bad input
+    if args[0] == "grid" and (tmp_path / "o.db").exists():  # nor an Optuna study whose name would wait for a plan
+        import optuna
+        assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'o.db'}") == []
 
 
 def test_the_table_covers_every_category():

@@ -185,7 +185,7 @@ def test_a_plugin_kind_from_an_entry_point_runs_is_listed_and_fingerprinted(runn
 
 
 def test_a_shared_generator_is_trained_once_even_without_the_cache(runner, client, tree):
-    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--seeds", "2", "--share-gan", "--no-cache"])
+    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--seeds", "2", "--share-generator", "--no-cache"])
     exp = client.get_experiment_by_name("harness")
     gens = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gens) == 2 and sum("harness.reused_from" in g.data.tags for g in gens) == 1

@@ -471,7 +471,7 @@ PERTURB = {
     "pseudolabel.soft_labels": True, "pseudolabel.temperature": 0.5,
     "quality.n_samples": 24, "quality.evaluator_per_class": 15, "quality.evaluator_epochs": 2, "quality.k": 2,
     "quality.cas": False, "quality.precision": "flip",
-    "study.seeds": 2, "study.share_gan": True, "study.generators": 2,
+    "seeds.count": 2, "seeds.share_generator": True, "seeds.generators": 2,
 }
 SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
 

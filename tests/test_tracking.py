@@ -26,17 +26,17 @@ def _edit(path, old, new):
 
 
 def test_closure_follows_imports_not_the_whole_package():
-    gan_cfg = config.load("tiny")
-    gen = provenance.closure(table.PHASES["generator"].code(gan_cfg))
+    generator_cfg = config.load("tiny")
+    gen = provenance.closure(table.PHASES["generator"].code(generator_cfg))
     assert {"harness.generators.gan", "harness.generators.dcgan", "harness.precision", "harness.diffaugment",
             "harness.data.images"} <= set(gen)
     # Registries contribute their own code only: the kind the config chose is a root of its own; the
     # classifier's network and plumbing (runs, heartbeats, range checks, figures) are in no GAN key.
     assert not {"harness.generators.noise", "harness.compare.render", "harness.models", "harness.train",
                 "harness.config", "harness.tracking.store", "harness.tracking.liveness", "harness.figures"} & set(gen)
-    base = provenance.closure(table.PHASES["baseline"].code(gan_cfg))
+    base = provenance.closure(table.PHASES["baseline"].code(generator_cfg))
     assert "harness.classifier" in base and not any(m.startswith("harness.generators") for m in base)
-    noise = config.apply(gan_cfg, {"generator.kind": "noise"})
+    noise = config.apply(generator_cfg, {"generator.kind": "noise"})
     assert "harness.generators.noise" in provenance.closure(table.PHASES["generate"].code(noise))
 
 

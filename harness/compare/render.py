@@ -66,7 +66,7 @@ def report_markdown(report: SeedReport) -> str:
         sd = np.std(vals, ddof=1) if len(vals) > 1 else float("nan")
         return f"{fmt(np.mean(vals), pct)} ± {fmt(sd, pct)}" if len(vals) > 1 else fmt(vals[0], pct)
 
-    gan = {True: "shared across seeds (trained once)", False: "trained per seed", None: "unknown"}[report.share_gan]
+    gan = {True: "shared across seeds (trained once)", False: "trained per seed", None: "unknown"}[report.share_generator]
     lines = [f"Paired seeds: n = {report.n} ({', '.join(report.seeds)}); generator {gan}.", "",
              "| Metric | Baseline (mean ± std) | Synthetic (mean ± std) | Delta mean [95% CI] | paired t p | Wilcoxon p |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -123,17 +123,17 @@ def seed_figure(report: SeedReport):
 
 
 def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: float | None,
-                  rows: list[dict], precision: float | None = None, max_seeds: int | None = None) -> str:
+                  rows: list[dict], halfwidth: float | None = None, max_seeds: int | None = None) -> str:
     """The grid report's tables: per cell the arms' mean +- std, the paired delta [95% CI], t p, Holm p
     and verdict; then how each cell's seeds were spent: the CI half-width and MDE at the seeds used,
     why they stopped, and with K >= 2 generators the delta's variance split between generators and
     the interval for a new generator (rows from compare.stats.summarize)."""
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
     f = lambda v, spec: "" if v is None or v != v else format(v, spec)  # noqa: E731
-    rule = (f"; seeds per cell until the 95% CI half-width is at most {precision:g} points, at most {max_seeds} "
+    rule = (f"; seeds per cell until the 95% CI half-width is at most {halfwidth:g} points, at most {max_seeds} "
             "(Stein's two-stage rule: the count comes from the first seeds' spread, never from the delta or a "
             "p-value, so stopping does not inflate false positives; grown cells' CIs and p use that first-stage "
-            "spread)") if precision is not None else ""
+            "spread)") if halfwidth is not None else ""
     lines = [f"grid `{study_name}`: {n_cells} cells, first seeds {', '.join(map(str, seeds))}{rule}; minimum "
              f"detectable effect at the first seeds (80% power, paired-delta SD 1.5 points): "
              f"{mde_points or float('nan'):.2f} points\n",

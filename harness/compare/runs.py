@@ -58,8 +58,8 @@ class Pair:
     synthetic: object
 
 
-def pairs_of_study(client, study_id: str) -> list[Pair]:
-    """The (baseline, synthetic) pair of each pipeline under a multi-seed study run."""
+def pairs_of_seeds(client, study_id: str) -> list[Pair]:
+    """The (baseline, synthetic) pair of each pipeline under a `seeds` run (paired seeds)."""
     study = get_run(client, study_id)
     pipes = client.search_runs([study.info.experiment_id],
                                f"tags.`mlflow.parentRunId` = '{study_id}' and tags.`harness.phase` = 'pipeline'",
@@ -88,8 +88,8 @@ def pairs_for(client, parent: str | None, baseline_id: str | None, synthetic_id:
               experiment: str | None, filter_string: str | None) -> list[Pair]:
     if parent:
         run = get_run(client, parent)
-        if run.data.tags.get("harness.phase") == "study":
-            return pairs_of_study(client, parent)
+        if run.data.tags.get("harness.phase") in ("seeds", "study"):  # "study": its name before 0.2
+            return pairs_of_seeds(client, parent)
         base, aug = runs_of_pipeline(client, parent)
         return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
     if baseline_id and synthetic_id:

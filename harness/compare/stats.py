@@ -62,7 +62,7 @@ class SeedReport:
     seeds: list[str]
     stats: list[Stat]
     mcnemar: list[tuple[str, int, int, float]]  # seed, baseline-only correct, synthetic-only correct, p
-    share_gan: bool | None
+    share_generator: bool | None
     warnings: list[str]
 
     @property
@@ -89,7 +89,7 @@ class SeedReport:
 
     def headline(self) -> dict[str, float]:
         import numpy as np
-        out = {"study/n_seeds": self.n}
+        out = {"seeds/count": self.n}
         for key, s in zip(("accuracy", "f1_weighted", "f1_macro"), self.stats):
             t = s.tests()
             out |= {f"baseline/{key}_mean": float(np.mean(s.base)), f"synthetic/{key}_mean": float(np.mean(s.aug)),
@@ -101,7 +101,7 @@ class SeedReport:
 
     def to_json(self) -> dict:
         import numpy as np
-        return {"seeds": self.seeds, "share_gan": self.share_gan, "verdict": self.verdict(), "warnings": self.warnings,
+        return {"seeds": self.seeds, "share_generator": self.share_generator, "verdict": self.verdict(), "warnings": self.warnings,
                 "metrics": [{"metric": s.label, "baseline": s.base, "synthetic": s.aug,
                              "baseline_mean": float(np.mean(s.base)), "synthetic_mean": float(np.mean(s.aug)),
                              **s.tests()} for s in self.stats],
@@ -121,7 +121,7 @@ def distinct(pairs: list[Pair]) -> tuple[list[Pair], int]:
     return out, len(pairs) - len(out)
 
 
-def seed_report(client, pairs: list[Pair], share_gan: bool | None = None) -> SeedReport:
+def seed_report(client, pairs: list[Pair], share_generator: bool | None = None) -> SeedReport:
     pairs, dropped = distinct(pairs)
     warnings = check_pairs(pairs)
     if dropped:
@@ -133,11 +133,11 @@ def seed_report(client, pairs: list[Pair], share_gan: bool | None = None) -> See
     stats = [Stat(label, [p.baseline.data.metrics[f"test/{k}"] for p in pairs],
                   [p.synthetic.data.metrics[f"test/{k}"] for p in pairs], pct) for k, label, pct in keys]
     tests = [(p.seed, *mcnemar(predictions(client, p.baseline), predictions(client, p.synthetic))) for p in pairs]
-    if share_gan is None:
+    if share_generator is None:
         parents = [p.synthetic.data.tags.get("mlflow.parentRunId") for p in pairs]
         flags = {get_run(client, r).data.params.get("pipeline.generator_shared") if r else None for r in parents}
-        share_gan = {"True"} == flags if flags <= {"True", "False"} else None
-    return SeedReport([p.seed for p in pairs], stats, tests, share_gan, warnings)
+        share_generator = {"True"} == flags if flags <= {"True", "False"} else None
+    return SeedReport([p.seed for p in pairs], stats, tests, share_generator, warnings)
 
 
 def mde(n: int, sd: float = 1.5, power: float = 0.8, alpha: float = 0.05) -> float:
@@ -166,7 +166,7 @@ def half_width(deltas) -> float:
     return float(stats.t.ppf(1 - ALPHA / 2, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5)
 
 
-def seeds_needed(first, precision: float, max_seeds: int) -> tuple[int, str]:
+def seeds_needed(first, halfwidth: float, max_seeds: int) -> tuple[int, str]:
     """(how many seeds a cell gets, why), from the paired deltas of its first seeds (accuracy
     fractions) and the CI half-width wanted (points): Stein's two-stage rule. A cell whose first
     seeds' 95% CI is narrow enough keeps them; another gets the seeds its first-stage spread says
@@ -182,12 +182,12 @@ def seeds_needed(first, precision: float, max_seeds: int) -> tuple[int, str]:
     from scipy import stats
     n0 = len(first)
     if n0 < 2:
-        raise HarnessError("a precision target needs at least 2 seeds to measure the spread (--seeds 2 or more)")
-    if 100 * half_width(first) <= precision:
-        return n0, "precision reached"
+        raise HarnessError("a CI half-width target needs at least 2 seeds to measure the spread (--seeds 2 or more)")
+    if 100 * half_width(first) <= halfwidth:
+        return n0, "half-width reached"
     sd = 100 * float(np.std(first, ddof=1))
-    m = max(n0 + 1, math.ceil((stats.t.ppf(1 - ALPHA / 2, n0 - 1) * sd / precision) ** 2))
-    return (m, "precision reached") if m <= max_seeds else (max(max_seeds, n0), "max seeds")
+    m = max(n0 + 1, math.ceil((stats.t.ppf(1 - ALPHA / 2, n0 - 1) * sd / halfwidth) ** 2))
+    return (m, "half-width reached") if m <= max_seeds else (max(max_seeds, n0), "max seeds")
 
 
 def two_stage(deltas, n0: int) -> dict[str, float]:
@@ -259,15 +259,15 @@ def holm(pvalues: list[float]) -> list[float]:
 @dataclass(frozen=True)
 class Design:
     """How a grid cell's seeds were chosen and its generators shared, for its report row."""
-    first: tuple[int, ...] = ()  # the seeds planned up front (the first stage when a precision is set)
-    precision: float | None = None  # the CI half-width wanted (points); None: the seeds are fixed
+    first: tuple[int, ...] = ()  # the seeds planned up front (the first stage when a CI half-width is set)
+    halfwidth: float | None = None  # the 95% CI half-width wanted (points); None: the seeds are fixed
     max_seeds: int = 0
     k: int = 0  # generators the seeds share, seed s using generator s mod k; 0: the kind trains none
 
 
 def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | None = None) -> list[dict]:
     """One row per cell from its SeedReport (None: no finished item): arms' accuracy mean +- std, the
-    paired delta's tests (two-stage where a precision target added seeds), its CI half-width and the
+    paired delta's tests (two-stage where a CI half-width target added seeds), its CI half-width and the
     MDE at the seeds used, why its seeds stopped, the generators' variance split (K >= 2), and the
     t-test p Holm-adjusted across the cells that have one."""
     import numpy as np
@@ -286,8 +286,8 @@ def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | No
         by_seed = dict(zip(row["seeds"], acc.deltas.tolist()))
         first = [by_seed[s] for s in design.first if s in by_seed]
         later = [d for s, d in by_seed.items() if s not in design.first]
-        if design.precision is not None and len(first) >= 2:
-            target, why = seeds_needed(first, design.precision, design.max_seeds)
+        if design.halfwidth is not None and len(first) >= 2:
+            target, why = seeds_needed(first, design.halfwidth, design.max_seeds)
             row["target_seeds"] = target
             row["stopped"] = why if rep.n >= target else f"{target - rep.n} more seed(s) to come"
             if later:

@@ -126,8 +126,12 @@ def load_splits(data_cfg, data_dir: str | os.PathLike | None = None) -> Splits:
     classes = tuple(source.classes) if tuple(data_cfg.classes) == ("all",) else tuple(data_cfg.classes)
     unknown = [c for c in classes if c not in source.classes]
     if unknown:
-        raise HarnessError(f"unknown class {', '.join(map(repr, unknown))}; valid classes: {', '.join(source.classes)} "
-                           "(--set data.classes=all takes every class of the data)")
+        # Quoted, so that a space at either end (a folder named "bird ") is visible, and said.
+        spaced = [c for c in source.classes if c != c.strip()]
+        note = (f"; {', '.join(map(repr, spaced))} has a space at its end: rename the folder" if spaced else "")
+        raise HarnessError(f"unknown class {', '.join(map(repr, unknown))}; valid classes: "
+                           f"{', '.join(map(repr, source.classes))}{note} (--set data.classes=all takes every class "
+                           "of the data)")
     bad = [c for c in classes if not re.fullmatch(r"[\w.\- /:]+", c)]
     if bad:
         # Class names become metric keys (test/<class>/f1), which MLflow restricts, and data.classes

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -120,14 +121,26 @@ def _from_hub(model: str, revision: str) -> tuple[Path, str]:
                                f"{constants.HF_HUB_CACHE} and HF_HUB_OFFLINE is set; download it there on a machine with "
                                f"a network (hf download {model}) or set text2image.model to a local pipeline folder") from None
         try:
-            folder = diffusers.DiffusionPipeline.download(model, revision=revision)
+            with _quiet():  # diffusers' own "Couldn't connect to the Hub" lines: the error below says it once
+                folder = diffusers.DiffusionPipeline.download(model, revision=revision)
         except Exception as e:
-            first = (str(e).splitlines() or [type(e).__name__])[0]
+            first = _reason(e)
             raise HarnessError(f"text2image.model {model} (revision {revision}) is not on disk and cannot be downloaded "
                                f"({first}); put it in the Hugging Face cache {constants.HF_HUB_CACHE} (hf download "
                                f"{model}) or set text2image.model to a local pipeline folder") from None
     folder = Path(folder)
     return folder, folder.name  # snapshots/<commit>
+
+
+def _reason(e: BaseException) -> str:
+    """An error's first line, without diffusers' pointer to a stack trace the user is not shown, and
+    with the first line of its cause (the network error) when it has one."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    first = re.sub(r"\s*Please check out the root cause in the stacktrace above\.?", "", first).strip()
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause).strip():
+        first = f"{first}: {str(cause).strip().splitlines()[0][:200]}"
+    return first
 
 
 def _weights_digest(folder: Path) -> str:

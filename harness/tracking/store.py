@@ -141,6 +141,11 @@ def configure(experiment: str, say: Callable[[str], None] = liveness.stderr) -> 
     """
     if not experiment.strip():
         raise HarnessError(f"--experiment must name an experiment, got {experiment!r}")
+    if experiment != experiment.strip() or any(not c.isprintable() for c in experiment):
+        # A newline or a tab would split every line that names the experiment; spaces at either end
+        # make two experiments that print alike.
+        raise HarnessError(f"--experiment must be one line of printable text without spaces at either end, "
+                           f"got {experiment!r}")
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         where = Path(uri[len("sqlite:///"):].split("?")[0].removeprefix("file:")).expanduser()
