@@ -156,10 +156,12 @@ def common(fn):
     return wrapper
 
 
-def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, check_kind=True, resolve=True):
+def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, check_kind=True, resolve=True,
+           dry_run=False):
     """The config and the context every command runs phases with, `auto` precisions resolved for
-    this machine. A grid's base config need not be a study of its own (its axes may set the kind its
-    other settings need): the grid checks each cell; and it keeps `auto`, which each worker resolves."""
+    this machine. A grid's base config need not be runnable on its own (its axes may set the kind its
+    other settings need): the grid checks each cell; and it keeps `auto`, which each worker resolves.
+    A dry run opens no tracking store: its context checks config, data and generators only."""
     from harness import config, data, generators, precision, train
     from harness.context import Context
     from harness.tracking import store
@@ -173,7 +175,8 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     if cfg.data.classes == ("all",):
         # The data's own class names, in the config every phase, key and record sees.
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
-    ctx = Context(store.configure(experiment, _say), device, data_dir, use_cache=not no_cache, resume=resume)
+    ctx = Context(None if dry_run else store.configure(experiment, _say), device, data_dir, use_cache=not no_cache,
+                  resume=resume)
     note = generators.cost_note(cfg, device)
     if note:
         _say(f"note: {note}")
@@ -352,7 +355,10 @@ def compare(parent, baseline_id, synthetic_id, filter_string, experiment):
 @click.option("--share-generator", is_flag=True, help="With several seeds: train one generator (on the first seed's "
               "images) and use it for every seed. Cheaper; the report says so.")
 @click.option("--share-gan", "share_gan", is_flag=True, hidden=True, callback=_old_name("--share-gan", "--share-generator"))
-def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_list, share_generator, share_gan):
+@click.option("--dry-run", is_flag=True, help="Check the config, the data and the generator, say what would run, "
+              "and stop: no run is opened, nothing is trained.")
+def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_list, share_generator, share_gan,
+         dry_run):
     """The whole study as nested runs under one parent: baseline, generator (kinds that train),
     generate, pseudolabel, synthetic, compare. Finished phases with the same config, data, inputs
     and code are reused.
@@ -374,12 +380,21 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
             raise HarnessError(f"--seed-list needs distinct seeds, got {seed_list!r}")
     elif seeds:
         seed_values = list(range(seeds))
-    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume)
+    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume, dry_run=dry_run)
     if seed_values is None and cfg.seeds.count > 1:
         seed_values = list(range(cfg.seeds.count))
     share_generator = share_generator or share_gan or cfg.seeds.share_generator
     if share_generator and not seed_values:
         raise HarnessError("--share-generator needs --seeds or --seed-list (or seeds.count > 1)")
+    if dry_run:
+        from harness import generators
+        from harness.table import PHASES
+        for seed in seed_values or [cfg.data.seed]:
+            generators.preflight(ctx, pipeline.seeded(cfg, seed))
+        phases = [name for name, phase in PHASES.items() if phase.runs(cfg)]
+        click.echo(f"dry run: {len(seed_values or [0])} pipeline(s) of {', '.join(phases)} would run; "
+                   "config, data and generator checked, nothing opened")
+        return
     if seed_values:
         parent_id, results, report = pipeline.run_seeds(ctx, cfg, seed_values, share_generator=share_generator)
         click.echo(f"\nseeds run {parent_id}: {len(results)} pipelines")
@@ -427,15 +442,20 @@ def ui(host, port, experiment):
 @click.option("--spec", type=click.Path(dir_okay=False), default=None, help="Search space TOML "
               "[default: harness/experiments/sweep.toml].")
 @click.option("--sampler-seed", default=0, show_default=True, help="TPE seed; give parallel workers different seeds.")
-def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name, storage, spec, sampler_seed):
+@click.option("--dry-run", is_flag=True, help="Check the config, the spec's every end and the data, and stop.")
+def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name, storage, spec, sampler_seed, dry_run):
     """Optuna study over the augmentation knobs (GAN checkpoint, sample count, threshold, ...),
     maximizing the synthetic arm's validation accuracy; each trial is a nested MLflow run.
     Several processes with the same --study and --storage share the work."""
     from harness import sweep as sweepmod
     spec_obj = sweepmod.load_spec(spec)
-    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache)
+    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, dry_run=dry_run)
     sweepmod.check(cfg, spec_obj)
     sweepmod.preflight(ctx, cfg, spec_obj)  # before the data line: a bad range is the only line printed
+    if dry_run:
+        click.echo(f"dry run: a sweep of {trials} trial(s) over {', '.join(p.field for p in spec_obj.params)} would "
+                   "run; config, spec and data checked, nothing opened")
+        return
     from harness import studies
     storage = storage or studies.default_storage()
     study_name = study_name or f"sweep-{cfg.preset}"
@@ -473,9 +493,11 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               "[default: torch's, one per core]; with several workers on one machine, cores / workers.")
 @click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
 @click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
+@click.option("--dry-run", is_flag=True, help="Check the options, every cell's config, data and generator, say what "
+              "the grid would hold, and stop: no study and no run is made.")
 def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwidth, old_halfwidth, max_seeds, study_name,
-         storage, threads, plan_only, report_only):
-    """A grid of paired multi-seed studies: every combination of the --axis values, each cell N seeds
+         storage, threads, plan_only, report_only, dry_run):
+    """A grid of paired seeds per cell: every combination of the --axis values, each cell N seeds
     of baseline vs synthetic arm. Items live in an Optuna storage: this command enqueues those it
     lacks and works on them; `harness worker --study NAME --storage URL` on any machine helps. The
     report (per cell: mean ± std, paired delta with 95% CI, t-test p, Holm-adjusted p, verdict) is
@@ -495,7 +517,9 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     max_seeds = gridmod.check_seeds(seeds, halfwidth, max_seeds, _say)
     parsed = gridmod.parse_axes(axes)
     _threads(threads)
-    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, check_kind=False, resolve=False)
+    cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, check_kind=False, resolve=False,
+                      dry_run=dry_run)
+    gridmod.check_generators(cfg, seeds)
     grid_cells = gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
     if not report_only:
         from harness import generators
@@ -503,6 +527,11 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
             generators.check(cell.cfg)
             ctx.splits(cell.cfg.data)
             generators.preflight(ctx, cell.cfg)
+    if dry_run:
+        click.echo(f"dry run: {len(grid_cells)} cells x {seeds} seeds = {len(grid_cells) * seeds} items"
+                   f"{f', up to {len(grid_cells) * max_seeds}' if max_seeds else ''}; every cell's config, data "
+                   "and generator checked, nothing planned")
+        return
     storage = storage or studies.default_storage()
     study_name = study_name or f"grid-{cfg.preset}"
     if report_only:  # reads a grid, never makes one

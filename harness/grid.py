@@ -170,6 +170,14 @@ def check_seeds(seeds: int, halfwidth: float | None, max_seeds: int | None, say)
     return max_seeds
 
 
+def check_generators(cfg: Config, seeds: int) -> None:
+    """K, the generators of a cell, is trained by its first K seeds: no more than it has."""
+    if cfg.seeds.generators > seeds:
+        raise HarnessError(f"seeds.generators={cfg.seeds.generators} asks for more generators per cell than the "
+                           f"{seeds} first seeds that train them (seed s uses generator s mod K): give "
+                           f"--seeds {cfg.seeds.generators} or more, or seeds.generators <= {seeds}")
+
+
 def planned(study: optuna.Study, created: bool, cfg: Config, axes, seeds: list[int], halfwidth: float | None,
             max_seeds: int | None, say) -> tuple[int, bool]:
     """`plan`, by a command that may have just created the study: (items added, whether this command
@@ -206,10 +214,7 @@ def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], halfwidth: fl
     max_seeds = max(max_seeds or before["max_seeds"] or 0, len(all_seeds))
     if halfwidth is not None and len(all_seeds) < 2:
         raise HarnessError("--ci-halfwidth needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
-    if cfg.seeds.generators > len(all_seeds):
-        raise HarnessError(f"seeds.generators={cfg.seeds.generators} asks for more generators per cell than the "
-                           f"{len(all_seeds)} first seeds that train them (seed s uses generator s mod K): give "
-                           f"--seeds {cfg.seeds.generators} or more, or seeds.generators <= {len(all_seeds)}")
+    check_generators(cfg, len(all_seeds))
     k = (held or {}).get("generators") or generators_of(cfg, all_seeds)
     if held is not None and say is not None:
         for name, old, new in (("CI half-width target", before["halfwidth"], halfwidth),
