@@ -2,8 +2,14 @@
 generated CIFAR-like class-folder tree, and the path of the real data when it is there."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes on two cores: one torch thread each (and in the commands they start), or
+    # their thread pools oversubscribe the cores and every test runs several times slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import mlflow
 import numpy as np
@@ -15,6 +21,16 @@ REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" /
 TREE_CLASSES = ("airplane", "automobile", "bird", "cat")
 # Each class is a noisy image around its own colour, so a classifier can learn it in a few steps.
 TREE_COLOURS = {"airplane": (200, 60, 60), "automobile": (60, 200, 60), "bird": (60, 60, 200), "cat": (200, 200, 60)}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that share one service run on one xdist worker, one at a time: the PostgreSQL databases
+    behind the many-workers tests' MLflow server (each worker would start its own over them), and the
+    one-node Slurm, whose two CPUs one array job fills."""
+    for item in items:
+        group = {"test_workers.py": "postgres", "test_slurm.py": "slurm"}.get(item.path.name)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_CONF = os.environ.get("HARNESS_TEST_SLURM")
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
-LONG_GAN = ["--set", "gan.epochs=400", "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=1000"]
+LONG_GAN = ["--set", "gan.epochs=160", "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=1000"]
 
 pytestmark = pytest.mark.skipif(not SLURM_CONF, reason="HARNESS_TEST_SLURM is not set (.ci/run starts a one-node "
                                 "Slurm and sets it)")
@@ -27,6 +27,22 @@ pytestmark = pytest.mark.skipif(not SLURM_CONF, reason="HARNESS_TEST_SLURM is no
 def _squeue(env, job: str) -> list[str]:
     out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], env=env, capture_output=True, text=True)
     return out.stdout.split("\n") if out.returncode == 0 and out.stdout.strip() else []
+
+
+def _release(env, task: str) -> None:
+    """Set a requeued task's earliest start to now once Slurm has it pending again (bounded: the
+    hold ends by itself within ~2 minutes)."""
+    left_running, end = False, time.time() + 150
+    while time.time() < end:
+        state = subprocess.run(["squeue", "-h", "-j", task, "-o", "%T"], env=env, capture_output=True,
+                               text=True).stdout
+        if "PENDING" in state:
+            subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], env=env, timeout=60)
+            return
+        if "RUNNING" in state and left_running:
+            return  # started again without a hold
+        left_running = left_running or "RUNNING" not in state
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("stop", ["scancel", "requeue"])
@@ -71,6 +87,10 @@ def test_an_array_job_works_a_grid_and_a_stopped_task_leaves_its_gan_to_the_next
         cancelled = time.time()
         subprocess.run(["scancel", f"{job_id}_{task}"] if stop == "scancel" else
                        ["scontrol", "requeue", f"{job_id}_{task}"], env=env, check=True, timeout=60)
+        if stop == "requeue":
+            # Slurm holds a requeued job back (Reason=BeginTime, ~2 minutes): what a preempted job waits
+            # on a real cluster too, and nothing this test checks. Release it as soon as it is pending.
+            _release(env, f"{job_id}_{task}")
         while _squeue(env, job_id):
             assert time.time() < deadline + 900, f"the array did not end: {logs()}"
             time.sleep(1)
@@ -89,8 +109,8 @@ def test_an_array_job_works_a_grid_and_a_stopped_task_leaves_its_gan_to_the_next
     (resumed,) = client.search_runs([exp], f"tags.`harness.resumed_from` = '{dead}'")
     assert resumed.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "gan/wasserstein")]
-    assert sorted(steps) == list(range(1, 401))  # continued from its checkpoint: the epochs carried over, none twice
-    assert len(client.get_metric_history(dead, "gan/wasserstein")) < 400
+    assert sorted(steps) == list(range(1, 161))  # continued from its checkpoint: the epochs carried over, none twice
+    assert len(client.get_metric_history(dead, "gan/wasserstein")) < 160
     gens = [g for g in client.search_runs([exp], "tags.`harness.phase` = 'generator'") if g.info.status == "FINISHED"
             and "harness.reused_from" not in g.data.tags]
     assert len(gens) == 2  # one per data size: the other cell's, and the continued one
