@@ -307,9 +307,12 @@ def kinds():
                    "e.g. \"params.preset = 'cpu'\".")
 @click.option("--experiment", "-e", default="harness", show_default=True,
               help="Experiment to search (with --filter) and to log the compare run in.")
-def compare(parent, baseline_id, synthetic_id, filter_string, experiment):
+@click.option("--margin", type=float, default=None, metavar="POINTS",
+              help="Equivalence margin of the verdict (two one-sided tests on the 90% CI) [default: 1.0].")
+def compare(parent, baseline_id, synthetic_id, filter_string, experiment, margin):
     """Synthetic arm vs baseline: deltas, per-arm mean ± std over seeds, paired t-test, Wilcoxon,
-    McNemar per pair, and a verdict. Logs a compare run with comparison.md / .json / .png.
+    McNemar per pair, and a verdict of four: significant gain, significant loss, equivalent within
+    ±margin, or inconclusive. Logs a compare run with comparison.md / .json / .png.
 
     \b
     harness compare --parent STUDY_OR_PIPELINE_RUN_ID
@@ -321,12 +324,13 @@ def compare(parent, baseline_id, synthetic_id, filter_string, experiment):
     from harness.context import Context
     from harness.phases import compare as phase
     from harness.tracking import store
+    margin = stats.check_margin(margin) or stats.MARGIN
     chosen = [bool(parent), bool(baseline_id or synthetic_id), filter_string is not None]
     if sum(chosen) != 1 or (chosen[1] and not (baseline_id and synthetic_id)):
         raise HarnessError("give exactly one of: --parent RUN_ID; --baseline RUN_ID --synthetic RUN_ID; --filter EXPR")
     ctx = Context(store.configure(experiment, _say), train.pick_device("cpu"))
     pairs = runs.pairs_for(ctx.store.client, parent, baseline_id, synthetic_id, experiment, filter_string)
-    report = stats.seed_report(ctx.store.client, pairs)
+    report = stats.seed_report(ctx.store.client, pairs, margin=margin)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     if report.n == 1:
@@ -485,6 +489,13 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               callback=_old_name("grid --precision", "--ci-halfwidth (precision is fp32/bf16 arithmetic)"))
 @click.option("--max-seeds", type=click.IntRange(min=2), default=None,
               help="With --ci-halfwidth: the most seeds a cell gets, at least --seeds [default: 20].")
+@click.option("--oracle-ladder", "ladder", default=None, metavar="N1,N2,...",
+              help="Oracle cells (real held-out images) at these image counts beside the axes' cells, per data "
+                   "size: the curve that prices every generator cell in real images (\"1,500 gan images = 210 "
+                   "real images [80, 390]\"). They share the baselines of their size.")
+@click.option("--margin", type=float, default=None, metavar="POINTS",
+              help="Equivalence margin: a cell whose 90% CI of the delta lies inside ±POINTS is 'equivalent' "
+                   "(two one-sided tests), one that is neither that nor significant 'inconclusive' [default: 1.0].")
 @click.option("--study", "study_name", envvar="HARNESS_STUDY", default=None, help="Optuna study holding the items "
               "[env HARNESS_STUDY; default: grid-<preset>].")
 @click.option("--storage", envvar="HARNESS_STORAGE", default=None, metavar="URL", help="Optuna RDB URL shared by "
@@ -495,8 +506,8 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
 @click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
 @click.option("--dry-run", is_flag=True, help="Check the options, every cell's config, data and generator, say what "
               "the grid would hold, and stop: no study and no run is made.")
-def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwidth, old_halfwidth, max_seeds, study_name,
-         storage, threads, plan_only, report_only, dry_run):
+def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwidth, old_halfwidth, max_seeds, ladder,
+         margin, study_name, storage, threads, plan_only, report_only, dry_run):
     """A grid of paired seeds per cell: every combination of the --axis values, each cell N seeds
     of baseline vs synthetic arm. Items live in an Optuna storage: this command enqueues those it
     lacks and works on them; `harness worker --study NAME --storage URL` on any machine helps. The
@@ -515,12 +526,14 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     from harness import studies
     halfwidth = halfwidth if halfwidth is not None else old_halfwidth
     max_seeds = gridmod.check_seeds(seeds, halfwidth, max_seeds, _say)
+    from harness.compare import stats
+    ladder, margin = gridmod.parse_ladder(ladder), stats.check_margin(margin)
     parsed = gridmod.parse_axes(axes)
     _threads(threads)
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, check_kind=False, resolve=False,
                       dry_run=dry_run)
     gridmod.check_generators(cfg, seeds)
-    grid_cells = gridmod.cells(cfg, parsed)  # every cell's settings checked before anything is enqueued
+    grid_cells = gridmod.cells(cfg, parsed, ladder)  # every cell's settings checked before anything is enqueued
     if not report_only:
         from harness import generators
         for cell in grid_cells:  # and each cell's data and generator, as `run` checks them
@@ -540,7 +553,8 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
         click.echo(md, nl=False)
         return
     study, created = gridmod.open_grid(study_name, storage)
-    added, created = gridmod.planned(study, created, cfg, parsed, list(range(seeds)), halfwidth, max_seeds, _say)
+    added, created = gridmod.planned(study, created, cfg, parsed, list(range(seeds)), halfwidth, max_seeds, _say,
+                                     ladder=ladder, margin=margin)
     click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items; {gridmod.cost(study)}", err=True)
     if plan_only:
         run_id = gridmod.open_run(ctx, study, created)

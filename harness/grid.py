@@ -17,6 +17,7 @@ items in an Optuna storage that any number of workers, on any machines, pull unt
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -65,15 +66,37 @@ def parse_axes(axes: tuple[str, ...]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def cells(cfg: Config, axes: list[tuple[str, list[str]]]) -> list[Cell]:
-    """Every combination of the axes' values applied to the base config (each checked like --set)."""
+LADDER_AXES = ("generator.kind", "generate.n_samples")  # what an oracle rung sets; its other axes are its cell's
+
+
+def cells(cfg: Config, axes: list[tuple[str, list[str]]], ladder: list[int] | tuple = ()) -> list[Cell]:
+    """Every combination of the axes' values applied to the base config (each checked like --set);
+    with a `ladder`, oracle cells at those image counts beside them, one set per combination of the
+    other axes (a data size, say), whose baselines are the same runs as every cell of that size."""
     if not axes:
-        return [Cell("all", cfg)]
-    out = []
-    for values in itertools.product(*(v for _, v in axes)):
-        updates = dict(zip((k for k, _ in axes), values))
-        out.append(Cell(" ".join(f"{k}={v}" for k, v in updates.items()), config.apply(cfg, updates)))
-    return out
+        out = [Cell("all", cfg)]
+    else:
+        out = []
+        for values in itertools.product(*(v for _, v in axes)):
+            updates = dict(zip((k for k, _ in axes), values))
+            out.append(Cell(" ".join(f"{k}={v}" for k, v in updates.items()), config.apply(cfg, updates)))
+    rungs = []
+    for values in itertools.product(*(v for k, v in axes if k not in LADDER_AXES)):
+        others = dict(zip((k for k, _ in axes if k not in LADDER_AXES), values))
+        for n in ladder:
+            updates = {**others, "generator.kind": "oracle", "generate.n_samples": n}
+            label = " ".join(f"{k}={v}" for k, v in updates.items())
+            if label not in {c.label for c in out + rungs}:
+                rungs.append(Cell(label, config.apply(cfg, updates)))
+    return out + rungs
+
+
+def ladder_group(cfg: Config) -> str:
+    """What an oracle rung shares with the cells it prices: everything but the generator and its count."""
+    plain = dataclasses.replace(cfg, generator=config.GeneratorConfig(), gan=config.GanConfig(),
+                                diffusion=config.DiffusionConfig(), text2image=config.Text2ImageConfig(),
+                                generate=dataclasses.replace(cfg.generate, n_samples=1))
+    return config.config_hash(plain)
 
 
 def _items(study: optuna.Study) -> dict[tuple[str, int], list]:
@@ -140,7 +163,7 @@ def plan_of(study: optuna.Study) -> tuple[Config, list[Cell], list[int]]:
     if plan is None:
         raise HarnessError(f"study {study.study_name!r} is not a grid (no plan in it): start it with `harness grid`")
     cfg = config.apply(Config(), plan["config"])
-    return cfg, cells(cfg, [tuple(a) for a in plan["axes"]]), plan["seeds"]
+    return cfg, cells(cfg, [tuple(a) for a in plan["axes"]], plan.get("ladder", ())), plan["seeds"]
 
 
 def generators_of(cfg: Config, seeds: list[int]) -> int:
@@ -170,6 +193,19 @@ def check_seeds(seeds: int, halfwidth: float | None, max_seeds: int | None, say)
     return max_seeds
 
 
+def parse_ladder(text: str | None) -> list[int]:
+    """--oracle-ladder 150,500,1500: distinct image counts > 0."""
+    if text is None:
+        return []
+    try:
+        rungs = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise HarnessError(f"--oracle-ladder takes image counts like 150,500,1500, got {text!r}") from None
+    if not rungs or min(rungs) <= 0 or len(set(rungs)) != len(rungs):
+        raise HarnessError(f"--oracle-ladder takes distinct image counts > 0 like 150,500,1500, got {text!r}")
+    return sorted(rungs)
+
+
 def check_generators(cfg: Config, seeds: int) -> None:
     """K, the generators of a cell, is trained by its first K seeds: no more than it has."""
     if cfg.seeds.generators > seeds:
@@ -179,13 +215,13 @@ def check_generators(cfg: Config, seeds: int) -> None:
 
 
 def planned(study: optuna.Study, created: bool, cfg: Config, axes, seeds: list[int], halfwidth: float | None,
-            max_seeds: int | None, say) -> tuple[int, bool]:
+            max_seeds: int | None, say, ladder: list[int] | None = None, margin: float | None = None) -> tuple[int, bool]:
     """`plan`, by a command that may have just created the study: (items added, whether this command
     made the grid). A refused plan leaves no study behind (its name would wait for a plan that never
     comes), and an empty study that a refused command of an older version left is planned as new."""
     fresh = created or PLAN not in study.user_attrs
     try:
-        return plan(study, cfg, axes, seeds, halfwidth, max_seeds, say=say), fresh
+        return plan(study, cfg, axes, seeds, halfwidth, max_seeds, say=say, ladder=ladder, margin=margin), fresh
     except BaseException:
         if fresh:
             optuna.delete_study(study_name=study.study_name, storage=studies.storage_of(study)[0])
@@ -193,7 +229,7 @@ def planned(study: optuna.Study, created: bool, cfg: Config, axes, seeds: list[i
 
 
 def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], halfwidth: float | None = None,
-         max_seeds: int | None = None, say=None) -> int:
+         max_seeds: int | None = None, say=None, ladder: list[int] | None = None, margin: float | None = None) -> int:
     """Store the grid in the study and enqueue the (cell, seed) items it does not hold yet; return how
     many were added. The same grid with more seeds or values grows; another base config is refused.
     With `halfwidth` (points), a cell whose first seeds' 95% CI is wider gets more seeds, up to
@@ -216,17 +252,22 @@ def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], halfwidth: fl
         raise HarnessError("--ci-halfwidth needs at least 2 seeds per cell to measure the spread: --seeds 2 or more")
     check_generators(cfg, len(all_seeds))
     k = (held or {}).get("generators") or generators_of(cfg, all_seeds)
+    ladder = sorted(set((held or {}).get("ladder", [])) | set(ladder or []))
+    before["margin"] = (held or {}).get("margin")
+    margin = margin if margin is not None else (before["margin"] or stats.MARGIN)
+    if held is not None and say is not None and before["margin"] is not None and margin != before["margin"]:
+        say(f"grid {study.study_name!r}: the equivalence margin changes from {before['margin']:g} to {margin:g} points")
     if held is not None and say is not None:
         for name, old, new in (("CI half-width target", before["halfwidth"], halfwidth),
                                ("most seeds a cell", before["max_seeds"], max_seeds)):
             if old is not None and new != old:
                 say(f"grid {study.study_name!r}: the {name} changes from {old:g} to {new:g} (the plan held {old:g})")
     study.set_user_attr(PLAN, {"config": flat, "axes": merged, "seeds": all_seeds, "halfwidth": halfwidth,
-                               "max_seeds": max_seeds, "generators": k})
+                               "max_seeds": max_seeds, "generators": k, "ladder": ladder, "margin": margin})
     have = {(t.user_attrs.get("cell"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
             if t.state != FAIL}
     added = 0
-    for cell in cells(cfg, merged):
+    for cell in cells(cfg, merged, ladder):
         for seed in all_seeds:
             if (cell.label, seed) not in have:
                 study.enqueue_trial({}, user_attrs={"cell": cell.label, "seed": seed})
@@ -380,13 +421,19 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         pairs = [cruns.Pair(str(t.user_attrs["seed"]),
                             *cruns.runs_of_pipeline(ctx.store.client, t.user_attrs["pipeline_run"])) for t in trials]
         reports.append((cell.label, stats.seed_report(ctx.store.client, pairs) if pairs else None))
-    rows = stats.summarize(reports, designs)
+    margin = held.get("margin") or stats.MARGIN
+    rows = stats.summarize(reports, designs, margin=margin)
+    priced = worth_of(grid_cells, {label: {int(t.user_attrs["seed"]): t.value for t in trials}
+                                   for label, trials in done.items()})
+    for row in rows:
+        row.update(priced.get(row["cell"], {}))
     # At the first seeds, every cell's start: what the plan promised, whatever seeds came later.
     out = {"study": study.study_name, "seeds": seeds, "ci_halfwidth_points": halfwidth_of(held),
-           "max_seeds": held.get("max_seeds"), "generators": k,
+           "max_seeds": held.get("max_seeds"), "generators": k, "margin_points": margin,
+           "equivalence": stats.EQUIVALENCE_RULE, "oracle_ladder": held.get("ladder", []),
            "mde_points": stats.mde(len(seeds)) if len(seeds) >= 2 else None, "cells": rows}
     md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows,
-                              halfwidth=halfwidth_of(held), max_seeds=held.get("max_seeds"))
+                              halfwidth=halfwidth_of(held), max_seeds=held.get("max_seeds"), margin=margin)
     if parent_id is not None:
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")
@@ -394,8 +441,29 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         fig = render.grid_figure(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
         if fig is not None:
             codecs.log_figure(fig, "grid.png", run_id=parent_id, client=client)
+        fig = render.worth_figure(rows)
+        if fig is not None:
+            codecs.log_figure(fig, "worth.png", run_id=parent_id, client=client)
         store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id, client=ctx.store.client)
     return md, out
+
+
+def worth_of(grid_cells: list[Cell], deltas: dict[str, dict[int, float]]) -> dict[str, dict]:
+    """For each cell of a generator other than the oracle: what its images are worth in real images,
+    on the curve of the oracle cells that share everything else with it (compare.stats.worth); the
+    oracle cells themselves say where their curve lies. `deltas`: cell -> seed -> accuracy delta."""
+    groups: dict[str, dict[int, dict[int, float]]] = {}
+    for c in grid_cells:
+        if c.cfg.generator.kind == "oracle" and deltas.get(c.label):
+            groups.setdefault(ladder_group(c.cfg), {})[c.cfg.generate.n_samples] = deltas[c.label]
+    out = {}
+    for c in grid_cells:
+        oracle = groups.get(ladder_group(c.cfg))
+        if c.cfg.generator.kind == "oracle" or not oracle or not deltas.get(c.label):
+            continue
+        w = stats.worth(oracle, deltas[c.label])
+        out[c.label] = {"worth": w, "worth_text": stats.worth_words(w, c.cfg.generate.n_samples, c.cfg.generator.kind)}
+    return out
 
 
 def join_grid(name: str, storage: str, wait: float = 60.0, say=liveness.stderr) -> optuna.Study:

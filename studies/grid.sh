@@ -10,7 +10,7 @@
 #   bash studies/grid.sh sb-diffusion ../shared/datasets/cifar10 /tmp/sb-diffusion -- --preset strong-baseline \
 #       --axis data.n_per_class=100,300 --axis generator.kind=gan,diffusion,oracle --seeds 5 --set seeds.generators=1
 #   bash studies/grid.sh sb-precision ../shared/datasets/cifar10 /tmp/sb-precision -- --preset strong-baseline \
-#       --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5 --precision 1.0 \
+#       --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5 --ci-halfwidth 1.0 \
 #       --max-seeds 15 --set seeds.generators=3     (105 min here; docs/results.md)
 set -euo pipefail
 STUDY=${1:?study name}; DATA=$(realpath "${2:?data dir}"); WORK=$(realpath -m "${3:?work dir}")

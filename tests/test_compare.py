@@ -55,8 +55,46 @@ def test_noise_without_shift_is_not_significant():
     aug = list(0.85 + rng.normal(0, 0.01, 5))
     r = _report(base, aug)
     assert r.stats[0].tests()["t_p"] > 0.05
-    assert r.verdict().startswith("no significant difference")
+    assert r.verdict().startswith("inconclusive")  # a 90% CI wider than the 1-point margin: we cannot tell
     assert "smallest possible p = 0.0625" in render.report_markdown(r)
+
+
+def test_a_tight_null_cell_is_equivalent_and_a_shift_beyond_the_margin_is_not():
+    """Four-way verdict: the 90% CI inside +-margin is "equivalent"; the margin is the user's."""
+    rng = np.random.default_rng(2)
+    base = list(0.85 + rng.normal(0, 0.01, 6))
+    same = [b + e for b, e in zip(base, rng.normal(0, 0.001, 6))]
+    r = _report(same, base)
+    assert r.verdict().startswith("equivalent within ±1 points") and "TOST" in r.verdict()
+    from harness.compare import stats as hstats
+    r.margin = 0.05  # a margin far inside the noise: the same data cannot show it
+    assert r.verdict().startswith(("inconclusive", "significant"))
+    eq = hstats.tost(np.subtract(same, base), 1.0)
+    d = 100 * np.subtract(same, base)
+    half = stats.t.ppf(0.95, 5) * d.std(ddof=1) / 6 ** 0.5
+    assert (eq["ci90_low"], eq["ci90_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert eq["tost_p"] < 0.05
+
+
+def test_tost_reaches_equivalence_at_the_rate_its_power_says_and_rarely_beyond_the_margin():
+    """Simulated null cells (true delta 0, SD 1.5 points, 10 seeds, margin 1): the share called
+    equivalent matches tost_power; at a true delta of 2 margins at most 5% are, with fixed seeds and
+    with the two-stage rule (first 5 seeds, half-width target 1 point, at most 15)."""
+    from harness.compare import stats as hstats
+    rng = np.random.default_rng(0)
+    n_sim, sd, margin = 3000, 1.5, 1.0
+    null = [hstats.tost(rng.normal(0, sd, 10) / 100, margin)["tost_p"] < 0.05 for _ in range(n_sim)]
+    want = hstats.tost_power(0.0, sd, 10, margin)
+    assert abs(np.mean(null) - want) < 3 * (want * (1 - want) / n_sim) ** 0.5 + 0.01
+    far = [hstats.tost(rng.normal(2 * margin, sd, 10) / 100, margin)["tost_p"] < 0.05 for _ in range(n_sim)]
+    assert np.mean(far) <= 0.05
+    staged = []
+    for _ in range(1000):
+        first = rng.normal(2 * margin, sd, 5) / 100
+        n, _ = hstats.seeds_needed(list(first), 1.0, 15)
+        d = np.concatenate([first, rng.normal(2 * margin, sd, n - 5) / 100])
+        staged.append(hstats.tost(d, margin, n0=5)["tost_p"] < 0.05)
+    assert np.mean(staged) <= 0.05
 
 
 def test_mcnemar_counts_discordant_pairs():

@@ -175,7 +175,7 @@ def test_a_tight_cell_stops_at_its_first_seeds_while_a_spread_one_grows(tmp_path
     _complete(study, storage, deltas)
     assert grid.extend(study) == 0
     rows = {r["cell"].split("=")[1]: r for r in _rows(study, deltas)}
-    assert rows["0.5"]["stopped"] == "precision reached" and rows["0.5"]["n"] == 3
+    assert rows["0.5"]["stopped"] == "half-width reached" and rows["0.5"]["n"] == 3
     assert rows["0.9"]["stopped"] == "max seeds" and rows["0.9"]["n"] == 10
     assert rows["0.9"]["interval"].startswith("two-stage")
 
@@ -193,7 +193,7 @@ def _rows(study, deltas):
         base = [0.8] * len(done)
         reports.append((cell.label, SeedReport([str(s) for s in done], [Stat("Accuracy", base, [0.8 + d[s] for s in done])],
                                                [], False, [])))
-        designs[cell.label] = Design(tuple(seeds), held["precision"], held["max_seeds"], held["generators"])
+        designs[cell.label] = Design(tuple(seeds), grid.halfwidth_of(held), held["max_seeds"], held["generators"])
     return stats.summarize(reports, designs)
 
 
@@ -228,3 +228,50 @@ def test_the_report_splits_the_generators_variance_and_says_how_seeds_stopped():
     assert split["new_low"] < row["ci_low"] * 100 and split["new_high"] > row["ci_high"] * 100  # a new generator: wider
     md = render.grid_markdown("g", 1, list(range(6)), stats.mde(6), [row])
     assert "| c | 0, 1, 2, 3, 4, 5 |" in md and "| fixed count | 3 |" in md and "a new generator" in md
+
+
+def test_the_exchange_rate_reads_the_oracle_curve_and_says_less_than_nothing():
+    """A constructed grid with an oracle ladder: a generator cell whose deltas equal the oracle's at
+    500 images is worth ~500 real images, one below zero "less than nothing", one beyond the top rung
+    "more than" it; the oracle cells share everything but the generator with the cells they price."""
+    from harness import config
+    cfg = config.load("tiny", ["data.classes=airplane,automobile,bird"])
+    axes = [("data.n_per_class", ["10", "20"]), ("generator.kind", ["gan", "mixup"])]
+    cells = grid.cells(cfg, axes, ladder=[150, 500, 1500])
+    rungs = [c for c in cells if c.cfg.generator.kind == "oracle"]
+    assert len(cells) == 4 + 6 and {c.cfg.generate.n_samples for c in rungs} == {150, 500, 1500}
+    assert {grid.ladder_group(c.cfg) for c in rungs} == {grid.ladder_group(c.cfg) for c in cells[:4]}
+    rng = np.random.default_rng(0)
+    seeds = range(10)
+    noise = {s: rng.normal(0, 0.004) for s in seeds}  # each seed's own luck, shared by its cells (paired)
+    curve = {150: 0.01, 500: 0.02, 1500: 0.03}
+    deltas = {c.label: {s: curve[c.cfg.generate.n_samples] + noise[s] for s in seeds} for c in rungs}
+    deltas["data.n_per_class=10 generator.kind=gan"] = {s: 0.02 + noise[s] for s in seeds}
+    deltas["data.n_per_class=10 generator.kind=mixup"] = {s: -0.01 + noise[s] for s in seeds}
+    deltas["data.n_per_class=20 generator.kind=gan"] = {s: 0.05 + noise[s] for s in seeds}
+    priced = grid.worth_of(cells, deltas)
+    gan = priced["data.n_per_class=10 generator.kind=gan"]
+    assert gan["worth"]["real_images"] == pytest.approx(500, abs=1)
+    assert gan["worth"]["low"] <= 500 <= gan["worth"]["high"]
+    assert gan["worth_text"].startswith("64 gan images = 500 real images [")
+    assert priced["data.n_per_class=10 generator.kind=mixup"]["worth_text"].startswith("64 mixup images = worth less than nothing")
+    assert "more than 1,500 real images" in priced["data.n_per_class=20 generator.kind=gan"]["worth_text"]
+    assert "data.n_per_class=20 generator.kind=mixup" not in priced  # no finished item: nothing to price
+    rows = [{"cell": label, "n": 10, "delta_mean": float(np.mean(list(d.values()))), **priced.get(label, {})}
+            for label, d in deltas.items()]
+    assert render.worth_figure(rows) is not None
+
+
+def test_a_ladder_is_planned_beside_the_axes_and_kept_when_the_grid_grows(runner, tree, tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["grid", *T, "--data-dir", tree, "--axis", "data.n_per_class=10,20", "--axis", "generator.kind=mixup",
+            "--study", "l", "--storage", storage, "--plan-only", "--seeds", "2"]
+    out = invoke(runner, [*args, "--oracle-ladder", "8,24", "--margin", "0.5"])
+    assert "12 new items" in out.stderr  # (2 axes cells + 2 sizes x 2 rungs) x 2 seeds
+    study = optuna.load_study(study_name="l", storage=storage)
+    held = study.user_attrs[grid.PLAN]
+    assert held["ladder"] == [8, 24] and held["margin"] == 0.5
+    again = invoke(runner, [*args, "--margin", "1.5"])  # the same grid again: nothing new, the change said
+    assert "0 new items" in again.stderr and "margin changes from 0.5 to 1.5" in again.stderr
+    labels = {c.label for c in grid.plan_of(study)[1]}
+    assert "data.n_per_class=20 generator.kind=oracle generate.n_samples=24" in labels

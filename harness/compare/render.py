@@ -2,7 +2,7 @@
 multi-seed report in Markdown, and their figures."""
 from __future__ import annotations
 
-from harness.compare.stats import ALPHA, SeedReport
+from harness.compare.stats import ALPHA, EQUIVALENCE_RULE, SeedReport
 
 HEADLINE = (("accuracy", "Accuracy"), ("f1_weighted", "F1 (weighted)"), ("f1_macro", "F1 (macro)"))
 PER_CLASS = ("precision", "recall", "f1")
@@ -123,7 +123,8 @@ def seed_figure(report: SeedReport):
 
 
 def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: float | None,
-                  rows: list[dict], halfwidth: float | None = None, max_seeds: int | None = None) -> str:
+                  rows: list[dict], halfwidth: float | None = None, max_seeds: int | None = None,
+                  margin: float = 1.0) -> str:
     """The grid report's tables: per cell the arms' mean +- std, the paired delta [95% CI], t p, Holm p
     and verdict; then how each cell's seeds were spent: the CI half-width and MDE at the seeds used,
     why they stopped, and with K >= 2 generators the delta's variance split between generators and
@@ -136,7 +137,9 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
             "spread)") if halfwidth is not None else ""
     lines = [f"grid `{study_name}`: {n_cells} cells, first seeds {', '.join(map(str, seeds))}{rule}; minimum "
              f"detectable effect at the first seeds (80% power, paired-delta SD 1.5 points): "
-             f"{mde_points or float('nan'):.2f} points\n",
+             f"{mde_points or float('nan'):.2f} points. Verdicts: significant gain or loss (Holm-adjusted "
+             f"paired t-test), equivalent within ±{margin:g} points (the margin; {EQUIVALENCE_RULE}), or "
+             "inconclusive (neither: the data cannot tell)\n",
              "| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
@@ -162,12 +165,53 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
         lines.append(f"| {r['cell']} | {', '.join(map(str, r['seeds']))} | {f(None if half is None else 100 * half, '.2f')} | "
                      f"{f(r.get('mde_points'), '.2f')} | {r.get('stopped', 'fixed count')} | "
                      f"{k if k else 'n/a'} | {share} | {new} |")
+    priced = [r for r in rows if r.get("worth_text")]
+    if priced:
+        lines += ["", "What the images are worth in real ones: each generator cell's mean delta placed on the oracle's "
+                      "curve of the same data size (monotone, read between the ladder's rungs, never beyond its top), "
+                      "95% interval from a paired bootstrap over seeds:", "",
+                  "| cell | delta (points) | worth in real images [95% CI] |", "| --- | ---: | --- |"]
+        lines += [f"| {r['cell']} | {100 * r['delta_mean']:+.2f} | {r['worth_text']} |" for r in priced]
     if any(r.get("variance") for r in rows):
         lines.append("\nThe delta CI above is for *these* generators; the last column treats the generator as a "
                      "random effect (the K generators' mean deltas as the sample), the answer for another "
                      "generator trained the same way: with few generators it is wide, since K - 1 degrees of "
                      "freedom is all the data says about the generator-to-generator spread.")
     return "\n".join(lines) + "\n"
+
+
+def worth_figure(rows: list[dict]):
+    """The oracle's curve (mean delta against real images added) of each data size, with each
+    generator cell placed on it at its worth (horizontal bar: the 95% bootstrap interval, clipped to
+    the ladder); None without a priced cell."""
+    priced = [r for r in rows if r.get("worth", {}).get("real_images") is not None]
+    if not priced:
+        return None
+    import math
+
+    from harness.figures import subplots, tight
+    fig, ax = subplots(figsize=(6.5, 4))
+    curves = {}
+    for r in priced:
+        w = r["worth"]
+        curves.setdefault(tuple(w["rungs"]) + tuple(w["oracle_points"]), w)
+    for i, w in enumerate(curves.values()):
+        ax.plot([0, *w["rungs"]], [0, *w["oracle_points"]], color="black", lw=1, marker="s", ms=4,
+                label="oracle (real held-out images)" if i == 0 else None)
+    for r in priced:
+        w = r["worth"]
+        top = w["top"]
+        clip = lambda v: 0.0 if v == -math.inf else (top if v == math.inf else v)  # noqa: E731
+        x = clip(w["real_images"])
+        ax.errorbar([x], [w["delta_points"]], xerr=[[x - clip(w["low"])], [clip(w["high"]) - x]], marker="o",
+                    capsize=3, label=f"{r['cell']}: {r['worth_text']}")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("real images added (oracle)")
+    ax.set_ylabel("synthetic arm - baseline, accuracy points")
+    ax.legend(loc="best", fontsize=7)
+    ax.grid(alpha=0.3)
+    tight(fig)
+    return fig
 
 
 def grid_figure(rows: list[dict], axes: list[tuple[str, list[str]]]):

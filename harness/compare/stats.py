@@ -64,6 +64,7 @@ class SeedReport:
     mcnemar: list[tuple[str, int, int, float]]  # seed, baseline-only correct, synthetic-only correct, p
     share_generator: bool | None
     warnings: list[str]
+    margin: float = 1.0  # points: the equivalence margin (MARGIN)
 
     @property
     def n(self) -> int:
@@ -79,13 +80,14 @@ class SeedReport:
         if self.n >= 2:
             p, d = acc.tests()["t_p"], acc.tests()["delta_mean"]
             basis = f"paired t-test over {self.n} seeds, p = {p:.3g}"
+            eq = tost(acc.deltas, self.margin)
+            basis += f"; TOST against ±{self.margin:g} points, p = {eq['tost_p']:.3g}, 90% CI " \
+                     f"[{eq['ci90_low']:+.2f}, {eq['ci90_high']:+.2f}]"
         else:
             _, b, c, p = self.mcnemar[0]
-            d = acc.deltas[0]
-            basis = f"one seed only: McNemar test on the test predictions, p = {p:.3g}"
-        if p < ALPHA:
-            return f"significant {'gain' if d > 0 else 'loss'} ({basis})"
-        return f"no significant difference ({basis})"
+            d, eq = acc.deltas[0], {"tost_p": float("nan")}
+            basis = f"one seed only: McNemar test on the test predictions, p = {p:.3g}; no equivalence test"
+        return f"{four_way(p, d, eq['tost_p'], self.margin)} ({basis})"
 
     def headline(self) -> dict[str, float]:
         import numpy as np
@@ -121,7 +123,7 @@ def distinct(pairs: list[Pair]) -> tuple[list[Pair], int]:
     return out, len(pairs) - len(out)
 
 
-def seed_report(client, pairs: list[Pair], share_generator: bool | None = None) -> SeedReport:
+def seed_report(client, pairs: list[Pair], share_generator: bool | None = None, margin: float = 1.0) -> SeedReport:
     pairs, dropped = distinct(pairs)
     warnings = check_pairs(pairs)
     if dropped:
@@ -137,7 +139,7 @@ def seed_report(client, pairs: list[Pair], share_generator: bool | None = None) 
         parents = [p.synthetic.data.tags.get("mlflow.parentRunId") for p in pairs]
         flags = {get_run(client, r).data.params.get("pipeline.generator_shared") if r else None for r in parents}
         share_generator = {"True"} == flags if flags <= {"True", "False"} else None
-    return SeedReport([p.seed for p in pairs], stats, tests, share_generator, warnings)
+    return SeedReport([p.seed for p in pairs], stats, tests, share_generator, warnings, margin)
 
 
 def mde(n: int, sd: float = 1.5, power: float = 0.8, alpha: float = 0.05) -> float:
@@ -265,7 +267,8 @@ class Design:
     k: int = 0  # generators the seeds share, seed s using generator s mod k; 0: the kind trains none
 
 
-def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | None = None) -> list[dict]:
+def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | None = None,
+              margin: float = 1.0) -> list[dict]:
     """One row per cell from its SeedReport (None: no finished item): arms' accuracy mean +- std, the
     paired delta's tests (two-stage where a CI half-width target added seeds), its CI half-width and the
     MDE at the seeds used, why its seeds stopped, the generators' variance split (K >= 2), and the
@@ -292,6 +295,7 @@ def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | No
             row["stopped"] = why if rep.n >= target else f"{target - rep.n} more seed(s) to come"
             if later:
                 row.update(two_stage(first + later, len(first)), interval="two-stage (Stein)")
+        row.update(tost(first + later, margin, n0=len(first)) if "interval" in row else tost(acc.deltas, margin))
         if rep.n >= 2:
             row["half_width"] = (row["ci_high"] - row["ci_low"]) / 2
             row["mde_points"] = mde(rep.n, sd=max(100 * spread(acc.deltas), 1e-6))
@@ -302,12 +306,153 @@ def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | No
     tested = sum(1 for r in rows if r["n"] >= 2 and not math.isnan(r.get("t_p", float("nan"))))
     for row, p in zip(rows, holm([r.get("t_p", float("nan")) for r in rows])):
         row["holm_p"] = p
-        if row["n"] >= 2 and not math.isnan(p) and (tested > 1 or "interval" in row):
-            # Several cells tested at once: the verdict is the Holm-adjusted one, so that one lucky
-            # cell among many does not read as a finding.
+        if row["n"] >= 2 and not math.isnan(p):
+            # Several cells tested at once: the difference verdict is the Holm-adjusted one, so that
+            # one lucky cell among many does not read as a finding. Equivalence is judged per cell
+            # (EQUIVALENCE_RULE).
             test = "two-stage t-test" if "interval" in row else "paired t-test"
             basis = (f"{test} over {row['n']} seeds, p = {row['t_p']:.3g}" +
-                     (f", Holm-adjusted over {tested} cells {p:.3g}" if tested > 1 else ""))
-            row["verdict"] = (f"significant {'gain' if row['delta_mean'] > 0 else 'loss'} ({basis})" if p < ALPHA
-                              else f"no significant difference ({basis})")
+                     (f", Holm-adjusted over {tested} cells {p:.3g}" if tested > 1 else "") +
+                     f"; TOST ±{margin:g}, p = {row['tost_p']:.3g}")
+            row["verdict_kind"] = four_way(p, row["delta_mean"], row["tost_p"], margin)
+            row["verdict"] = f"{row['verdict_kind']} ({basis})"
     return rows
+
+
+EQUIVALENCE_RULE = ("equivalence is judged per cell (two one-sided tests at 5% each, the 90% CI inside the margin), "
+                    "not Holm-adjusted: it is a claim about that cell alone, and an adjustment that guards a family "
+                    "against one false difference would make equivalence harder to show the more cells a grid has")
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivalence: "no difference" that means something
+
+MARGIN = 1.0  # points: the default equivalence margin, a delta no user would act on
+
+
+def check_margin(margin: float | None) -> float | None:
+    """--margin, checked where it enters: a finite number of points > 0 (None: the default)."""
+    if margin is not None and not (math.isfinite(margin) and margin > 0):
+        raise HarnessError(f"--margin takes a finite number of points > 0 (e.g. 1.0), got {margin:g}")
+    return margin
+
+
+def tost(deltas, margin: float, n0: int | None = None) -> dict[str, float]:
+    """Two one-sided tests (Schuirmann 1987) that the mean paired delta (accuracy fractions) lies
+    inside +-`margin` (points): both nulls (delta <= -margin, delta >= +margin) rejected at ALPHA
+    is the 90% CI inside the margin. `n0`: a two-stage cell's first seeds, whose SD and n0 - 1
+    degrees of freedom the standard error uses (`two_stage`). Returns the 90% CI and the TOST p."""
+    import numpy as np
+    from scipy import stats
+    d = 100 * np.asarray(deltas, dtype=float)
+    n0 = n0 or len(d)
+    out = {"margin": margin, "tost_p": float("nan"), "ci90_low": float("nan"), "ci90_high": float("nan")}
+    if n0 < 2:
+        return out
+    mean, se = float(d.mean()), float(np.std(d[:n0], ddof=1)) / len(d) ** 0.5
+    if se == 0:
+        return {**out, "tost_p": 0.0 if abs(mean) < margin else 1.0, "ci90_low": mean, "ci90_high": mean}
+    df = n0 - 1
+    p = max(float(stats.t.sf((mean + margin) / se, df)), float(stats.t.cdf((mean - margin) / se, df)))
+    half = float(stats.t.ppf(1 - ALPHA, df)) * se
+    return {**out, "tost_p": p, "ci90_low": mean - half, "ci90_high": mean + half}
+
+
+def tost_power(delta: float, sd: float, n: int, margin: float) -> float:
+    """The chance that TOST calls a cell of true mean delta `delta` equivalent within +-`margin`
+    (all in points) with n seeds and a paired-delta SD `sd`: P(both one-sided tests reject), from
+    the joint law of the mean and the SD (numerical integration over the SD's chi distribution)."""
+    import numpy as np
+    from scipy import integrate, stats
+    df, crit = n - 1, stats.t.ppf(1 - ALPHA, n - 1)
+
+    def given_s(s):  # the mean must lie within margin - crit * s / sqrt(n) of zero
+        half = margin - crit * s / n ** 0.5
+        if half <= 0:
+            return 0.0
+        se = sd / n ** 0.5
+        return stats.norm.cdf((half - delta) / se) - stats.norm.cdf((-half - delta) / se)
+    dens = lambda s: stats.chi.pdf(s * np.sqrt(df) / sd, df) * np.sqrt(df) / sd  # noqa: E731 (the SD's density)
+    return float(integrate.quad(lambda s: given_s(s) * dens(s), 0, margin * n ** 0.5 / crit, limit=200)[0])
+
+
+def four_way(p: float, delta: float, tost_p: float, margin: float) -> str:
+    """significant gain | significant loss | equivalent within +-m | inconclusive: the difference
+    test first (its p Holm-adjusted where a grid tests several cells), then equivalence."""
+    if p == p and p < ALPHA:
+        return f"significant {'gain' if delta > 0 else 'loss'}"
+    if tost_p == tost_p and tost_p < ALPHA:
+        return f"equivalent within ±{margin:g} points"
+    return "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------------
+# The exchange rate: what synthetic images are worth in real ones
+
+LESS_THAN_NOTHING, MORE_THAN_TOP = float("-inf"), float("inf")
+
+
+def oracle_curve(rungs: list[int], means: list[float]):
+    """The oracle's mean paired delta (points) against real images added, made monotone (isotonic
+    regression through (0, 0), which holds by definition) and read between rungs linearly."""
+    import numpy as np
+    from sklearn.isotonic import IsotonicRegression
+    x = np.array([0, *rungs], dtype=float)
+    y = np.array([0.0, *means])
+    w = np.array([1e6, *([1.0] * len(rungs))])  # no images added: no delta, exactly
+    return x, IsotonicRegression(increasing=True).fit(x, y, sample_weight=w).predict(x)
+
+
+def real_images(delta: float, x, fx) -> float:
+    """The fewest real images whose oracle delta reaches `delta` (points): LESS_THAN_NOTHING below 0,
+    MORE_THAN_TOP beyond the top rung (never an extrapolated number)."""
+    if delta < 0:
+        return LESS_THAN_NOTHING
+    if delta > fx[-1]:
+        return MORE_THAN_TOP
+    i = int(next(j for j in range(len(fx)) if fx[j] >= delta))
+    if i == 0 or fx[i] == fx[i - 1]:
+        return float(x[i])
+    return float(x[i - 1] + (delta - fx[i - 1]) / (fx[i] - fx[i - 1]) * (x[i] - x[i - 1]))
+
+
+def worth(oracle: dict[int, dict[int, float]], cell: dict[int, float], boot: int = 2000, seed: int = 0) -> dict:
+    """What a generator cell's images are worth in real images: its mean paired delta placed on the
+    oracle's curve of the same data size (`oracle`: rung -> seed -> delta; `cell`: seed -> delta,
+    accuracy fractions), with a 95% interval from a paired bootstrap over the seeds every one of them
+    has (resampled jointly, so each seed's pairing with its baseline is kept)."""
+    import numpy as np
+    rungs = sorted(oracle)
+    seeds = sorted(set(cell).intersection(*(set(oracle[r]) for r in rungs)))
+    if len(seeds) < 2 or not rungs:
+        return {"seeds": len(seeds), "real_images": None}
+    o = 100 * np.array([[oracle[r][s] for s in seeds] for r in rungs])  # rungs x seeds, points
+    c = 100 * np.array([cell[s] for s in seeds])
+    x, fx = oracle_curve(rungs, list(o.mean(1)))
+    point = real_images(float(c.mean()), x, fx)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        idx = rng.integers(0, len(seeds), len(seeds))
+        bx, bfx = oracle_curve(rungs, list(o[:, idx].mean(1)))
+        draws.append(real_images(float(c[idx].mean()), bx, bfx))
+    low, high = (float(np.percentile(draws, q, method="inverted_cdf")) for q in (2.5, 97.5))
+    return {"seeds": len(seeds), "real_images": point, "low": low, "high": high, "top": rungs[-1],
+            "oracle_points": [float(v) for v in fx[1:]], "rungs": rungs, "delta_points": float(c.mean())}
+
+
+def worth_words(w: dict, n_images: int | None = None, kind: str = "") -> str:
+    """"1,500 gan images = 210 real images [80, 390]"; "worth less than nothing"; "more than 1,500"."""
+    def one(v):
+        if v == LESS_THAN_NOTHING:
+            return "less than nothing"
+        if v == MORE_THAN_TOP:
+            return f"more than {w['top']:,}"
+        return f"{v:,.0f}"
+    if w.get("real_images") is None:
+        return f"not measurable ({w.get('seeds', 0)} seeds shared with every oracle rung; 2 needed)"
+    what = f"{n_images:,} {kind} images = ".lstrip() if n_images else ""
+    v = w["real_images"]
+    head = "worth less than nothing" if v == LESS_THAN_NOTHING else (
+        f"more than {w['top']:,} real images" if v == MORE_THAN_TOP else f"{v:,.0f} real images")
+    return f"{what}{head} [{one(w['low'])}, {one(w['high'])}]"
