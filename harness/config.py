@@ -44,7 +44,7 @@ class DataConfig:
     n_per_class: int = setting(1000, ge=0)  # training images drawn per class; 0 or all: every image not held out for validation
     val_per_class: int = setting(500, ge=0)  # validation images per class, drawn from the unused training images
     seed: int = setting(0, ge=0, seed=True)  # which training/validation images are drawn
-    image_size: int = setting(32, choices=(32, 64))  # pixels per side every image is brought to (32 or 64; see harness/data/images.py)
+    image_size: int = setting(32, choices=(32, 64), why="what the networks are built for")  # pixels per side every image is brought to (32 or 64; see harness/data/images.py)
     channels: int = setting(3, choices=(1, 3))  # 3 (gray images replicated) or 1 (colour images turned to luma)
     test_fraction: float = setting(0.2, gt=0.0, lt=1.0)  # a tree without train/test splits: the share of each class held out for testing
 
@@ -293,7 +293,9 @@ def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None, ignor
 # Validation, presets and overrides
 
 def _fields(cls) -> dict[str, type]:
-    return typing.get_type_hints(cls)
+    """A dataclass's settings and their types: its fields, not its ClassVars (SWEEP, OPTIONAL)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def valid_keys() -> list[str]:

@@ -28,9 +28,11 @@ def pytest_collection_modifyitems(items):
     behind the many-workers tests' MLflow server (each worker would start its own over them), and the
     one-node Slurm, whose two CPUs one array job fills."""
     for item in items:
-        group = {"test_workers.py": "postgres", "test_slurm.py": "slurm"}.get(item.path.name)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        fixtures = getattr(item, "fixturenames", ())
+        if "mlflow_server" in fixtures or "[postgresql]" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("postgres"))
+        elif item.path.name == "test_slurm.py":
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 @pytest.fixture(scope="session")

@@ -223,7 +223,7 @@ def test_one_class_and_unsupported_sizes(tmp_path):
     _image((32, 32), "RGB", (0, 0, 0), np.random.default_rng(0)).save(root / "only" / "x.png")
     with pytest.raises(HarnessError, match="has one class only"):
         data.load_splits(DataConfig(classes=("all",), n_per_class=1, val_per_class=0), root)
-    with pytest.raises(HarnessError, match="data.image_size must be 32 or 64"):
+    with pytest.raises(HarnessError, match="data.image_size must be one of 32, 64"):
         from harness import config
         config.load("tiny", ["data.image_size=48"])
 

@@ -134,7 +134,7 @@ def test_oracle_asking_for_more_than_the_pool_is_refused_before_any_run(runner, 
 def test_kind_settings_are_checked(runner):
     for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, diffusion, oracle, mixup, noise, folder, text2image"),
                              ("pseudolabel.mode=filter", "needs a generator that knows its images' classes"),
-                             ("generator.mixup_alpha=0", "generator.mixup_alpha must be a finite number > 0")]:
+                             ("generator.mixup_alpha=0", "generator.mixup_alpha must be > 0")]:
         result = invoke(runner, ["baseline", "--preset", "tiny", "--set", setting], ok=False)
         assert result.exit_code == 2 and message in result.output, setting
 

@@ -517,6 +517,7 @@ def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
 
     from harness import config, pipeline, precision, table
     from harness.context import Context
+    from harness.runner import Runner
     from harness.tracking import store
     base = precision.resolve_config(config.load("tiny", ["data.classes=airplane,automobile,bird", "quality.enabled=true",
                                                          "quality.n_samples=16", "quality.evaluator_epochs=1"]),
@@ -531,7 +532,7 @@ def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
         updates = {k: (flip[flat[k]] if v == "flip" else v) for k, v in PERTURB.items() if k not in declared}
         other = config.apply(base, updates)
         inputs = {u: done[u] for u in phase.reads(base)[1]}
-        again = fresh.runner.run(name, other, inputs)
+        again = Runner(fresh).run(name, other, inputs)
         assert not again.reused
         assert _same(_output(client, name, done[name]), _output(client, name, again)), \
             f"{name} changed when fields outside its key changed: it reads one of {sorted(updates)}"

@@ -94,12 +94,14 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path, template_db, mlflow_server, monkeypatch):
+def backend(request, tmp_path, template_db, monkeypatch):
     """(tracking URI, Optuna storage URL, experiment name) on one backend, fresh for the test; the
     server's user and password are in the environment, where MLflow reads them."""
     if request.param == "postgresql":
         if not POSTGRES:
             pytest.skip("HARNESS_TEST_POSTGRES is not set (.ci/run starts PostgreSQL and sets it)")
+        # Asked for here only: the SQLite cases start no server (and may run on another test process).
+        mlflow_server = request.getfixturevalue("mlflow_server")
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", mlflow_server.worker[0])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_server.worker[1])
         monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the secrets check reads hundreds
