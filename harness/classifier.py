@@ -1,4 +1,4 @@
-"""The classifier of both arms as a library: train SimpleCNN and log what the baseline and the
+"""The classifier of both arms as a library: train the network of classifier.kind and log what the baseline and the
 synthetic arm log alike (curves, weights, test report), load a logged model back.
 
 Artifacts of a classifier run:
@@ -20,17 +20,18 @@ import torch
 from harness import figures, metrics, train
 from harness.context import PhaseResult
 from harness.data import Splits
-from harness.models import SimpleCNN
+from harness import classifiers
+from harness.config import ClassifierConfig
 from harness.tracking import codecs
 from harness.tracking.store import describe, log_history
 
 
 @dataclass
 class ClassifierResult(PhaseResult):
-    trained: SimpleCNN | None = None
+    trained: torch.nn.Module | None = None
 
     @property
-    def model(self) -> SimpleCNN:
+    def model(self) -> torch.nn.Module:
         # Loaded on demand: a reused run's weights are read only if someone asks (sweeps never do).
         if self.trained is None:
             self.trained = load_model(self.source_run_id)[0]
@@ -38,7 +39,7 @@ class ClassifierResult(PhaseResult):
 
 
 def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epoch=None, evaluate_test: bool = True,
-                   synthetic=None) -> tuple[SimpleCNN, dict[str, float]]:
+                   synthetic=None) -> tuple[torch.nn.Module, dict[str, float]]:
     """Train on the real training images (+ `synthetic` = (images, labels, soft or None)) and log
     curves, weights and (unless `evaluate_test` is off, as in sweep trials, which must never see
     the test set) test metrics and artifacts to the active run."""
@@ -65,7 +66,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
              (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
              (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
              (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
-    trained = (f"**{label}**: SimpleCNN trained from scratch on {len(splits.train_x)} real"
+    trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} trained from scratch on {len(splits.train_x)} real"
                f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs"
                f"{f' (classifier.steps {cfg.classifier.steps})' if cfg.classifier.steps else ''} "
                f"(augmentation {c.augmentation}{mixing if n_syn else ''}; "
@@ -78,7 +79,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     return model, final | report_test(model, splits, device, label, trained, model_id)
 
 
-def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: str, trained: str,
+def report_test(model: torch.nn.Module, splits: Splits, device: torch.device, label: str, trained: str,
                 model_id: str | None = None) -> dict[str, float]:
     """Test metrics and their artifacts on the active run (and on its logged model, whose row in the
     Models tab then shows them); `trained` says how the model was made."""
@@ -101,19 +102,23 @@ def report_test(model: SimpleCNN, splits: Splits, device: torch.device, label: s
     return ev.metrics
 
 
-def log_model(model: SimpleCNN, cfg, classes, name: str, example: torch.Tensor) -> str:
+def log_model(model: torch.nn.Module, cfg, classes, name: str, example: torch.Tensor) -> str:
     """The weights twice, for two readers: `model/model.pt` (a state dict the harness loads with
     weights_only=True) and an MLflow LoggedModel `name` (the Models tab; `mlflow.pytorch.load_model`
     gives a module that takes uint8 images). Returns the LoggedModel's id."""
     codecs.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                       "config": asdict(cfg), "classes": list(classes), "channels": model.channels,
-                      "image_size": model.image_size}, "model/model.pt")
+                      "image_size": model.image_size, "classifier": {"kind": model.kind, "width": model.width}},
+                     "model/model.pt")
     return codecs.log_pytorch_model(model, name, example, params={"classes": ",".join(classes)})
 
 
-def load_model(run_id: str) -> tuple[SimpleCNN, list[str]]:
+def load_model(run_id: str) -> tuple[torch.nn.Module, list[str]]:
+    """The network a run saved, rebuilt from the kind and settings its checkpoint records (a
+    checkpoint from before kinds is a SimpleCNN's)."""
     saved = codecs.load_torch(run_id, "model/model.pt")
-    model = SimpleCNN(len(saved["classes"]), channels=saved.get("channels", 3), image_size=saved.get("image_size", 32))
+    settings = ClassifierConfig(**saved.get("classifier", {"kind": "simplecnn", "width": 0}))
+    model = classifiers.build(settings, len(saved["classes"]), saved.get("channels", 3), saved.get("image_size", 32))
     model.load_state_dict(saved["state_dict"])
     return model, saved["classes"]
 

@@ -162,12 +162,13 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     this machine. A grid's base config need not be runnable on its own (its axes may set the kind its
     other settings need): the grid checks each cell; and it keeps `auto`, which each worker resolves.
     A dry run opens no tracking store: its context checks config, data and generators only."""
-    from harness import config, data, generators, precision, train
+    from harness import classifiers, config, data, generators, precision, train
     from harness.context import Context
     from harness.tracking import store
     cfg = config.load(preset, overrides)
     if check_kind:
         generators.check(cfg)
+        classifiers.check_config(cfg)
     device = train.pick_device(cfg.device)
     if resolve:
         cfg = precision.resolve_config(cfg, device)
@@ -288,14 +289,18 @@ def config(preset, overrides, keys):
 
 @main.command()
 def kinds():
-    """List every generator kind, built-in and installed (entry-point group harness.generators):
-    whether it trains, when it knows its images' classes, and what it needs."""
-    from harness import generators
-    rows = generators.describe()
-    for r in rows:
-        click.echo(f"{r['kind']:<12} trains: {r['trains']:<4} classes: {r['classes']}  [{r['from']}]")
+    """List every generator kind and classifier kind, built-in and installed (entry-point groups
+    harness.generators, harness.classifiers): for generators whether they train, when they know their
+    images' classes and what they need; for classifiers the network."""
+    from harness import classifiers, generators
+    click.echo("generator.kind")
+    for r in generators.describe():
+        click.echo(f"  {r['kind']:<16} trains: {r['trains']:<4} classes: {r['classes']}  [{r['from']}]")
         if r["needs"]:
-            click.echo(f"{'':<12} needs: {r['needs']}")
+            click.echo(f"  {'':<16} needs: {r['needs']}")
+    click.echo("classifier.kind")
+    for r in classifiers.describe():
+        click.echo(f"  {r['kind']:<16} {r['network']}  [{r['from']}]")
 
 
 @main.command()
@@ -353,7 +358,7 @@ def compare(parent, baseline_id, synthetic_id, filter_string, experiment, margin
 @main.command(name="run")
 @common
 @click.option("--resume", is_flag=True, help="Continue an interrupted generator phase from its last checkpoint.")
-@click.option("--seeds", type=click.IntRange(min=1), default=None,
+@click.option("--seeds", type=click.IntRange(min=1, max=10_000), default=None,
               help="Run N paired pipelines (seeds 0..N-1) under one seeds run, then compare them.")
 @click.option("--seed-list", default=None, metavar="0,1,2", help="Like --seeds, with these seeds.")
 @click.option("--share-generator", is_flag=True, help="With several seeds: train one generator (on the first seed's "
@@ -478,7 +483,7 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
 @common
 @click.option("--axis", "axes", multiple=True, metavar="KEY=V1,V2,...",
               help="A config key and its values; the grid is the cross product of the axes (repeatable).")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1, max=10_000), default=5, show_default=True,
               help="Paired seeds 0..N-1 per cell; a larger N later grows the grid.")
 @click.option("--ci-halfwidth", "halfwidth", type=float, default=None, metavar="POINTS",
               help="Seeds until each cell's 95% CI half-width of the accuracy delta is at most this many points: "
@@ -487,7 +492,7 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
                    "so it does not inflate false positives the way stopping on significance does).")
 @click.option("--precision", "old_halfwidth", type=float, default=None, hidden=True,
               callback=_old_name("grid --precision", "--ci-halfwidth (precision is fp32/bf16 arithmetic)"))
-@click.option("--max-seeds", type=click.IntRange(min=2), default=None,
+@click.option("--max-seeds", type=click.IntRange(min=2, max=10_000), default=None,
               help="With --ci-halfwidth: the most seeds a cell gets, at least --seeds [default: 20].")
 @click.option("--oracle-ladder", "ladder", default=None, metavar="N1,N2,...",
               help="Oracle cells (real held-out images) at these image counts beside the axes' cells, per data "
@@ -535,9 +540,10 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     gridmod.check_generators(cfg, seeds)
     grid_cells = gridmod.cells(cfg, parsed, ladder)  # every cell's settings checked before anything is enqueued
     if not report_only:
-        from harness import generators
+        from harness import classifiers, generators
         for cell in grid_cells:  # and each cell's data and generator, as `run` checks them
             generators.check(cell.cfg)
+            classifiers.check_config(cell.cfg)
             ctx.splits(cell.cfg.data)
             generators.preflight(ctx, cell.cfg)
     if dry_run:

@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 # or any .toml path is found first.
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 
+SEED_MAX = 2 ** 32 - 1  # numpy's and torch's seeds: what every seed field takes
 PRECISIONS = ("fp32", "bf16", "auto")  # harness/precision.py resolves auto per machine
 AUGMENTATIONS = ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", "cutmix")  # harness/train.py: augment
 
@@ -43,7 +44,7 @@ class DataConfig:
     classes: tuple[str, ...] = ("airplane", "automobile", "bird")  # class names of the data, or all
     n_per_class: int = setting(1000, ge=0)  # training images drawn per class; 0 or all: every image not held out for validation
     val_per_class: int = setting(500, ge=0)  # validation images per class, drawn from the unused training images
-    seed: int = setting(0, ge=0, seed=True)  # which training/validation images are drawn
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # which training/validation images are drawn
     image_size: int = setting(32, choices=(32, 64), why="what the networks are built for")  # pixels per side every image is brought to (32 or 64; see harness/data/images.py)
     channels: int = setting(3, choices=(1, 3))  # 3 (gray images replicated) or 1 (colour images turned to luma)
     test_fraction: float = setting(0.2, gt=0.0, lt=1.0)  # a tree without train/test splits: the share of each class held out for testing
@@ -52,6 +53,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ClassifierConfig:
     SWEEP: ClassVar[bool] = True  # a sweep's trial may vary it (what a trial trains)
+    kind: str = "simplecnn"  # the network of both arms: simplecnn (the reference) | resnet18 | airbench | torchvision:NAME | timm:NAME | an installed plugin's name: `harness kinds`
+    width: int = setting(0, ge=0)  # the kind's width (simplecnn: first conv channels, 32; resnet18: 64; airbench: first block, 64); 0 = the kind's own
     epochs: int = setting(15, gt=0)  # passes over the training set
     steps: int = setting(0, ge=0)  # > 0: train for about this many steps instead (epochs and real_only_epochs are rescaled to it), so that data sizes get one budget
     batch_size: int = setting(64, gt=0)  # images per step
@@ -60,7 +63,7 @@ class ClassifierConfig:
     optimizer: str = setting("adam", choices=("adam", "sgd"))  # adam (the reference) | sgd (Nesterov momentum 0.9)
     schedule: str = setting("constant", choices=("constant", "onecycle", "cosine"))  # constant (the reference) | onecycle (warm up over the first 25% of steps, then cosine down) | cosine (from lr down to 0)
     augmentation: str = setting("none", choices=AUGMENTATIONS)  # standard augmentation of both arms: none (the reference) | crop-flip (random crop, 4 px padding, + horizontal flip) | trivialaugment | randaugment | mixup | cutmix (each on top of crop-flip)
-    seed: int = setting(0, ge=0, seed=True)  # weight init and batch order
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # weight init and batch order
     # How synthetic images enter training (the augmented arm; no effect on the baseline).
     budget: str = setting("epochs", choices=("epochs", "steps"))  # epochs: `epochs` passes over real+synthetic (the reference) | steps: the baseline's step count
     synthetic_share: float = setting(0.0, ge=0.0, lt=1.0)  # > 0: every batch = batch_size real images + this share of synthetic ones on top; an epoch = one pass over the real images
@@ -105,7 +108,7 @@ class GanConfig:
     ema: float = setting(0.0, ge=0.0, lt=1.0)  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
     sample_every: int = setting(100, gt=0)  # epochs between sample grids
     checkpoint_every: int = setting(250, gt=0)  # epochs between generator checkpoints
-    seed: int = setting(0, ge=0, seed=True)  # weight init, noise and batch order
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # weight init, noise and batch order
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class DiffusionConfig:
     precision: str = setting("auto", choices=PRECISIONS, precision=True)  # fp32 | bf16 (the training forward pass under autocast) | auto: bf16 where the device has bf16 units
     sample_every: int = setting(10, gt=0)  # epochs between sample grids
     checkpoint_every: int = setting(10, gt=0)  # epochs between checkpoints
-    seed: int = setting(0, ge=0, seed=True)  # weight init, noise, timesteps, batch order
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # weight init, noise, timesteps, batch order
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ class GenerateConfig:
     SWEEP: ClassVar[bool] = True
     n_samples: int = setting(1500, gt=0)  # synthetic images to generate
     checkpoint_epoch: int = setting(0, ge=-1, why="-1: best by quality")  # generator checkpoint to sample from; 0 = the last one; -1 = the lowest quality/fd one
-    seed: int = setting(0, ge=0, seed=True)  # noise seed
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # noise seed
 
 
 @dataclass(frozen=True)
@@ -186,9 +189,9 @@ class QualityConfig:
 @dataclass(frozen=True)
 class SeedsConfig:
     """Paired seeds: pipelines that differ only by their seed, compared pair by pair."""
-    count: int = setting(1, gt=0)  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` compare N pairs
+    count: int = setting(1, gt=0, le=10_000, why="paired pipelines, each minutes of work")  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` compare N pairs
     share_generator: bool = False  # one GAN (trained on seed 0's images) serves every seed
-    generators: int = setting(0, ge=0)  # grids: K generators per cell, seed s using generator s mod K (trained on seed s mod K's images); 0 = 1 with share_generator, else min(seeds, 3); kinds that do not train ignore it
+    generators: int = setting(0, ge=0, le=10_000)  # grids: K generators per cell, seed s using generator s mod K (trained on seed s mod K's images); 0 = 1 with share_generator, else min(seeds, 3); kinds that do not train ignore it
 
 
 @dataclass(frozen=True)
@@ -354,13 +357,14 @@ def _table(key: str, value) -> tuple[tuple[str, str], ...]:
 
 def _bounds(meta: dict) -> str:
     """A field's range in words: "> 0", ">= 0", "in [0, 1)"."""
+    num = lambda v: str(v) if isinstance(v, int) else f"{v:g}"  # noqa: E731 (4294967295, not 4.29497e+09)
     lo = ("(", meta["gt"]) if "gt" in meta else ("[", meta["ge"]) if "ge" in meta else None
     hi = (")", meta["lt"]) if "lt" in meta else ("]", meta["le"]) if "le" in meta else None
     if lo and hi:
-        return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+        return f"in {lo[0]}{num(lo[1])}, {num(hi[1])}{hi[0]}"
     if lo:
-        return f"{'>' if lo[0] == '(' else '>='} {lo[1]:g}"
-    return f"{'<' if hi[0] == ')' else '<='} {hi[1]:g}"
+        return f"{'>' if lo[0] == '(' else '>='} {num(lo[1])}"
+    return f"{'<' if hi[0] == ')' else '<='} {num(hi[1])}"
 
 
 def _in_range(value, meta: dict) -> bool:

@@ -38,9 +38,10 @@ def run(ctx: Context, cfg: Config, generator_cfg: Config | None = None, note: st
     `reuse_shared`: it was trained by an earlier seed of these, reuse it even under --no-cache."""
     import mlflow
 
-    from harness import generators
+    from harness import classifiers, generators
     from harness.tracking.store import NOTE, phase_run
     generators.check(cfg)
+    classifiers.check_config(cfg)
     generators.preflight(ctx, cfg)
     shared = generator_cfg is not None and generator_cfg is not cfg
     with phase_run(ctx.store, "pipeline", {**flat(cfg), "pipeline.generator_shared": shared},
@@ -75,11 +76,12 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool
     """
     import mlflow
 
-    from harness import generators
+    from harness import classifiers, generators
     from harness.compare import render, runs, stats
     from harness.phases import compare
     from harness.tracking.store import NOTE, phase_run
     generators.check(cfg)
+    classifiers.check_config(cfg)
     first = seeded(cfg, seeds[0])
     generators.preflight(ctx, first)
     share_generator = share_generator and generators.get(cfg.generator.kind).TRAINS  # nothing to share otherwise
@@ -105,11 +107,12 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool
 
 
 def _description(cfg: Config, m: dict, table_md: str) -> str:
-    from harness import generators
-    what = generators.in_words(cfg)
+    from harness import classifiers, generators
+    what, net = generators.in_words(cfg), classifiers.in_words(cfg.classifier)
     return (f"**Pipeline** (preset `{cfg.preset}`, classes {', '.join(cfg.data.classes)}, "
-            f"{cfg.data.n_per_class} real images per class): baseline SimpleCNN, {what}, "
+            f"{cfg.data.n_per_class} real images per class): baseline {net} (which labels the synthetic images), "
+            f"{what}, "
             f"{cfg.generate.n_samples} synthetic images, kept {int(m['kept/count'])} (pseudolabel.mode "
-            f"{cfg.pseudolabel.mode}, threshold {cfg.pseudolabel.threshold}), synthetic arm SimpleCNN retrained "
+            f"{cfg.pseudolabel.mode}, threshold {cfg.pseudolabel.threshold}), synthetic arm {net} retrained "
             f"from scratch.\n\nTest accuracy {100 * m['baseline/test_accuracy']:.2f}% -> "
             f"{100 * m['synthetic/test_accuracy']:.2f}% ({100 * m['delta/accuracy']:+.2f} points).\n\n{table_md}")

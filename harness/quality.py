@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from harness.config import ClassifierConfig
-from harness.models import SimpleCNN
+from harness.classifiers.simplecnn import SimpleCNN
 
 
 EVALUATOR_SEED_OFFSET = 1000  # the evaluator's weights and batch order differ from the baseline's

@@ -25,7 +25,7 @@ from pathlib import Path
 import mlflow
 import optuna
 
-from harness import config, generators, studies
+from harness import classifiers, config, generators, studies
 from harness.compare import render
 from harness.config import Config
 from harness.context import Context
@@ -192,9 +192,11 @@ def check(cfg: Config, spec: Spec) -> None:
     """What a sweep of this config and spec needs, checked before any data is read or run opened:
     every end of every range and every choice against this config (the preset's, not the defaults)."""
     generators.check(cfg)
+    classifiers.check_config(cfg)
     for p, value in _extremes(spec):
         try:
             generators.check(config.apply(cfg, {p.field: value}))
+            classifiers.check_config(config.apply(cfg, {p.field: value}))
         except HarnessError as e:
             raise HarnessError(f"sweep spec: {p.field} = {value!r} does not fit preset {cfg.preset!r}: {e}") from None
     if not cfg.data.val_per_class:

@@ -88,6 +88,7 @@ class Phase:
     long: bool = False  # trains for minutes: its run samples system metrics (CPU, memory, GPU)
     data_of: Callable | None = None  # cfg -> the DataConfig of the draw it reads [default: cfg.data]
     kind_code: bool = False  # its code is also the generator kind's module (a change there is a new key)
+    classifier_code: bool = False  # ...and the classifier kind's module (it builds or loads that network)
     logs_inputs: tuple = ()  # upstream phases whose images it records as an MLflow dataset input
     command: bool = True  # a `harness NAME` command of its own (else it runs where it is needed)
     resumable: bool = False  # an interrupted run continues from its checkpoint (--resume)
@@ -115,16 +116,18 @@ class Phase:
     def code(self, cfg: Config) -> tuple[str, ...]:
         """The roots of the code its key covers: its module, the chosen generator kind's where it runs
         one, and the data decoding where it reads splits (through the Context, not an import)."""
+        from harness import classifiers
         kind = (_kind(cfg).__name__,) if self.kind_code else ()
+        net = (classifiers.get(cfg.classifier.kind).__name__,) if self.classifier_code else ()
         data = ("harness.data",) if self.reads(cfg)[2] else ()
-        return (self.module_name, *kind, *data)
+        return (self.module_name, *kind, *net, *data)
 
 
 PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
           when=_quality, long=True, data_of=_evaluator_data, command=False, help="Train the sample-quality evaluator CNN (quality.enabled)."),
     Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC,
-          data=("train", "val", "test"), long=True, help="Train SimpleCNN on the real images only; log metrics, report, confusion matrix, weights."),
+          data=("train", "val", "test"), long=True, classifier_code=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
     Phase("generator", "harness.phases.generator", _generator_sections, ignores=_generator_ignores,
           data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
           help="Train the generator (generator.kind=gan: the GAN family of [gan]; diffusion: the diffusion "
@@ -133,11 +136,11 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           data=_generate_data,
           outside=_generate_outside, quality=True, kind_code=True, in_memory=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
     Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
-          in_memory=True,
+          in_memory=True, classifier_code=True,
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
     Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
-          long=True, logs_inputs=("pseudolabel",),
-          help="Retrain SimpleCNN from scratch on real + kept synthetic images; log it like the baseline."),
+          long=True, logs_inputs=("pseudolabel",), classifier_code=True,
+          help="Train the same classifier from scratch on real + kept synthetic images; log it like the baseline."),
     Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "synthetic"), command=False,
           help="Synthetic minus baseline for every test metric."),
 ]}

@@ -13,9 +13,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from harness import precision, progress
+from harness import classifiers, precision, progress
 from harness.errors import HarnessError
-from harness.models import SimpleCNN
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -160,8 +159,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, label: str = "classifier",
                      on_epoch: Callable[[int, dict], None] | None = None,
                      synthetic: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-                     ) -> tuple[SimpleCNN, History]:
-    """Train a fresh SimpleCNN on real uint8 images `x` with labels `y` (see ClassifierConfig), plus
+                     ) -> tuple[torch.nn.Module, History]:
+    """Train a fresh network of classifier.kind on real uint8 images `x` with labels `y` (see ClassifierConfig), plus
     `synthetic` = (images, hard labels, soft targets or None) mixed in as the config says.
 
     `on_epoch(epoch, row)` is called after each epoch with its metrics (a sweep reports and prunes there).
@@ -171,7 +170,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     nominal, cfg = cfg.epochs, resolved(cfg, len(x))
     val_every = max(1, math.ceil(cfg.epochs / nominal))
     torch.manual_seed(cfg.seed)
-    model = SimpleCNN(n_classes, channels=x.shape[1], image_size=x.shape[-1]).to(device, memory_format=torch.channels_last)
+    model = classifiers.build(cfg, n_classes, x.shape[1], x.shape[-1]).to(device, memory_format=torch.channels_last)
+    classifiers.fit_data(cfg, model, x)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n_real = len(x)
     xs, ys, soft = synthetic if synthetic is not None else (x[:0], y[:0], None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import invoke
-from harness.models import SimpleCNN
+from harness.classifiers.simplecnn import SimpleCNN
 
 TREE = ["--set", "data.classes=airplane,automobile,bird"]
 

@@ -50,8 +50,8 @@ def test_preset_by_path(tmp_path):
     ("classifier.weight_decay=nan", "classifier.weight_decay must be a finite number, got nan"),
     ("gan.beta1=5", "gan.beta1 must be in [0, 1)"),
     ("gan.gp_weight=-1", "gan.gp_weight must be >= 0"),
-    ("data.seed=-3", "data.seed must be >= 0"),
-    ("generate.seed=-1", "generate.seed must be >= 0"),
+    ("data.seed=-3", "data.seed must be in [0, 4294967295]"),
+    ("generate.seed=-1", "generate.seed must be in [0, 4294967295]"),
 ])
 def test_bad_overrides_are_rejected(item, message):
     with pytest.raises(HarnessError, match=None) as info:

@@ -210,6 +210,8 @@ CASES = [
     ("store-scheme", ["baseline", *T], {"MLFLOW_TRACKING_URI": "bogus://somewhere"}, "bogus://somewhere"),
     ("experiment-deleted", ["baseline", *T, "--experiment", "gone"], {}, "'gone'"),
     ("ui-on-a-server", ["ui"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "127.0.0.1:9"),
+    ("classifier-kind-unknown", ["run", *T, "--set", "classifier.kind=vgg"], {}, "classifier.kind"),
+    ("classifier-cannot-take-the-size", ["run", *T, "--set", "classifier.kind=torchvision:vit_b_16"], {}, "32 px"),
     ("experiment-newline", ["baseline", *T, "--experiment", "two\nlines"], {}, "'two\\nlines'"),
     ("preset-unknown-section", ["config", "--preset", "{tmp}/baseline-table.toml"], {}, "[baseline]"),
     ("class-folder-with-a-space", ["run", "--preset", "tiny", "--data-dir", "{spaced}", "--set",

@@ -173,7 +173,7 @@ def test_incremental_labelling_matches_labelling_from_scratch(monkeypatch):
     import torch
 
     from harness import train
-    from harness.models import SimpleCNN
+    from harness.classifiers.simplecnn import SimpleCNN
     from harness.phases import pseudolabel
     model = SimpleCNN(3)
     calls = []

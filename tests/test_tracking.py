@@ -32,7 +32,7 @@ def test_closure_follows_imports_not_the_whole_package():
             "harness.data.images"} <= set(gen)
     # Registries contribute their own code only: the kind the config chose is a root of its own; the
     # classifier's network and plumbing (runs, heartbeats, range checks, figures) are in no GAN key.
-    assert not {"harness.generators.noise", "harness.compare.render", "harness.models", "harness.train",
+    assert not {"harness.generators.noise", "harness.compare.render", "harness.classifiers.simplecnn", "harness.train",
                 "harness.config", "harness.tracking.store", "harness.tracking.liveness", "harness.figures"} & set(gen)
     base = provenance.closure(table.PHASES["baseline"].code(generator_cfg))
     assert "harness.classifier" in base and not any(m.startswith("harness.generators") for m in base)
@@ -43,8 +43,8 @@ def test_closure_follows_imports_not_the_whole_package():
 def test_comments_and_docstrings_do_not_change_a_key(package):
     cfg = config.load("tiny")
     before = _prints(package, cfg)
-    _edit(package / "models.py", "class SimpleCNN(nn.Module):", "# a new comment\nclass SimpleCNN(nn.Module):  # why")
-    _edit(package / "train.py", '"""Train a fresh SimpleCNN', '"""Train a brand-new SimpleCNN')
+    _edit(package / "classifiers" / "simplecnn.py", "class SimpleCNN(nn.Module):", "# a new comment\nclass SimpleCNN(nn.Module):  # why")
+    _edit(package / "train.py", '"""Train a fresh network', '"""Train a brand-new network')
     assert _prints(package, cfg) == before
 
 
@@ -64,7 +64,7 @@ def test_an_edit_changes_the_keys_of_the_phases_that_run_it_only(package):
     assert provenance.fingerprint(table.PHASES["generate"].code(noise), root=package) != noise_before
     # The classifier's network: every phase that trains or runs a classifier (generate's sample quality
     # does), but no generator and not the comparator.
-    _edit(package / "models.py", "hidden: int = 256", "hidden: int = 257")
+    _edit(package / "classifiers" / "simplecnn.py", "hidden: int = 256", "hidden: int = 257")
     changed = {k for k, v in _prints(package, cfg).items() if v != after[k]}
     assert changed == {"baseline", "generate", "pseudolabel", "synthetic"}
 

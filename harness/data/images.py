@@ -18,7 +18,7 @@ import numpy as np
 from harness.errors import HarnessError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-SIZES = (32, 64)  # what the networks are built for (models.py)
+SIZES = (32, 64)  # what the networks are built for (harness/classifiers/, harness/generators/dcgan.py)
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 

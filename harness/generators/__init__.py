@@ -34,11 +34,10 @@ The controls every study needs go through the same generate -> pseudolabel -> sy
 """
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.registry import Registry
 
 GROUP = "harness.generators"
 BUILTIN = {"gan": "harness.generators.gan", "diffusion": "harness.generators.diffusion", "oracle": "harness.generators.oracle",
@@ -58,32 +57,8 @@ class Record:
     context: str
 
 
-def plugins() -> dict[str, importlib.metadata.EntryPoint]:
-    """Installed kinds (entry-point group harness.generators), by name; a built-in name is not shadowed."""
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP) if ep.name not in BUILTIN}
-
-
-def names() -> list[str]:
-    return list(BUILTIN) + sorted(plugins())
-
-
-def get(kind: str):
-    if kind in BUILTIN:
-        return importlib.import_module(BUILTIN[kind])
-    ep = plugins().get(kind)
-    if ep is None:
-        raise HarnessError(f"generator.kind must be one of {', '.join(names())} (`harness kinds` lists them), "
-                           f"got {kind!r}")
-    where = f"plugin kind {kind!r} ({ep.value}, from {ep.dist.name if ep.dist else 'an unknown distribution'})"
-    try:
-        module = ep.load()
-    except Exception as e:  # a plugin's own bug: name it, without our traceback
-        raise HarnessError(f"{where} failed to import: {type(e).__name__}: {e}") from None
-    missing = [a for a in REQUIRED if not hasattr(module, a)]
-    if missing:
-        raise HarnessError(f"{where} does not implement the generator protocol: it lacks {', '.join(missing)} "
-                           "(see harness/generators/__init__.py)")
-    return module
+KINDS = Registry("generator", GROUP, BUILTIN, REQUIRED, "harness/generators/__init__.py")
+plugins, names, get = KINDS.plugins, KINDS.names, KINDS.get
 
 
 def data(cfg) -> tuple[str, ...]:
@@ -153,7 +128,7 @@ def describe() -> list[dict[str, str]]:
     """Every kind, built-in and installed, as `harness kinds` lists it."""
     rows = []
     for name in names():
-        origin = "built-in" if name in BUILTIN else f"plugin ({plugins()[name].value})"
+        origin = KINDS.origin(name)
         try:
             kind = get(name)
         except HarnessError as e:

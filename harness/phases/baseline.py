@@ -1,4 +1,4 @@
-"""Baseline phase: SimpleCNN trained on the real training images only (artifacts: harness/classifier.py)."""
+"""Baseline phase: the network of classifier.kind trained on the real training images only (artifacts: harness/classifier.py)."""
 from __future__ import annotations
 
 from harness import classifier

@@ -1,4 +1,4 @@
-"""Synthetic phase: the same SimpleCNN, trained from scratch on real + kept synthetic images, and
+"""Synthetic phase: the same network (classifier.kind), trained from scratch on real + kept synthetic images, and
 evaluated and logged exactly like the baseline (harness/classifier.py), plus data/n_real and
 data/n_synthetic.
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import mlflow
 
-from harness import classifier
+from harness import classifier, classifiers
 from harness.classifier import ClassifierResult, load_model
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
@@ -33,7 +33,7 @@ def _evaluate(ctx, cfg, splits, model_run: str) -> ClassifierResult:
     mlflow.log_metrics(m)
     model_id = classifier.log_model(model, cfg, splits.classes, "synthetic", splits.test_x[:2])
     m |= classifier.report_test(model, splits, ctx.device, "synthetic",
-                                f"**synthetic**: the SimpleCNN of run `{model_run}` (trained on real + "
+                                f"**synthetic**: the {classifiers.in_words(cfg.classifier)} of run `{model_run}` (trained on real + "
                                 f"{int(m.get('data/n_synthetic', 0))} synthetic images, chosen by validation), "
                                 "evaluated once on the test set.", model_id)
     return ClassifierResult("", m, trained=model)

@@ -23,7 +23,7 @@ PACKAGE = "harness"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # Registries import every entry they list; a phase runs only the one its config chooses, which the
 # phase names as a root itself. So a registry contributes its own code, not its entries'.
-REGISTRIES = frozenset({"harness.generators"})
+REGISTRIES = frozenset({"harness.generators", "harness.classifiers"})
 # Code that only opens runs, logs, heartbeats, claims, checks ranges, reports progress or draws
 # figures: what a phase computes does not depend on it, so no key covers it and an edit there
 # retrains nothing. It is kept out by where it lives (these modules and packages, and the package's

@@ -1,17 +1,12 @@
-"""The classifier network: SimpleCNN (both arms, the pseudo-labeller and the quality evaluator), built
-for square images of 32 or 64 pixels with 1 or 3 channels (data.image_size, data.channels). The GAN's
-networks are harness/generators/dcgan.py, so that an edit here retrains no generator."""
+"""classifier.kind = simplecnn, the reference (and always the quality evaluator): 3 conv blocks and a
+2-layer MLP head, built for square images of 32 or 64 pixels with 1 or 3 channels. The GAN's networks
+are harness/generators/dcgan.py, so that an edit here retrains no generator."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-# Per-channel statistics of the CIFAR-10 training set (published values, checked on ../shared).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-# For one channel, the luma of those. Any data set uses them: BatchNorm follows the first conv, so
-# the exact input scale matters little, and fixed constants keep every caller's input the same.
-GRAY_MEAN, GRAY_STD = (0.4808,), (0.2392,)
+from harness.classifiers.net import stats
 
 
 class SimpleCNN(nn.Module):
@@ -22,11 +17,13 @@ class SimpleCNN(nn.Module):
     4 * width * (S / 8)^2: 2048 for 32 pixels, 8192 for 64.
     """
 
+    kind = "simplecnn"
+
     def __init__(self, n_classes: int, width: int = 32, hidden: int = 256, dropout: float = 0.5,
                  channels: int = 3, image_size: int = 32):
         super().__init__()
-        self.channels, self.image_size = channels, image_size
-        mean, std = (CIFAR_MEAN, CIFAR_STD) if channels == 3 else (GRAY_MEAN, GRAY_STD)
+        self.channels, self.image_size, self.width = channels, image_size, width
+        mean, std = stats(channels)
         self.register_buffer("mean", torch.tensor(mean).view(1, channels, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, channels, 1, 1) * 255)
         chans = [channels, width, 2 * width, 4 * width]
@@ -53,3 +50,16 @@ class SimpleCNN(nn.Module):
     def classify(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits from the hidden layer: `forward(x) == classify(embed(x))`."""
         return self.head[3:](hidden)
+
+
+NAME = "SimpleCNN"
+SIZES = (32, 64)
+
+
+def build(settings, n_classes: int, channels: int, image_size: int) -> SimpleCNN:
+    return SimpleCNN(n_classes, width=settings.width or 32, channels=channels, image_size=image_size)
+
+
+def split(model: SimpleCNN):
+    """(backbone, head): the convolutions and the hidden layer; the last linear layer."""
+    return torch.nn.Sequential(model.features, model.head[:3]), model.head[3:]

@@ -1,0 +1,126 @@
+"""harness/classifiers: every built-in kind trains both arms end to end on the tiny preset and its
+checkpoint loads back as the same network; torchvision and timm models by name; a plugin kind from an
+entry point; the chosen kind's module in the keys of the phases that build it, and in no generator's."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from conftest import invoke
+from harness import classifiers, config, table
+from harness.tracking import provenance
+
+CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
+# generator.kind=noise: nothing to train on that side; every classifier phase runs.
+CHEAP = ["--preset", "tiny", *CLASSES, "--set", "generator.kind=noise", "--set", "classifier.epochs=1"]
+
+
+@pytest.mark.parametrize("kind", ["resnet18", "airbench", "torchvision:mobilenet_v3_small", "timm:test_efficientnet"])
+def test_every_kind_trains_both_arms_and_loads_back(runner, client, tree, kind):
+    if kind.startswith("timm:"):
+        pytest.importorskip("timm")
+    invoke(runner, ["run", *CHEAP, "--data-dir", tree, "--set", f"classifier.kind={kind}", "--set", "classifier.width=8"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    for phase in ("baseline", "synthetic"):
+        (run,) = client.search_runs([exp], f"tags.`harness.phase` = '{phase}'")
+        assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test/accuracy"] <= 1
+        assert classifiers.in_words(config.load("tiny", [f"classifier.kind={kind}", "classifier.width=8"]).classifier) \
+            in run.data.tags["mlflow.note.content"]
+    from harness.classifier import load_model
+    (base,) = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
+    model, classes = load_model(base.info.run_id)  # rebuilt from the kind its checkpoint records
+    assert model.kind == kind and classes == ["airplane", "automobile", "bird"]
+    assert model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 3)
+    (pipe,) = client.search_runs([exp], "tags.`harness.phase` = 'pipeline'")
+    assert "which labels the synthetic images" in pipe.data.tags["mlflow.note.content"]
+
+
+def test_the_reference_kind_is_the_simplecnn_it_was():
+    """simplecnn builds the network the harness always trained, consuming the seed the same way."""
+    from harness.classifiers.simplecnn import SimpleCNN
+    torch.manual_seed(0)
+    old = SimpleCNN(3).state_dict()
+    torch.manual_seed(0)
+    new = classifiers.build(config.Config().classifier, 3, 3, 32).state_dict()
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+
+
+def test_airbench_whitens_from_the_data_and_freezes_it():
+    from harness.classifiers import airbench
+    cfg = config.apply(config.Config(), {"classifier.kind": "airbench", "classifier.width": 8}).classifier
+    model = classifiers.build(cfg, 3, 3, 32)
+    before = model.backbone[0].weight.clone()
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    classifiers.fit_data(cfg, model, x)
+    conv = model.backbone[0]
+    with torch.no_grad():
+        whitened = torch.nn.functional.conv2d(model.normalize(x), conv.weight)  # without the (trained) bias
+    assert not torch.equal(before, conv.weight) and not conv.weight.requires_grad
+    # Half the filters whiten the 2x2 patches (unit variance along each eigenvector), the other half negate them.
+    half = whitened[:, : whitened.shape[1] // 2]
+    assert half.var(dim=(0, 2, 3)).mean().item() == pytest.approx(1.0, rel=0.2)
+    assert airbench.SCALE == pytest.approx(1 / 9)
+
+
+@pytest.mark.parametrize("kind,says", [("nosuch", "classifier.kind must be one of simplecnn, resnet18, airbench"),
+                                        ("torchvision:nosuchnet", "torchvision has no model 'nosuchnet'"),
+                                        ("torchvision:vit_b_16", "cannot take 32 px images")])
+def test_a_kind_that_cannot_run_is_refused_before_anything_opens(runner, client, tree, kind, says):
+    result = invoke(runner, ["run", *CHEAP, "--data-dir", tree, "--set", f"classifier.kind={kind}"], ok=False)
+    assert result.exit_code == 2 and says in result.stderr and "Traceback" not in result.output
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+PLUGIN = '''
+"""A classifier kind from outside: the mean colour of the image, then a linear layer."""
+import torch
+from harness.classifiers.net import Classifier
+
+NAME = "MeanColour"
+
+
+class _Mean(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def build(settings, n_classes, channels, image_size):
+    return Classifier(settings.kind, settings.width, _Mean(), torch.nn.Linear(channels, n_classes), channels, image_size)
+'''
+
+
+def test_a_plugin_classifier_from_an_entry_point_runs_a_pipeline_and_is_keyed(runner, client, tree, tmp_path,
+                                                                              monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "harness_mean_plugin.py").write_text(PLUGIN)
+    info = site / "harness_mean_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-mean-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.classifiers]\nmean = harness_mean_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert "mean" in invoke(runner, ["kinds"]).output
+    invoke(runner, ["run", *CHEAP, "--data-dir", tree, "--set", "classifier.kind=mean"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    (base,) = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
+    assert "MeanColour trained from scratch" in base.data.tags["mlflow.note.content"]
+    cfg = config.load("tiny", ["classifier.kind=mean"])
+    before = provenance.fingerprint(table.PHASES["baseline"].code(cfg))
+    (site / "harness_mean_plugin.py").write_text(PLUGIN.replace("x.mean(dim=(2, 3))", "x.mean(dim=(2, 3)) * 1"))
+    assert provenance.fingerprint(table.PHASES["baseline"].code(cfg)) != before
+
+
+def test_the_kind_is_in_the_keys_of_the_phases_that_build_it_and_no_generators(tmp_path):
+    package = shutil.copytree(provenance.PACKAGE_DIR, tmp_path / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    cfgs = {kind: config.load("tiny", [f"classifier.kind={kind}"]) for kind in ("simplecnn", "resnet18")}
+
+    def prints():
+        return {(kind, name): provenance.fingerprint(table.PHASES[name].code(c), root=package)
+                for kind, c in cfgs.items() for name in table.PHASES}
+    before = prints()
+    path = package / "classifiers" / "resnet.py"
+    path.write_text(path.read_text().replace("width = settings.width or 64", "width = settings.width or 65"))
+    changed = {key for key, v in prints().items() if v != before[key]}
+    assert changed == {("resnet18", "baseline"), ("resnet18", "pseudolabel"), ("resnet18", "synthetic")}
