@@ -23,6 +23,7 @@ TREE_CLASSES = ("airplane", "automobile", "bird", "cat")
 TREE_COLOURS = {"airplane": (200, 60, 60), "automobile": (60, 200, 60), "bird": (60, 60, 200), "cat": (200, 200, 60)}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(items):
     """Tests that share one service run on one xdist worker, one at a time: the PostgreSQL databases
     behind the many-workers tests' MLflow server (each worker would start its own over them), and the

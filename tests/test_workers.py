@@ -59,9 +59,11 @@ def mlflow_server(tmp_path_factory):
     admin = ("admin", "adm-" + secrets.token_hex(12))
     import psycopg  # the users' database, new each session: an old one would hold another admin password
     users_db = f"mlflow_auth_{secrets.token_hex(4)}"
+    runs_db = f"mlflow_runs_{secrets.token_hex(4)}"  # its own: two test processes' servers never share tables
     with psycopg.connect(POSTGRES.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
                          autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {users_db}")
+        conn.execute(f"CREATE DATABASE {runs_db}")
     (root / "auth.ini").write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {POSTGRES}/{users_db}\n"
                                    f"admin_username = {admin[0]}\nadmin_password = {admin[1]}\nauthorization_function "
                                    "= mlflow.server.auth:authenticate_request_basic_auth\n"
@@ -71,7 +73,7 @@ def mlflow_server(tmp_path_factory):
     env = dict(os.environ, MLFLOW_AUTH_CONFIG_PATH=str(root / "auth.ini"),
                MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-                             "--backend-store-uri", f"{POSTGRES}/mlflow", "--artifacts-destination",
+                             "--backend-store-uri", f"{POSTGRES}/{runs_db}", "--artifacts-destination",
                              str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
                             cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
                             start_new_session=True)
