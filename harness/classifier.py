@@ -39,7 +39,7 @@ class ClassifierResult(PhaseResult):
 
 
 def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epoch=None, evaluate_test: bool = True,
-                   synthetic=None) -> tuple[torch.nn.Module, dict[str, float]]:
+                   synthetic=None, weights=None) -> tuple[torch.nn.Module, dict[str, float]]:
     """Train on the real training images (+ `synthetic` = (images, labels, soft or None)) and log
     curves, weights and (unless `evaluate_test` is off, as in sweep trials, which must never see
     the test set) test metrics and artifacts to the active run."""
@@ -53,7 +53,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     try:
         model, history = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), cfg.classifier,
                                                 device, val=(splits.val_x, splits.val_y), label=label, on_epoch=hook,
-                                                synthetic=synthetic)
+                                                synthetic=synthetic, weights=weights)
     except BaseException:
         log_history(done)  # a pruned or interrupted run keeps the curves it had
         raise
@@ -66,7 +66,10 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
              (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
              (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
              (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
-    trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} trained from scratch on {len(splits.train_x)} real"
+    how = {"train": "fine-tuned from" if weights else "trained from scratch",
+           "probe": "linear probe (backbone frozen) of", "probe-then-train": "probed, then fine-tuned (LP-FT), from"}
+    start = f" `{cfg.classifier.init}`" if weights else ""
+    trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} {how[cfg.classifier.mode]}{start} on {len(splits.train_x)} real"
                f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs"
                f"{f' (classifier.steps {cfg.classifier.steps})' if cfg.classifier.steps else ''} "
                f"(augmentation {c.augmentation}{mixing if n_syn else ''}; "

@@ -178,6 +178,10 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
     ctx = Context(None if dry_run else store.configure(experiment, _say), device, data_dir, use_cache=not no_cache,
                   resume=resume)
+    if check_kind:  # the starting weights: there, readable, a state dict (a URI needs the store)
+        from harness.classifiers import weights
+        if not (dry_run and cfg.classifier.init.startswith(weights.URIS)):
+            weights.check(ctx, cfg)
     note = generators.cost_note(cfg, device)
     if note:
         _say(f"note: {note}")
@@ -541,9 +545,12 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     grid_cells = gridmod.cells(cfg, parsed, ladder)  # every cell's settings checked before anything is enqueued
     if not report_only:
         from harness import classifiers, generators
+        from harness.classifiers import weights
         for cell in grid_cells:  # and each cell's data and generator, as `run` checks them
             generators.check(cell.cfg)
             classifiers.check_config(cell.cfg)
+            if not dry_run or not cell.cfg.classifier.init.startswith(weights.URIS):
+                weights.check(ctx, cell.cfg)
             ctx.splits(cell.cfg.data)
             generators.preflight(ctx, cell.cfg)
     if dry_run:

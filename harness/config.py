@@ -54,6 +54,9 @@ class DataConfig:
 class ClassifierConfig:
     SWEEP: ClassVar[bool] = True  # a sweep's trial may vary it (what a trial trains)
     kind: str = "simplecnn"  # the network of both arms: simplecnn (the reference) | resnet18 | airbench | torchvision:NAME | timm:NAME | an installed plugin's name: `harness kinds`
+    init: str = setting("scratch", unhashed=True)  # scratch | a weights file (state dict; torchvision, timm, Lightning or harness checkpoint) | models:/NAME/VERSION, models:/m-ID, runs:/RUN_ID (a harness run's classifier); the key covers the weights' content, not this name
+    mode: str = setting("train", choices=("train", "probe", "probe-then-train"))  # train: every weight (from pretrained weights: fine-tuning) | probe: backbone frozen, its features computed once and cached, the head alone trains (no augmentation) | probe-then-train: LP-FT (Kumar et al. 2022): the first half of the epochs a probe, then every weight
+    backbone_lr: float = setting(1.0, gt=0.0, le=1.0)  # the backbone's learning rate as a factor of the head's (fine-tuning)
     width: int = setting(0, ge=0)  # the kind's width (simplecnn: first conv channels, 32; resnet18: 64; airbench: first block, 64); 0 = the kind's own
     epochs: int = setting(15, gt=0)  # passes over the training set
     steps: int = setting(0, ge=0)  # > 0: train for about this many steps instead (epochs and real_only_epochs are rescaled to it), so that data sizes get one budget

@@ -65,6 +65,9 @@ class Runner:
         outside = row.phase.outside(self.ctx, cfg) if row.phase.outside else ""
         if outside:
             parts.append(outside)
+        if row.phase.weights and cfg.classifier.init != "scratch":
+            from harness.classifiers import weights
+            parts.append(weights.digest(self.ctx, cfg.classifier.init))
         parts += [f"{u}={upstream_keys[u]}" for u in row.upstream]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 

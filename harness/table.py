@@ -89,6 +89,7 @@ class Phase:
     data_of: Callable | None = None  # cfg -> the DataConfig of the draw it reads [default: cfg.data]
     kind_code: bool = False  # its code is also the generator kind's module (a change there is a new key)
     classifier_code: bool = False  # ...and the classifier kind's module (it builds or loads that network)
+    weights: bool = False  # it starts from classifier.init: its key covers the weights' content
     logs_inputs: tuple = ()  # upstream phases whose images it records as an MLflow dataset input
     command: bool = True  # a `harness NAME` command of its own (else it runs where it is needed)
     resumable: bool = False  # an interrupted run continues from its checkpoint (--resume)
@@ -127,7 +128,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
           when=_quality, long=True, data_of=_evaluator_data, command=False, help="Train the sample-quality evaluator CNN (quality.enabled)."),
     Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC,
-          data=("train", "val", "test"), long=True, classifier_code=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
+          data=("train", "val", "test"), long=True, classifier_code=True, weights=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
     Phase("generator", "harness.phases.generator", _generator_sections, ignores=_generator_ignores,
           data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
           help="Train the generator (generator.kind=gan: the GAN family of [gan]; diffusion: the diffusion "
@@ -139,7 +140,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           in_memory=True, classifier_code=True,
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
     Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
-          long=True, logs_inputs=("pseudolabel",), classifier_code=True,
+          long=True, logs_inputs=("pseudolabel",), classifier_code=True, weights=True,
           help="Train the same classifier from scratch on real + kept synthetic images; log it like the baseline."),
     Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "synthetic"), command=False,
           help="Synthetic minus baseline for every test metric."),

@@ -142,14 +142,21 @@ def resolved(cfg, n_real: int):
 
 
 def _optimizer(model: torch.nn.Module, cfg, total_steps: int):
-    """The optimizer and, unless the schedule is constant, a scheduler stepped once per batch."""
+    """The optimizer and, unless the schedule is constant, a scheduler stepped once per batch. With
+    classifier.backbone_lr below 1, the backbone learns at that share of the head's rate (fine-tuning)."""
+    params, max_lr = model.parameters(), cfg.lr
+    if cfg.backbone_lr != 1.0:
+        head = {id(p) for p in classifiers.head_of(model).parameters()}
+        params = [{"params": [p for p in model.parameters() if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr},
+                  {"params": [p for p in model.parameters() if id(p) in head], "lr": cfg.lr}]
+        max_lr = [cfg.lr * cfg.backbone_lr, cfg.lr]
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.schedule == "onecycle":
         # Momentum cycling assumes SGD's momentum or Adam's beta1; both have one.
-        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.25)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(total_steps, 1), pct_start=0.25)
     if cfg.schedule == "cosine":
         return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     return opt, None
@@ -158,12 +165,15 @@ def _optimizer(model: torch.nn.Module, cfg, total_steps: int):
 def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, device: torch.device,
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, label: str = "classifier",
                      on_epoch: Callable[[int, dict], None] | None = None,
-                     synthetic: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-                     ) -> tuple[torch.nn.Module, History]:
+                     synthetic: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+                     weights: tuple[dict, str] | None = None) -> tuple[torch.nn.Module, History]:
     """Train a fresh network of classifier.kind on real uint8 images `x` with labels `y` (see ClassifierConfig), plus
     `synthetic` = (images, hard labels, soft targets or None) mixed in as the config says.
 
     `on_epoch(epoch, row)` is called after each epoch with its metrics (a sweep reports and prunes there).
+    `weights` = (state dict, its digest): the starting weights (classifier.init); classifier.mode
+    `probe` trains the head alone on the frozen backbone's cached features, `probe-then-train` does
+    so for the first half of the epochs and then trains every weight.
     """
     # Under `steps` a small set runs many short epochs; validating each would cost more than the
     # training, so validation keeps the nominal epochs' cadence (and always runs on the last one).
@@ -172,10 +182,20 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     torch.manual_seed(cfg.seed)
     model = classifiers.build(cfg, n_classes, x.shape[1], x.shape[-1]).to(device, memory_format=torch.channels_last)
     classifiers.fit_data(cfg, model, x)
+    if weights is not None:
+        from harness.classifiers import weights as starting
+        starting.apply(model, weights[0], cfg.init)
+    probe_epochs = {"probe": cfg.epochs, "probe-then-train": cfg.epochs // 2}.get(cfg.mode, 0)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n_real = len(x)
     xs, ys, soft = synthetic if synthetic is not None else (x[:0], y[:0], None)
     n_syn = len(xs)
+    if probe_epochs:
+        from harness.classifiers import probe
+        feats = torch.cat([probe.features(model, x, weights[1], device), probe.features(model, xs, weights[1], device)])
+        val_feats = probe.features(model, val[0], weights[1], device) if val is not None and len(val[0]) else None
+        frozen = [p for p in model.parameters() if p.requires_grad]
+        head = set(map(id, classifiers.head_of(model).parameters()))
     x, y = torch.cat([x, xs]).to(device), torch.cat([y, ys]).to(device)
     # Per-sample targets and weights only when something differs from plain cross-entropy, so that
     # the baseline's arithmetic is exactly the reference's.
@@ -197,6 +217,10 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     history = History()
     with progress.bar(total_steps, label, item_show_func=lambda s: s) as bar:
         for epoch in range(1, cfg.epochs + 1):
+            probing = epoch <= probe_epochs
+            if probe_epochs:  # the backbone learns only once the probe stage is over
+                for p in frozen:
+                    p.requires_grad_(not probing or id(p) in head)
             model.train()
             batches = _epoch_batches(epoch, n_real, n_syn, cfg, gen, device, streams)
             seen = sum(len(b) for b in batches)
@@ -204,9 +228,12 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
             correct = torch.zeros((), device=device, dtype=torch.long)
             for idx in batches:
                 xb, yb = x[idx], y[idx]
-                xb, mixed_targets = augment(xb, yb, cfg.augmentation, gen, n_classes, ops)
-                with amp:
-                    hidden = model.embed(xb)
+                if probing:  # the frozen backbone's features, computed once
+                    hidden, mixed_targets = feats[idx], None
+                else:
+                    xb, mixed_targets = augment(xb, yb, cfg.augmentation, gen, n_classes, ops)
+                    with amp:
+                        hidden = model.embed(xb)
                 # The last layer, the loss and its sums in fp32: bf16 logits (8 bits of mantissa)
                 # cost test accuracy here (docs/precision.md); the convolutions carry the speed-up.
                 logits = model.classify(hidden.float())
@@ -233,7 +260,12 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                 raise HarnessError(f"{label} training diverged at epoch {epoch}: the loss is {row['train/loss']}; "
                                    f"lower classifier.lr ({cfg.lr})")
             if val is not None and len(val[0]) and (epoch % val_every == 0 or epoch == cfg.epochs):
-                pred = predict_proba(model, val[0], device).argmax(1)
+                if probing:
+                    model.eval()
+                    with torch.no_grad():
+                        pred = model.classify(val_feats).argmax(1).cpu()
+                else:
+                    pred = predict_proba(model, val[0], device).argmax(1)
                 row["val/accuracy"] = (pred == val[1]).float().mean().item()
             history.epochs.append(row)
             bar.current_item = "  ".join(f"{k.split('/')[0]} {k.split('/')[1][:3]} {v:.3f}" for k, v in row.items())

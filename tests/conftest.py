@@ -106,6 +106,17 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+def install_plugin(root: Path, module: str, source: str, group: str, name: str, monkeypatch) -> None:
+    """A plugin distribution as pip leaves one: its module and a dist-info with the entry point."""
+    root.mkdir()
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {module}\n")
+    monkeypatch.syspath_prepend(str(root))
+
+
 def invoke(runner, args, ok=True):
     """Run the real CLI in-process; on an unexpected exit code show what it printed."""
     from harness.cli import main

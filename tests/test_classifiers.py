@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import invoke
+from conftest import install_plugin, invoke
 from harness import classifiers, config, table
 from harness.tracking import provenance
 
@@ -94,13 +94,7 @@ def build(settings, n_classes, channels, image_size):
 def test_a_plugin_classifier_from_an_entry_point_runs_a_pipeline_and_is_keyed(runner, client, tree, tmp_path,
                                                                               monkeypatch):
     site = tmp_path / "site"
-    site.mkdir()
-    (site / "harness_mean_plugin.py").write_text(PLUGIN)
-    info = site / "harness_mean_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-mean-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[harness.classifiers]\nmean = harness_mean_plugin\n")
-    monkeypatch.syspath_prepend(str(site))
+    install_plugin(site, "harness_mean_plugin", PLUGIN, "harness.classifiers", "mean", monkeypatch)
     assert "mean" in invoke(runner, ["kinds"]).output
     invoke(runner, ["run", *CHEAP, "--data-dir", tree, "--set", "classifier.kind=mean"])
     exp = client.get_experiment_by_name("harness").experiment_id
@@ -124,3 +118,88 @@ def test_the_kind_is_in_the_keys_of_the_phases_that_build_it_and_no_generators(t
     path.write_text(path.read_text().replace("width = settings.width or 64", "width = settings.width or 65"))
     changed = {key for key, v in prints().items() if v != before[key]}
     assert changed == {("resnet18", "baseline"), ("resnet18", "pseudolabel"), ("resnet18", "synthetic")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the weights come from (classifier.init) and how they train (classifier.mode)
+
+RESNET = ["--set", "classifier.kind=resnet18", "--set", "classifier.width=8"]
+
+
+def _torchvision_checkpoint(path, classes: int = 1000):
+    """What a torchvision user has on disk: the raw network's state dict, its head for 1000 classes."""
+    cfg = config.load("tiny", ["classifier.kind=resnet18", "classifier.width=8"]).classifier
+    model = classifiers.build(cfg, classes, 3, 32)
+    raw = {k.removeprefix("backbone."): v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    raw |= {f"fc.{k.removeprefix('head.')}": v for k, v in model.state_dict().items() if k.startswith("head.")}
+    torch.save(raw, path)
+    return raw
+
+
+def test_a_weights_file_is_loaded_offline_and_its_content_is_the_key(runner, client, tree, tmp_path):
+    raw = _torchvision_checkpoint(tmp_path / "w.pt")
+    args = ["baseline", *CHEAP, "--data-dir", tree, *RESNET, "--set", f"classifier.init={tmp_path / 'w.pt'}"]
+    invoke(runner, args)
+    invoke(runner, args)  # the same weights: reused
+    raw["layer1.0.conv1.weight"] = raw["layer1.0.conv1.weight"] + 1  # one tensor changed: a new key
+    torch.save(raw, tmp_path / "w.pt")
+    invoke(runner, args)
+    exp = client.get_experiment_by_name("harness").experiment_id
+    runs = client.search_runs([exp], "tags.`harness.phase` = 'baseline'", order_by=["attributes.start_time ASC"])
+    assert ["harness.reused_from" in r.data.tags for r in runs] == [False, True, False]
+    assert "fine-tuned from" in runs[0].data.tags["mlflow.note.content"]
+    assert str(tmp_path) not in runs[0].data.tags.get("harness.cache_key", "")  # the content, not the path
+    from harness.classifier import load_model
+    loaded, _ = load_model(runs[0].info.run_id)
+    assert loaded.head.weight.shape == (3, 64)  # the 1000-class head was made anew for 3 classes
+
+
+def test_a_probe_computes_the_real_features_once_for_both_arms(runner, client, tree, tmp_path, monkeypatch):
+    from harness.classifiers import probe
+    _torchvision_checkpoint(tmp_path / "w.pt")
+    computed = []
+    real = probe.compute
+    monkeypatch.setattr(probe, "compute", lambda model, images, *a, **k: computed.append(len(images)) or
+                        real(model, images, *a, **k))
+    invoke(runner, ["run", *CHEAP, "--data-dir", tree, *RESNET, "--set", f"classifier.init={tmp_path / 'w.pt'}",
+                    "--set", "classifier.mode=probe", "--set", "classifier.epochs=3"])
+    # baseline: the real training and validation images; synthetic arm: its kept images only
+    assert computed == [60, 30, 64]
+    exp = client.get_experiment_by_name("harness").experiment_id
+    base, syn = (client.search_runs([exp], f"tags.`harness.phase` = '{p}'")[0] for p in ("baseline", "synthetic"))
+    assert "linear probe" in base.data.tags["mlflow.note.content"]
+    from harness.classifier import load_model
+    start = torch.load(tmp_path / "w.pt", weights_only=True)
+    trained, _ = load_model(syn.info.run_id)
+    assert torch.equal(trained.state_dict()["backbone.layer1.0.conv1.weight"], start["layer1.0.conv1.weight"])  # frozen
+
+
+def test_a_logged_model_of_a_harness_run_serves_as_init_and_lpft_moves_the_backbone(runner, client, tree):
+    invoke(runner, ["baseline", *CHEAP, "--data-dir", tree, *RESNET])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    (model,) = client.search_logged_models(experiment_ids=[exp])
+    invoke(runner, ["baseline", *CHEAP, "--data-dir", tree, *RESNET, "--set", f"classifier.init=models:/{model.model_id}",
+                    "--set", "classifier.mode=probe-then-train", "--set", "classifier.epochs=2",
+                    "--set", "classifier.backbone_lr=0.1"])
+    runs = client.search_runs([exp], "tags.`harness.phase` = 'baseline'", order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2 and "LP-FT" in runs[1].data.tags["mlflow.note.content"]
+    from harness.classifier import load_model
+    first, second = (load_model(r.info.run_id)[0].state_dict() for r in runs)
+    assert not torch.equal(first["backbone.conv1.weight"], second["backbone.conv1.weight"])  # fine-tuned after the probe
+
+
+@pytest.mark.parametrize("init,mode,says", [
+    ("{tmp}/missing.pt", "train", "no such weights file"),
+    ("{tmp}/text.pt", "train", "cannot be read as weights"),
+    ("{tmp}/simplecnn.pt", "train", "is for another architecture"),
+    ("scratch", "probe", "needs pretrained weights"),
+    ("models:/m-0123456789abcdef", "train", "does not resolve"),
+])
+def test_bad_weights_are_one_line_before_any_run(runner, client, tree, tmp_path, init, mode, says):
+    (tmp_path / "text.pt").write_text("not weights")
+    torch.save(classifiers.build(config.Config().classifier, 3, 3, 32).state_dict(), tmp_path / "simplecnn.pt")
+    result = invoke(runner, ["run", *CHEAP, "--data-dir", tree, *RESNET, "--set",
+                             f"classifier.init={init.format(tmp=tmp_path)}", "--set", f"classifier.mode={mode}"], ok=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and says in lines[0], result.stderr
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import invoke
+from conftest import install_plugin, invoke
 from harness import config, data, generators
 from harness.context import Memo
 from harness.generators import gan, stream
@@ -155,14 +155,7 @@ def sampler(ctx, cfg, splits):
 
 
 def _install_plugin(root, monkeypatch):
-    """A plugin distribution as pip leaves one: its module and a dist-info with the entry point."""
-    root.mkdir()
-    (root / "harness_grey_plugin.py").write_text(PLUGIN)
-    info = root / "harness_grey_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-grey-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[harness.generators]\ngrey = harness_grey_plugin\n")
-    monkeypatch.syspath_prepend(str(root))
+    install_plugin(root, "harness_grey_plugin", PLUGIN, "harness.generators", "grey", monkeypatch)
 
 
 def test_a_plugin_kind_from_an_entry_point_runs_is_listed_and_fingerprinted(runner, client, tree, tmp_path, monkeypatch):

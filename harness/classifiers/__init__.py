@@ -56,6 +56,11 @@ def fit_data(settings, model, images) -> None:
         kind.fit_data(model, images)
 
 
+def head_of(model):
+    """The module `classify` applies: the part a probe trains and the head's learning rate covers."""
+    return model.head[3:] if getattr(model, "kind", "") == "simplecnn" else model.head
+
+
 def in_words(settings) -> str:
     kind = get(settings.kind)
     name = settings.kind.partition(":")[2] if ":" in settings.kind else kind.NAME

@@ -12,6 +12,7 @@ from harness.classifiers.net import Classifier, last_linear, replace
 from harness.errors import HarnessError
 
 NAME = "a torchvision or timm model by name"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZES = ()  # whatever the model takes: checked by building it and running one image
 
 
@@ -25,16 +26,25 @@ def build(settings, n_classes: int, channels: int, image_size: int) -> Classifie
     if library == "timm":
         import timm
         net = timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=channels)
-        head = net.get_classifier()
+        head, cfg = net.get_classifier(), net.pretrained_cfg
         net.reset_classifier(0)  # the backbone returns its pooled features
-        return Classifier(settings.kind, settings.width, net, head, channels, image_size)
+        # Pretrained weights come with the statistics they were trained on (timm's pretrained_cfg).
+        stats = (cfg.get("mean"), cfg.get("std")) if settings.init != "scratch" and channels == 3 else (None, None)
+        model = Classifier(settings.kind, settings.width, net, head, channels, image_size, *stats)
+        model.head_source = cfg.get("classifier")
+        return model
     import torchvision
     net = torchvision.models.get_model(name, weights=None)
     layer_name, old = last_linear(net)
     replace(net, layer_name, nn.Identity())
     if channels != 3:
         _first_conv(net, channels)
-    return Classifier(settings.kind, settings.width, net, nn.Linear(old.in_features, n_classes), channels, image_size)
+    # torchvision's pretrained weights are ImageNet's, normalized with its statistics.
+    stats = (IMAGENET_MEAN, IMAGENET_STD) if settings.init != "scratch" and channels == 3 else (None, None)
+    model = Classifier(settings.kind, settings.width, net, nn.Linear(old.in_features, n_classes), channels, image_size,
+                       *stats)
+    model.head_source = layer_name
+    return model
 
 
 def _first_conv(net: nn.Module, channels: int) -> None:

@@ -37,6 +37,9 @@ class Classifier(nn.Module):
     """A kind's backbone and head behind the one interface (see the module docstring). `kind` and
     `width` are what a checkpoint records, so that loading rebuilds the same network."""
 
+    head_prefix = "head."  # the head's keys in the state dict
+    head_source: str | None = None  # the raw network's head layer, where a checkpoint of it names one
+
     def __init__(self, kind: str, width: int, backbone: nn.Module, head: nn.Module, channels: int, image_size: int,
                  mean=None, std=None):
         super().__init__()

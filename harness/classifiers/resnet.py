@@ -20,7 +20,9 @@ def build(settings, n_classes: int, channels: int, image_size: int) -> Classifie
     else:
         net = _scaled(width, channels, image_size, n_classes)
     head, net.fc = net.fc, nn.Identity()
-    return Classifier("resnet18", width, net, head, channels, image_size)
+    model = Classifier("resnet18", width, net, head, channels, image_size)
+    model.head_source = "fc"  # a torchvision checkpoint's head (classifier.init)
+    return model
 
 
 def _scaled(width: int, channels: int, image_size: int, n_classes: int):

@@ -18,6 +18,7 @@ class SimpleCNN(nn.Module):
     """
 
     kind = "simplecnn"
+    head_prefix = "head.4."  # the last linear layer: what `classify` adds after `embed`
 
     def __init__(self, n_classes: int, width: int = 32, hidden: int = 256, dropout: float = 0.5,
                  channels: int = 3, image_size: int = 32):

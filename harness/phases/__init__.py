@@ -1,7 +1,7 @@
 """One module per phase, each with `compute(ctx, cfg, inputs, **options)`, run inside the phase's
 open MLflow run, and `load(ctx, cfg, run)`, the outputs of a finished run of it; `check` and
 `before` (below: the defaults, which most phases import) run before its run opens. What each reads
-and consumes is declared once, in the table of harness/pipeline.py."""
+and consumes is declared once, in the table of harness/table.py."""
 from __future__ import annotations
 
 

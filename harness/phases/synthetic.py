@@ -11,6 +11,7 @@ import mlflow
 
 from harness import classifier, classifiers
 from harness.classifier import ClassifierResult, load_model
+from harness.classifiers import weights
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
@@ -21,7 +22,8 @@ def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_r
     sizes = {"data/n_real": len(splits.train_x), "data/n_synthetic": len(kept.images)}
     mlflow.log_metrics(sizes)
     model, m = classifier.fit_and_report(cfg, splits, ctx.device, "synthetic", on_epoch=on_epoch,
-                                         evaluate_test=evaluate_test, synthetic=(kept.images, kept.labels, kept.soft))
+                                         evaluate_test=evaluate_test, synthetic=(kept.images, kept.labels, kept.soft),
+                                         weights=weights.resolved(ctx, cfg.classifier))
     return ClassifierResult("", m | sizes, trained=model)
 
 
