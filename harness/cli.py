@@ -176,12 +176,25 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     if cfg.data.classes == ("all",):
         # The data's own class names, in the config every phase, key and record sees.
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
+    if cfg.classifier.init == "pretrain" and not cfg.pretrain.classes:
+        # Every class of the data that the study does not use, in the config every key sees.
+        others = [c for c in data.open_source(data_dir, cfg.data).classes if c not in cfg.data.classes]
+        if not others:
+            raise HarnessError("classifier.init=pretrain: every class of the data is one of data.classes, so none "
+                               "is left to pretrain on; set pretrain.classes, or give a tree with more classes")
+        cfg = config.apply(cfg, {"pretrain.classes": others})
     ctx = Context(None if dry_run else store.configure(experiment, _say), device, data_dir, use_cache=not no_cache,
                   resume=resume)
     if check_kind:  # the starting weights: there, readable, a state dict (a URI needs the store)
         from harness.classifiers import weights
         if not (dry_run and cfg.classifier.init.startswith(weights.URIS)):
             weights.check(ctx, cfg)
+    if cfg.classifier.init == "pretrain":  # its classes are in the data, with images to train on
+        from harness.phases import pretrain
+        try:
+            ctx.splits(pretrain.data_config(cfg))
+        except HarnessError as e:
+            raise HarnessError(f"pretrain.classes: {e}") from None
     note = generators.cost_note(cfg, device)
     if note:
         _say(f"note: {note}")
@@ -227,7 +240,7 @@ def main():
 
 UPSTREAM_HELP = {"generator": "Generator run to sample from", "generate": "Synthetic images to label",
                  "baseline": "Classifier that labels", "pseudolabel": "Kept synthetic images",
-                 "evaluator": "Sample-quality evaluator"}
+                 "evaluator": "Sample-quality evaluator", "pretrain": "Pretrained classifier (classifier.init=pretrain)"}
 
 
 def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):

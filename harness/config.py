@@ -54,7 +54,7 @@ class DataConfig:
 class ClassifierConfig:
     SWEEP: ClassVar[bool] = True  # a sweep's trial may vary it (what a trial trains)
     kind: str = "simplecnn"  # the network of both arms: simplecnn (the reference) | resnet18 | airbench | torchvision:NAME | timm:NAME | an installed plugin's name: `harness kinds`
-    init: str = setting("scratch", unhashed=True)  # scratch | a weights file (state dict; torchvision, timm, Lightning or harness checkpoint) | models:/NAME/VERSION, models:/m-ID, runs:/RUN_ID (a harness run's classifier); the key covers the weights' content, not this name
+    init: str = setting("scratch", unhashed=True)  # scratch | pretrain (a pretrain phase on other classes: [pretrain]) | a weights file (state dict; torchvision, timm, Lightning or harness checkpoint) | models:/NAME/VERSION, models:/m-ID, runs:/RUN_ID (a harness run's classifier); the key covers the weights' content, not this name
     mode: str = setting("train", choices=("train", "probe", "probe-then-train"))  # train: every weight (from pretrained weights: fine-tuning) | probe: backbone frozen, its features computed once and cached, the head alone trains (no augmentation) | probe-then-train: LP-FT (Kumar et al. 2022): the first half of the epochs a probe, then every weight
     backbone_lr: float = setting(1.0, gt=0.0, le=1.0)  # the backbone's learning rate as a factor of the head's (fine-tuning)
     width: int = setting(0, ge=0)  # the kind's width (simplecnn: first conv channels, 32; resnet18: 64; airbench: first block, 64); 0 = the kind's own
@@ -179,6 +179,18 @@ class PseudolabelConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """classifier.init = pretrain: the classifier's network trained first, supervised, on classes disjoint
+    from the study's (harness/phases/pretrain.py), and both arms started from it; one run serves every
+    seed and cell that asks for the same backbone."""
+    OPTIONAL: ClassVar[bool] = True
+    classes: tuple[str, ...] = ()  # the classes to pretrain on; empty: every class of the data not in data.classes (CIFAR-10's reference study: the other 7)
+    n_per_class: int = setting(0, ge=0)  # training images per class; 0: all
+    epochs: int = setting(15, gt=0)  # passes over them (with the classifier's optimizer, learning rate and augmentation)
+    seed: int = setting(0, ge=0, le=SEED_MAX)  # weight init, draw and batch order (one backbone for every seed of a study)
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     enabled: bool = False  # offline sample quality on gan checkpoints and generate runs
     n_samples: int = setting(1000, gt=0)  # generated images measured per gan checkpoint
@@ -211,6 +223,7 @@ class Config:
     pseudolabel: PseudolabelConfig = field(default_factory=PseudolabelConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     seeds: SeedsConfig = field(default_factory=SeedsConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 def sections() -> dict[str, type]:
@@ -407,6 +420,10 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"gan.diffaugment: unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     if cfg.generate.checkpoint_epoch == -1 and not cfg.quality.enabled:
         raise HarnessError("generate.checkpoint_epoch=-1 (the best checkpoint by quality) needs quality.enabled=true")
+    overlap = sorted(set(cfg.pretrain.classes) & set(cfg.data.classes))
+    if overlap:
+        raise HarnessError(f"pretrain.classes overlaps data.classes ({', '.join(overlap)}): pretraining on the study's "
+                           "own classes leaks its task into both arms; pretrain on other classes")
     if cfg.data.classes != ("all",) and (len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2):
         raise HarnessError(f"data.classes must name at least 2 distinct classes (or be all), got {list(cfg.data.classes)}")
     if cfg.diffusion.guidance > 0 and cfg.diffusion.label_dropout == 0:

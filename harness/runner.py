@@ -65,7 +65,7 @@ class Runner:
         outside = row.phase.outside(self.ctx, cfg) if row.phase.outside else ""
         if outside:
             parts.append(outside)
-        if row.phase.weights and cfg.classifier.init != "scratch":
+        if row.phase.weights and cfg.classifier.init not in ("scratch", "pretrain"):  # pretrain: an upstream key
             from harness.classifiers import weights
             parts.append(weights.digest(self.ctx, cfg.classifier.init))
         parts += [f"{u}={upstream_keys[u]}" for u in row.upstream]

@@ -63,6 +63,25 @@ _CLASSIFIER_SYNTHETIC = ("classifier.budget", "classifier.synthetic_share", "cla
                          "classifier.real_only_epochs")  # how synthetic images enter training: not the baseline's
 
 
+def _pretrains(cfg: Config) -> bool:
+    return cfg.classifier.init == "pretrain"
+
+
+def _pretrain_data(cfg: Config):
+    from harness.errors import HarnessError
+    from harness.phases import pretrain
+    if not cfg.pretrain.classes:
+        raise HarnessError("classifier.init=pretrain needs pretrain.classes (commands fill in every class of the data "
+                           "that is not in data.classes)")
+    return pretrain.data_config(cfg)
+
+
+# What the pretrain phase reads of the classifier: its network and how it trains, not the arms' mixing.
+_PRETRAIN_READS = ("pretrain", "data.source", "data.image_size", "data.channels", "classifier.kind",
+                   "classifier.width", "classifier.batch_size", "classifier.lr", "classifier.weight_decay",
+                   "classifier.optimizer", "classifier.schedule", "classifier.augmentation", "classifier.precision")
+
+
 def _evaluator_data(cfg: Config):
     from harness import quality
     return quality.evaluator_data(cfg)
@@ -125,9 +144,12 @@ class Phase:
 
 
 PHASES: dict[str, Phase] = {p.name: p for p in [
+    Phase("pretrain", "harness.phases.pretrain", _PRETRAIN_READS, data=("train", "test"), data_of=_pretrain_data,
+          when=_pretrains, long=True, classifier_code=True,
+          help="Pretrain the classifier (classifier.init=pretrain) on classes disjoint from the study's: pretrain.classes."),
     Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
           when=_quality, long=True, data_of=_evaluator_data, command=False, help="Train the sample-quality evaluator CNN (quality.enabled)."),
-    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC,
+    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC, upstream=("pretrain",),
           data=("train", "val", "test"), long=True, classifier_code=True, weights=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
     Phase("generator", "harness.phases.generator", _generator_sections, ignores=_generator_ignores,
           data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
@@ -139,7 +161,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
           in_memory=True, classifier_code=True,
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
-    Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pseudolabel",), data=("train", "val", "test"),
+    Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pretrain", "pseudolabel"), data=("train", "val", "test"),
           long=True, logs_inputs=("pseudolabel",), classifier_code=True, weights=True,
           help="Train the same classifier from scratch on real + kept synthetic images; log it like the baseline."),
     Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "synthetic"), command=False,

@@ -23,19 +23,6 @@ TREE_CLASSES = ("airplane", "automobile", "bird", "cat")
 TREE_COLOURS = {"airplane": (200, 60, 60), "automobile": (60, 200, 60), "bird": (60, 60, 200), "cat": (200, 200, 60)}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
-def pytest_collection_modifyitems(items):
-    """Tests that share one service run on one xdist worker, one at a time: the PostgreSQL databases
-    behind the many-workers tests' MLflow server (each worker would start its own over them), and the
-    one-node Slurm, whose two CPUs one array job fills."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "mlflow_server" in fixtures or "[postgresql]" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group("postgres"))
-        elif item.path.name == "test_slurm.py":
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-
-
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory) -> Path:
     """MLflow's schema migration takes seconds: do it once, copy the file per test."""

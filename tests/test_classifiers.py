@@ -117,7 +117,8 @@ def test_the_kind_is_in_the_keys_of_the_phases_that_build_it_and_no_generators(t
     path = package / "classifiers" / "resnet.py"
     path.write_text(path.read_text().replace("width = settings.width or 64", "width = settings.width or 65"))
     changed = {key for key, v in prints().items() if v != before[key]}
-    assert changed == {("resnet18", "baseline"), ("resnet18", "pseudolabel"), ("resnet18", "synthetic")}
+    assert changed == {("resnet18", "pretrain"), ("resnet18", "baseline"), ("resnet18", "pseudolabel"),
+                       ("resnet18", "synthetic")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,3 +204,21 @@ def test_bad_weights_are_one_line_before_any_run(runner, client, tree, tmp_path,
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and says in lines[0], result.stderr
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_a_pretrain_phase_on_the_other_classes_is_reused_by_a_second_seed(runner, client, tree):
+    two = ["--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile",
+           "--set", "generator.kind=noise", "--set", "classifier.epochs=1", *RESNET,
+           "--set", "classifier.init=pretrain", "--set", "pretrain.epochs=1"]
+    invoke(runner, ["run", *two, "--seeds", "2"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    pre = client.search_runs([exp], "tags.`harness.phase` = 'pretrain'", order_by=["attributes.start_time ASC"])
+    assert len(pre) == 2 and ["harness.reused_from" in r.data.tags for r in pre] == [False, True]
+    assert pre[0].data.params["pretrain.classes"] == "bird,cat"  # every class of the data the study does not use
+    bases = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
+    assert {b.data.params["upstream.pretrain"] for b in bases} == {pre[0].info.run_id}
+    assert all("fine-tuned from `pretrain`" in b.data.tags["mlflow.note.content"] for b in bases)
+    leak = invoke(runner, ["run", *two, "--set", "pretrain.classes=airplane,cat"], ok=False)
+    assert leak.exit_code == 2 and "leaks" in leak.stderr
+    none_left = invoke(runner, ["run", *two, "--set", "data.classes=all"], ok=False)
+    assert none_left.exit_code == 2 and "none is left to pretrain on" in none_left.stderr

@@ -473,6 +473,7 @@ PERTURB = {
     "quality.n_samples": 24, "quality.evaluator_per_class": 15, "quality.evaluator_epochs": 2, "quality.k": 2,
     "quality.cas": False, "quality.precision": "flip",
     "seeds.count": 2, "seeds.share_generator": True, "seeds.generators": 2,
+    "pretrain.classes": "cat", "pretrain.n_per_class": 5, "pretrain.epochs": 2, "pretrain.seed": 1,
 }
 SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
 
@@ -529,6 +530,8 @@ def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
     flat = config.flat_values(base)
     flip = {"fp32": "bf16", "bf16": "fp32"}
     for name, phase in table.PHASES.items():
+        if name not in done:  # a phase that does not run under this config (pretrain: classifier.init=pretrain)
+            continue
         declared = _declared(phase, base)
         updates = {k: (flip[flat[k]] if v == "flip" else v) for k, v in PERTURB.items() if k not in declared}
         other = config.apply(base, updates)

@@ -20,8 +20,9 @@ SLURM_CONF = os.environ.get("HARNESS_TEST_SLURM")
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
 LONG_GAN = ["--set", "gan.epochs=160", "--set", "gan.checkpoint_every=20", "--set", "gan.sample_every=1000"]
 
-pytestmark = pytest.mark.skipif(not SLURM_CONF, reason="HARNESS_TEST_SLURM is not set (.ci/run starts a one-node "
-                                "Slurm and sets it)")
+pytestmark = [pytest.mark.skipif(not SLURM_CONF, reason="HARNESS_TEST_SLURM is not set (.ci/run starts a one-node "
+                                 "Slurm and sets it)"),
+              pytest.mark.xdist_group("slurm")]  # one test process: one array job fills the node's two CPUs
 
 
 def _squeue(env, job: str) -> list[str]:

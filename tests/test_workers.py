@@ -95,7 +95,11 @@ def mlflow_server(tmp_path_factory):
         _stop(proc)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The tests on PostgreSQL share one test process (xdist group), and so one MLflow server: starting it costs ~15 s.
+ON_POSTGRES = pytest.mark.xdist_group("postgres")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=ON_POSTGRES)])
 def backend(request, tmp_path, template_db, monkeypatch):
     """(tracking URI, Optuna storage URL, experiment name) on one backend, fresh for the test; the
     server's user and password are in the environment, where MLflow reads them."""
@@ -277,6 +281,7 @@ def test_a_password_in_a_url_is_never_printed(runner, tree, tmp_path, monkeypatc
     assert out.exit_code == 2 and "harness:***@127.0.0.1:9" in out.stderr and secret not in out.output
 
 
+@ON_POSTGRES
 def test_an_authenticated_server_refuses_in_one_line(mlflow_server, runner, tree, monkeypatch):
     # A wrong password, and a user who may read but not write the experiment: one line naming the
     # server and the user, never the password; exit 2, no traceback, no run opened.

@@ -26,13 +26,18 @@ def pretrained(init: str) -> bool:
     return init != "scratch"
 
 
+def from_file_or_uri(init: str) -> bool:
+    """Weights the harness reads from outside (not its own pretrain phase, whose key covers them)."""
+    return init not in ("scratch", "pretrain")
+
+
 def check(ctx, cfg) -> None:
     """Before any run opens: the weights are there, readable, a state dict, and fit the network."""
     settings = cfg.classifier
     if settings.mode != "train" and not pretrained(settings.init):
         raise HarnessError(f"classifier.mode={settings.mode} freezes the backbone, which needs pretrained weights: "
                            "set classifier.init to a weights file, a models:/ or runs:/ URI")
-    if pretrained(settings.init):
+    if from_file_or_uri(settings.init):
         from harness import classifiers
         apply(classifiers.build(settings, 2, cfg.data.channels, cfg.data.image_size), load(ctx, settings.init),
               settings.init)
@@ -68,14 +73,18 @@ def unwrap(state, where: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def resolved(ctx, settings) -> tuple[dict, str] | None:
-    """(state dict, digest) of classifier.init for the training loop; None from scratch."""
+def resolved(ctx, settings, inputs: dict | None = None) -> tuple[dict, str] | None:
+    """(state dict, what stands for it) of classifier.init for the training loop; None from scratch.
+    `inputs`: the phase's, which hold the pretrain phase's result under classifier.init=pretrain."""
+    if settings.init == "pretrain":
+        done = (inputs or {})["pretrain"]
+        return unwrap(_from_run(ctx, done.source_run_id, "pretrain"), "pretrain"), f"pretrain:{done.downstream_key}"
     return (load(ctx, settings.init), digest(ctx, settings.init)) if pretrained(settings.init) else None
 
 
 def digest(ctx, init: str) -> str:
     """What stands for the weights in a key: a hash of their names and values."""
-    if not pretrained(init):
+    if not from_file_or_uri(init):
         return ""
     h = hashlib.sha256()
     for name, tensor in sorted(load(ctx, init).items()):

@@ -9,7 +9,7 @@ from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 def compute(ctx, cfg, inputs) -> ClassifierResult:
     from harness.classifiers import weights
     model, m = classifier.fit_and_report(cfg, ctx.splits(cfg.data), ctx.device, "baseline",
-                                         weights=weights.resolved(ctx, cfg.classifier))
+                                         weights=weights.resolved(ctx, cfg.classifier, inputs))
     return ClassifierResult("", m, trained=model)
 
 

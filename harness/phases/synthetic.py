@@ -23,7 +23,7 @@ def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_r
     mlflow.log_metrics(sizes)
     model, m = classifier.fit_and_report(cfg, splits, ctx.device, "synthetic", on_epoch=on_epoch,
                                          evaluate_test=evaluate_test, synthetic=(kept.images, kept.labels, kept.soft),
-                                         weights=weights.resolved(ctx, cfg.classifier))
+                                         weights=weights.resolved(ctx, cfg.classifier, inputs))
     return ClassifierResult("", m | sizes, trained=model)
 
 

@@ -1,0 +1,43 @@
+"""Pretrain phase (classifier.init = pretrain only): the classifier's network trained, supervised, on
+classes disjoint from the study's (pretrain.classes: by default every other class of the data; for
+CIFAR-10's reference study the other 7, 35,000 images), so that "does synthetic data help a pretrained
+backbone?" is measurable on any machine, with no download. Both arms start from its weights (their
+keys consume its key); it is logged like the baseline (artifacts: harness/classifier.py), its test
+metrics on those classes' test images.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from harness import classifier
+from harness.classifier import ClassifierResult
+from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
+
+
+def data_config(cfg):
+    """The draw it trains on: pretrain.classes, every image of each (or pretrain.n_per_class), no validation."""
+    p = cfg.pretrain
+    return dataclasses.replace(cfg.data, classes=p.classes, n_per_class=p.n_per_class, val_per_class=0, seed=p.seed)
+
+
+def training(cfg):
+    """The study's classifier settings (kind, width, optimizer, learning rate, augmentation, precision)
+    for pretrain.epochs from scratch: the arms' synthetic-image settings do not apply."""
+    c, defaults = cfg.classifier, type(cfg.classifier)()
+    return dataclasses.replace(c, epochs=cfg.pretrain.epochs, steps=0, seed=cfg.pretrain.seed, init="scratch",
+                               mode="train", backbone_lr=1.0, budget=defaults.budget, real_only_epochs=0,
+                               synthetic_share=defaults.synthetic_share, synthetic_weight=defaults.synthetic_weight)
+
+
+def compute(ctx, cfg, inputs) -> ClassifierResult:
+    own = dataclasses.replace(cfg, classifier=training(cfg), data=data_config(cfg))
+    model, m = classifier.fit_and_report(own, ctx.splits(own.data), ctx.device, "pretrain")
+    return ClassifierResult("", m, trained=model)
+
+
+def load(ctx, cfg, run) -> ClassifierResult:
+    return ClassifierResult(run.info.run_id, dict(run.data.metrics))
+
+
+def summary(result: ClassifierResult, cfg) -> str:
+    return classifier.summary(f"pretrain run {result.run_id}", result.metrics, cfg.pretrain.classes)
