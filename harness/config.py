@@ -490,6 +490,10 @@ def apply(cfg: Config, updates: dict[str, object]) -> Config:
             sub_hints = _fields(typ)
             if sub not in sub_hints:
                 raise HarnessError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+            default = next(f.default for f in dataclasses.fields(typ) if f.name == sub)
+            if default == () and value in ("", [], ()):  # a list whose empty default means something (pretrain.classes)
+                sections.setdefault(section, {})[sub] = ()
+                continue
             sections.setdefault(section, {})[sub] = _coerce(key, sub_hints[sub], value)
         else:
             top[section] = _coerce(key, typ, value)
