@@ -392,8 +392,15 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                 except BaseException:
                     storage.set_trial_state_values(trial_id, FAIL)  # a crash: handed back, it would crash again
                     raise
-                storage.set_trial_user_attr(trial_id, "pipeline_run", result.run_id)
-                storage.set_trial_state_values(trial_id, COMPLETE, [result.results["compare"].deltas["delta/accuracy"]])
+                try:
+                    storage.set_trial_user_attr(trial_id, "pipeline_run", result.run_id)
+                    storage.set_trial_state_values(trial_id, COMPLETE,
+                                                   [result.results["compare"].deltas["delta/accuracy"]])
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # A loaded machine delayed this worker's heartbeat past the grace period: a peer took
+                    # the item for dead and queued it again. Its copy reuses every phase finished here.
+                    ctx.store.say(f"grid item {label}, seed {seed}: another worker took it over (this worker's "
+                                  "heartbeat came late); its copy reuses the phases finished here")
         if not study.get_trials(deepcopy=False, states=(WAITING, RUNNING)):
             report_md, _ = report(ctx, study, parent.run_id)
             return parent.run_id, report_md

@@ -23,15 +23,6 @@ TREE_CLASSES = ("airplane", "automobile", "bird", "cat")
 TREE_COLOURS = {"airplane": (200, 60, 60), "automobile": (60, 200, 60), "bird": (60, 60, 200), "cat": (200, 200, 60)}
 
 
-# The files whose tests take the longest (servers, schedulers, browsers, killed processes): started
-# first, so that the two test processes end together instead of one waiting on a long last test.
-LONG_FIRST = ("test_workers.py", "test_slurm.py", "test_ui.py", "test_faults.py")
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: LONG_FIRST.index(item.path.name) if item.path.name in LONG_FIRST else len(LONG_FIRST))
-
-
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory) -> Path:
     """MLflow's schema migration takes seconds: do it once, copy the file per test."""

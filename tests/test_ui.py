@@ -79,10 +79,20 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
             time.sleep(0.5)
         exp_url = f"{base}/#/experiments/{exp.experiment_id}"
 
-        runs_page = _dump(browser, f"{exp_url}/runs", tmp_path / "p1")
+        # The five pages load at once, each in its own browser profile: a browser start is seconds of
+        # waiting on the server, and five in a row cost the sum of them.
+        from concurrent.futures import ThreadPoolExecutor
+        ml = "?workflowType=machine_learning"  # the UI's classic-ML view, whatever the browser's last choice
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            runs_page = pool.submit(_dump, browser, f"{exp_url}/runs", tmp_path / "p1")
+            run_page = pool.submit(_dump, browser, f"{exp_url}/runs/{parent.info.run_id}", tmp_path / "p2")
+            charts = pool.submit(_dump_until, browser, f"{exp_url}/runs/{gan.info.run_id}/model-metrics{ml}",
+                                 tmp_path / "p3", "gan/samples")
+            models = pool.submit(_dump_until, browser, f"{exp_url}/models{ml}", tmp_path / "p4", ">generator<")
+            page = pool.submit(_dump, browser, f"{exp_url}/runs/{reused.info.run_id}{ml}", tmp_path / "p5")
+            runs_page, run_page, charts, models, page = (f.result() for f in (runs_page, run_page, charts, models, page))
         assert "pipeline seed=0" in runs_page
 
-        run_page = _dump(browser, f"{exp_url}/runs/{parent.info.run_id}", tmp_path / "p2")
         text = " ".join(run_page.split())
         assert "Child runs" in text
         for name in ("baseline", "generator", "generate", "pseudolabel", "synthetic", "compare"):
@@ -91,15 +101,10 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
         assert "Test accuracy" in run_page  # the Markdown description
 
         # The generator's sample grids: one image chart, gan/samples, with a step slider.
-        ml = "?workflowType=machine_learning"  # the UI's classic-ML view, whatever the browser's last choice
-        charts = _dump_until(browser, f"{exp_url}/runs/{gan.info.run_id}/model-metrics{ml}", tmp_path / "p3",
-                             "gan/samples")
         assert "gan/samples" in charts and 'role="slider"' in charts
         # The Models tab lists the logged classifiers and generator checkpoints.
-        models = _dump_until(browser, f"{exp_url}/models{ml}", tmp_path / "p4", ">generator<")
         assert ">generator<" in models and ">baseline<" in models and ">synthetic<" in models
         # A reused run says where its outputs are, first thing on its page.
-        page = _dump(browser, f"{exp_url}/runs/{reused.info.run_id}{ml}", tmp_path / "p5")
         assert "Reused" in page and f"run {gan.info.run_id}" in page
     finally:
         os.killpg(server.pid, 15)
