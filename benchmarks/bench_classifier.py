@@ -9,11 +9,13 @@ so that machine noise hits them alike; the median round counts. Also prints achi
 against the machine's measured matrix-multiply peak in the precision each variant runs: float32,
 and bfloat16 where the machine has bf16 units (then `harness bf16` runs too: classifier.precision=bf16).
 
-    python benchmarks/bench_classifier.py [--data-dir ../shared/datasets/cifar10] [--rounds 3] [--kind resnet18]
+    python benchmarks/bench_classifier.py [--data-dir ../shared/datasets/cifar10] [--rounds 3] \
+        [--kinds simplecnn,resnet18,airbench] [--images 3000]
 
---kind: any classifier kind (simplecnn, resnet18, airbench, torchvision:NAME, timm:NAME), the same
-network in every variant; the dataloader variant runs for simplecnn only.
-Targets (2-core CPU): harness >= 0.95x bare, >= 1.5x dataloader.
+--kinds: a row per classifier kind (simplecnn, resnet18, airbench, torchvision:NAME, timm:NAME), the
+same network in each variant of a row, all in the machine's native arithmetic (bf16 autocast where it
+has bf16 units: then `harness fp32` runs too); the dataloader variant runs for simplecnn only.
+Targets (2-core CPU): harness >= 0.95x bare for every kind, >= 1.5x dataloader.
 """
 from __future__ import annotations
 
@@ -148,40 +150,16 @@ def train_flops_per_image(device, cfg, batch=64) -> float:
     return counter.get_total_flops() / batch
 
 
-@click.command()
-@click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
-@click.option("--rounds", default=3, show_default=True, help="Timed epochs per variant.")
-@click.option("--augment/--no-augment", default=False, show_default=True, help="Random crop + flip in every variant.")
-@click.option("--kind", default="simplecnn", show_default=True, help="classifier.kind of every variant.")
-@click.option("--width", default=0, show_default=True, help="classifier.width (0: the kind's own).")
-def main(data_dir, rounds, augment, kind, width):
-    device = train.pick_device("auto")
-    cfg = dataclasses.replace(config.Config().classifier, epochs=1, augmentation="crop-flip" if augment else "none",
-                              kind=kind, width=width)
-    if Path(data_dir).is_dir():
-        s = data.load_splits(config.Config().data, data_dir)
-        x, y, source = s.train_x, s.train_y, "CIFAR-10, 3 classes x 1000"
-    else:
-        x = torch.randint(0, 256, (3000, 3, 32, 32), dtype=torch.uint8)
-        y = torch.arange(3000) % 3
-        source = "random uint8 images (no data dir)"
-    n = len(x)
-    xd, yd = x.to(device), y.to(device)
-    loader = DataLoader(PILDataset(x, y, augment), batch_size=cfg.batch_size, shuffle=True, num_workers=2,
-                        persistent_workers=True) if kind == "simplecnn" else None
-    fp32, bf16 = dataclasses.replace(cfg, precision="fp32"), dataclasses.replace(cfg, precision="bf16")
-    variants = {
-        "harness": lambda: train.train_classifier(xd, yd, 3, fp32, device, label="harness"),
-        "bare": lambda: bare_epoch(xd, yd, cfg, device),
-    }
-    if kind == "simplecnn":
-        variants["dataloader"] = lambda: dataloader_epoch(loader, cfg, device)
-    from harness import precision
-    if precision.native_bf16(device)[0]:
-        variants["harness bf16"] = lambda: train.train_classifier(xd, yd, 3, bf16, device, label="harness bf16")
-    print(f"classifier {classifiers.in_words(cfg)}; device {device}, torch threads {torch.get_num_threads()}, {n} images ({source}), "
-          f"batch {cfg.batch_size}, augment {augment}, {rounds} rounds")
-    for fn in variants.values():  # warm-up: allocator, worker start, first-call overheads
+def bare_native(x, y, cfg, device, dtype):
+    """The bare loop in the machine's native arithmetic, as a user would write it: the whole forward
+    under bf16 autocast where the machine has bf16 units."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        bare_epoch(x, y, cfg, device)
+
+
+def timed(variants: dict, rounds: int, device) -> dict[str, list[float]]:
+    """Rounds alternate the variants so that machine noise hits them alike; one warm-up each first."""
+    for fn in variants.values():  # allocator, worker start, first-call overheads
         fn()
     times = {k: [] for k in variants}
     for _ in range(rounds):
@@ -193,21 +171,67 @@ def main(data_dir, rounds, augment, kind, width):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
-    rate = {k: n / statistics.median(v) for k, v in times.items()}
-    flops = train_flops_per_image(device, cfg)
+    return times
+
+
+@click.command()
+@click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
+@click.option("--rounds", default=3, show_default=True, help="Timed epochs per variant.")
+@click.option("--augment/--no-augment", default=False, show_default=True, help="Random crop + flip in every variant.")
+@click.option("--kinds", "--kind", default="simplecnn,resnet18,airbench", show_default=True,
+              help="classifier.kind of each row, comma-separated (any kind: torchvision:NAME, timm:NAME too).")
+@click.option("--width", default=0, show_default=True, help="classifier.width (0: each kind's own).")
+@click.option("--images", default=3000, show_default=True, help="Training images per epoch (the first N).")
+def main(data_dir, rounds, augment, kinds, width, images):
+    from harness import precision
+    device = train.pick_device("auto")
+    native = precision.resolve("auto", device)
+    if Path(data_dir).is_dir():
+        s = data.load_splits(config.Config().data, data_dir)
+        x, y, source = s.train_x[:images], s.train_y[:images], "CIFAR-10, 3 classes"
+    else:
+        x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8)
+        y = torch.arange(images) % 3
+        source = "random uint8 images (no data dir)"
+    n = len(x)
+    xd, yd = x.to(device), y.to(device)
     peak = peaks(device)
-    print(f"\n{'loop':<14}{'images/s':>10}{'GFLOP/s':>10}{'% of peak':>11}   epoch times (s)")
-    for name in variants:
-        own = peak["bf16" if name.endswith("bf16") else "fp32"]  # each against the peak of the arithmetic it runs
-        print(f"{name:<14}{rate[name]:>10.0f}{rate[name] * flops / 1e9:>10.1f}{rate[name] * flops / 1e9 / own:>11.1%}   "
-              + " ".join(f"{t:.2f}" for t in times[name]))
-    print(f"\ntraining cost {flops / 1e6:.1f} MFLOP per image (forward + backward, FlopCounterMode)")
-    print(peaks_line(device, peak))
-    if "harness bf16" in rate:
-        print(f"harness bf16 / harness fp32 = {rate['harness bf16'] / rate['harness']:.2f}x")
-    print(f"harness / bare       = {rate['harness'] / rate['bare']:.2f}x   (target >= 0.95)")
-    if "dataloader" in rate:
-        print(f"harness / dataloader = {rate['harness'] / rate['dataloader']:.2f}x   (target >= 1.5)")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {n} images ({source}), 32 px, batch 64, "
+          f"augment {augment}, {rounds} rounds; native arithmetic: {native}")
+    print(f"\n{'kind':<12}{'loop':<16}{'images/s':>10}{'MFLOP/img':>11}{'GFLOP/s':>9}{'% of peak':>11}   epoch times (s)")
+    ratios = {}
+    for kind in kinds.split(","):
+        base = dataclasses.replace(config.Config().classifier, epochs=1, kind=kind, width=width,
+                                   augmentation="crop-flip" if augment else "none")
+        cfg = dataclasses.replace(base, precision=native)
+        variants = {f"harness {native}": lambda cfg=cfg: train.train_classifier(xd, yd, 3, cfg, device, label=kind),
+                    f"bare {native}": lambda cfg=cfg: bare_native(xd, yd, cfg, device, native)}
+        if native != "fp32":
+            fp32 = dataclasses.replace(base, precision="fp32")
+            variants["harness fp32"] = lambda: train.train_classifier(xd, yd, 3, fp32, device, label=kind)
+        if kind == "simplecnn":
+            loader = DataLoader(PILDataset(x, y, augment), batch_size=base.batch_size, shuffle=True, num_workers=2)
+            variants["dataloader fp32"] = lambda: dataloader_epoch(loader, base, device)
+        times = timed(variants, rounds, device)
+        rate = {k: n / statistics.median(v) for k, v in times.items()}
+        flops = train_flops_per_image(device, cfg)
+        for name in variants:
+            own = peak["bf16" if "bf16" in name else "fp32"]  # each against the peak of the arithmetic it runs
+            print(f"{kind:<12}{name:<16}{rate[name]:>10.0f}{flops / 1e6:>11.1f}{rate[name] * flops / 1e9:>9.1f}"
+                  f"{rate[name] * flops / 1e9 / own:>11.1%}   " + " ".join(f"{t:.2f}" for t in times[name]))
+        ratios[kind] = {"bare": rate[f"harness {native}"] / rate[f"bare {native}"]}
+        if "dataloader fp32" in rate:
+            ratios[kind]["dataloader"] = rate[f"harness {native}"] / rate["dataloader fp32"]
+        if "harness fp32" in rate:
+            ratios[kind]["fp32"] = rate[f"harness {native}"] / rate["harness fp32"]
+    print(f"\nFLOPs: forward + backward per training image (FlopCounterMode); {peaks_line(device, peak)}")
+    for kind, r in ratios.items():
+        line = f"{kind:<12} harness / bare = {r['bare']:.2f}x (target >= 0.95)"
+        if "dataloader" in r:
+            line += f"; harness / dataloader = {r['dataloader']:.2f}x (target >= 1.5)"
+        if "fp32" in r:
+            line += f"; harness {native} / harness fp32 = {r['fp32']:.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
@@ -176,12 +177,18 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     if cfg.data.classes == ("all",):
         # The data's own class names, in the config every phase, key and record sees.
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
+    if cfg.classifier.init == "pretrain" and cfg.pretrain.data_dir and not Path(cfg.pretrain.data_dir).is_dir():
+        raise HarnessError(f"pretrain.data_dir: {cfg.pretrain.data_dir} is not a folder (a tree of class folders, "
+                           "or train/ and test/ of them)")
     if cfg.classifier.init == "pretrain" and not cfg.pretrain.classes:
-        # Every class of the data that the study does not use, in the config every key sees.
-        others = [c for c in data.open_source(data_dir, cfg.data).classes if c not in cfg.data.classes]
+        # Every class of the pretraining tree that the study does not use, in the config every key sees.
+        from harness.phases import pretrain
+        tree = cfg.pretrain.data_dir or data_dir
+        others = [c for c in data.open_source(tree, pretrain.data_config(cfg)).classes if c not in cfg.data.classes]
         if not others:
             raise HarnessError("classifier.init=pretrain: every class of the data is one of data.classes, so none "
-                               "is left to pretrain on; set pretrain.classes, or give a tree with more classes")
+                               "is left to pretrain on; set pretrain.classes, or give a tree with more classes "
+                               "(pretrain.data_dir)")
         cfg = config.apply(cfg, {"pretrain.classes": others})
     ctx = Context(None if dry_run else store.configure(experiment, _say), device, data_dir, use_cache=not no_cache,
                   resume=resume)
@@ -192,7 +199,7 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     if cfg.classifier.init == "pretrain":  # its classes are in the data, with images to train on
         from harness.phases import pretrain
         try:
-            ctx.splits(pretrain.data_config(cfg))
+            ctx.splits(pretrain.data_config(cfg), cfg.pretrain.data_dir or None)
         except HarnessError as e:
             raise HarnessError(f"pretrain.classes: {e}") from None
     note = generators.cost_note(cfg, device)

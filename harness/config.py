@@ -184,7 +184,8 @@ class PretrainConfig:
     from the study's (harness/phases/pretrain.py), and both arms started from it; one run serves every
     seed and cell that asks for the same backbone."""
     OPTIONAL: ClassVar[bool] = True
-    classes: tuple[str, ...] = ()  # the classes to pretrain on; empty: every class of the data not in data.classes (CIFAR-10's reference study: the other 7)
+    classes: tuple[str, ...] = ()  # the classes to pretrain on; empty: every class of the data (or of data_dir) not in data.classes (CIFAR-10's reference study: the other 7)
+    data_dir: str = setting("", unhashed=True)  # another tree to pretrain on (class folders, or train/ and test/ of them); empty: the study's data. Its images' digest is in the key, not this path
     n_per_class: int = setting(0, ge=0)  # training images per class; 0: all
     epochs: int = setting(15, gt=0)  # passes over them (with the classifier's optimizer, learning rate and augmentation)
     seed: int = setting(0, ge=0, le=SEED_MAX)  # weight init, draw and batch order (one backbone for every seed of a study)

@@ -58,16 +58,18 @@ class Context:
     use_cache: bool = True
     resume: bool = False
     memo: Memo = field(default_factory=Memo)
-    loaded_splits: dict = field(default_factory=dict, repr=False)  # DataConfig -> Splits, loaded on first use
+    loaded_splits: dict = field(default_factory=dict, repr=False)  # (DataConfig, folder) -> Splits, loaded on first use
     _fingerprints: dict = field(default_factory=dict, repr=False)
     _modules: object = field(default=None, repr=False)  # provenance.ModuleCache, made on first use
 
-    def splits(self, data_cfg):
-        """The splits of a data config, loaded once per context (a multi-seed study loads each seed's)."""
-        if data_cfg not in self.loaded_splits:
+    def splits(self, data_cfg, data_dir: str | None = None):
+        """The splits of a data config, loaded once per context (a multi-seed study loads each seed's),
+        from `data_dir` where a phase reads another tree (pretrain.data_dir), else --data-dir."""
+        where = (data_cfg, data_dir or self.data_dir)
+        if where not in self.loaded_splits:
             from harness import data
-            self.loaded_splits[data_cfg] = data.load_splits(data_cfg, self.data_dir)
-        return self.loaded_splits[data_cfg]
+            self.loaded_splits[where] = data.load_splits(*where)
+        return self.loaded_splits[where]
 
     def fingerprint(self, roots: tuple[str, ...]) -> str:
         if roots not in self._fingerprints:

@@ -237,8 +237,15 @@ def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], halfwidth: fl
     in one line (`say`)."""
     flat = {k: v for k, v in config.flat(cfg).items() if k != "device"}
     held = study.user_attrs.get(PLAN)
-    if held is not None and held["config"] != flat:
-        raise HarnessError(f"study {study.study_name!r} holds a grid of another base config; give a new --study name")
+    if held is not None:
+        # A setting the plan's harness did not have yet held its default there: an upgrade is no new config.
+        defaults = {k: v for k, v in config.flat(Config()).items() if k != "device"}
+        differ = [k for k in flat if held["config"].get(k, defaults.get(k)) != flat[k]]
+        if differ:
+            k = differ[0]
+            raise HarnessError(f"study {study.study_name!r} holds a grid of another base config ({k} = "
+                               f"{held['config'].get(k, defaults.get(k))!r} there, {flat[k]!r} here"
+                               f"{f', and {len(differ) - 1} more' if len(differ) > 1 else ''}); give a new --study name")
     old_axes = dict((k, v) for k, v in (held or {}).get("axes", []))
     merged = [(k, list(dict.fromkeys(old_axes.get(k, []) + v))) for k, v in axes]
     if held is not None and set(old_axes) != {k for k, _ in axes}:

@@ -48,6 +48,10 @@ class Row:
     def data_config(self, cfg: Config):
         return self.phase.data_of(cfg) if self.phase.data_of else cfg.data
 
+    def splits(self, ctx: Context, cfg: Config):
+        """The splits the phase reads: its draw, from its own tree where it has one."""
+        return ctx.splits(self.data_config(cfg), self.phase.data_dir_of(cfg) if self.phase.data_dir_of else None)
+
 
 class Runner:
     """Runs phases for one Context: `Runner(ctx)`."""
@@ -61,7 +65,7 @@ class Runner:
         row = row or Row.of(name, cfg)
         parts = [name, config_hash(cfg, row.sections, row.ignores), self.ctx.fingerprint(row.phase.code(cfg))]
         if row.data:
-            parts.append(self.ctx.splits(row.data_config(cfg)).digest(*row.data))
+            parts.append(row.splits(self.ctx, cfg).digest(*row.data))
         outside = row.phase.outside(self.ctx, cfg) if row.phase.outside else ""
         if outside:
             parts.append(outside)
@@ -263,7 +267,7 @@ class Runner:
         """The content digest of each split the phase reads, so that comparisons can check them."""
         if not row.data:
             return {}
-        splits = self.ctx.splits(row.data_config(cfg))
+        splits = row.splits(self.ctx, cfg)
         return {"harness.data_source": splits.source, **{f"harness.data.{d}": splits.digest(d) for d in row.data}}
 
     def _log_datasets(self, row: Row, cfg: Config, inputs: dict) -> None:
@@ -280,7 +284,7 @@ class Runner:
         outside = generators.datasets(self.ctx, cfg) if row.phase.outside else []
         if not row.data and not outside:
             return
-        splits = self.ctx.splits(row.data_config(cfg))
+        splits = row.splits(self.ctx, cfg)
         label = splits.uri.rstrip("/").rsplit("/", 1)[-1] or "data"
         sets = [(f"{label}/{CONTEXTS[d]}", getattr(splits, f"{d}_x"), getattr(splits, f"{d}_y"),
                  splits.digest(d).split(":")[1], CONTEXTS[d]) for d in row.data]

@@ -82,6 +82,10 @@ _PRETRAIN_READS = ("pretrain", "data.source", "data.image_size", "data.channels"
                    "classifier.optimizer", "classifier.schedule", "classifier.augmentation", "classifier.precision")
 
 
+def _pretrain_dir(cfg: Config) -> str | None:
+    return cfg.pretrain.data_dir or None
+
+
 def _evaluator_data(cfg: Config):
     from harness import quality
     return quality.evaluator_data(cfg)
@@ -106,6 +110,7 @@ class Phase:
     quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
     long: bool = False  # trains for minutes: its run samples system metrics (CPU, memory, GPU)
     data_of: Callable | None = None  # cfg -> the DataConfig of the draw it reads [default: cfg.data]
+    data_dir_of: Callable | None = None  # cfg -> the tree it draws from where not --data-dir (or None)
     kind_code: bool = False  # its code is also the generator kind's module (a change there is a new key)
     classifier_code: bool = False  # ...and the classifier kind's module (it builds or loads that network)
     weights: bool = False  # it starts from classifier.init: its key covers the weights' content
@@ -145,6 +150,7 @@ class Phase:
 
 PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("pretrain", "harness.phases.pretrain", _PRETRAIN_READS, data=("train", "test"), data_of=_pretrain_data,
+          data_dir_of=_pretrain_dir,
           when=_pretrains, long=True, classifier_code=True,
           help="Pretrain the classifier (classifier.init=pretrain) on classes disjoint from the study's: pretrain.classes."),
     Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),

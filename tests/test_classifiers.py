@@ -222,3 +222,27 @@ def test_a_pretrain_phase_on_the_other_classes_is_reused_by_a_second_seed(runner
     assert leak.exit_code == 2 and "leaks" in leak.stderr
     none_left = invoke(runner, ["run", *two, "--set", "data.classes=all"], ok=False)
     assert none_left.exit_code == 2 and "none is left to pretrain on" in none_left.stderr
+
+
+def test_a_pretrain_phase_on_another_tree_is_keyed_on_its_images_not_its_path(runner, client, tree, tmp_path):
+    other = tmp_path / "other"  # a flat tree of class folders, two classes the study's data does not have
+    for name, src in (("dog", "cat"), ("frog", "bird")):
+        shutil.copytree(tree / "train" / src, other / name)
+    args = ["pretrain", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile", *RESNET,
+            "--set", "classifier.init=pretrain", "--set", "pretrain.epochs=1", "--set", f"pretrain.data_dir={other}"]
+    invoke(runner, args)
+    exp = client.get_experiment_by_name("harness").experiment_id
+    first = client.search_runs([exp], "tags.`harness.phase` = 'pretrain'")[0]
+    assert first.data.params["pretrain.classes"] == "dog,frog"  # every class of that tree
+    assert str(other) in first.data.tags["harness.data_source"]
+    moved = shutil.copytree(other, tmp_path / "moved")
+    invoke(runner, [*args[:-1], f"pretrain.data_dir={moved}"])  # the same images elsewhere: reused
+    again = client.search_runs([exp], "tags.`harness.phase` = 'pretrain'", order_by=["attributes.start_time DESC"])[0]
+    assert again.data.tags["harness.reused_from"] == first.info.run_id
+    png = sorted((moved / "dog").iterdir())[0]
+    png.write_bytes((moved / "frog" / sorted(p.name for p in (moved / "frog").iterdir())[0]).read_bytes())
+    invoke(runner, [*args[:-1], f"pretrain.data_dir={moved}"])  # one image changed: trained anew
+    last = client.search_runs([exp], "tags.`harness.phase` = 'pretrain'", order_by=["attributes.start_time DESC"])[0]
+    assert "harness.reused_from" not in last.data.tags
+    missing = invoke(runner, [*args[:-1], f"pretrain.data_dir={tmp_path / 'nowhere'}"], ok=False)
+    assert missing.exit_code == 2 and "pretrain.data_dir" in missing.stderr and "not a folder" in missing.stderr

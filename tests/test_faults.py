@@ -341,6 +341,19 @@ def test_a_live_process_keeps_its_heartbeat_fresh(client, tracking_uri, monkeypa
     assert client.get_run(pr.run_id).info.status == "FINISHED"
 
 
+def test_a_run_joined_after_its_opener_exited_is_not_reaped_while_joined(client, tracking_uri):
+    # A --plan-only grid opens the grid run and exits; workers join it later. A command run meanwhile
+    # once marked it FAILED under the workers, its owner being the planning process.
+    from harness.tracking import liveness, store
+    s = store.configure("harness")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run = client.create_run(s.experiment_id, tags={liveness.OWNER: f"{socket.gethostname()}:{gone.stdout.strip()}:1"})
+    with store.phase_run(s, "grid", {}, join=run.info.run_id):
+        assert liveness.reap(client, s.experiment_id) == []
+        assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
 def test_every_phase_reads_the_data_dir_it_was_given(runner, client, tree, tmp_path, monkeypatch):
     # With quality on, the evaluator reads data too; it once fell back to torchvision's download, which
     # with a network would have trained it on another copy of the data. No phase may download here.

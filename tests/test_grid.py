@@ -11,6 +11,7 @@ from scipy import stats as scipy_stats
 
 from conftest import invoke
 from harness import grid
+from harness.errors import HarnessError
 from harness.compare import render, stats
 
 T = ["--preset", "tiny", "--set", "data.classes=airplane,automobile,bird"]
@@ -213,6 +214,20 @@ def test_a_rerun_or_a_racing_worker_enqueues_nothing_twice(tmp_path):
     assert len(done) == len(set(done)) == 20
     (dup,) = study.get_trials(states=(grid.PRUNED,))
     assert dup.user_attrs["duplicate"] and dup.user_attrs["seed"] == 3
+
+
+def test_another_base_config_is_refused_by_name_and_an_upgrade_is_not_another(tmp_path):
+    from harness import config
+    study, cfg, axes, _, storage = _constructed(tmp_path)
+    other = config.apply(cfg, {"classifier.epochs": cfg.classifier.epochs + 1})
+    with pytest.raises(HarnessError, match=r"another base config \(classifier.epochs = '\d+' there, '\d+' here\)"):
+        grid.plan(study, other, axes, [0, 1, 2], 1.0, 10)
+    # A plan made before pretrain.data_dir existed: that setting held its default, so the same command
+    # after the upgrade continues the grid instead of refusing it.
+    held = study.user_attrs[grid.PLAN]
+    held["config"].pop("pretrain.data_dir")
+    study.set_user_attr(grid.PLAN, held)
+    assert grid.plan(study, cfg, axes, [0, 1, 2], 1.0, 10) == 0
 
 
 def test_the_report_splits_the_generators_variance_and_says_how_seeds_stopped():

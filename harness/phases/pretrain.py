@@ -15,9 +15,12 @@ from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
 def data_config(cfg):
-    """The draw it trains on: pretrain.classes, every image of each (or pretrain.n_per_class), no validation."""
+    """The draw it trains on: pretrain.classes, every image of each (or pretrain.n_per_class), no validation;
+    from pretrain.data_dir's tree where one is given (its images at the study's size and channels)."""
     p = cfg.pretrain
-    return dataclasses.replace(cfg.data, classes=p.classes, n_per_class=p.n_per_class, val_per_class=0, seed=p.seed)
+    source = "" if p.data_dir else cfg.data.source
+    return dataclasses.replace(cfg.data, source=source, classes=p.classes, n_per_class=p.n_per_class,
+                               val_per_class=0, seed=p.seed)
 
 
 def training(cfg):
@@ -31,7 +34,8 @@ def training(cfg):
 
 def compute(ctx, cfg, inputs) -> ClassifierResult:
     own = dataclasses.replace(cfg, classifier=training(cfg), data=data_config(cfg))
-    model, m = classifier.fit_and_report(own, ctx.splits(own.data), ctx.device, "pretrain")
+    splits = ctx.splits(own.data, cfg.pretrain.data_dir or None)
+    model, m = classifier.fit_and_report(own, splits, ctx.device, "pretrain")
     return ClassifierResult("", m, trained=model)
 
 

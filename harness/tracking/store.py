@@ -337,7 +337,9 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     `join`, that existing run is continued in this process instead (a sweep's one parent; `params`
     unused). Phases run through harness/runner.py, which adds the cache and the claim."""
     if join is not None:
-        with running(store, mlflow.start_run(run_id=join)) as pr:
+        # The joined run is this process's now: a run whose owner is gone reads as dead to the next
+        # command (liveness.why_dead), and its opener (a --plan-only grid) may have ended long ago.
+        with running(store, mlflow.start_run(run_id=join), tags={liveness.OWNER: liveness.owner()}) as pr:
             yield pr
         return
     with running(store, start(store, phase, tags, run_name, system_metrics), params) as pr:
