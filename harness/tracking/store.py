@@ -153,9 +153,12 @@ def configure(experiment: str, say: Callable[[str], None] = liveness.stderr) -> 
             raise HarnessError(f"the MLflow tracking store {mask(uri)} is a folder, not a database file; point "
                                f"MLFLOW_TRACKING_URI at a file in it, e.g. sqlite:///{where / 'mlflow.db'}")
     if uri.startswith(("http://", "https://")):
-        # MLflow retries a dead server for minutes by default; fail fast and say so instead.
+        # MLflow retries a dead server for minutes by default; fail fast and say so instead. A stopped
+        # server refuses at once; the timeout bounds a silent one, and leaves a busy one (basic-auth
+        # hashes a password per request; a checkpoint upload) 30 s: at 10 s a loaded 2-core machine
+        # failed a live server's requests.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     mlflow.set_tracking_uri(uri)
     with _first_use_lock(uri):
         store = _open(uri, experiment)
