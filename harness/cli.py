@@ -449,15 +449,18 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
 @click.option("--experiment", "-e", default="harness", show_default=True, help="Experiment whose runs table to open.")
 def ui(host, port, experiment):
     """Start the MLflow UI on the harness's tracking store (MLFLOW_TRACKING_URI, default
-    sqlite:///mlflow.db) and print the address of the experiment's runs table."""
+    sqlite:///mlflow.db) and print the address of the experiment's runs table, and of each grid's two
+    views of it (its pipelines grouped by cell with the headline columns, and the delta per cell as a chart)."""
     import subprocess
     import sys
     from harness.tracking import store
-    exp_id = store.configure(experiment, _say).experiment_id
-    uri = store.tracking_uri()
+    s = store.configure(experiment, _say)
+    exp_id, uri = s.experiment_id, store.tracking_uri()
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql")) and "://" in uri:
         raise HarnessError(f"{uri} is a tracking server already: open it in a browser instead")
-    click.echo(f"MLflow UI over {uri}\nruns table: http://{host}:{port}/#/experiments/{exp_id}/runs\n(Ctrl-C stops it)")
+    from harness import grid as gridmod
+    views = "".join(f"\ngrid view {v}" for v in gridmod.view_urls(s.client, exp_id, f"http://{host}:{port}"))
+    click.echo(f"MLflow UI over {uri}\nruns table: http://{host}:{port}/#/experiments/{exp_id}/runs{views}\n(Ctrl-C stops it)")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     try:
         raise SystemExit(subprocess.call(cmd))

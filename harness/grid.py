@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 import threading
 from dataclasses import dataclass
 
@@ -328,8 +329,51 @@ def _claim_item(study: optuna.Study):
 
 
 def _grid_run(ctx: Context, study: optuna.Study, created: bool, cfg: Config):
+    save_views(ctx.store, study)
     return studies.study_run(ctx, study, created, {**config.flat(cfg), "grid.study": study.study_name},
                              f"grid {study.study_name}", {"harness.preset": cfg.preset}, phase="grid")
+
+
+VIEW = "mlflow.sharedViewState."  # the MLflow UI (>= 3.15) reads a saved view from this experiment tag
+HEADLINE = ("delta/accuracy", "baseline/test_accuracy", "synthetic/test_accuracy", "kept/count")
+
+
+def view_keys(study_name: str) -> dict[str, str]:
+    """The share keys of a grid's two views of the runs table: `table` and `chart`."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
+    return {"table": f"grid-{safe}", "chart": f"grid-{safe}-chart"}
+
+
+def views(study_name: str, axes: list[str]) -> dict[str, dict]:
+    """What a user looks at to compare the cells, as MLflow UI saved views: the grid's pipelines grouped
+    by cell (each group's row is its seeds' mean), with the cell's axes and the headline metrics as
+    columns, sorted by delta; and the same groups as a bar chart of the delta per cell."""
+    base = {"searchFilter": f"tags.`harness.grid` = '{study_name}' AND tags.`harness.phase` = 'pipeline'",
+            "orderByKey": "metrics.`delta/accuracy`", "orderByAsc": False, "runsHiddenMode": "SHOW_ALL",
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "harness.cell"}]}}
+    columns = [f"metrics.`{m}`" for m in HEADLINE] + [f"params.`{a}`" for a in axes]
+    return {"table": {**base, "selectedColumns": columns},
+            "chart": {**base, "chartsSearchFilter": "^delta/accuracy$", "useGroupedValuesInCharts": True,
+                      "hideEmptyCharts": True}}
+
+
+def view_urls(client, experiment_id: str, base: str) -> list[str]:
+    """`grid NAME: URL` for each grid view saved in the experiment (`harness ui` prints them)."""
+    exp = client.get_experiment(experiment_id)
+    keys = sorted(k[len(VIEW):] for k in exp.tags if k.startswith(VIEW + "grid-"))
+    mode = {False: "TABLE", True: "CHART"}
+    return [f"{k}: {base}/#/experiments/{experiment_id}/runs?viewStateShareKey={k}&compareRunsMode={mode[k.endswith('-chart')]}"
+            for k in keys]
+
+
+def save_views(s: store.Store, study: optuna.Study) -> None:
+    held = study.user_attrs.get(PLAN, {})
+    axes = [k for k, _ in held.get("axes", [])]
+    if held.get("ladder") and "generate.n_samples" not in axes:
+        axes.append("generate.n_samples")
+    keys = view_keys(study.study_name)
+    for name, state in views(study.study_name, axes).items():
+        s.client.set_experiment_tag(s.experiment_id, VIEW + keys[name], json.dumps(state))
 
 
 def open_run(ctx: Context, study: optuna.Study, created: bool) -> str:
@@ -448,6 +492,11 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
            "mde_points": stats.mde(len(seeds)) if len(seeds) >= 2 else None, "cells": rows}
     md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows,
                               halfwidth=halfwidth_of(held), max_seeds=held.get("max_seeds"), margin=margin)
+    keys = view_keys(study.study_name)
+    out["ui_views"] = keys
+    md += (f"\nIn the MLflow UI (`harness ui` prints the addresses): the saved view `{keys['table']}` lists this "
+           f"grid's pipelines grouped by cell (each group's row is its seeds' mean) with the headline metrics and "
+           f"the cell's axes as columns; `{keys['chart']}` charts the delta per cell.\n")
     if parent_id is not None:
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")

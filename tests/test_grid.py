@@ -37,6 +37,16 @@ def test_a_grid_builds_its_run_tree_and_a_report_that_checks_out(runner, client,
     assert all(r["n"] == 2 for r in report["cells"]) and report["mde_points"] == pytest.approx(stats.mde(2))
     assert "Holm p" in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
     assert "grid.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}  # the dose-response figure
+    # The MLflow UI's saved views of this grid: its filter finds exactly its pipelines, and every column
+    # it shows is a metric or a param those runs have.
+    tags = client.get_experiment(exp).tags
+    table = json.loads(tags[grid.VIEW + report["ui_views"]["table"]])
+    chart = json.loads(tags[grid.VIEW + report["ui_views"]["chart"]])
+    assert {r.info.run_id for r in client.search_runs([exp], table["searchFilter"])} == {p.info.run_id for p in pipes}
+    for column in table["selectedColumns"]:
+        kind, name = column.split(".", 1)
+        assert all(name.strip("`") in getattr(p.data, kind) for p in pipes), column
+    assert "data.n_per_class" in str(table["selectedColumns"]) and chart["groupBy"] == table["groupBy"]
 
 
 def test_the_report_matches_an_independent_computation():
