@@ -2,7 +2,7 @@
 classifier.mode=probe and with classifier.mode=train, from the same starting weights (a file), each
 on a fresh store; the baseline's and the synthetic arm's wall times (their MLflow runs) side by side.
 
-    python benchmarks/bench_probe.py [--data-dir ../shared/datasets/cifar10] [--kind resnet18] [--width 16]
+    python benchmarks/bench_probe.py [--data-dir ../shared/datasets/cifar10] [--kind resnet18] [--width 0]
         [--set classifier.epochs=15]
 
 The starting weights are the kind's random initialisation saved to a file: a probe's cost does not
@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def arm_seconds(uri: str) -> dict[str, float]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("harness").experiment_id
-    runs = client.search_runs([exp], "tags.`harness.phase` IN ('baseline', 'synthetic')")
+    runs = [r for r in client.search_runs([exp]) if r.data.tags.get("harness.phase") in ("baseline", "synthetic")]
     return {r.data.tags["harness.phase"]: (r.info.end_time - r.info.start_time) / 1000 for r in runs}
 
 
 @click.command()
 @click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
 @click.option("--kind", default="resnet18", show_default=True)
-@click.option("--width", default=16, show_default=True, help="classifier.width (0: the kind's own).")
+@click.option("--width", default=0, show_default=True, help="classifier.width (0: the kind's own).")
 @click.option("--set", "overrides", multiple=True, metavar="K=V", help="Config override for both modes.")
 def main(data_dir, kind, width, overrides):
     from harness import classifiers, config
@@ -60,7 +60,8 @@ def main(data_dir, kind, width, overrides):
             print(f"{mode:<6} baseline {seconds[mode]['baseline']:7.1f} s   synthetic {seconds[mode]['synthetic']:7.1f} s",
                   flush=True)
     total = {m: sum(s.values()) for m, s in seconds.items()}
-    print(f"\n{kind} (width {width or 'its own'}), reference preset at 1000 per class, oracle images, "
+    print(f"\n{kind} (width {width or 'its own'}), reference preset{' with ' + ' '.join(overrides) if overrides else ''}, "
+          f"oracle images, "
           f"{torch.get_num_threads()} threads: baseline + synthetic {total['probe']:.1f} s probed, "
           f"{total['train']:.1f} s trained: probe / train = {total['probe'] / total['train']:.3f} (target < 0.1)")
 
