@@ -279,7 +279,8 @@ def test_the_exchange_rate_reads_the_oracle_curve_and_says_less_than_nothing():
     assert gan["worth"]["real_images"] == pytest.approx(500, abs=1)
     assert gan["worth"]["low"] <= 500 <= gan["worth"]["high"]
     assert gan["worth_text"].startswith("64 gan images = 500 real images [")
-    assert priced["data.n_per_class=10 generator.kind=mixup"]["worth_text"].startswith("64 mixup images = worth less than nothing")
+    assert priced["data.n_per_class=10 generator.kind=mixup"]["worth_text"] == \
+        "64 mixup images = worth less than nothing (the whole 95% interval too)"
     assert "more than 1,500 real images" in priced["data.n_per_class=20 generator.kind=gan"]["worth_text"]
     assert "data.n_per_class=20 generator.kind=mixup" not in priced  # no finished item: nothing to price
     rows = [{"cell": label, "n": 10, "delta_mean": float(np.mean(list(d.values()))), **priced.get(label, {})}

@@ -190,14 +190,19 @@ def worth_figure(rows: list[dict]):
     import math
 
     from harness.figures import subplots, tight
-    fig, ax = subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(7, 5.5))
     curves = {}
     for r in priced:
         w = r["worth"]
-        curves.setdefault(tuple(w["rungs"]) + tuple(w["oracle_points"]), w)
-    for i, w in enumerate(curves.values()):
+        # Each curve is its cells' group (a data size, say): named by the cell's other axes.
+        group = " ".join(p for p in r["cell"].split() if not p.startswith(("generator.kind=", "generate.n_samples=")))
+        curves.setdefault(tuple(w["rungs"]) + tuple(w["oracle_points"]), (w, group))
+    for i, (w, group) in enumerate(curves.values()):
         ax.plot([0, *w["rungs"]], [0, *w["oracle_points"]], color="black", lw=1, marker="s", ms=4,
                 label="oracle (real held-out images)" if i == 0 else None)
+        if group:
+            ax.annotate(group, (w["rungs"][-1], w["oracle_points"][-1]), textcoords="offset points", xytext=(-4, 6),
+                        ha="right", fontsize=7)
     for r in priced:
         w = r["worth"]
         top = w["top"]
@@ -208,7 +213,7 @@ def worth_figure(rows: list[dict]):
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("real images added (oracle)")
     ax.set_ylabel("synthetic arm - baseline, accuracy points")
-    ax.legend(loc="best", fontsize=7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7)  # below: the labels are long
     ax.grid(alpha=0.3)
     tight(fig)
     return fig

@@ -455,4 +455,6 @@ def worth_words(w: dict, n_images: int | None = None, kind: str = "") -> str:
     v = w["real_images"]
     head = "worth less than nothing" if v == LESS_THAN_NOTHING else (
         f"more than {w['top']:,} real images" if v == MORE_THAN_TOP else f"{v:,.0f} real images")
+    if w["low"] == w["high"] and w["low"] in (LESS_THAN_NOTHING, MORE_THAN_TOP):  # the whole interval past one end
+        return f"{what}{head} (the whole 95% interval too)"
     return f"{what}{head} [{one(w['low'])}, {one(w['high'])}]"
