@@ -93,7 +93,7 @@ def test_the_facts_of_a_field_are_read_from_its_declaration():
     assert set(config.fields_where("precision")) == {"classifier.precision", "gan.precision", "diffusion.precision",
                                                      "quality.precision"}
     assert config.UNHASHED_FIELDS == {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam",
-                                      "classifier.init"}  # a path: the key covers the weights' content
+                                      "classifier.init", "pretrain.data_dir"}  # paths: keys cover their content
     assert set(config.OPTIONAL_SECTIONS) == {"diffusion", "text2image", "pretrain"}
     # A trained kind's section is read by the phases a sweep runs once: never sweepable by default.
     assert not {"data", "gan", "diffusion", "generator", "quality", "study"} & set(config.sweepable_sections())
