@@ -17,11 +17,10 @@ from dataclasses import asdict, dataclass
 import mlflow
 import torch
 
-from harness import figures, metrics, train
+from harness import classifiers, config, figures, metrics, train
+from harness.config import ClassifierConfig
 from harness.context import PhaseResult
 from harness.data import Splits
-from harness import classifiers
-from harness.config import ClassifierConfig
 from harness.tracking import codecs
 from harness.tracking.store import describe, log_history
 
@@ -53,7 +52,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     try:
         model, history = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), cfg.classifier,
                                                 device, val=(splits.val_x, splits.val_y), label=label, on_epoch=hook,
-                                                synthetic=synthetic, weights=weights)
+                                                synthetic=synthetic, weights=weights, section=classifiers.section_of(cfg))
     except BaseException:
         log_history(done)  # a pruned or interrupted run keeps the curves it had
         raise
@@ -111,7 +110,9 @@ def log_model(model: torch.nn.Module, cfg, classes, name: str, example: torch.Te
     gives a module that takes uint8 images). Returns the LoggedModel's id."""
     codecs.log_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                       "config": asdict(cfg), "classes": list(classes), "channels": model.channels,
-                      "image_size": model.image_size, "classifier": {"kind": model.kind, "width": model.width}},
+                      "image_size": model.image_size, "classifier": {"kind": model.kind, "width": model.width},
+                      **({"section": asdict(s)} if model.kind == cfg.classifier.kind
+                         and (s := classifiers.section_of(cfg)) is not None else {})},
                      "model/model.pt")
     return codecs.log_pytorch_model(model, name, example, params={"classes": ",".join(classes)})
 
@@ -121,7 +122,10 @@ def load_model(run_id: str) -> tuple[torch.nn.Module, list[str]]:
     checkpoint from before kinds is a SimpleCNN's)."""
     saved = codecs.load_torch(run_id, "model/model.pt")
     settings = ClassifierConfig(**saved.get("classifier", {"kind": "simplecnn", "width": 0}))
-    model = classifiers.build(settings, len(saved["classes"]), saved.get("channels", 3), saved.get("image_size", 32))
+    own = config.plugin_sections().get(settings.kind)  # absent: building the kind says it is not installed
+    section = own(**saved["section"]) if own is not None and "section" in saved else None
+    model = classifiers.build(settings, len(saved["classes"]), saved.get("channels", 3), saved.get("image_size", 32),
+                              section)
     model.load_state_dict(saved["state_dict"])
     return model, saved["classes"]
 

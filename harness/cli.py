@@ -509,7 +509,9 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
 @main.command()
 @common
 @click.option("--axis", "axes", multiple=True, metavar="KEY=V1,V2,...",
-              help="A config key and its values; the grid is the cross product of the axes (repeatable).")
+              help="A config key and its values; the grid is the cross product of the axes (repeatable). Keys "
+                   "that vary together are one axis, joined by '+': --axis classifier.init+classifier.mode="
+                   "scratch+train,pretrain+train,pretrain+probe.")
 @click.option("--seeds", type=click.IntRange(min=1, max=10_000), default=5, show_default=True,
               help="Paired seeds 0..N-1 per cell; a larger N later grows the grid.")
 @click.option("--ci-halfwidth", "halfwidth", type=float, default=None, metavar="POINTS",
@@ -553,6 +555,7 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     \b
     harness grid --preset cpu --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5
     harness grid --preset strong-baseline --axis data.n_per_class=100,300 --seeds 5 --ci-halfwidth 1.0 --max-seeds 15
+    harness grid --preset strong-baseline --axis classifier.init+classifier.mode=scratch+train,pretrain+probe
     """
     from harness import grid as gridmod
     from harness import studies

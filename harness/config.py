@@ -6,10 +6,13 @@ The defaults *are* the reference study (3 CIFAR-10 classes, 1000 images each, Si
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import re
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -225,11 +228,58 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     seeds: SeedsConfig = field(default_factory=SeedsConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # The sections of installed plugin kinds that differ from their defaults, by name (`cfg.<kind>` reads
+    # them like a built-in section; `plugin_sections` says which exist).
+    plugins: tuple[tuple[str, typing.Any], ...] = ()
+
+    def __getattr__(self, name: str):  # only for what is not a field: a plugin kind's section
+        if name.startswith("_"):
+            raise AttributeError(name)
+        cls = plugin_sections().get(name)
+        if cls is None:
+            raise AttributeError(f"Config has no section {name!r}")
+        return dict(object.__getattribute__(self, "plugins")).get(name) or cls()
+
+
+def _builtin_sections() -> dict[str, type]:
+    return {name: typ for name, typ in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(typ)}
+
+
+def plugin_sections() -> dict[str, type]:
+    """The config sections installed plugin kinds declare, by kind name: a plugin module's `CONFIG`, a frozen
+    dataclass of `setting(...)` fields like the sections above (docs/own-generator.md)."""
+    return _plugin_sections(tuple(sys.path))
+
+
+@functools.lru_cache(maxsize=4)  # per sys.path (what the entry points are read from): config is made often
+def _plugin_sections(_path: tuple[str, ...]) -> dict[str, type]:
+    from harness.registry import GROUPS
+    builtin, out = _builtin_sections(), {}
+    for group in GROUPS:
+        for ep in importlib.metadata.entry_points(group=group):
+            if ep.name in builtin or ep.name in out or not re.fullmatch(r"[a-z][a-z0-9_]*", ep.name):
+                continue
+            try:
+                cls = getattr(ep.load(), "CONFIG", None)
+                ok = dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen and cls() is not None
+            except Exception:  # the kind's own error is said where it is used (harness/registry.py)
+                continue
+            if ok:
+                out[ep.name] = cls
+    return out
 
 
 def sections() -> dict[str, type]:
-    """Section name -> its dataclass, in the config's order."""
-    return {name: typ for name, typ in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(typ)}
+    """Section name -> its dataclass, in the config's order, installed plugin kinds' sections last."""
+    return {**_builtin_sections(), **plugin_sections()}
+
+
+def with_sections(cfg: Config, new: dict[str, typing.Any]) -> Config:
+    """The config with these sections (name -> dataclass instance) replaced, a plugin's too."""
+    builtin = {k: v for k, v in new.items() if k in _builtin_sections()}
+    plugins = {**dict(cfg.plugins), **{k: v for k, v in new.items() if k not in builtin}}
+    plugins = tuple(sorted((k, v) for k, v in plugins.items() if v != type(v)()))  # defaults are implied
+    return dataclasses.replace(cfg, **builtin, plugins=plugins)
 
 
 def fields_where(fact: str) -> tuple[str, ...]:
@@ -248,14 +298,21 @@ UNHASHED = {"preset", "device"}
 # Out of every key: where, not what (a folder's path is not its content: the folder kind's key covers
 # its pixels and labels), and speed-only switches tested to train the same GAN
 # (tests/test_generators.py::test_speedups_train_the_same_gan), as `device` is: `unhashed` on the field.
-UNHASHED_FIELDS = frozenset(fields_where("unhashed"))
-# Sections only some kinds read (OPTIONAL on the section): left out of the whole-config hash while at
-# their defaults, so that hashes made before the section existed (a sweep study's guard) stay the same.
-OPTIONAL_SECTIONS = tuple(name for name, cls in sections().items() if getattr(cls, "OPTIONAL", False))
+UNHASHED_FIELDS = frozenset(fields_where("unhashed"))  # the built-in sections' (a plugin's: fields_where)
+
+
+def optional_sections() -> tuple[str, ...]:
+    """Sections only some kinds read (OPTIONAL on the section, and every plugin kind's): left out of the
+    whole-config hash while at their defaults, so that hashes made before the section existed (a sweep
+    study's guard) stay the same, and installing a plugin changes no other config's hash."""
+    return tuple(name for name, cls in sections().items() if getattr(cls, "OPTIONAL", False)) + tuple(plugin_sections())
 
 
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """Section -> {field: value} (and the top-level fields), plugin kinds' sections as if built in."""
+    d = dataclasses.asdict(cfg)
+    del d["plugins"]
+    return {**d, **{name: dataclasses.asdict(getattr(cfg, name)) for name in plugin_sections()}}
 
 
 def flat(cfg: Config) -> dict[str, str]:
@@ -290,7 +347,7 @@ def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None, ignor
     """A stable 12-hex-digit hash of the config (or of some sections, less the `section.field`s in
     `ignores`, which the phase does not read): same settings, same hash."""
     d = {k: v for k, v in to_dict(cfg).items() if k not in UNHASHED}
-    for name in (*UNHASHED_FIELDS, *ignores):
+    for name in (*fields_where("unhashed"), *ignores):
         section, _, sub = name.partition(".")
         d[section].pop(sub, None)
     if sections is not None:  # whole sections, or single fields as section.field
@@ -304,7 +361,8 @@ def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None, ignor
         d = chosen
     else:
         defaults = to_dict(Config())
-        d = {k: v for k, v in d.items() if k not in OPTIONAL_SECTIONS or v != defaults[k]}
+        optional = optional_sections()
+        d = {k: v for k, v in d.items() if k not in optional or v != defaults[k]}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -318,9 +376,14 @@ def _fields(cls) -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _top() -> dict[str, type]:
+    """The config's top-level names and types: its fields and sections, a plugin kind's too."""
+    return {**{k: v for k, v in _fields(Config).items() if k != "plugins"}, **plugin_sections()}
+
+
 def valid_keys() -> list[str]:
     keys = []
-    for name, typ in _fields(Config).items():
+    for name, typ in _top().items():
         if dataclasses.is_dataclass(typ):
             keys += [f"{name}.{sub}" for sub in _fields(typ)]
         else:
@@ -449,7 +512,7 @@ def flat_values(cfg: Config) -> dict:
 
 def _flat_values(cfg: Config) -> dict:
     out = {}
-    for name in _fields(Config):
+    for name in _top():
         value = getattr(cfg, name)
         if dataclasses.is_dataclass(value):
             for sub in _fields(type(value)):
@@ -480,7 +543,7 @@ def apply(cfg: Config, updates: dict[str, object]) -> Config:
     """Return a new Config with `section.key -> value` updates, each checked against its type."""
     sections: dict[str, dict] = {}
     top: dict[str, object] = {}
-    hints = _fields(Config)
+    hints = _top()
     updates = {renamed(key): value for key, value in updates.items()}
     for key, value in updates.items():
         section, _, sub = key.partition(".")
@@ -499,7 +562,7 @@ def apply(cfg: Config, updates: dict[str, object]) -> Config:
         else:
             top[section] = _coerce(key, typ, value)
     replaced = {name: dataclasses.replace(getattr(cfg, name), **subs) for name, subs in sections.items()}
-    new = dataclasses.replace(cfg, **top, **replaced)
+    new = with_sections(dataclasses.replace(cfg, **top), replaced)
     _check_ranges(new)
     return new
 

@@ -47,19 +47,28 @@ class Cell:
     cfg: Config
 
 
+JOIN = "+"  # a joint axis: keys that vary together, `a.x+b.y=1+2,3+4` (cells a.x=1 b.y=2 and a.x=3 b.y=4)
+
+
 def parse_axes(axes: tuple[str, ...]) -> list[tuple[str, list[str]]]:
     out = []
     for axis in axes:
         key, sep, values = axis.partition("=")
-        items = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not key.strip() or not items:
-            raise HarnessError(f"--axis takes section.key=v1,v2,..., got {axis!r}")
+        key = JOIN.join(k.strip() for k in key.split(JOIN))
+        items = [JOIN.join(p.strip() for p in v.split(JOIN)) for v in values.split(",") if v.strip()]
+        if not sep or not all(key.split(JOIN)) or not items:
+            raise HarnessError(f"--axis takes section.key=v1,v2,... (or a.x+b.y=1+2,3+4 for keys that vary "
+                               f"together), got {axis!r}")
         if len(set(items)) != len(items):
             raise HarnessError(f"--axis {axis!r} repeats a value")
-        if key.strip() in config.fields_where("seed"):
-            raise HarnessError(f"--axis {key.strip()}: seeds are the grid's --seeds, not an axis")
-        out.append((key.strip(), items))
-    keys = [k for k, _ in out]
+        width = len(key.split(JOIN))
+        if wrong := next((v for v in items if len(v.split(JOIN)) != width), None):
+            raise HarnessError(f"--axis {key}: its value {wrong!r} has {len(wrong.split(JOIN))} part(s) for "
+                               f"{width} key(s); give one value per key, joined by {JOIN!r}")
+        if seeded := next((k for k in key.split(JOIN) if k in config.fields_where("seed")), None):
+            raise HarnessError(f"--axis {seeded}: seeds are the grid's --seeds, not an axis")
+        out.append((key, items))
+    keys = [k for key, _ in out for k in key.split(JOIN)]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise HarnessError(f"--axis {repeated[0]} is given more than once; put all its values in one --axis "
@@ -79,17 +88,30 @@ def cells(cfg: Config, axes: list[tuple[str, list[str]]], ladder: list[int] | tu
     else:
         out = []
         for values in itertools.product(*(v for _, v in axes)):
-            updates = dict(zip((k for k, _ in axes), values))
+            updates = _updates(zip((k for k, _ in axes), values))
             out.append(Cell(" ".join(f"{k}={v}" for k, v in updates.items()), config.apply(cfg, updates)))
     rungs = []
+    if ladder and (both := next((k for k, _ in axes if JOIN in k and set(k.split(JOIN)) & set(LADDER_AXES)), None)):
+        raise HarnessError(f"--axis {both}: with --oracle-ladder, {' and '.join(LADDER_AXES)} are the ladder's own "
+                           "axes and cannot vary jointly with another key; give them an --axis of their own")
     for values in itertools.product(*(v for k, v in axes if k not in LADDER_AXES)):
-        others = dict(zip((k for k, _ in axes if k not in LADDER_AXES), values))
+        others = _updates(zip((k for k, _ in axes if k not in LADDER_AXES), values))
         for n in ladder:
             updates = {**others, "generator.kind": "oracle", "generate.n_samples": n}
             label = " ".join(f"{k}={v}" for k, v in updates.items())
             if label not in {c.label for c in out + rungs}:
                 rungs.append(Cell(label, config.apply(cfg, updates)))
     return out + rungs
+
+
+def _updates(pairs) -> dict[str, str]:
+    """One cell's settings from (axis, value) pairs, a joint axis's keys and values taken apart."""
+    return {k: v for key, value in pairs for k, v in zip(key.split(JOIN), value.split(JOIN))}
+
+
+def axis_keys(axes) -> list[str]:
+    """Every config key the axes set, a joint axis's each (the columns a user compares cells by)."""
+    return [k for key, _ in axes for k in key.split(JOIN)]
 
 
 def ladder_group(cfg: Config) -> str:
@@ -368,7 +390,7 @@ def view_urls(client, experiment_id: str, base: str) -> list[str]:
 
 def save_views(s: store.Store, study: optuna.Study) -> None:
     held = study.user_attrs.get(PLAN, {})
-    axes = [k for k, _ in held.get("axes", [])]
+    axes = axis_keys(held.get("axes", []))
     if held.get("ladder") and "generate.n_samples" not in axes:
         axes.append("generate.n_samples")
     keys = view_keys(study.study_name)

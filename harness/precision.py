@@ -57,15 +57,15 @@ def resolve(setting: str, device: torch.device) -> str:
 
 def resolve_config(cfg, device: torch.device):
     """The config with every `auto` precision replaced by what this machine runs."""
-    from harness.config import OPTIONAL_SECTIONS, fields_where
-    sections = {}
+    from harness.config import fields_where, optional_sections, with_sections
+    sections, optional = {}, optional_sections()
     for section, name in (key.split(".") for key in fields_where("precision")):
-        if section in OPTIONAL_SECTIONS and cfg.generator.kind != section:
+        if section in optional and section not in (cfg.generator.kind, cfg.classifier.kind):
             continue  # a section only its kind reads stays at its defaults, out of every other config's hash
-        sub = getattr(cfg, section)
+        sub = sections.get(section, getattr(cfg, section))
         if getattr(sub, name) == "auto":
             sections[section] = dataclasses.replace(sub, **{name: resolve("auto", device)})
-    return dataclasses.replace(cfg, **sections) if sections else cfg
+    return with_sections(cfg, sections) if sections else cfg
 
 
 def autocast(precision: str, device: torch.device):

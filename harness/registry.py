@@ -7,6 +7,9 @@ import importlib.metadata
 
 from harness.errors import HarnessError
 
+GENERATORS, CLASSIFIERS = "harness.generators", "harness.classifiers"  # the entry-point groups of plugin kinds
+GROUPS = (GENERATORS, CLASSIFIERS)
+
 
 class Registry:
     """`get(name)` -> the kind's module, checked to implement the family's protocol (`required`)."""

@@ -8,6 +8,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from harness import config
 from harness.config import Config
 
 if TYPE_CHECKING:
@@ -30,8 +31,17 @@ def _trains(cfg: Config) -> bool:
     return _kind(cfg).TRAINS
 
 
+def _own(kind: str) -> tuple[str, ...]:
+    """A plugin kind's own config section (its module's CONFIG), when it declares one."""
+    return (kind,) if kind in config.plugin_sections() else ()
+
+
+def _kind_sections(cfg: Config) -> tuple[str, ...]:
+    return _kind(cfg).SECTIONS + tuple(s for s in _own(cfg.generator.kind) if s not in _kind(cfg).SECTIONS)
+
+
 def _generator_sections(cfg: Config) -> tuple[str, ...]:
-    return ("data", "generator") + _kind(cfg).SECTIONS
+    return ("data", "generator") + _kind_sections(cfg)
 
 
 def _generate_data(cfg: Config) -> tuple[str, ...]:
@@ -43,7 +53,7 @@ def _generate_sections(cfg: Config) -> tuple[str, ...]:
     # A kind that trains is configured in the generator phase, whose key this one consumes, less the
     # settings it reads when sampling only (diffusion.sample_steps): those are this phase's.
     from harness import generators
-    return ("data", "generator", "generate") + (generators.sampling(cfg) if _trains(cfg) else _kind(cfg).SECTIONS)
+    return ("data", "generator", "generate") + (generators.sampling(cfg) if _trains(cfg) else _kind_sections(cfg))
 
 
 def _generator_ignores(cfg: Config) -> tuple[str, ...]:
@@ -129,6 +139,8 @@ class Phase:
         upstream = tuple(u for u in self.upstream if PHASES[u].runs(cfg))
         if self.quality and cfg.quality.enabled:
             sections, upstream = sections + ("quality",), upstream + ("evaluator",)
+        if self.classifier_code:
+            sections = tuple(sections) + _own(cfg.classifier.kind)
         return sections, upstream, data
 
     @property

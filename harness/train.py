@@ -166,21 +166,22 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, label: str = "classifier",
                      on_epoch: Callable[[int, dict], None] | None = None,
                      synthetic: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
-                     weights: tuple[dict, str] | None = None) -> tuple[torch.nn.Module, History]:
+                     weights: tuple[dict, str] | None = None, section=None) -> tuple[torch.nn.Module, History]:
     """Train a fresh network of classifier.kind on real uint8 images `x` with labels `y` (see ClassifierConfig), plus
     `synthetic` = (images, hard labels, soft targets or None) mixed in as the config says.
 
     `on_epoch(epoch, row)` is called after each epoch with its metrics (a sweep reports and prunes there).
     `weights` = (state dict, its digest): the starting weights (classifier.init); classifier.mode
     `probe` trains the head alone on the frozen backbone's cached features, `probe-then-train` does
-    so for the first half of the epochs and then trains every weight.
+    so for the first half of the epochs and then trains every weight. `section`: a plugin kind's own
+    config section (classifiers.build).
     """
     # Under `steps` a small set runs many short epochs; validating each would cost more than the
     # training, so validation keeps the nominal epochs' cadence (and always runs on the last one).
     nominal, cfg = cfg.epochs, resolved(cfg, len(x))
     val_every = max(1, math.ceil(cfg.epochs / nominal))
     torch.manual_seed(cfg.seed)
-    model = classifiers.build(cfg, n_classes, x.shape[1], x.shape[-1]).to(device, memory_format=torch.channels_last)
+    model = classifiers.build(cfg, n_classes, x.shape[1], x.shape[-1], section).to(device, memory_format=torch.channels_last)
     classifiers.fit_data(cfg, model, x)
     if weights is not None:
         from harness.classifiers import weights as starting

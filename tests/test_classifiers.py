@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import install_plugin, invoke
-from harness import classifiers, config, table
+from harness import classifier, classifiers, config, table
 from harness.tracking import provenance
 
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
@@ -74,20 +74,33 @@ def test_a_kind_that_cannot_run_is_refused_before_anything_opens(runner, client,
 
 
 PLUGIN = '''
-"""A classifier kind from outside: the mean colour of the image, then a linear layer."""
+"""A classifier kind from outside: the mean colour of the image, scaled, then a linear layer."""
+from dataclasses import dataclass
+
 import torch
 from harness.classifiers.net import Classifier
+from harness.config import setting
 
 NAME = "MeanColour"
 
 
+@dataclass(frozen=True)
+class CONFIG:  # its own section, [mean]
+    scale: float = setting(1.0, gt=0.0)
+
+
 class _Mean(torch.nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
     def forward(self, x):
-        return x.mean(dim=(2, 3))
+        return x.mean(dim=(2, 3)) * self.scale
 
 
-def build(settings, n_classes, channels, image_size):
-    return Classifier(settings.kind, settings.width, _Mean(), torch.nn.Linear(channels, n_classes), channels, image_size)
+def build(settings, n_classes, channels, image_size, section=CONFIG()):
+    return Classifier(settings.kind, settings.width, _Mean(section.scale), torch.nn.Linear(channels, n_classes),
+                      channels, image_size)
 '''
 
 
@@ -96,11 +109,16 @@ def test_a_plugin_classifier_from_an_entry_point_runs_a_pipeline_and_is_keyed(ru
     site = tmp_path / "site"
     install_plugin(site, "harness_mean_plugin", PLUGIN, "harness.classifiers", "mean", monkeypatch)
     assert "mean" in invoke(runner, ["kinds"]).output
-    invoke(runner, ["run", *CHEAP, "--data-dir", tree, "--set", "classifier.kind=mean"])
+    invoke(runner, ["run", *CHEAP, "--data-dir", tree, "--set", "classifier.kind=mean", "--set", "mean.scale=2"])
     exp = client.get_experiment_by_name("harness").experiment_id
     (base,) = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
     assert "MeanColour trained from scratch" in base.data.tags["mlflow.note.content"]
+    # Its own section: in the arms' key, and in the checkpoint, which rebuilds the network it was trained as.
+    assert base.data.params["mean.scale"] == "2.0" and classifier.load_model(base.info.run_id)[0].backbone.scale == 2.0
     cfg = config.load("tiny", ["classifier.kind=mean"])
+    arm = table.PHASES["baseline"]
+    assert config.config_hash(cfg, arm.reads(cfg)[0]) != config.config_hash(
+        config.apply(cfg, {"mean.scale": 2}), arm.reads(cfg)[0])
     before = provenance.fingerprint(table.PHASES["baseline"].code(cfg))
     (site / "harness_mean_plugin.py").write_text(PLUGIN.replace("x.mean(dim=(2, 3))", "x.mean(dim=(2, 3)) * 1"))
     assert provenance.fingerprint(table.PHASES["baseline"].code(cfg)) != before

@@ -140,15 +140,23 @@ def test_kind_settings_are_checked(runner):
 
 
 PLUGIN = '''
+from dataclasses import dataclass
 import torch
+from harness.config import SEED_MAX, setting
 from harness.generators import stream
 TRAINS, SECTIONS, DATA = False, (), ("train",)
 CLASSES, NEEDS = "always", "nothing"
+
+@dataclass(frozen=True)
+class CONFIG:  # its own section, [grey]
+    level: int = setting(128, ge=0, le=255)  # the grey of every image
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)
+
 def knows_classes(cfg):
     return True
 def sampler(ctx, cfg, splits):
     def draw(start, stop):
-        return (torch.full((stop - start, 3, 32, 32), 128, dtype=torch.uint8),
+        return (torch.full((stop - start, 3, 32, 32), cfg.grey.level, dtype=torch.uint8),
                 stream.balanced_labels(start, stop, len(splits.classes)))
     return stream.Sampler(("grey",), draw, 0, "grey squares")
 '''
@@ -159,14 +167,29 @@ def _install_plugin(root, monkeypatch):
 
 
 def test_a_plugin_kind_from_an_entry_point_runs_is_listed_and_fingerprinted(runner, client, tree, tmp_path, monkeypatch):
-    """A kind that draws mid-grey images of every class in turn, installed as a distribution."""
+    """A kind that draws grey images of every class in turn, installed as a distribution, with a config
+    section of its own declared beside its fields: set, checked, seeded and keyed like a built-in one."""
+    from harness import pipeline, table
+    base = config.load("tiny", ["generator.kind=oracle"])
+    before_install = config.config_hash(base)
     _install_plugin(tmp_path / "site", monkeypatch)
+    assert config.config_hash(base) == before_install  # installing a plugin changes no other config's hash
     listed = invoke(runner, ["kinds"]).output
     assert "grey" in listed and "plugin (harness_grey_plugin)" in listed and "text2image" in listed
+    cfg = config.load("tiny", ["generator.kind=grey", "grey.level=100"])
+    assert cfg.grey.level == 100 and pipeline.seeded(cfg, 7).grey.seed == 7 and "grey.seed" in config.fields_where("seed")
+    assert "grey" not in config.sweepable_sections() and config.flat(cfg)["grey.level"] == "100"
+    generate = table.PHASES["generate"]
+    assert "grey" in generate.reads(cfg)[0]
+    assert config.config_hash(cfg, generate.reads(cfg)[0]) != config.config_hash(
+        config.apply(cfg, {"grey.level": 128}), generate.reads(cfg)[0])
+    bad = invoke(runner, ["config", "--preset", "tiny", "--set", "grey.level=300"], ok=False)
+    assert bad.exit_code == 2 and "grey.level must be in [0, 255], got 300" in bad.output
     invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "generator.kind=grey",
-                    "--set", "pseudolabel.mode=none"])
+                    "--set", "pseudolabel.mode=none", "--set", "grey.level=100"])
     exp = client.get_experiment_by_name("harness")
     (gen,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'")
+    assert gen.data.params["grey.level"] == "100"
     kept = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'pseudolabel'")[0]
     assert "grey squares" in gen.data.tags["mlflow.note.content"]
     assert kept.data.metrics["kept/count"] == 64 and kept.data.metrics["kept/bird/count"] == 21

@@ -104,9 +104,30 @@ def test_grid_helpers_on_known_values():
     # 5 seeds at a paired-delta SD of 1.5 points detect ~2.5 points at 80% power; 1 point needs ~20.
     assert stats.mde(5) == pytest.approx(2.52, abs=0.05) and stats.mde(20) < 1.0 < stats.mde(18)
     assert grid.parse_axes(("a.b=1,2",)) == [("a.b", ["1", "2"])]
-    for bad in ("a.b", "a.b=", "a.b=1,1", "data.seed=1,2"):
+    for bad in (("a.b",), ("a.b=",), ("a.b=1,1",), ("data.seed=1,2",), ("a.b+c.d=1+2,3",), ("a.b+data.seed=1+2",),
+                ("a.b=1", "c.d+a.b=1+2")):
         with pytest.raises(grid.HarnessError):
-            grid.parse_axes((bad,))
+            grid.parse_axes(bad)
+
+
+def test_a_joint_axis_varies_its_keys_together():
+    """Regimes that are not a cross product (probe needs pretrained weights): one axis of joined keys,
+    each cell setting every key, labelled key by key like any other cell; the ladder prices each regime."""
+    from harness import config
+    cfg = config.load("tiny", [])
+    axes = grid.parse_axes(("classifier.init + classifier.mode=scratch+train, pretrain + probe",
+                            "data.n_per_class=10,20"))
+    assert axes[0] == ("classifier.init+classifier.mode", ["scratch+train", "pretrain+probe"])
+    cells = grid.cells(cfg, axes, ladder=[5])
+    assert [c.label for c in cells[:2]] == ["classifier.init=scratch classifier.mode=train data.n_per_class=10",
+                                            "classifier.init=scratch classifier.mode=train data.n_per_class=20"]
+    assert [(c.cfg.classifier.init, c.cfg.classifier.mode) for c in cells[2:4]] == [("pretrain", "probe")] * 2
+    rungs = [c for c in cells if c.cfg.generator.kind == "oracle"]
+    assert len(rungs) == 4 and {(c.cfg.classifier.mode, c.cfg.data.n_per_class) for c in rungs} == \
+        {("train", 10), ("train", 20), ("probe", 10), ("probe", 20)}
+    assert grid.axis_keys(axes) == ["classifier.init", "classifier.mode", "data.n_per_class"]
+    with pytest.raises(grid.HarnessError, match="ladder's own axes"):
+        grid.cells(cfg, grid.parse_axes(("generator.kind+generate.n_samples=oracle+10",)), ladder=[5])
 
 
 def test_every_cell_is_checked_before_anything_is_enqueued(runner, client, tree, tmp_path):

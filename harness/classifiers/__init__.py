@@ -8,6 +8,9 @@ A kind is a module with
                           a fresh network (classifier.* settings as `settings`) that takes uint8
                           images and has `embed` and `classify` (harness/classifiers/net.py: Classifier)
 and, optionally,
+  CONFIG                  a frozen dataclass of config.setting fields: the kind's own section [NAME]
+                          (a plugin's; build then takes it as `section=`), keyed, seeded and checked
+                          like a built-in section
   SIZES                   the image sizes it is built for (checked before any run opens)
   check(settings, channels, image_size)
                           raise HarnessError for what it cannot take
@@ -19,9 +22,9 @@ is always simplecnn, so FD and KID compare across classifier kinds.
 from __future__ import annotations
 
 from harness.errors import HarnessError
-from harness.registry import Registry
+from harness.registry import CLASSIFIERS, Registry
 
-GROUP = "harness.classifiers"
+GROUP = CLASSIFIERS
 BUILTIN = {"simplecnn": "harness.classifiers.simplecnn", "resnet18": "harness.classifiers.resnet",
            "airbench": "harness.classifiers.airbench"}
 PATTERNS = {"torchvision:": "harness.classifiers.hub", "timm:": "harness.classifiers.hub"}
@@ -46,8 +49,16 @@ def check_config(cfg) -> None:
     check(cfg.classifier, cfg.data.channels, cfg.data.image_size)
 
 
-def build(settings, n_classes: int, channels: int, image_size: int):
-    return get(settings.kind).build(settings, n_classes, channels, image_size)
+def build(settings, n_classes: int, channels: int, image_size: int, section=None):
+    """A fresh network; `section`: a plugin kind's own config section (its CONFIG), which its build takes."""
+    extra = {"section": section} if section is not None else {}
+    return get(settings.kind).build(settings, n_classes, channels, image_size, **extra)
+
+
+def section_of(cfg):
+    """The chosen kind's own config section, when it is a plugin that declares one (else None)."""
+    from harness import config
+    return getattr(cfg, cfg.classifier.kind) if cfg.classifier.kind in config.plugin_sections() else None
 
 
 def fit_data(settings, model, images) -> None:

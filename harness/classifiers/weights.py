@@ -39,7 +39,8 @@ def check(ctx, cfg) -> None:
                            "set classifier.init to a weights file, a models:/ or runs:/ URI")
     if from_file_or_uri(settings.init):
         from harness import classifiers
-        apply(classifiers.build(settings, 2, cfg.data.channels, cfg.data.image_size), load(ctx, settings.init),
+        apply(classifiers.build(settings, 2, cfg.data.channels, cfg.data.image_size, classifiers.section_of(cfg)),
+              load(ctx, settings.init),
               settings.init)
 
 

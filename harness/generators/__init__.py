@@ -37,9 +37,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.registry import Registry
+from harness.registry import GENERATORS, Registry
 
-GROUP = "harness.generators"
+GROUP = GENERATORS
 BUILTIN = {"gan": "harness.generators.gan", "diffusion": "harness.generators.diffusion", "oracle": "harness.generators.oracle",
            "mixup": "harness.generators.mixup", "noise": "harness.generators.noise",
            "folder": "harness.generators.folder", "text2image": "harness.generators.text2image"}
