@@ -526,7 +526,9 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
 @click.option("--oracle-ladder", "ladder", default=None, metavar="N1,N2,...",
               help="Oracle cells (real held-out images) at these image counts beside the axes' cells, per data "
                    "size: the curve that prices every generator cell in real images (\"1,500 gan images = 210 "
-                   "real images [80, 390]\"). They share the baselines of their size.")
+                   "real images [80, 390]\"). They share the baselines of their size. A rung 0 is the replay "
+                   "control (generator.kind=replay: the training images themselves through the same recipe), where "
+                   "the curve starts: without it the curve starts at (0, 0), as if the recipe alone did nothing.")
 @click.option("--margin", type=float, default=None, metavar="POINTS",
               help="Equivalence margin: a cell whose 90% CI of the delta lies inside ±POINTS is 'equivalent' "
                    "(two one-sided tests), one that is neither that nor significant 'inconclusive' [default: 1.0].")

@@ -80,7 +80,7 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    kind: str = "gan"  # gan (the family configured by [gan]) | diffusion ([diffusion]) | oracle | mixup | noise | folder | text2image | an installed plugin's name: `harness kinds`
+    kind: str = "gan"  # gan (the family configured by [gan]) | diffusion ([diffusion]) | oracle | replay | mixup | noise | folder | text2image | an installed plugin's name: `harness kinds`
     mixup_alpha: float = setting(1.0, gt=0.0)  # mixup: the mixing weight of a pair is drawn from Beta(alpha, alpha)
     folder: str = setting("", unhashed=True)  # folder: images made by any outside tool, <class>/* folders or one flat folder (not hashed: the key covers its content)
 

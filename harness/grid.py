@@ -97,7 +97,9 @@ def cells(cfg: Config, axes: list[tuple[str, list[str]]], ladder: list[int] | tu
     for values in itertools.product(*(v for k, v in axes if k not in LADDER_AXES)):
         others = _updates(zip((k for k, _ in axes if k not in LADDER_AXES), values))
         for n in ladder:
-            updates = {**others, "generator.kind": "oracle", "generate.n_samples": n}
+            # Rung 0: no real image added, the synthetic arm's recipe alone (the replay control).
+            updates = {**others, **({"generator.kind": "replay"} if n == 0 else
+                                    {"generator.kind": "oracle", "generate.n_samples": n})}
             label = " ".join(f"{k}={v}" for k, v in updates.items())
             if label not in {c.label for c in out + rungs}:
                 rungs.append(Cell(label, config.apply(cfg, updates)))
@@ -217,15 +219,16 @@ def check_seeds(seeds: int, halfwidth: float | None, max_seeds: int | None, say)
 
 
 def parse_ladder(text: str | None) -> list[int]:
-    """--oracle-ladder 150,500,1500: distinct image counts > 0."""
+    """--oracle-ladder 0,150,500,1500: distinct image counts >= 0 (0: the replay control)."""
     if text is None:
         return []
     try:
         rungs = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise HarnessError(f"--oracle-ladder takes image counts like 150,500,1500, got {text!r}") from None
-    if not rungs or min(rungs) <= 0 or len(set(rungs)) != len(rungs):
-        raise HarnessError(f"--oracle-ladder takes distinct image counts > 0 like 150,500,1500, got {text!r}")
+    if not rungs or min(rungs) < 0 or len(set(rungs)) != len(rungs) or rungs == [0]:
+        raise HarnessError(f"--oracle-ladder takes distinct image counts >= 0 like 0,150,500,1500 (and one > 0), "
+                           f"got {text!r}")
     return sorted(rungs)
 
 
@@ -538,13 +541,14 @@ def worth_of(grid_cells: list[Cell], deltas: dict[str, dict[int, float]]) -> dic
     on the curve of the oracle cells that share everything else with it (compare.stats.worth); the
     oracle cells themselves say where their curve lies. `deltas`: cell -> seed -> accuracy delta."""
     groups: dict[str, dict[int, dict[int, float]]] = {}
+    rung = {"oracle": lambda c: c.cfg.generate.n_samples, "replay": lambda c: 0}  # real images each adds
     for c in grid_cells:
-        if c.cfg.generator.kind == "oracle" and deltas.get(c.label):
-            groups.setdefault(ladder_group(c.cfg), {})[c.cfg.generate.n_samples] = deltas[c.label]
+        if c.cfg.generator.kind in rung and deltas.get(c.label):
+            groups.setdefault(ladder_group(c.cfg), {})[rung[c.cfg.generator.kind](c)] = deltas[c.label]
     out = {}
     for c in grid_cells:
         oracle = groups.get(ladder_group(c.cfg))
-        if c.cfg.generator.kind == "oracle" or not oracle or not deltas.get(c.label):
+        if c.cfg.generator.kind in rung or not oracle or not deltas.get(c.label) or set(oracle) == {0}:
             continue
         w = stats.worth(oracle, deltas[c.label])
         out[c.label] = {"worth": w, "worth_text": stats.worth_words(w, c.cfg.generate.n_samples, c.cfg.generator.kind)}

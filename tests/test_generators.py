@@ -44,7 +44,7 @@ def test_noise_stream_is_prefix_consistent():
     assert torch.equal(a, torch.cat([b, c]))
 
 
-@pytest.mark.parametrize("kind", ["oracle", "mixup", "noise"])
+@pytest.mark.parametrize("kind", ["oracle", "mixup", "noise", "replay"])
 def test_kinds_draw_prefix_consistent_streams(tree, kind):
     cfg, splits = _splits(tree)
     cfg = config.apply(cfg, {"generator.kind": kind})
@@ -80,6 +80,20 @@ def test_oracle_draws_real_images_disjoint_from_train_val_test(tree):
         assert bytes(img.numpy()) in rows(splits.pool_x[splits.pool_y == y])
 
 
+def test_replay_draws_the_training_images_themselves_once_per_pass(tree):
+    """The recipe's control: the images and labels the baseline trains on, each once per pass over
+    them, a new order every pass."""
+    cfg, splits = _splits(tree)
+    n = len(splits.train_x)
+    images, labels = generators.get("replay").sampler(_Ctx(splits), cfg, splits).draw(0, 2 * n + 5)
+    train = {bytes(img): int(y) for img, y in zip(splits.train_x.numpy(), splits.train_y)}
+    for p in range(2):
+        one = [bytes(img) for img in images[p * n:(p + 1) * n].numpy()]
+        assert sorted(one) == sorted(train)  # every training image, once
+    assert [train[bytes(img)] for img in images.numpy()] == labels.tolist()  # with its own label
+    assert not torch.equal(images[:n], images[n:2 * n])
+
+
 def test_noise_fits_per_class_statistics_and_mixup_blends_pairs(tree):
     cfg, splits = _splits(tree)
     images, labels = generators.get("noise").sampler(_Ctx(splits), cfg, splits).draw(0, 600)
@@ -103,7 +117,7 @@ def test_noise_fits_per_class_statistics_and_mixup_blends_pairs(tree):
 
 
 @pytest.mark.parametrize("kind,extra", [("oracle", ["--set", "generate.n_samples=24"]), ("mixup", []),
-                                        ("noise", ["--set", "pseudolabel.mode=none"])])
+                                        ("noise", ["--set", "pseudolabel.mode=none"]), ("replay", [])])
 def test_every_kind_end_to_end(runner, client, tree, kind, extra):
     out = invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", f"generator.kind={kind}",
                           *extra]).output
@@ -118,9 +132,10 @@ def test_every_kind_end_to_end(runner, client, tree, kind, extra):
     assert kids["generate"].data.metrics["generate/n_samples"] == n
     assert kids["synthetic"].data.metrics["data/n_synthetic"] == kids["pseudolabel"].data.metrics["kept/count"]
     assert f"generator `{kind}`" in pipe.data.tags["mlflow.note.content"] and "| Accuracy |" in out
-    # Real images the classifier never saw are no copies of its training images; noise is none either.
+    # Real images the classifier never saw are no copies of its training images; noise is none either;
+    # replayed ones are nothing else.
     share = kids["generate"].data.metrics["memorization/near_copy_share"]
-    assert share == 0.0 if kind in ("oracle", "noise") else 0.0 <= share <= 1.0
+    assert share == {"oracle": 0.0, "noise": 0.0, "replay": 1.0}.get(kind, share) and 0.0 <= share <= 1.0
 
 
 def test_oracle_asking_for_more_than_the_pool_is_refused_before_any_run(runner, client, tree):
@@ -132,7 +147,7 @@ def test_oracle_asking_for_more_than_the_pool_is_refused_before_any_run(runner, 
 
 
 def test_kind_settings_are_checked(runner):
-    for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, diffusion, oracle, mixup, noise, folder, text2image"),
+    for setting, message in [("generator.kind=vae", "generator.kind must be one of gan, diffusion, oracle, mixup, noise, replay, folder, text2image"),
                              ("pseudolabel.mode=filter", "needs a generator that knows its images' classes"),
                              ("generator.mixup_alpha=0", "generator.mixup_alpha must be > 0")]:
         result = invoke(runner, ["baseline", "--preset", "tiny", "--set", setting], ok=False)

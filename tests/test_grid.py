@@ -308,6 +308,31 @@ def test_the_exchange_rate_reads_the_oracle_curve_and_says_less_than_nothing():
             for label, d in deltas.items()]
     assert render.worth_figure(rows) is not None
 
+    # A rung at 0 is the replay control (the training images through the same recipe), and the curve
+    # starts there: a gain the recipe alone makes is no real image's worth.
+    cells = grid.cells(cfg, axes, ladder=[0, 150, 500, 1500])
+    replay = [c for c in cells if c.cfg.generator.kind == "replay"]
+    assert [c.label for c in replay] == ["data.n_per_class=10 generator.kind=replay", "data.n_per_class=20 generator.kind=replay"]
+    assert {grid.ladder_group(c.cfg) for c in replay} == {grid.ladder_group(c.cfg) for c in cells[:4]}
+    deltas["data.n_per_class=10 generator.kind=replay"] = {s: 0.015 + noise[s] for s in seeds}
+    deltas["data.n_per_class=20 generator.kind=replay"] = {s: 0.015 + noise[s] for s in seeds}
+    priced = grid.worth_of(cells, deltas)
+    assert "data.n_per_class=10 generator.kind=replay" not in priced
+    # +2 points is still 500 images' delta on the curve from (0, +1.5)
+    assert priced["data.n_per_class=10 generator.kind=gan"]["worth"]["real_images"] == pytest.approx(500, abs=1)
+    # ... and +1 point, which a curve from (0, 0) prices at ~100 real images, is below what the recipe alone gives:
+    deltas["data.n_per_class=20 generator.kind=gan"] = {s: 0.01 + noise[s] for s in seeds}
+    below = grid.worth_of(cells, deltas)["data.n_per_class=20 generator.kind=gan"]
+    assert below["worth_text"].startswith("64 gan images = worth less than nothing")
+    assert below["worth"]["curve"][0] == [0.0, pytest.approx(1.5, abs=0.3)]
+    rows = [{"cell": label, "n": 10, "delta_mean": float(np.mean(list(d.values()))),
+             **grid.worth_of(cells, deltas).get(label, {})} for label, d in deltas.items()]
+    assert render.worth_figure(rows) is not None
+    for bad in ("0", "-1,5", "5,5"):
+        with pytest.raises(grid.HarnessError):
+            grid.parse_ladder(bad)
+    assert grid.parse_ladder("1500,0,150") == [0, 150, 1500]
+
 
 def test_a_ladder_is_planned_beside_the_axes_and_kept_when_the_grid_grows(runner, tree, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

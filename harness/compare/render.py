@@ -167,9 +167,14 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
                      f"{k if k else 'n/a'} | {share} | {new} |")
     priced = [r for r in rows if r.get("worth_text")]
     if priced:
+        replayed = any(r["worth"].get("rungs", [None])[0] == 0 for r in priced)
+        start = ("it starts at the replay control (the training images themselves through the same recipe: "
+                 "what the recipe alone does), and a cell below it is worth less than nothing" if replayed else
+                 "it starts at (0, 0): no replay control (--oracle-ladder 0,...) measured what the recipe alone does, "
+                 "so a gain the recipe makes is priced as real images")
         lines += ["", "What the images are worth in real ones: each generator cell's mean delta placed on the oracle's "
-                      "curve of the same data size (monotone, read between the ladder's rungs, never beyond its top), "
-                      "95% interval from a paired bootstrap over seeds:", "",
+                      "curve of the same data size (monotone, read between the ladder's rungs, never beyond its top; "
+                      f"{start}), 95% interval from a paired bootstrap over seeds:", "",
                   "| cell | delta (points) | worth in real images [95% CI] |", "| --- | ---: | --- |"]
         lines += [f"| {r['cell']} | {100 * r['delta_mean']:+.2f} | {r['worth_text']} |" for r in priced]
     if any(r.get("variance") for r in rows):
@@ -198,11 +203,12 @@ def worth_figure(rows: list[dict]):
         group = " ".join(p for p in r["cell"].split() if not p.startswith(("generator.kind=", "generate.n_samples=")))
         curves.setdefault(tuple(w["rungs"]) + tuple(w["oracle_points"]), (w, group))
     for i, (w, group) in enumerate(curves.values()):
-        ax.plot([0, *w["rungs"]], [0, *w["oracle_points"]], color="black", lw=1, marker="s", ms=4,
-                label="oracle (real held-out images)" if i == 0 else None)
+        curve = w.get("curve") or [[0, 0], *zip(w["rungs"], w["oracle_points"])]  # a report from before replay
+        ax.plot(*zip(*curve), color="black", lw=1, marker="s", ms=4,
+                label=f"oracle (real held-out images{'; at 0: the training images replayed' if w['rungs'][0] == 0 else ''})"
+                if i == 0 else None)
         if group:
-            ax.annotate(group, (w["rungs"][-1], w["oracle_points"][-1]), textcoords="offset points", xytext=(-4, 6),
-                        ha="right", fontsize=7)
+            ax.annotate(group, curve[-1], textcoords="offset points", xytext=(-4, 6), ha="right", fontsize=7)
     for r in priced:
         w = r["worth"]
         top = w["top"]

@@ -394,19 +394,23 @@ LESS_THAN_NOTHING, MORE_THAN_TOP = float("-inf"), float("inf")
 
 def oracle_curve(rungs: list[int], means: list[float]):
     """The oracle's mean paired delta (points) against real images added, made monotone (isotonic
-    regression through (0, 0), which holds by definition) and read between rungs linearly."""
+    regression) and read between rungs linearly. It starts at the rung of 0 images added where one
+    was measured (the `replay` control: the synthetic arm's recipe on the training images themselves,
+    which is not the baseline: its batches are larger), else at (0, 0)."""
     import numpy as np
     from sklearn.isotonic import IsotonicRegression
-    x = np.array([0, *rungs], dtype=float)
-    y = np.array([0.0, *means])
-    w = np.array([1e6, *([1.0] * len(rungs))])  # no images added: no delta, exactly
+    measured = bool(rungs) and rungs[0] == 0
+    x = np.array(rungs if measured else [0, *rungs], dtype=float)
+    y = np.array(means if measured else [0.0, *means])
+    w = np.array([1.0] * len(rungs) if measured else [1e6, *([1.0] * len(rungs))])  # unmeasured: (0, 0) exactly
     return x, IsotonicRegression(increasing=True).fit(x, y, sample_weight=w).predict(x)
 
 
 def real_images(delta: float, x, fx) -> float:
-    """The fewest real images whose oracle delta reaches `delta` (points): LESS_THAN_NOTHING below 0,
-    MORE_THAN_TOP beyond the top rung (never an extrapolated number)."""
-    if delta < 0:
+    """The fewest real images whose oracle delta reaches `delta` (points): LESS_THAN_NOTHING below the
+    curve's start (0, or the replay control's delta), MORE_THAN_TOP beyond the top rung (never an
+    extrapolated number)."""
+    if delta < fx[0]:
         return LESS_THAN_NOTHING
     if delta > fx[-1]:
         return MORE_THAN_TOP
@@ -438,7 +442,8 @@ def worth(oracle: dict[int, dict[int, float]], cell: dict[int, float], boot: int
         draws.append(real_images(float(c[idx].mean()), bx, bfx))
     low, high = (float(np.percentile(draws, q, method="inverted_cdf")) for q in (2.5, 97.5))
     return {"seeds": len(seeds), "real_images": point, "low": low, "high": high, "top": rungs[-1],
-            "oracle_points": [float(v) for v in fx[1:]], "rungs": rungs, "delta_points": float(c.mean())}
+            "oracle_points": [float(v) for v in fx[len(x) - len(rungs):]], "rungs": rungs,
+            "curve": [[float(a), float(b)] for a, b in zip(x, fx)], "delta_points": float(c.mean())}
 
 
 def worth_words(w: dict, n_images: int | None = None, kind: str = "") -> str:

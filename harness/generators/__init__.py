@@ -28,8 +28,9 @@ and, when TRAINS (harness/generators/trained.py is the loop both gan and diffusi
   checkpoints(run_id) -> list[int]               the epochs a sampler can draw from
 
 The controls every study needs go through the same generate -> pseudolabel -> synthetic path:
-`oracle` (unused real training images: the ceiling), `mixup` (pairs of real images blended) and
-`noise` (per-class Gaussians: the floor). Trained on the small set: `gan` and `diffusion`. Images from outside: `folder` (any tool's output) and
+`oracle` (unused real training images: the ceiling), `replay` (the training images themselves: the
+recipe's own effect, no new information), `mixup` (pairs of real images blended) and `noise`
+(per-class Gaussians: the floor). Trained on the small set: `gan` and `diffusion`. Images from outside: `folder` (any tool's output) and
 `text2image` (a pretrained diffusers pipeline).
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ from harness.registry import GENERATORS, Registry
 
 GROUP = GENERATORS
 BUILTIN = {"gan": "harness.generators.gan", "diffusion": "harness.generators.diffusion", "oracle": "harness.generators.oracle",
-           "mixup": "harness.generators.mixup", "noise": "harness.generators.noise",
+           "mixup": "harness.generators.mixup", "noise": "harness.generators.noise", "replay": "harness.generators.replay",
            "folder": "harness.generators.folder", "text2image": "harness.generators.text2image"}
 REQUIRED = ("TRAINS", "SECTIONS", "DATA", "knows_classes", "sampler")
 

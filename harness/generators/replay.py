@@ -1,0 +1,38 @@
+"""`generator.kind = "replay"`: the classifier's own real training images again, with their labels, in
+a seeded order (cycled when more are asked for than there are). No new information at all: what the
+synthetic arm's recipe alone does (its larger batches, the synthetic loss weight, the real-only last
+epochs) against the baseline. The rung at 0 real images added of a grid's oracle ladder
+(`--oracle-ladder 0,150,...`), where the exchange rate's curve starts."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from harness.generators import stream
+
+TRAINS = False
+SECTIONS = ()
+DATA = ("train",)
+CLASSES = "always"
+NEEDS = "nothing"
+
+
+def knows_classes(cfg) -> bool:
+    return True
+
+
+def sampler(ctx, cfg, splits) -> stream.Sampler:
+    x, y = splits.train_x, splits.train_y
+    seed = cfg.generate.seed
+
+    def one_pass(p: int) -> torch.Tensor:
+        # Pass p over the training images in its own seeded order: every image once per pass, and a
+        # prefix of the stream is the same images at any count.
+        return torch.from_numpy(np.random.default_rng([seed, 0x5EED, p]).permutation(len(x)))
+
+    def draw(start: int, stop: int):
+        idx = stream.from_blocks(start, stop, one_pass, torch.zeros(0, dtype=torch.long), size=len(x))
+        return x[idx], y[idx]
+
+    return stream.Sampler(("replay", splits.digest("train"), seed), draw, 0,
+                          f"the {len(x)} real training images themselves, replayed")
