@@ -81,7 +81,7 @@ LADDER_AXES = ("generator.kind", "generate.n_samples")  # what an oracle rung se
 
 def cells(cfg: Config, axes: list[tuple[str, list[str]]], ladder: list[int] | tuple = ()) -> list[Cell]:
     """Every combination of the axes' values applied to the base config (each checked like --set);
-    with a `ladder`, oracle cells at those image counts beside them, one set per combination of the
+    with a `ladder`, oracle cells at those image counts (0: the replay control) beside them, one set per combination of the
     other axes (a data size, say), whose baselines are the same runs as every cell of that size."""
     if not axes:
         out = [Cell("all", cfg)]
