@@ -552,6 +552,8 @@ def worth_of(grid_cells: list[Cell], deltas: dict[str, dict[int, float]]) -> dic
             continue
         w = stats.worth(oracle, deltas[c.label])
         out[c.label] = {"worth": w, "worth_text": stats.worth_words(w, c.cfg.generate.n_samples, c.cfg.generator.kind)}
+        if 0 in oracle:  # the replay control: what the images add beyond the recipe, paired seed by seed
+            out[c.label]["beyond_replay"] = stats.paired_difference(deltas[c.label], oracle[0])
     return out
 
 

@@ -325,6 +325,8 @@ def test_the_exchange_rate_reads_the_oracle_curve_and_says_less_than_nothing():
     below = grid.worth_of(cells, deltas)["data.n_per_class=20 generator.kind=gan"]
     assert below["worth_text"].startswith("64 gan images = worth less than nothing")
     assert below["worth"]["curve"][0] == [0.0, pytest.approx(1.5, abs=0.3)]
+    # and says so paired seed by seed: its images take half a point off what the recipe alone gives
+    assert below["beyond_replay"]["mean"] == pytest.approx(-0.5) and below["beyond_replay"]["high"] < 0
     rows = [{"cell": label, "n": 10, "delta_mean": float(np.mean(list(d.values()))),
              **grid.worth_of(cells, deltas).get(label, {})} for label, d in deltas.items()]
     assert render.worth_figure(rows) is not None

@@ -175,8 +175,19 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
         lines += ["", "What the images are worth in real ones: each generator cell's mean delta placed on the oracle's "
                       "curve of the same data size (monotone, read between the ladder's rungs, never beyond its top; "
                       f"{start}), 95% interval from a paired bootstrap over seeds:", "",
-                  "| cell | delta (points) | worth in real images [95% CI] |", "| --- | ---: | --- |"]
-        lines += [f"| {r['cell']} | {100 * r['delta_mean']:+.2f} | {r['worth_text']} |" for r in priced]
+                  "| cell | delta (points) | worth in real images [95% CI] | beyond the replay control, points [95% CI] |",
+                  "| --- | ---: | --- | ---: |"]
+
+        def beyond(r):
+            b = r.get("beyond_replay")
+            if not b or b["low"] is None:
+                return ""
+            return f"{b['mean']:+.2f} [{b['low']:+.2f}, {b['high']:+.2f}] ({b['seeds']} seeds)"
+        lines += [f"| {r['cell']} | {100 * r['delta_mean']:+.2f} | {r['worth_text']} | {beyond(r)} |" for r in priced]
+        if any(r["worth"].get("seeds", 0) < 10 for r in priced):
+            lines += ["", "With fewer than 10 seeds a percentile bootstrap is too narrow (its resamples cannot spread "
+                          "more than the few seeds do): read the worth interval of such a cell as a lower bound on its "
+                          "width; the last column is a paired t interval, which is not."]
     if any(r.get("variance") for r in rows):
         lines.append("\nThe delta CI above is for *these* generators; the last column treats the generator as a "
                      "random effect (the K generators' mean deltas as the sample), the answer for another "

@@ -420,6 +420,19 @@ def real_images(delta: float, x, fx) -> float:
     return float(x[i - 1] + (delta - fx[i - 1]) / (fx[i] - fx[i - 1]) * (x[i] - x[i - 1]))
 
 
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict:
+    """Mean of a - b (points) over the seeds both have, with its 95% t interval: two cells' deltas
+    against the same baselines, so the baselines' luck cancels."""
+    import numpy as np
+    from scipy import stats as st
+    seeds = sorted(set(a) & set(b))
+    d = 100 * np.array([a[s] - b[s] for s in seeds])
+    if len(d) < 2:
+        return {"seeds": len(d), "mean": float(d.mean()) if len(d) else None, "low": None, "high": None}
+    half = float(st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"seeds": len(d), "mean": float(d.mean()), "low": float(d.mean()) - half, "high": float(d.mean()) + half}
+
+
 def worth(oracle: dict[int, dict[int, float]], cell: dict[int, float], boot: int = 2000, seed: int = 0) -> dict:
     """What a generator cell's images are worth in real images: its mean paired delta placed on the
     oracle's curve of the same data size (`oracle`: rung -> seed -> delta; `cell`: seed -> delta,
