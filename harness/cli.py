@@ -6,7 +6,6 @@ import os
 import signal
 import sys
 import warnings
-from pathlib import Path
 
 import click
 
@@ -177,31 +176,15 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     if cfg.data.classes == ("all",):
         # The data's own class names, in the config every phase, key and record sees.
         cfg = config.apply(cfg, {"data.classes": list(data.open_source(data_dir, cfg.data).classes)})
-    if cfg.classifier.init == "pretrain" and cfg.pretrain.data_dir and not Path(cfg.pretrain.data_dir).is_dir():
-        raise HarnessError(f"pretrain.data_dir: {cfg.pretrain.data_dir} is not a folder (a tree of class folders, "
-                           "or train/ and test/ of them)")
-    if cfg.classifier.init == "pretrain" and not cfg.pretrain.classes:
-        # Every class of the pretraining tree that the study does not use, in the config every key sees.
-        from harness.phases import pretrain
-        tree = cfg.pretrain.data_dir or data_dir
-        others = [c for c in data.open_source(tree, pretrain.data_config(cfg)).classes if c not in cfg.data.classes]
-        if not others:
-            raise HarnessError("classifier.init=pretrain: every class of the data is one of data.classes, so none "
-                               "is left to pretrain on; set pretrain.classes, or give a tree with more classes "
-                               "(pretrain.data_dir)")
-        cfg = config.apply(cfg, {"pretrain.classes": others})
+    from harness.phases import pretrain
+    cfg = pretrain.with_classes(cfg, data_dir)
     ctx = Context(None if dry_run else store.configure(experiment, _say), device, data_dir, use_cache=not no_cache,
                   resume=resume)
     if check_kind:  # the starting weights: there, readable, a state dict (a URI needs the store)
         from harness.classifiers import weights
         if not (dry_run and cfg.classifier.init.startswith(weights.URIS)):
             weights.check(ctx, cfg)
-    if cfg.classifier.init == "pretrain":  # its classes are in the data, with images to train on
-        from harness.phases import pretrain
-        try:
-            ctx.splits(pretrain.data_config(cfg), cfg.pretrain.data_dir or None)
-        except HarnessError as e:
-            raise HarnessError(f"pretrain.classes: {e}") from None
+    pretrain.check_data(ctx, cfg)
     note = generators.cost_note(cfg, device)
     if note:
         _say(f"note: {note}")
@@ -574,13 +557,16 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     if not report_only:
         from harness import classifiers, generators
         from harness.classifiers import weights
-        for cell in grid_cells:  # and each cell's data and generator, as `run` checks them
-            generators.check(cell.cfg)
-            classifiers.check_config(cell.cfg)
-            if not dry_run or not cell.cfg.classifier.init.startswith(weights.URIS):
-                weights.check(ctx, cell.cfg)
-            ctx.splits(cell.cfg.data)
-            generators.preflight(ctx, cell.cfg)
+        from harness.phases import pretrain
+        for cell in grid_cells:  # and each cell's data, generator and weights, as `run` checks them
+            one = pretrain.with_classes(cell.cfg, data_dir)
+            generators.check(one)
+            classifiers.check_config(one)
+            if not dry_run or not one.classifier.init.startswith(weights.URIS):
+                weights.check(ctx, one)
+            ctx.splits(one.data)
+            pretrain.check_data(ctx, one)
+            generators.preflight(ctx, one)
     if dry_run:
         click.echo(f"dry run: {len(grid_cells)} cells x {seeds} seeds = {len(grid_cells) * seeds} items"
                    f"{f', up to {len(grid_cells) * max_seeds}' if max_seeds else ''}; every cell's config, data "

@@ -32,6 +32,7 @@ from harness.compare import stats
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
+from harness.phases import pretrain
 from harness.tracking import codecs, liveness, store
 from harness.tracking.store import NOTE
 
@@ -440,7 +441,7 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
             with _TrialHeartbeat(storage, trial_id):
                 try:
                     # The plan keeps `auto` precisions: each worker runs what its own machine has.
-                    local = precision.resolve_config(cell.cfg, ctx.device)
+                    local = precision.resolve_config(pretrain.with_classes(cell.cfg, ctx.data_dir), ctx.device)
                     scfg = pipeline.seeded(local, seed)
                     trains = generators.get(cell.cfg.generator.kind).TRAINS
                     own = seed % k  # this seed's generator, trained on that seed's data draw

@@ -30,6 +30,7 @@ from harness.compare import render
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
+from harness.phases import pretrain
 from harness.runner import Runner
 from harness.tracking import codecs, store
 
@@ -223,7 +224,9 @@ def preflight(ctx: Context, cfg: Config, spec: Spec) -> None:
     generators.preflight(ctx, cfg)
     for p, value in _extremes(spec):
         try:
-            generators.preflight(ctx, config.apply(cfg, {p.field: value}))
+            one = pretrain.with_classes(config.apply(cfg, {p.field: value}), ctx.data_dir)
+            generators.preflight(ctx, one)
+            pretrain.check_data(ctx, one)
         except HarnessError as e:
             raise HarnessError(f"sweep spec: {p.field} = {value!r} cannot run on this data: {e}") from None
 
@@ -275,7 +278,7 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
             return value
 
         def _one(trial: optuna.Trial, values: dict) -> float:
-            tcfg = config.apply(cfg, values)
+            tcfg = pretrain.with_classes(config.apply(cfg, values), ctx.data_dir)
             with store.phase_run(ctx.store, "trial", {**{k: str(v) for k, v in values.items()},
                                                       "trial.number": trial.number, "sweep.study": study_name},
                                  run_name=f"sweep trial {trial.number}",

@@ -224,7 +224,7 @@ def test_bad_weights_are_one_line_before_any_run(runner, client, tree, tmp_path,
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
-def test_a_pretrain_phase_on_the_other_classes_is_reused_by_a_second_seed(runner, client, tree):
+def test_a_pretrain_phase_on_the_other_classes_is_reused_by_a_second_seed(runner, client, tree, tmp_path):
     two = ["--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile",
            "--set", "generator.kind=noise", "--set", "classifier.epochs=1", *RESNET,
            "--set", "classifier.init=pretrain", "--set", "pretrain.epochs=1"]
@@ -239,6 +239,17 @@ def test_a_pretrain_phase_on_the_other_classes_is_reused_by_a_second_seed(runner
     leak = invoke(runner, ["run", *two, "--set", "pretrain.classes=airplane,cat"], ok=False)
     assert leak.exit_code == 2 and "leaks" in leak.stderr
     none_left = invoke(runner, ["run", *two, "--set", "data.classes=all"], ok=False)
+    assert none_left.exit_code == 2 and "none is left to pretrain on" in none_left.stderr
+    # A grid whose axis asks for pretrain fills its classes per cell, as `run` does: the same key, reused.
+    axis = ["--axis", "classifier.init=scratch,pretrain", "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
+    invoke(runner, ["grid", *two, "--set", "classifier.init=scratch", *axis, "--seeds", "1"])
+    pre = client.search_runs([exp], "tags.`harness.phase` = 'pretrain'", order_by=["attributes.start_time ASC"])
+    assert len(pre) == 3 and pre[2].data.tags["harness.reused_from"] == pre[0].info.run_id
+    cells = {p.data.tags["harness.cell"] for p in client.search_runs([exp], "tags.`harness.phase` = 'pipeline'")
+             if "harness.cell" in p.data.tags}
+    assert cells == {"classifier.init=scratch", "classifier.init=pretrain"}
+    none_left = invoke(runner, ["grid", *two, "--set", "classifier.init=scratch", "--set", "data.classes=all", *axis,
+                                "--dry-run"], ok=False)
     assert none_left.exit_code == 2 and "none is left to pretrain on" in none_left.stderr
 
 

@@ -8,9 +8,11 @@ metrics on those classes' test images.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from harness import classifier
+from harness import classifier, config, data
 from harness.classifier import ClassifierResult
+from harness.errors import HarnessError
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
@@ -21,6 +23,37 @@ def data_config(cfg):
     source = "" if p.data_dir else cfg.data.source
     return dataclasses.replace(cfg.data, source=source, classes=p.classes, n_per_class=p.n_per_class,
                                val_per_class=0, seed=p.seed)
+
+
+def with_classes(cfg, data_dir):
+    """`cfg` with pretrain.classes filled in where classifier.init = pretrain leaves them empty: every class
+    of the pretraining tree (pretrain.data_dir, else `data_dir`) the study does not use, in the config every
+    key sees. Per config, not per command: a grid's or a sweep's cell may be the one that asks for pretrain."""
+    if cfg.classifier.init != "pretrain" or cfg.pretrain.classes:
+        return cfg
+    others = [c for c in data.open_source(_tree(cfg, data_dir), data_config(cfg)).classes if c not in cfg.data.classes]
+    if not others:
+        raise HarnessError("classifier.init=pretrain: every class of the data is one of data.classes, so none "
+                           "is left to pretrain on; set pretrain.classes, or give a tree with more classes "
+                           "(pretrain.data_dir)")
+    return config.apply(cfg, {"pretrain.classes": others})
+
+
+def check_data(ctx, cfg) -> None:
+    """Before any run opens: pretrain.classes are in the pretraining tree, with images to train on."""
+    if cfg.classifier.init != "pretrain":
+        return
+    try:
+        ctx.splits(data_config(cfg), _tree(cfg, None))
+    except HarnessError as e:
+        raise HarnessError(f"pretrain.classes: {e}") from None
+
+
+def _tree(cfg, data_dir):
+    if cfg.pretrain.data_dir and not Path(cfg.pretrain.data_dir).is_dir():
+        raise HarnessError(f"pretrain.data_dir: {cfg.pretrain.data_dir} is not a folder (a tree of class folders, "
+                           "or train/ and test/ of them)")
+    return cfg.pretrain.data_dir or data_dir
 
 
 def training(cfg):

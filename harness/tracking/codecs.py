@@ -48,9 +48,12 @@ def log_pytorch_model(model, name: str, example, step: int = 0, params: dict | N
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # validate_serving_input=False: MLflow would load the exported program back through pyfunc and
+            # run the example, ~0.3 s a model, a quarter of logging one (tests/test_baseline.py,
+            # test_generators.py and test_pipeline.py load each kind's back and run it).
             info = mlflow.pytorch.log_model(module, name=name, input_example=example, step=step, params=params,
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                            serialization_format="pt2")
+                                            serialization_format="pt2", validate_serving_input=False)
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_DEFAULT_PREDICTION_DEVICE")
