@@ -118,11 +118,14 @@ def axis_keys(axes) -> list[str]:
 
 
 def ladder_group(cfg: Config) -> str:
-    """What an oracle rung shares with the cells it prices: everything but the generator and its count."""
+    """What an oracle rung shares with the cells it prices: everything but the generator and its count.
+    Every field, those no key hashes included: classifier.init (a key holds its weights' digest) tells a
+    fine-tuned cell's rungs from a scratch one's."""
     plain = dataclasses.replace(cfg, generator=config.GeneratorConfig(), gan=config.GanConfig(),
                                 diffusion=config.DiffusionConfig(), text2image=config.Text2ImageConfig(),
                                 generate=dataclasses.replace(cfg.generate, n_samples=1))
-    return config.config_hash(plain)
+    fields = {k: v for k, v in config.to_dict(plain).items() if k not in config.UNHASHED}
+    return json.dumps(fields, sort_keys=True, default=str)
 
 
 def _items(study: optuna.Study) -> dict[tuple[str, int], list]:

@@ -330,6 +330,18 @@ def test_the_exchange_rate_reads_the_oracle_curve_and_says_less_than_nothing():
     rows = [{"cell": label, "n": 10, "delta_mean": float(np.mean(list(d.values()))),
              **grid.worth_of(cells, deltas).get(label, {})} for label, d in deltas.items()]
     assert render.worth_figure(rows) is not None
+    # Regimes that differ only in classifier.init (which no key hashes: a key holds its weights' digest)
+    # are each priced on their own oracle's curve, never on the other's.
+    regimes = grid.cells(cfg, [("generator.kind", ["gan", "oracle"]),
+                               ("classifier.init+classifier.mode", ["scratch+train", "pretrain+train"])])
+    assert len({grid.ladder_group(c.cfg) for c in regimes}) == 2
+    gain = {("oracle", "scratch"): 0.03, ("oracle", "pretrain"): 0.01}
+    deltas = {c.label: {s: gain.get((c.cfg.generator.kind, c.cfg.classifier.init), 0.0) + noise[s] for s in seeds}
+              for c in regimes}
+    priced = grid.worth_of(regimes, deltas)
+    for init, points in (("scratch", 3.0), ("pretrain", 1.0)):
+        label = f"generator.kind=gan classifier.init={init} classifier.mode=train"
+        assert priced[label]["worth"]["oracle_points"] == [pytest.approx(points, abs=0.2)]
     for bad in ("0", "-1,5", "5,5"):
         with pytest.raises(grid.HarnessError):
             grid.parse_ladder(bad)
