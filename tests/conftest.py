@@ -23,6 +23,15 @@ TREE_CLASSES = ("airplane", "automobile", "bird", "cat")
 TREE_COLOURS = {"airplane": (200, 60, 60), "automobile": (60, 200, 60), "bird": (60, 60, 200), "cat": (200, 200, 60)}
 
 
+# Tests that start processes of their own (servers, browsers, workers, Slurm jobs) take tens of seconds
+# each: on two test processes they go first, so that the last minutes are not one long test alone.
+FIRST = ("test_workers.py", "test_slurm.py", "test_ui.py", "test_faults.py", "test_cli.py", "test_pipeline.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory) -> Path:
     """MLflow's schema migration takes seconds: do it once, copy the file per test."""
