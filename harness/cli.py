@@ -40,6 +40,7 @@ class _Group(click.Group):
         previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
         if previous is not None:
             previous_int, previous_alarm = signal.signal(signal.SIGINT, _interrupt), signal.getsignal(signal.SIGALRM)
+            previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _deprecation_line  # an old name's FutureWarning: one line, not four
@@ -71,6 +72,7 @@ class _Group(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+                sys.unraisablehook = previous_hook
                 signal.setitimer(signal.ITIMER_REAL, 0)  # a deferred signal that never came due
                 for signum, handler in ((signal.SIGINT, previous_int), (signal.SIGALRM, previous_alarm)):
                     if handler is not None:
@@ -124,6 +126,21 @@ def _deferred(frame, handler) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def _unraisable(previous):
+    """sys.unraisablehook while a command runs. The garbage collector runs weakref callbacks and __del__
+    between any two bytecodes; a signal's exception raised inside one is printed with a traceback and
+    dropped, and the command went on as if no signal had come (seen under Slurm's scancel: a cancelled
+    worker finished its item). Such a signal is raised again 10 ms later, in ordinary code, silently."""
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            handler = _terminate if isinstance(unraisable.exc_value, _Terminated) else _interrupt
+            signal.signal(signal.SIGALRM, handler)
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            return
+        previous(unraisable)
+    return hook
 
 
 def _terminate(signum, frame):

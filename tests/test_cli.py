@@ -158,3 +158,38 @@ def test_a_signal_during_a_store_write_waits_for_the_write(monkeypatch):
         cli._terminate(signal.SIGTERM, caller)
     with pytest.raises(KeyboardInterrupt):
         cli._interrupt(signal.SIGINT, caller)
+
+
+def test_a_sigterm_that_lands_in_a_weakref_callback_comes_again(capsys):
+    # The garbage collector runs weakref callbacks between any two bytecodes, and Python prints and drops
+    # an exception raised in one: a scancel'd Slurm worker went on with its item. Here a callback signals
+    # this process and keeps running, so the handler raises inside it; the command's hook raises it again.
+    import gc
+    import os
+    import signal
+    import time
+    import weakref
+
+    from harness import cli
+    previous = signal.signal(signal.SIGTERM, cli._terminate), signal.getsignal(signal.SIGALRM), sys.unraisablehook
+    sys.unraisablehook = cli._unraisable(sys.unraisablehook)
+
+    def callback(_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(100_000))  # bytecodes in the callback: the handler runs in here
+
+    class Thing:
+        pass
+    thing = Thing()
+    ref = weakref.ref(thing, callback)  # noqa: F841
+    try:
+        with pytest.raises(cli._Terminated):
+            del thing
+            gc.collect()
+            time.sleep(2)  # the hook's re-armed alarm raises it here, 10 ms later
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+        sys.unraisablehook = previous[2]
+    assert "Traceback" not in capsys.readouterr().err  # dropped silently, raised again
