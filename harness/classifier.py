@@ -38,10 +38,11 @@ class ClassifierResult(PhaseResult):
 
 
 def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epoch=None, evaluate_test: bool = True,
-                   synthetic=None, weights=None) -> tuple[torch.nn.Module, dict[str, float]]:
+                   synthetic=None, weights=None, slot: str = "synthetic") -> tuple[torch.nn.Module, dict[str, float]]:
     """Train on the real training images (+ `synthetic` = (images, labels, soft or None)) and log
     curves, weights and (unless `evaluate_test` is off, as in sweep trials, which must never see
-    the test set) test metrics and artifacts to the active run."""
+    the test set) test metrics and artifacts to the active run. `slot`: what the extra images are
+    called in the run's description (the control arm's are "replayed real")."""
     done: list[dict] = []
 
     def hook(epoch: int, row: dict) -> None:
@@ -69,7 +70,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
            "probe": "linear probe (backbone frozen) of", "probe-then-train": "probed, then fine-tuned (LP-FT), from"}
     start = f" `{cfg.classifier.init}`" if weights else ""
     trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} {how[cfg.classifier.mode]}{start} on {len(splits.train_x)} real"
-               f"{f' + {n_syn} synthetic' if n_syn else ''} images for {c.epochs} epochs"
+               f"{f' + {n_syn} {slot}' if n_syn else ''} images for {c.epochs} epochs"
                f"{f' (classifier.steps {cfg.classifier.steps})' if cfg.classifier.steps else ''} "
                f"(augmentation {c.augmentation}{mixing if n_syn else ''}; "
                f"{'forward passes in bf16 autocast' if c.precision == 'bf16' else 'fp32'}).")
@@ -79,6 +80,21 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
                  "(test set not evaluated: sweep trials choose by validation only).")
         return model, final
     return model, final | report_test(model, splits, device, label, trained, model_id)
+
+
+def evaluate_run(ctx, cfg, splits: Splits, model_run: str, label: str, slot: str) -> tuple[dict[str, float], torch.nn.Module]:
+    """The test evaluation of an arm's model trained earlier without it (a sweep trial's, chosen by
+    validation), on the active run: the same metrics and artifacts as an arm trained here."""
+    model, _ = load_model(model_run)
+    trained = dict(ctx.store.get_run(model_run).data.metrics)
+    m = {k: v for k, v in trained.items() if k == "val/accuracy" or k.startswith("data/n_")}
+    mlflow.log_metrics(m)
+    model_id = log_model(model, cfg, splits.classes, label, splits.test_x[:2])
+    extra = int(m.get("data/n_synthetic", m.get("data/n_replayed", 0)))
+    m |= report_test(model, splits, ctx.device, label,
+                     f"**{label}**: the {classifiers.in_words(cfg.classifier)} of run `{model_run}` (trained on real + "
+                     f"{extra} {slot} images, chosen by validation), evaluated once on the test set.", model_id)
+    return m, model
 
 
 def report_test(model: torch.nn.Module, splits: Splits, device: torch.device, label: str, trained: str,

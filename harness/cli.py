@@ -331,6 +331,8 @@ def kinds():
 @click.option("--parent", default=None, metavar="RUN_ID", help="A pipeline run (one pair) or a seeds run (paired seeds).")
 @click.option("--baseline", "baseline_id", default=None, metavar="RUN_ID", help="Baseline run (with --synthetic).")
 @click.option("--synthetic", "synthetic_id", default=None, metavar="RUN_ID", help="Synthetic-arm run (with --baseline).")
+@click.option("--control", "control_id", default=None, metavar="RUN_ID", help="Its control run (with --baseline and "
+              "--synthetic): the images' effect is then synthetic minus control.")
 @click.option("--filter", "filter_string", default=None, metavar="MLFLOW_FILTER",
               help="Pool every finished pipeline of --experiment matching this MLflow filter, "
                    "e.g. \"params.preset = 'cpu'\".")
@@ -338,14 +340,17 @@ def kinds():
               help="Experiment to search (with --filter) and to log the compare run in.")
 @click.option("--margin", type=float, default=None, metavar="POINTS",
               help="Equivalence margin of the verdict (two one-sided tests on the 90% CI) [default: 1.0].")
-def compare(parent, baseline_id, synthetic_id, filter_string, experiment, margin):
-    """Synthetic arm vs baseline: deltas, per-arm mean ± std over seeds, paired t-test, Wilcoxon,
-    McNemar per pair, and a verdict of four: significant gain, significant loss, equivalent within
-    ±margin, or inconclusive. Logs a compare run with comparison.md / .json / .png.
+def compare(parent, baseline_id, synthetic_id, control_id, filter_string, experiment, margin):
+    """The images' effect: synthetic arm vs its control (the same recipe with the real training images
+    in the synthetic slot), with the recipe's own effect (control vs baseline) beside it; per-arm mean
+    ± std over seeds, paired t-test, Wilcoxon, McNemar per pair, and a verdict of four: significant gain,
+    significant loss, equivalent within ±margin, or inconclusive. Runs without a control (older ones,
+    or control.enabled=false) are compared with the baseline and said to be "recipe not controlled";
+    the two kinds are never pooled. Logs a compare run with comparison.md / .json / .png.
 
     \b
     harness compare --parent STUDY_OR_PIPELINE_RUN_ID
-    harness compare --baseline RUN_ID --synthetic RUN_ID
+    harness compare --baseline RUN_ID --synthetic RUN_ID [--control RUN_ID]
     harness compare --filter "params.preset = 'cpu'"
     """
     from harness import train
@@ -357,21 +362,27 @@ def compare(parent, baseline_id, synthetic_id, filter_string, experiment, margin
     chosen = [bool(parent), bool(baseline_id or synthetic_id), filter_string is not None]
     if sum(chosen) != 1 or (chosen[1] and not (baseline_id and synthetic_id)):
         raise HarnessError("give exactly one of: --parent RUN_ID; --baseline RUN_ID --synthetic RUN_ID; --filter EXPR")
+    if control_id and not chosen[1]:
+        raise HarnessError("--control goes with --baseline and --synthetic (a --parent or --filter finds its pipelines' "
+                           "control runs itself)")
     ctx = Context(store.configure(experiment, _say), train.pick_device("cpu"))
-    pairs = runs.pairs_for(ctx.store.client, parent, baseline_id, synthetic_id, experiment, filter_string)
+    pairs = runs.pairs_for(ctx.store.client, parent, baseline_id, synthetic_id, experiment, filter_string, control_id)
     report = stats.seed_report(ctx.store.client, pairs, margin=margin)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     if report.n == 1:
-        base, syn = pairs[0].baseline, pairs[0].synthetic
+        base, syn, control = pairs[0].baseline, pairs[0].synthetic, pairs[0].control
         # A compare run of its own, holding only what it compared: no config of a run that never ran.
         with store.phase_run(ctx.store, "compare", {"upstream.baseline": base.info.run_id,
-                                                    "upstream.synthetic": syn.info.run_id}) as pr:
-            table_md, _ = phase.log_pair(base.data.metrics, syn.data.metrics, runs.classes_of(base))
-        click.echo(f"compare run {pr.run_id}: baseline {base.info.run_id} vs synthetic {syn.info.run_id}\n")
+                                                    "upstream.synthetic": syn.info.run_id,
+                                                    **({"upstream.control": control.info.run_id} if control else {})}) as pr:
+            table_md, _ = phase.log_pair(base.data.metrics, syn.data.metrics, runs.classes_of(base),
+                                         control.data.metrics if control else None)
+        click.echo(f"compare run {pr.run_id}: baseline {base.info.run_id} vs synthetic {syn.info.run_id}"
+                   f"{f' vs control {control.info.run_id}' if control else ''}\n")
         _, b, c, p = report.mcnemar[0]
-        click.echo(f"McNemar: baseline-only correct {b}, synthetic-only correct {c}, p = {p:.3g}; "
-                   f"verdict: {report.verdict()}\n")
+        click.echo(f"McNemar on {report.effect}: {report.reference}-only correct {b}, synthetic-only correct {c}, "
+                   f"p = {p:.3g}; verdict: {report.verdict()}\n")
         click.echo(table_md, nl=False)
         return
     run_id = phase.run_report(ctx, report)
@@ -416,9 +427,10 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume, dry_run=dry_run)
     if seed_values is None and cfg.seeds.count > 1:
         seed_values = list(range(cfg.seeds.count))
-    share_generator = share_generator or share_gan or cfg.seeds.share_generator
-    if share_generator and not seed_values:
+    if (share_generator or share_gan) and not seed_values:
         raise HarnessError("--share-generator needs --seeds or --seed-list (or seeds.count > 1)")
+    # A preset's seeds.share_generator is moot for one pipeline: taken as it is, never refused.
+    share_generator = share_generator or share_gan or cfg.seeds.share_generator
     if dry_run:
         from harness import generators
         from harness.table import PHASES
@@ -440,6 +452,7 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     per_class = ", ".join(f"{c} {int(result.kept[f'kept/{c}/count'])}" for c in cfg.data.classes)
     click.echo(f"\npipeline run {result.run_id}: kept {int(result.kept['kept/count'])} synthetic images ({per_class})")
     click.echo("phase seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + "\n")
+    click.echo(pipeline.headline_words(result.headline).replace("**", "") + "\n")
     click.echo(result.table_md, nl=False)
 
 
@@ -499,9 +512,7 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     _data_line(cfg, ctx)
     result = sweepmod.run(ctx, cfg, spec_obj, trials, study_name, storage, sampler_seed=sampler_seed)
     click.echo(f"\nsweep run {result.run_id}: study {study_name!r} in {mask(storage)}")
-    click.echo(f"best params {result.best_params}: validation {100 * result.best_value:.2f}%, "
-               f"test {100 * result.best_test['test/accuracy']:.2f}% vs baseline "
-               f"{100 * result.baseline['test/accuracy']:.2f}%")
+    click.echo(f"best params {result.best_params}: {result.words}")
     click.echo(f"optuna-dashboard {mask(storage)}\n")
     click.echo(result.table_md, nl=False)
 

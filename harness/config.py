@@ -206,6 +206,15 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The recipe-matched control arm (harness/phases/control.py): the synthetic arm's recipe with its
+    synthetic slot filled by the real training images themselves, so that synthetic minus control is
+    what the images add and control minus baseline what the recipe adds."""
+    OPTIONAL: ClassVar[bool] = True  # out of the whole-config hash at its default: hashes made before it stay the same
+    enabled: bool = True  # false: no control arm (one classifier arm less per pipeline); the headline is then synthetic minus baseline, recipe and images mixed, and every report says "recipe not controlled"
+
+
+@dataclass(frozen=True)
 class SeedsConfig:
     """Paired seeds: pipelines that differ only by their seed, compared pair by pair."""
     count: int = setting(1, gt=0, le=10_000, why="paired pipelines, each minutes of work")  # paired pipelines, seeds 0..N-1; more than 1 makes `harness run` compare N pairs
@@ -228,6 +237,7 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     seeds: SeedsConfig = field(default_factory=SeedsConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     # The sections of installed plugin kinds that differ from their defaults, by name (`cfg.<kind>` reads
     # them like a built-in section; `plugin_sections` says which exist).
     plugins: tuple[tuple[str, typing.Any], ...] = ()

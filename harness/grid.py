@@ -32,7 +32,7 @@ from harness.compare import stats
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
-from harness.phases import pretrain
+from harness.phases import compare, pretrain
 from harness.tracking import codecs, liveness, store
 from harness.tracking.store import NOTE
 
@@ -364,7 +364,9 @@ def _grid_run(ctx: Context, study: optuna.Study, created: bool, cfg: Config):
 
 
 VIEW = "mlflow.sharedViewState."  # the MLflow UI (>= 3.15) reads a saved view from this experiment tag
-HEADLINE = ("delta/accuracy", "baseline/test_accuracy", "synthetic/test_accuracy", "kept/count")
+HEADLINE = ("delta/accuracy", "baseline/test_accuracy", "synthetic/test_accuracy", "kept/count")  # recipe not controlled
+CONTROLLED = ("images/accuracy", "baseline/test_accuracy", "control/test_accuracy", "synthetic/test_accuracy",
+              "recipe/accuracy", "delta/accuracy", "kept/count")  # the images' effect first
 
 
 def view_keys(study_name: str) -> dict[str, str]:
@@ -373,16 +375,18 @@ def view_keys(study_name: str) -> dict[str, str]:
     return {"table": f"grid-{safe}", "chart": f"grid-{safe}-chart"}
 
 
-def views(study_name: str, axes: list[str]) -> dict[str, dict]:
+def views(study_name: str, axes: list[str], controlled: bool = True) -> dict[str, dict]:
     """What a user looks at to compare the cells, as MLflow UI saved views: the grid's pipelines grouped
     by cell (each group's row is its seeds' mean), with the cell's axes and the headline metrics as
-    columns, sorted by delta; and the same groups as a bar chart of the delta per cell."""
+    columns, sorted by the images' effect (synthetic - control; without a control, the delta); and the
+    same groups as a bar chart of it per cell."""
+    lead = "images/accuracy" if controlled else "delta/accuracy"
     base = {"searchFilter": f"tags.`harness.grid` = '{study_name}' AND tags.`harness.phase` = 'pipeline'",
-            "orderByKey": "metrics.`delta/accuracy`", "orderByAsc": False, "runsHiddenMode": "SHOW_ALL",
+            "orderByKey": f"metrics.`{lead}`", "orderByAsc": False, "runsHiddenMode": "SHOW_ALL",
             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "harness.cell"}]}}
-    columns = [f"metrics.`{m}`" for m in HEADLINE] + [f"params.`{a}`" for a in axes]
+    columns = [f"metrics.`{m}`" for m in (CONTROLLED if controlled else HEADLINE)] + [f"params.`{a}`" for a in axes]
     return {"table": {**base, "selectedColumns": columns},
-            "chart": {**base, "chartsSearchFilter": "^delta/accuracy$", "useGroupedValuesInCharts": True,
+            "chart": {**base, "chartsSearchFilter": f"^{lead}$", "useGroupedValuesInCharts": True,
                       "hideEmptyCharts": True}}
 
 
@@ -401,7 +405,7 @@ def save_views(s: store.Store, study: optuna.Study) -> None:
     if held.get("ladder") and "generate.n_samples" not in axes:
         axes.append("generate.n_samples")
     keys = view_keys(study.study_name)
-    for name, state in views(study.study_name, axes).items():
+    for name, state in views(study.study_name, axes, plan_of(study)[0].control.enabled).items():
         s.client.set_experiment_tag(s.experiment_id, VIEW + keys[name], json.dumps(state))
 
 
@@ -474,8 +478,10 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     raise
                 try:
                     storage.set_trial_user_attr(trial_id, "pipeline_run", result.run_id)
+                    # The item's value is the cell's headline, the images' effect where a control ran: what
+                    # the CI half-width rule and the exchange rate read.
                     storage.set_trial_state_values(trial_id, COMPLETE,
-                                                   [result.results["compare"].deltas["delta/accuracy"]])
+                                                   [compare.headline(result.results["compare"].deltas)])
                 except optuna.exceptions.UpdateFinishedTrialError:
                     # A loaded machine delayed this worker's heartbeat past the grace period: a peer took
                     # the item for dead and queued it again. Its copy reuses every phase finished here.

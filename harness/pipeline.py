@@ -25,6 +25,7 @@ class PipelineResult:
     results: dict[str, PhaseResult]
     table_md: str
     seconds: dict[str, float] = field(default_factory=dict)
+    headline: dict[str, float] = field(default_factory=dict)  # the parent run's metrics
 
     @property
     def kept(self) -> dict:
@@ -54,17 +55,18 @@ def run(ctx: Context, cfg: Config, generator_cfg: Config | None = None, note: st
         base, syn, cmp = results["baseline"], results["synthetic"], results["compare"]
         quality = {k: v for k, v in results["generate"].metrics.items() if k.startswith("quality/")}
         kept = {k: v for k, v in results["pseudolabel"].metrics.items() if k.startswith("kept/")}
-        headline = {"baseline/test_accuracy": base.metrics["test/accuracy"],
-                    "baseline/test_f1_weighted": base.metrics["test/f1_weighted"],
-                    "synthetic/test_accuracy": syn.metrics["test/accuracy"],
-                    "synthetic/test_f1_weighted": syn.metrics["test/f1_weighted"],
-                    "delta/accuracy": cmp.deltas["delta/accuracy"],
-                    "delta/f1_weighted": cmp.deltas["delta/f1_weighted"],
+        arms = [("baseline", base), ("synthetic", syn)] + ([("control", results["control"])] if "control" in results else [])
+        # images/* (synthetic - control) is the headline; recipe/* (control - baseline) and delta/* (synthetic
+        # - baseline, its meaning since the first version) beside it: no metric name changes meaning.
+        differences = ("images", "recipe", "delta") if "control" in results else ("delta",)
+        headline = {**{f"{arm}/test_{m}": r.metrics[f"test/{m}"] for arm, r in arms
+                       for m in ("accuracy", "f1_weighted", "f1_macro")},
+                    **{f"{d}/{m}": cmp.deltas[f"{d}/{m}"] for d in differences for m in ("accuracy", "f1_weighted", "f1_macro")},
                     **kept, **quality, **{f"time/{k}_seconds": v for k, v in seconds.items()}}
         mlflow.log_metrics(headline)
         mlflow.log_text(cmp.table_md, "comparison.md")
         mlflow.set_tag(NOTE, _description(cfg, headline, cmp.table_md) + note)
-    return PipelineResult(parent.run_id, results, cmp.table_md, seconds)
+    return PipelineResult(parent.run_id, results, cmp.table_md, seconds, headline)
 
 
 def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool = False):
@@ -114,5 +116,16 @@ def _description(cfg: Config, m: dict, table_md: str) -> str:
             f"{what}, "
             f"{cfg.generate.n_samples} synthetic images, kept {int(m['kept/count'])} (pseudolabel.mode "
             f"{cfg.pseudolabel.mode}, threshold {cfg.pseudolabel.threshold}), synthetic arm {net} retrained "
-            f"from scratch.\n\nTest accuracy {100 * m['baseline/test_accuracy']:.2f}% -> "
-            f"{100 * m['synthetic/test_accuracy']:.2f}% ({100 * m['delta/accuracy']:+.2f} points).\n\n{table_md}")
+            f"from scratch{'; control arm: the same recipe with the real training images in the synthetic slot' if 'images/accuracy' in m else ''}."
+            f"\n\n{headline_words(m)}\n\n{table_md}")
+
+
+def headline_words(m: dict) -> str:
+    """The pipeline's result in one line, the images' effect first (from its parent run's metrics)."""
+    if "images/accuracy" not in m:
+        return (f"Test accuracy {100 * m['baseline/test_accuracy']:.2f}% -> {100 * m['synthetic/test_accuracy']:.2f}% "
+                f"({100 * m['delta/accuracy']:+.2f} points; recipe not controlled: control.enabled=false).")
+    return (f"**The images' effect: {100 * m['images/accuracy']:+.2f} points** (synthetic "
+            f"{100 * m['synthetic/test_accuracy']:.2f}% - control {100 * m['control/test_accuracy']:.2f}%); the recipe's: "
+            f"{100 * m['recipe/accuracy']:+.2f} points (control - baseline {100 * m['baseline/test_accuracy']:.2f}%); "
+            f"synthetic - baseline {100 * m['delta/accuracy']:+.2f} points.")

@@ -8,7 +8,8 @@ what they are: `source_run_id` holds the outputs (the reused run on a cache hit)
 run opened now.
 
 A phase's key = its name + the config fields it reads + the keys of the phases it consumes (or
-what stands for them: a named run, the kept images' digest) + a digest of the data splits it reads
+what stands for them: a named run, the kept images' digest; of a phase it reads only the size of, that
+size: the control's slot) + a digest of the data splits it reads
 + a fingerprint of the code it runs (its module and, through imports, everything it reaches; for
 the generator kind, only the chosen kind's module). A FINISHED run with the same key in the
 experiment is reused: its outputs are loaded, and the new run is tagged harness.reused_from.
@@ -61,7 +62,7 @@ class Runner:
 
     # -- one phase ------------------------------------------------------------------------------
 
-    def key(self, name: str, cfg: Config, upstream_keys: dict[str, str], row: Row | None = None) -> str:
+    def key(self, name: str, cfg: Config, inputs: dict[str, PhaseResult], row: Row | None = None) -> str:
         row = row or Row.of(name, cfg)
         parts = [name, config_hash(cfg, row.sections, row.ignores), self.ctx.fingerprint(row.phase.code(cfg))]
         if row.data:
@@ -72,7 +73,11 @@ class Runner:
         if row.phase.weights and cfg.classifier.init not in ("scratch", "pretrain"):  # pretrain: an upstream key
             from harness.classifiers import weights
             parts.append(weights.digest(self.ctx, cfg.classifier.init))
-        parts += [f"{u}={upstream_keys[u]}" for u in row.upstream]
+        # A phase that reads only how many images an upstream phase holds (the control) is keyed on that,
+        # so that one run serves every upstream that holds as many.
+        parts += [f"{u}={inputs[u].downstream_key}" for u in row.upstream if u not in row.phase.sized]
+        if row.phase.sized:
+            parts.append(f"slots={row.phase.module.slots(cfg, inputs)}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def run(self, name: str, cfg: Config, inputs: dict[str, PhaseResult], key_suffix: str = "",
@@ -87,7 +92,7 @@ class Runner:
         ctx, store = self.ctx, self.ctx.store
         row = Row.of(name, cfg)
         row.phase.module.check(ctx, cfg, inputs)
-        key = self.key(name, cfg, {u: inputs[u].downstream_key for u in row.upstream}, row) + key_suffix
+        key = self.key(name, cfg, inputs, row) + key_suffix
         claim = row.phase.long and not brief and ctx.use_cache  # minutes of work: never done twice by two workers
         # One lookup of the key answers every question below: reuse, wait for a live worker, continue an
         # interrupted run. Waiting comes first: a worker that died meanwhile is continued, not restarted.
@@ -149,7 +154,7 @@ class Runner:
         if not row.phase.in_memory:
             raise ValueError(f"phase {name} has no in-memory form (Phase.in_memory)")
         row.phase.module.check(self.ctx, cfg, inputs)
-        key = self.key(name, cfg, {u: inputs[u].downstream_key for u in row.upstream}, row)
+        key = self.key(name, cfg, inputs, row)
         result = row.phase.module.draft(self.ctx, cfg, inputs)
         result.source_run_id = result.run_id = mlflow.active_run().info.run_id
         return _keyed(result, key)
@@ -238,7 +243,7 @@ class Runner:
                 return out[u]
             row = Row.of(u, cfg)
             inputs = {v: get(v) for v in row.upstream}
-            key = self.key(u, cfg, {v: r.downstream_key for v, r in inputs.items()}, row)
+            key = self.key(u, cfg, inputs, row)
             hit = self.ctx.store.find_finished(key)
             if hit is None and not row.phase.command:
                 out[u] = self.run(u, cfg, inputs)

@@ -3,8 +3,12 @@ fields and runs the normal phases.
 
     harness sweep --trials 20 --preset cpu [--study NAME] [--storage URL] [--spec harness/experiments/sweep.toml]
 
-- Objective: validation accuracy of the synthetic arm's model (last epoch). Trials never see the test set;
-  the best trial's model is evaluated once on it at the end and compared with the baseline.
+- Objective: the images' effect on validation: the synthetic arm's validation accuracy (last epoch) minus
+  that of its control (the same recipe and slot count with the real training images in the slot;
+  harness/phases/control.py), so that a knob that only adds steps or images of any kind cannot win.
+  Controls are cached like any phase: trials that ask for the same slot share one. With
+  control.enabled=false, the synthetic arm's validation accuracy alone (recipe not controlled). Trials never
+  see the test set; the best trial's models are evaluated once on it at the end.
 - Reuse: baseline and generator are trained once per study (a GAN to gan.epochs; its checkpoints
   serve the smaller epoch counts); a trial generates and labels only the images no earlier trial of
   the process did (sample counts are prefixes of one stream per checkpoint), and the synthetic arm's
@@ -35,7 +39,8 @@ from harness.runner import Runner
 from harness.tracking import codecs, store
 
 DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
-TRIAL_PHASES = ("generate", "pseudolabel", "synthetic")  # what a trial runs; the phases before are the study's
+TRIAL_PHASES = ("generate", "pseudolabel", "control", "synthetic")  # what a trial runs (the control where it is
+# enabled); the phases before are the study's
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SURPLUS = "harness.surplus"  # trial user attr: started after the study was full (two workers asked at once)
 
@@ -240,6 +245,7 @@ class SweepResult:
     best_test: dict
     baseline: dict
     table_md: str
+    words: str = ""  # the best trial's result in words, the images' effect first
 
 
 def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str,
@@ -286,8 +292,10 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                 trial.set_user_attr("mlflow_run_id", tr.run_id)
                 value, what = _trial(ctx, trial, tcfg, shared if ctx.use_cache else _upstream(ctx, tcfg))
                 store.log_batch(client=ctx.store.client, metrics={"trial/value": value}, tags={
-                    store.NOTE: f"**sweep trial {trial.number}**: {json.dumps(values)}: {what} -> validation "
-                                f"accuracy {100 * value:.2f}%."})
+                    store.NOTE: f"**sweep trial {trial.number}**: {json.dumps(values)}: {what} -> "
+                                + (f"the images' effect on validation accuracy {100 * value:+.2f} points (synthetic "
+                                   "minus control)." if tcfg.control.enabled else
+                                   f"validation accuracy {100 * value:.2f}% (recipe not controlled).")})
             return value
 
         failed: list[str] = []  # this worker's trials that failed one after another, with why
@@ -296,9 +304,10 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
-        best, syn, table_md = _test_best(ctx, cfg, study, study_name, shared)
+        best, syn, table_md, words = _test_best(ctx, cfg, study, study_name, shared)
         _log_plots(study, ctx.store.say)
-    return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, shared["baseline"].metrics, table_md)
+    return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, shared["baseline"].metrics, table_md,
+                       words)
 
 
 def _counted(study: optuna.Study, running: bool = False) -> list:
@@ -343,28 +352,45 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
     best = study.best_trial
     best_cfg = config.apply(cfg, best.params)
     base = shared["baseline"]
-    model_run = best.user_attrs.get("synthetic_run_id")
-    # The trial's own model, not a retrained copy: the one that was chosen is the one tested.
-    syn = Runner(ctx).walk(best_cfg, have=shared, stop=TRIAL_PHASES[-1], options={TRIAL_PHASES[-1]: dict(
-        key_suffix=f"-model:{model_run}", params={"sweep.best_trial": best.number, "synthetic.model_run": model_run},
-        options={"model_run": model_run})})[TRIAL_PHASES[-1]]
+    # The trial's own models, not retrained copies: the ones that were chosen are the ones tested.
+    options = {}
+    for phase in TRIAL_PHASES[2:]:
+        model_run = best.user_attrs.get(f"{phase}_run_id")
+        options[phase] = dict(key_suffix=f"-model:{model_run}", options={"model_run": model_run},
+                              params={"sweep.best_trial": best.number, f"{phase}.model_run": model_run})
+    done = Runner(ctx).walk(best_cfg, have=shared, stop=TRIAL_PHASES[-1], options=options)
+    syn, control = done[TRIAL_PHASES[-1]], done.get("control")
     rows = render.rows(base.metrics, syn.metrics, cfg.data.classes)
-    table_md, deltas = render.markdown(rows), render.delta_metrics(rows)
-    mlflow.log_metrics({"best/val_accuracy": best.value, "best/test_accuracy": syn.metrics["test/accuracy"],
+    deltas = render.delta_metrics(rows)
+    if control is not None:
+        table_md = render.arms_markdown(base.metrics, control.metrics, syn.metrics, cfg.data.classes)
+        deltas = render.effects(base.metrics, control.metrics, syn.metrics, cfg.data.classes)
+        what = (f"the images' effect on validation {100 * best.value:+.2f} points; on test "
+                f"{100 * deltas['images/accuracy']:+.2f} points (synthetic {100 * syn.metrics['test/accuracy']:.2f}% - "
+                f"control {100 * control.metrics['test/accuracy']:.2f}%; baseline {100 * base.metrics['test/accuracy']:.2f}%)")
+    else:
+        table_md = f"{render.NOT_CONTROLLED[0].upper()}{render.NOT_CONTROLLED[1:]}.\n\n" + render.markdown(rows)
+        what = (f"validation {100 * best.value:.2f}%, test {100 * syn.metrics['test/accuracy']:.2f}% vs baseline "
+                f"{100 * base.metrics['test/accuracy']:.2f}% (recipe not controlled)")
+    if not int(best.user_attrs.get("kept", 1)):
+        what += ("; this trial kept no synthetic image, so its synthetic arm is the baseline's training: "
+                 "no setting of the space made the images pay")
+    mlflow.log_metrics({"best/value": best.value, "best/test_accuracy": syn.metrics["test/accuracy"],
+                        **({"best/val_accuracy": syn.metrics["val/accuracy"]} if "val/accuracy" in syn.metrics else {}),
                         "baseline/test_accuracy": base.metrics["test/accuracy"],
                         "baseline/val_accuracy": base.metrics.get("val/accuracy", float("nan")),
-                        "delta/accuracy": deltas["delta/accuracy"],
+                        **{k: v for k, v in deltas.items() if k.split("/", 1)[1] in ("accuracy", "f1_weighted")},
+                        **({"control/test_accuracy": control.metrics["test/accuracy"]} if control is not None else {}),
                         "sweep/trials_complete": len(completed),
                         "sweep/trials_pruned": len(study.get_trials(deepcopy=False,
                                                                     states=(optuna.trial.TrialState.PRUNED,)))})
     mlflow.log_text(table_md, "comparison.md")
     codecs.log_json({"trial": best.number, "value": best.value, "params": best.params,
+                     "objective": "images" if control is not None else "synthetic validation accuracy",
                      "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}, "best_params.json")
     store.describe(f"**sweep** `{study_name}`: {len(completed)} complete trials. Best trial {best.number} "
-                   f"{json.dumps(best.params)}: validation {100 * best.value:.2f}%, test "
-                   f"{100 * syn.metrics['test/accuracy']:.2f}% vs baseline "
-                   f"{100 * base.metrics['test/accuracy']:.2f}%.\n\n{table_md}")
-    return best, syn, table_md
+                   f"{json.dumps(best.params)}: {what}.\n\n{table_md}")
+    return best, syn, table_md, what
 
 
 def _claim(study: optuna.Study, name: str, cfg: Config, ctx: Context) -> None:
@@ -414,20 +440,48 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
     per trial would only repeat the generator run. The best trial's images are logged in full when
     it is evaluated. The synthetic arm's model is a child run holding its weights. Returns
     (validation accuracy, a line for the description)."""
+    control_curve: dict[int, float] = {}  # epoch -> the control's validation accuracy
+
     def report(epoch: int, row: dict) -> None:
         if "val/accuracy" not in row:  # classifier.steps validates every few epochs
             return
-        trial.report(row["val/accuracy"], epoch)
+        # The pruner compares trials epoch by epoch on what the objective measures: beyond the control.
+        value = row["val/accuracy"] - control_curve.get(epoch, 0.0)
+        trial.report(value, epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"validation accuracy {row['val/accuracy']:.4f} at epoch {epoch}")
+            raise optuna.TrialPruned(f"validation {'beyond the control ' if control_curve else ''}{value:+.4f} "
+                                     f"at epoch {epoch}")
 
-    # Validation only: a distinct cache key, since such a run has no test artifacts.
-    done = Runner(ctx).walk(tcfg, have=shared, stop=TRIAL_PHASES[-1], inline=TRIAL_PHASES[:-1], options={
-        TRIAL_PHASES[-1]: dict(key_suffix="-val", brief=True, options={"on_epoch": report, "evaluate_test": False})})
-    gen, kept, syn = (done[p] for p in TRIAL_PHASES)
-    trial.set_user_attr("synthetic_run_id", syn.source_run_id)  # holds the model the best trial is tested with
-    return syn.metrics["val/accuracy"], (f"{len(gen.images)} images from {gen.drawn_from}, kept "
-                                         f"{int(kept.metrics['kept/count'])} (synthetic run `{syn.source_run_id}`)")
+    def controlled(epoch: int, row: dict) -> None:
+        if "val/accuracy" in row:
+            control_curve[epoch] = row["val/accuracy"]
+
+    # Validation only: a distinct cache key, since such a run has no test artifacts. The control is never
+    # pruned: other trials of its slot reuse it.
+    val_only = dict(key_suffix="-val", brief=True)
+    runner = Runner(ctx)
+    done = runner.walk(tcfg, have=shared, stop="control", inline=TRIAL_PHASES[:2], options={
+        "control": dict(**val_only, options={"on_epoch": controlled, "evaluate_test": False})})
+    control = done.get("control")
+    if control is not None and control.reused:  # an earlier trial's control of the same slot: its curve
+        control_curve.update({m.step: m.value for m in
+                              ctx.store.client.get_metric_history(control.source_run_id, "val/accuracy")})
+    done = runner.walk(tcfg, have=done, stop="synthetic", options={
+        "synthetic": dict(**val_only, options={"on_epoch": report, "evaluate_test": False})})
+    gen, kept, syn = done["generate"], done["pseudolabel"], done["synthetic"]
+    n_kept = int(kept.metrics["kept/count"])
+    trial.set_user_attr("kept", n_kept)
+    for phase, result in (("synthetic", syn), ("control", control)):
+        if result is not None:  # the models the best trial is tested with
+            trial.set_user_attr(f"{phase}_run_id", result.source_run_id)
+    what = f"{len(gen.images)} images from {gen.drawn_from}, kept {n_kept} (synthetic run `{syn.source_run_id}`)"
+    if not n_kept:
+        what += ": no image kept, so the synthetic arm is the baseline's training"
+        mlflow.set_tag("harness.kept_none", "true")
+    if control is None:
+        return syn.metrics["val/accuracy"], what
+    return syn.metrics["val/accuracy"] - control.metrics["val/accuracy"], \
+        what + f", control run `{control.source_run_id}`"
 
 
 def _log_plots(study: optuna.Study, say) -> None:

@@ -73,6 +73,10 @@ _CLASSIFIER_SYNTHETIC = ("classifier.budget", "classifier.synthetic_share", "cla
                          "classifier.real_only_epochs")  # how synthetic images enter training: not the baseline's
 
 
+def _controls(cfg: Config) -> bool:
+    return cfg.control.enabled
+
+
 def _pretrains(cfg: Config) -> bool:
     return cfg.classifier.init == "pretrain"
 
@@ -125,6 +129,7 @@ class Phase:
     classifier_code: bool = False  # ...and the classifier kind's module (it builds or loads that network)
     weights: bool = False  # it starts from classifier.init: its key covers the weights' content
     logs_inputs: tuple = ()  # upstream phases whose images it records as an MLflow dataset input
+    sized: tuple = ()  # upstream phases it reads only the size of: its key covers its module's slots(cfg, inputs), not their keys
     command: bool = True  # a `harness NAME` command of its own (else it runs where it is needed)
     resumable: bool = False  # an interrupted run continues from its checkpoint (--resume)
     in_memory: bool = False  # its module's draft(ctx, cfg, inputs) computes it without a run or arrays (sweep trials)
@@ -179,11 +184,18 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
           in_memory=True, classifier_code=True,
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
+    Phase("control", "harness.phases.control", ("data", "classifier"), upstream=("pretrain", "pseudolabel"),
+          data=("train", "val", "test"), when=_controls, long=True, classifier_code=True, weights=True,
+          sized=("pseudolabel",),
+          help="Train the recipe-matched control: the synthetic arm's recipe with the real training images in the "
+               "synthetic slot (as many as were kept, or the training set once under classifier.synthetic_share); "
+               "synthetic minus control is what the images add."),
     Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pretrain", "pseudolabel"), data=("train", "val", "test"),
           long=True, logs_inputs=("pseudolabel",), classifier_code=True, weights=True,
           help="Train the same classifier from scratch on real + kept synthetic images; log it like the baseline."),
-    Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "synthetic"), command=False,
-          help="Synthetic minus baseline for every test metric."),
+    Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "control", "synthetic"),
+          command=False, help="Synthetic minus control (the images' effect), control minus baseline (the recipe's) "
+                              "and synthetic minus baseline for every test metric."),
 ]}
 
 

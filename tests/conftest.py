@@ -66,15 +66,17 @@ def client(tracking_uri) -> MlflowClient:
     return MlflowClient(tracking_uri)
 
 
-def write_tree(root: Path, n_train: int = 40, n_test: int = 12, seed: int = 0) -> Path:
+def write_tree(root: Path, n_train: int = 40, n_test: int = 12, seed: int = 0, colours: dict | None = None,
+               noise: float = 40) -> Path:
     from PIL import Image
     rng = np.random.default_rng(seed)
+    colours = colours or TREE_COLOURS
     for split, n in (("train", n_train), ("test", n_test)):
-        for name in TREE_CLASSES:
+        for name in colours:
             folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(n):
-                img = np.clip(rng.normal(TREE_COLOURS[name], 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                img = np.clip(rng.normal(colours[name], noise, (32, 32, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(folder / f"{name}_{i:04d}.png")
     return root
 

@@ -130,15 +130,22 @@ def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
     local = client.download_artifacts(cmp_run.info.run_id, "", str(tmp_path / "dl"))
     report = json.load(open(f"{local}/comparison.json"))
     assert report["seeds"] == ["0", "1"] and report["share_generator"] is True
-    acc = report["metrics"][0]
-    assert acc["delta_mean"] == pytest.approx(np.mean(np.subtract(acc["synthetic"], acc["baseline"])))
+    acc = report["metrics"][0]  # the headline: the images' effect, synthetic minus control
+    assert report["controlled"] is True and report["effect"].startswith("synthetic - control")
+    assert acc["delta_mean"] == pytest.approx(np.mean(np.subtract(acc["synthetic"], acc["control"])))
+    recipe, total = report["recipe"][0], report["synthetic_minus_baseline"][0]
+    assert recipe["delta_mean"] == pytest.approx(np.mean(np.subtract(recipe["control"], recipe["baseline"])))
+    assert total["delta_mean"] == pytest.approx(acc["delta_mean"] + recipe["delta_mean"])
+    for key in ("images/accuracy", "recipe/accuracy", "delta/accuracy", "control/accuracy_mean"):
+        assert key in study.data.metrics, key
+    assert study.data.metrics["delta/accuracy"] == pytest.approx(total["delta_mean"])
     assert len(report["mcnemar"]) == 2 and {"comparison.md", "comparison.png"} <= set(__import__("os").listdir(local))
 
     # The same two pipelines, found again by parent and by filter.
     out = invoke(runner, ["compare", "--parent", study.info.run_id]).output
     assert "Paired seeds: n = 2" in out
     out = invoke(runner, ["compare", "--filter", "params.`data.seed` = '1'"]).output
-    assert "McNemar:" in out and "| Accuracy |" in out  # one pair: the single-run table
+    assert "McNemar on synthetic - control" in out and "| Accuracy |" in out  # one pair: the single-run table
     result = invoke(runner, ["compare", "--filter", "params.`data.seed` = '7'"], ok=False)
     assert result.exit_code == 2 and "no finished pipeline runs" in result.output
 

@@ -33,7 +33,11 @@ def test_conditional_samples_carry_their_class(conditional, loss):
     x, y = _toy()
     cfg = dataclasses.replace(config.load("tiny").gan, conditional=conditional, loss=loss, width=8, latent_dim=16,
                               batch_size=32, critic_steps=1, lr=2e-3, lr_d=2e-3, spectral_norm=loss == "hinge",
-                              gp_weight=0.0 if loss == "hinge" else 10.0, gp_fraction=0.5, ema=0.9)
+                              gp_weight=0.0 if loss == "hinge" else 10.0, gp_fraction=0.5, ema=0.9,
+                              precision="fp32")
+    # fp32: what is tested is the conditioning. Under bf16 autocast (precision auto on a CPU with bf16 units,
+    # an AMD EPYC with avx512_bf16 here) this toy AC-GAN at lr 2e-3 collapses to one colour in one torch
+    # thread (33%) and not in two: a fragility of the toy's step size, not of the class conditioning.
     gan = gan_kind.WganGp(cfg, torch.device("cpu"), n_classes=3)
     for _ in range(40):
         gan.train_epoch(x, y)

@@ -16,7 +16,7 @@ from conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
-PHASES = ["baseline", "generator", "generate", "pseudolabel", "synthetic", "compare"]
+PHASES = ["baseline", "generator", "generate", "pseudolabel", "control", "synthetic", "compare"]
 
 
 def _tree_runs(client, parent_id):
@@ -52,7 +52,8 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path, monkeyp
     assert kids["generate"].data.params["upstream.generator"] == kids["generator"].info.run_id
     assert kids["synthetic"].data.params["upstream.pseudolabel"] == kids["pseudolabel"].info.run_id
     assert not any(k.startswith(("classifier.", "pseudolabel.")) for k in kids["generator"].data.params)
-    assert set(kids["compare"].data.params) == {"upstream.baseline", "upstream.synthetic", "data.classes"}
+    assert set(kids["compare"].data.params) == {"upstream.baseline", "upstream.control", "upstream.synthetic",
+                                                "data.classes"}
     assert parent.data.params["gan.epochs"] == "2" and parent.data.params["generator.kind"] == "gan"
 
     # generator: losses per epoch, sample grids, checkpoints carrying their config, loss curves
@@ -97,15 +98,28 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path, monkeyp
     assert set(base.data.metrics) <= set(aug.data.metrics)
     assert _artifacts(client, base.info.run_id) <= _artifacts(client, aug.info.run_id)
 
-    # compare: synthetic minus baseline, and the table ends the terminal output
+    # control: the synthetic arm's recipe with as many replayed real images as were kept (an epoch budget)
+    control = kids["control"]
+    assert control.data.metrics["data/n_real"] == 60 and control.data.metrics["data/n_replayed"] == 64
+    assert control.data.params["upstream.pseudolabel"] == kids["pseudolabel"].info.run_id
+    assert _artifacts(client, base.info.run_id) <= _artifacts(client, control.info.run_id)
+    assert "64 replayed real images" in control.data.tags["mlflow.note.content"]
+
+    # compare: the images' effect (synthetic - control), the recipe's (control - baseline), their sum (delta)
     cmp = kids["compare"].data.metrics
     for key in ("accuracy", "f1_weighted", "airplane/f1", "automobile/f1", "bird/f1"):
-        want = aug.data.metrics[f"test/{key}"] - base.data.metrics[f"test/{key}"]
-        assert abs(cmp[f"delta/{key}"] - want) < 1e-9, key
+        syn_, ctl, bas = (r.data.metrics[f"test/{key}"] for r in (aug, control, base))
+        assert abs(cmp[f"delta/{key}"] - (syn_ - bas)) < 1e-9, key
+        assert abs(cmp[f"images/{key}"] - (syn_ - ctl)) < 1e-9 and abs(cmp[f"recipe/{key}"] - (ctl - bas)) < 1e-9, key
     assert "comparison.md" in _artifacts(client, kids["compare"].info.run_id)
     lines = result.output.strip().splitlines()
-    assert lines[-14] == "| Metric | Baseline | Synthetic | Difference |" and lines[-1].startswith("| bird F1 |")
-    assert abs(parent.data.metrics["delta/accuracy"] - cmp["delta/accuracy"]) < 1e-12
+    assert lines[-14].startswith("| Metric | Baseline | Control | Synthetic | Images (synthetic - control) |")
+    assert lines[-1].startswith("| bird F1 |")
+    assert lines[-16].startswith(f"The images' effect: {100 * cmp['images/accuracy']:+.2f} points")
+    for name in ("images/accuracy", "recipe/accuracy", "delta/accuracy", "images/f1_weighted", "recipe/f1_macro"):
+        assert abs(parent.data.metrics[name] - cmp[name]) < 1e-12, name
+    assert abs(parent.data.metrics["control/test_accuracy"] - control.data.metrics["test/accuracy"]) < 1e-12
+    assert parent.data.tags["mlflow.note.content"].count("The images' effect") == 1
 
     # An identical rerun reuses every phase and reports the same numbers, in seconds, asking the store
     # once per phase for its key (each search is a round trip on a team's tracking server).
@@ -159,7 +173,7 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path, monkeyp
 
 def test_phases_one_by_one_then_run_reuses_them(runner, client, tree):
     common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
-    for cmd in ["baseline", "generator", "generate", "pseudolabel", "synthetic"]:
+    for cmd in ["baseline", "generator", "generate", "pseudolabel", "control", "synthetic"]:
         invoke(runner, [cmd, *common])
     out = invoke(runner, ["run", *common]).output
     (pipe,) = _pipelines(client)
@@ -475,7 +489,8 @@ PERTURB = {
     "seeds.count": 2, "seeds.share_generator": True, "seeds.generators": 2,
     "pretrain.classes": "cat", "pretrain.n_per_class": 5, "pretrain.epochs": 2, "pretrain.seed": 1, "pretrain.data_dir": "/nowhere",
 }
-SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "gan.one_pass", "gan.channels_last", "gan.fused_adam"}
+SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "control.enabled", "gan.one_pass", "gan.channels_last",
+         "gan.fused_adam"}
 
 
 def test_every_field_has_a_perturbation():
@@ -491,7 +506,7 @@ def _declared(phase, cfg) -> set[str]:
 
 def _output(client, name, result):
     """What a phase made, to compare bit for bit: weights, images, labels, curves, deltas."""
-    if name in ("baseline", "synthetic"):
+    if name in ("baseline", "control", "synthetic"):
         return {k: v.clone() for k, v in result.model.state_dict().items()}
     if name == "evaluator":
         return {k: v.clone() for k, v in result.evaluator.model.state_dict().items()}

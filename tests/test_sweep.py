@@ -82,16 +82,23 @@ def test_sweep_then_resume(runner, client, tree, tmp_path, tracking_uri):
     # a child run. The best trial's model is the one tested: no retrained copy.
     assert all({"generate/n_samples", "kept/count"} <= set(r.data.metrics) for r in trial_runs)
     children = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("mlflow.parentRunId") in by_id]
-    assert {r.data.tags["harness.phase"] for r in children} == {"synthetic"}
+    assert {r.data.tags["harness.phase"] for r in children} == {"control", "synthetic"}
     best = study.best_trial
-    tested = [r for r in client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'synthetic'",
-                                            order_by=["attributes.start_time DESC"])
-              if r.data.tags.get("mlflow.parentRunId") == last.info.run_id]
-    assert len(tested) == 2  # each of the two sweep commands tested the best trial it ended with
-    assert tested[0].data.params["synthetic.model_run"] == best.user_attrs["synthetic_run_id"]
-    assert tested[0].data.metrics["val/accuracy"] == pytest.approx(best.value)
-    assert tested[0].data.metrics["test/accuracy"] == pytest.approx(
-        client.get_run(last.info.run_id).data.metrics["best/test_accuracy"])
+
+    def tested(phase):
+        return [r for r in client.search_runs([exp.experiment_id], f"tags.`harness.phase` = '{phase}'",
+                                              order_by=["attributes.start_time DESC"])
+                if r.data.tags.get("mlflow.parentRunId") == last.info.run_id]
+    syn, control = tested("synthetic"), tested("control")
+    assert len(syn) == len(control) == 2  # each of the two sweep commands tested the best trial it ended with
+    assert syn[0].data.params["synthetic.model_run"] == best.user_attrs["synthetic_run_id"]
+    assert control[0].data.params["control.model_run"] == best.user_attrs["control_run_id"]
+    # The objective is the images' effect on validation: the synthetic arm beyond its control.
+    assert syn[0].data.metrics["val/accuracy"] - control[0].data.metrics["val/accuracy"] == pytest.approx(best.value)
+    swept = client.get_run(last.info.run_id).data.metrics
+    assert syn[0].data.metrics["test/accuracy"] == pytest.approx(swept["best/test_accuracy"])
+    assert swept["images/accuracy"] == pytest.approx(syn[0].data.metrics["test/accuracy"] -
+                                                     control[0].data.metrics["test/accuracy"])
     # Baseline and GAN are trained once per study: the second sweep reused both.
     gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
@@ -221,3 +228,39 @@ def test_a_sweep_whose_trials_all_fail_stops(runner, client, tree, tmp_path):
     assert len(said) == sweep.MAX_FAILED_IN_A_ROW and all("diverged" in ln for ln in said)
     exp = client.get_experiment_by_name("harness").experiment_id
     assert client.search_runs([exp], "attributes.status = 'RUNNING'") == []
+
+
+STEPS_SPEC = """
+[space."generate.n_samples"]
+type = "categorical"
+choices = [6, 600]
+[sampler]
+type = "random"
+[pruner]
+type = "none"
+"""
+
+
+@pytest.mark.parametrize("control", ["true", "false"])
+def test_a_knob_that_only_adds_steps_does_not_win(runner, client, tmp_path, control):
+    # An under-trained baseline (two steps) labels the training images replayed (generator.kind=replay): at
+    # chance, its labels are wrong. 600 of them, at a tenth of a real image's weight, bring ten times the
+    # steps: the synthetic arm's validation accuracy rises far above the baseline's, so a sweep of the
+    # synthetic arm alone (control.enabled=false) picks 600. Its control takes the same steps with the true
+    # labels: beyond it, 600 wrong labels cost points, and the sweep of the images' effect picks 6.
+    from conftest import write_tree
+    grey = {"airplane": (120, 128, 128), "automobile": (128, 120, 128), "bird": (128, 128, 120)}
+    tree = write_tree(tmp_path / "grey", n_test=10, colours=grey, noise=60)
+    spec = tmp_path / "steps.toml"
+    spec.write_text(STEPS_SPEC)
+    out = invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, "--spec", spec, "--study", "steps",
+                          "--trials", "4", "--set", "generator.kind=replay", "--set", "classifier.epochs=1",
+                          "--set", "classifier.lr=0.003", "--set", "classifier.synthetic_weight=0.1",
+                          "--set", f"control.enabled={control}"]).output
+    study = optuna.load_study(study_name="steps", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    values = {}
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        values.setdefault(t.params["generate.n_samples"], set()).add(round(t.value, 6))
+    assert set(values) == {6, 600}, values  # both choices were tried
+    assert study.best_trial.params["generate.n_samples"] == (6 if control == "true" else 600), values
+    assert ("the images' effect on validation" in out) == (control == "true")

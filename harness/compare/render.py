@@ -2,6 +2,7 @@
 multi-seed report in Markdown, and their figures."""
 from __future__ import annotations
 
+from harness.compare.runs import NOT_CONTROLLED
 from harness.compare.stats import ALPHA, EQUIVALENCE_RULE, SeedReport
 
 HEADLINE = (("accuracy", "Accuracy"), ("f1_weighted", "F1 (weighted)"), ("f1_macro", "F1 (macro)"))
@@ -18,8 +19,28 @@ def rows(base: dict[str, float], aug: dict[str, float], classes) -> list[tuple[s
     return out
 
 
-def delta_metrics(table) -> dict[str, float]:
-    return {f"delta/{key}": a - b for key, _, b, a in table}
+def delta_metrics(table, prefix: str = "delta") -> dict[str, float]:
+    return {f"{prefix}/{key}": a - b for key, _, b, a in table}
+
+
+def effects(base: dict[str, float], control: dict[str, float], syn: dict[str, float], classes) -> dict[str, float]:
+    """images/* (synthetic - control: the headline), recipe/* (control - baseline) and delta/*
+    (synthetic - baseline, = recipe + images) for every test metric the three arms have."""
+    return {**delta_metrics(rows(control, syn, classes), "images"), **delta_metrics(rows(base, control, classes), "recipe"),
+            **delta_metrics(rows(base, syn, classes))}
+
+
+def arms_markdown(base: dict[str, float], control: dict[str, float], syn: dict[str, float], classes) -> str:
+    """The three arms side by side, the images' effect first."""
+    lines = ["| Metric | Baseline | Control | Synthetic | Images (synthetic - control) | Recipe (control - baseline) "
+             "| Synthetic - baseline |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (key, label, b, a), (_, _, c, _) in zip(rows(base, syn, classes), rows(control, syn, classes)):
+        if key == "accuracy":
+            lines.append(f"| {label} | {100 * b:.2f}% | {100 * c:.2f}% | {100 * a:.2f}% | **{100 * (a - c):+.2f} pts** | "
+                         f"{100 * (c - b):+.2f} pts | {100 * (a - b):+.2f} pts |")
+        else:
+            lines.append(f"| {label} | {b:.4f} | {c:.4f} | {a:.4f} | **{a - c:+.4f}** | {c - b:+.4f} | {a - b:+.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(table) -> str:
@@ -32,25 +53,33 @@ def markdown(table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(table, classes):
+def figure(table, classes, control: dict[str, float] | None = None):
+    """Test F1 per arm, overall and per class; the number over each group is the headline difference:
+    synthetic - control where there is a control, else synthetic - baseline."""
     import numpy as np
 
     from harness.figures import subplots, tight
     labels = ["overall"] + list(classes)
-    base = [dict((k, b) for k, _, b, _ in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
-    aug = [dict((k, a) for k, _, _, a in table)[key] for key in ["f1_weighted"] + [f"{c}/f1" for c in classes]]
-    x = np.arange(len(labels))
-    fig, ax = subplots(figsize=(1.8 + 1.5 * len(labels), 3.8))
-    ax.bar(x - 0.2, base, 0.4, label="baseline")
-    ax.bar(x + 0.2, aug, 0.4, label="synthetic")
-    for i, (b, a) in enumerate(zip(base, aug)):
-        ax.annotate(f"{a - b:+.3f}", (i, max(a, b)), textcoords="offset points", xytext=(0, 4), ha="center",
-                    color="green" if a >= b else "red")
+    keys = ["f1_weighted"] + [f"{c}/f1" for c in classes]
+    base = [dict((k, b) for k, _, b, _ in table)[key] for key in keys]
+    aug = [dict((k, a) for k, _, _, a in table)[key] for key in keys]
+    arms = [("baseline", base, "#0072B2"), ("synthetic", aug, "#E69F00")]
+    if control is not None:
+        arms.insert(1, ("control (replayed real)", [control[f"test/{k}"] for k in keys], "#999999"))
+    ref = arms[1][1] if control is not None else base
+    x, w = np.arange(len(labels)), 0.8 / len(arms)
+    fig, ax = subplots(figsize=(2.4 + 1.6 * len(labels), 3.8))
+    for j, (name, vals, color) in enumerate(arms):
+        ax.bar(x + (j - (len(arms) - 1) / 2) * w, vals, w, label=name, color=color)
+    for i, (r, a) in enumerate(zip(ref, aug)):
+        ax.annotate(f"{a - r:+.3f}", (i, max(v[1][i] for v in arms)), textcoords="offset points", xytext=(0, 4),
+                    ha="center", color="#009E73" if a >= r else "#D55E00")
     ax.set_xticks(x, labels)
     ax.set_ylabel("F1 (overall: weighted)")
-    ax.set_ylim(min(base + aug) - 0.1, 1.02)
-    ax.legend(loc="lower right")
-    ax.set_title("baseline vs synthetic, test F1")
+    ax.set_ylim(min(min(v[1]) for v in arms) - 0.1, 1.05)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_title("test F1 per arm; above: synthetic - " + ("control (the images' effect)" if control is not None
+                                                           else "baseline (recipe not controlled)"))
     tight(fig)
     return fig
 
@@ -67,26 +96,47 @@ def report_markdown(report: SeedReport) -> str:
         return f"{fmt(np.mean(vals), pct)} ± {fmt(sd, pct)}" if len(vals) > 1 else fmt(vals[0], pct)
 
     gan = {True: "shared across seeds (trained once)", False: "trained per seed", None: "unknown"}[report.share_generator]
-    lines = [f"Paired seeds: n = {report.n} ({', '.join(report.seeds)}); generator {gan}.", "",
-             "| Metric | Baseline (mean ± std) | Synthetic (mean ± std) | Delta mean [95% CI] | paired t p | Wilcoxon p |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for s in report.stats:
-        t = s.tests()
-        unit = " pts" if s.percent else ""
-        ci = f" [{fmt(t['ci_low'], s.percent)}, {fmt(t['ci_high'], s.percent)}]" if t["ci_low"] == t["ci_low"] else ""
-        p = lambda v: f"{v:.3g}" if v == v else "n/a"
-        lines.append(f"| {s.label}{' (%)' if s.percent else ''} | {ms(s.base, s.percent)} | {ms(s.aug, s.percent)} | "
-                     f"{'+' if t['delta_mean'] >= 0 else ''}{fmt(t['delta_mean'], s.percent)}{unit}{ci} | "
-                     f"{p(t['t_p'])} | {p(t['wilcoxon_p'])} |")
+    ref = report.reference.capitalize()
+    p = lambda v: f"{v:.3g}" if v == v else "n/a"  # noqa: E731
+
+    def table(stats, a, b, what):
+        out = [f"| Metric | {a} (mean ± std) | {b} (mean ± std) | {what} mean [95% CI] | paired t p | Wilcoxon p |",
+               "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for s in stats:
+            t = s.tests()
+            unit = " pts" if s.percent else ""
+            ci = f" [{fmt(t['ci_low'], s.percent)}, {fmt(t['ci_high'], s.percent)}]" if t["ci_low"] == t["ci_low"] else ""
+            out.append(f"| {s.label}{' (%)' if s.percent else ''} | {ms(s.base, s.percent)} | {ms(s.aug, s.percent)} | "
+                       f"{'+' if t['delta_mean'] >= 0 else ''}{fmt(t['delta_mean'], s.percent)}{unit}{ci} | "
+                       f"{p(t['t_p'])} | {p(t['wilcoxon_p'])} |")
+        return out
+    lines = [f"Paired seeds: n = {report.n} ({', '.join(report.seeds)}); generator {gan}. "
+             f"Headline: {report.effect}.", ""]
+    lines += table(report.stats, ref, "Synthetic", "Images: synthetic - control" if report.controlled else "Delta")
+    if report.controlled:
+        lines += ["", "The recipe's own effect (control - baseline: the training images replayed through the synthetic "
+                      "arm's recipe), and the two together (synthetic - baseline):", ""]
+        lines += table(report.recipe, "Baseline", "Control", "Recipe: control - baseline")[:2 + len(report.recipe)]
+        lines += table(report.total, "Baseline", "Synthetic", "Synthetic - baseline")[2:]
     lines += ["", "McNemar test per seed (test predictions; exact binomial on discordant images):", "",
-              "| Seed | Baseline-only correct | Synthetic-only correct | p |", "| --- | ---: | ---: | ---: |"]
+              f"| Seed | {ref}-only correct | Synthetic-only correct | p |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {sd} | {b} | {c} | {p:.3g} |" for sd, b, c, p in report.mcnemar]
-    lines += ["", f"**Verdict** (test accuracy, alpha {ALPHA}): {report.verdict()}."]
+    lines += ["", f"**Verdict** on {report.effect} (test accuracy, alpha {ALPHA}): {report.verdict()}."]
+    if report.controlled and report.recipe:
+        lines += recipe_line(report.recipe[0].tests()["delta_mean"], report.margin)
     if 2 <= report.n < 6:
         lines.append(f"Note: with {report.n} seeds the two-sided Wilcoxon test cannot reach p < 0.05 "
                      f"(smallest possible p = {2 / 2 ** report.n:.3g}).")
     lines += [f"Warning: {w}." for w in report.warnings]
     return "\n".join(lines) + "\n"
+
+
+def recipe_line(recipe_delta: float, margin: float) -> list[str]:
+    """The warning every report gives when the control beats the baseline by more than the margin."""
+    if 100 * recipe_delta <= margin:
+        return []
+    return [f"The recipe alone adds {100 * recipe_delta:+.2f} points: the baseline is under-trained; train it longer "
+            "before judging images."]
 
 
 def seed_figure(report: SeedReport):
@@ -100,7 +150,7 @@ def seed_figure(report: SeedReport):
     for off, arm, color in ((-0.2, "base", "tab:blue"), (0.2, "aug", "tab:orange")):
         vals = [getattr(s, arm) for s in report.stats]
         ax.bar(x + off, [np.mean(v) for v in vals], 0.4, color=color, alpha=0.6,
-               label="baseline" if arm == "base" else "synthetic")
+               label=report.reference if arm == "base" else "synthetic")
         for i, v in enumerate(vals):
             ax.scatter(np.full(len(v), x[i] + off), v, color=color, s=12, zorder=3)
     ax.set_xticks(x, labels, rotation=30, ha="right")
@@ -116,7 +166,7 @@ def seed_figure(report: SeedReport):
     ax_d.axvline(0, color="gray", linestyle="--")
     ax_d.set_yticks(x, labels)
     ax_d.invert_yaxis()
-    ax_d.set_xlabel("synthetic - baseline (mean, 95% CI)")
+    ax_d.set_xlabel(f"synthetic - {report.reference} (mean, 95% CI)")
     ax_d.set_title(report.verdict().split(" (")[0])
     tight(fig)
     return fig
@@ -139,17 +189,35 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
              f"detectable effect at the first seeds (80% power, paired-delta SD 1.5 points): "
              f"{mde_points or float('nan'):.2f} points. Verdicts: significant gain or loss (Holm-adjusted "
              f"paired t-test), equivalent within ±{margin:g} points (the margin; {EQUIVALENCE_RULE}), or "
-             "inconclusive (neither: the data cannot tell)\n",
-             "| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "inconclusive (neither: the data cannot tell)\n"]
+    controlled = [r for r in rows if r["n"] and r.get("controlled")]
+    if controlled:
+        lines += ["Every comparison is against the cell's control: the same recipe with the real training images in "
+                  "the synthetic slot. **images** = synthetic - control, what the generated images add (the "
+                  "verdict's); recipe = control - baseline, what the recipe alone adds.\n",
+                  "| cell | n | baseline % | control % | synthetic % | images [95% CI] | recipe [95% CI] | t p | "
+                  "Holm p | verdict |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    else:
+        lines += ["| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    ci = lambda d: f"{100 * d['delta_mean']:+.2f} [{f(100 * d['ci_low'], '+.2f')}, {f(100 * d['ci_high'], '+.2f')}]"  # noqa: E731
     for r in rows:
         if not r["n"]:
-            lines.append(f"| {r['cell']} | 0 | | | | | | no finished item |")
+            lines.append(f"| {r['cell']} | 0 | |{' | |' if controlled else ''} | | | | no finished item |")
             continue
-        lines.append(f"| {r['cell']} | {r['n']} | {pct(r['baseline_mean'])} ± {pct(r['baseline_std'])} | "
-                     f"{pct(r['synthetic_mean'])} ± {pct(r['synthetic_std'])} | {100 * r['delta_mean']:+.2f} "
-                     f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['t_p']:.3g} | {r['holm_p']:.3g} | "
-                     f"{r['verdict']} |")
+        arms = f"{pct(r['baseline_mean'])} ± {pct(r['baseline_std'])} | "
+        if controlled:
+            arms += (f"{pct(r['control_mean'])} ± {pct(r['control_std'])} | " if r.get("controlled")
+                     else "recipe not controlled | ")
+        arms += f"{pct(r['synthetic_mean'])} ± {pct(r['synthetic_std'])} | {ci(r)} | "
+        if controlled:
+            arms += f"{ci(r['recipe'])} | " if r.get("controlled") else " | "
+        lines.append(f"| {r['cell']} | {r['n']} | {arms}{r['t_p']:.3g} | {r['holm_p']:.3g} | {r['verdict']} |")
+    recipe = [r for r in controlled if 100 * r["recipe"]["delta_mean"] > margin]
+    if recipe:
+        worst = max(recipe, key=lambda r: r["recipe"]["delta_mean"])
+        lines += ["", recipe_line(worst["recipe"]["delta_mean"], margin)[0] +
+                  f" (cell {worst['cell']}; {len(recipe)} of {len(controlled)} cells above ±{margin:g} points)"]
     lines += ["", "| cell | seeds | ± half-width (points) | MDE at these seeds (points) | stopped | K | "
                   "between-generator share | delta for a new generator [95% CI] |",
               "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
@@ -168,7 +236,9 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
     priced = [r for r in rows if r.get("worth_text")]
     if priced:
         replayed = any(r["worth"].get("rungs", [None])[0] == 0 for r in priced)
-        start = ("it starts at the replay control (the training images themselves through the same recipe: "
+        start = ("it starts at the control (no real image added: the recipe with the training images replayed), "
+                 "and a cell below it is worth less than nothing" if priced[0].get("controlled") else
+                 "it starts at the replay control (the training images themselves through the same recipe: "
                  "what the recipe alone does), and a cell below it is worth less than nothing" if replayed else
                  "it starts at (0, 0): no replay control (--oracle-ladder 0,...) measured what the recipe alone does, "
                  "so a gain the recipe makes is priced as real images")
@@ -229,7 +299,7 @@ def worth_figure(rows: list[dict]):
                     capsize=3, label=f"{r['cell']}: {r['worth_text']}")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("real images added (oracle)")
-    ax.set_ylabel("synthetic arm - baseline, accuracy points")
+    ax.set_ylabel("synthetic arm - " + ("control" if priced[0].get("controlled") else "baseline") + ", accuracy points")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7)  # below: the labels are long
     ax.grid(alpha=0.3)
     tight(fig)

@@ -9,7 +9,7 @@ from harness.errors import HarnessError
 
 
 def runs_of_pipeline(client, parent_id: str):
-    """The baseline and synthetic child runs of a pipeline parent run."""
+    """The baseline, synthetic and control (None where it has none) child runs of a pipeline parent run."""
     try:
         parent = client.get_run(parent_id)
     except Exception:
@@ -19,7 +19,7 @@ def runs_of_pipeline(client, parent_id: str):
     missing = [p for p in ("baseline", "synthetic") if p not in by_phase]
     if missing:
         raise HarnessError(f"run {parent_id} has no {' or '.join(missing)} child run: is it a pipeline parent run?")
-    return by_phase["baseline"], by_phase["synthetic"]
+    return by_phase["baseline"], by_phase["synthetic"], by_phase.get("control")
 
 
 def get_run(client, run_id: str):
@@ -51,11 +51,22 @@ def same_test(a, b) -> None:
                            f"digests {da} vs {db}), so they cannot be compared")
 
 
+NOT_CONTROLLED = ("recipe not controlled: these runs have no control arm (control.enabled=false, or made by a "
+                  "harness without one), so the difference mixes what the images add with what the synthetic arm's recipe "
+                  "adds (more images per step, their weight, real-only epochs)")
+
+
 @dataclass
 class Pair:
     seed: str
     baseline: object  # mlflow Run
     synthetic: object
+    control: object = None  # the recipe-matched control arm's run; None: recipe not controlled
+
+    @property
+    def reference(self):
+        """The arm the synthetic one is judged against: the control where there is one."""
+        return self.control if self.control is not None else self.baseline
 
 
 def pairs_of_seeds(client, study_id: str) -> list[Pair]:
@@ -85,27 +96,29 @@ def pairs_of_experiment(client, experiment: str, filter_string: str = "") -> lis
 
 
 def pairs_for(client, parent: str | None, baseline_id: str | None, synthetic_id: str | None,
-              experiment: str | None, filter_string: str | None) -> list[Pair]:
+              experiment: str | None, filter_string: str | None, control_id: str | None = None) -> list[Pair]:
     if parent:
         run = get_run(client, parent)
         if run.data.tags.get("harness.phase") in ("seeds", "study"):  # "study": its name before 0.2
             return pairs_of_seeds(client, parent)
-        base, aug = runs_of_pipeline(client, parent)
-        return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
+        base, aug, control = runs_of_pipeline(client, parent)
+        return [Pair(base.data.params.get("data.seed", "?"), base, aug, control)]
     if baseline_id and synthetic_id:
         if baseline_id == synthetic_id:
             raise HarnessError(f"--baseline and --synthetic name the same run {baseline_id}: a run compared with "
                                "itself says nothing; name the baseline run and the synthetic-arm run of one pair")
         base, aug = get_run(client, baseline_id), get_run(client, synthetic_id)
+        control = get_run(client, control_id) if control_id else None
+        named = [("--baseline", base, "baseline"), ("--synthetic", aug, "synthetic")]
         # Swapped arms would print a loss as a gain with the same confidence: each flag takes its own phase.
-        for flag, run, want in (("--baseline", base, "baseline"), ("--synthetic", aug, "synthetic")):
+        for flag, run, want in named + ([("--control", control, "control")] if control is not None else []):
             phase = run.data.tags.get("harness.phase")
             if phase != want or "test/accuracy" not in run.data.metrics:
-                hint = (f" (arms swapped? it is the {phase} run: pass it as --{phase})" if phase in ("baseline", "synthetic")
-                        else "")
+                hint = (f" (arms swapped? it is the {phase} run: pass it as --{phase})"
+                        if phase in ("baseline", "synthetic", "control") else "")
                 raise HarnessError(f"{flag} {run.info.run_id} is a {phase or 'non-harness'} run; name a finished "
                                    f"{want} run{hint}")
-        return [Pair(base.data.params.get("data.seed", "?"), base, aug)]
+        return [Pair(base.data.params.get("data.seed", "?"), base, aug, control)]
     return pairs_of_experiment(client, experiment, filter_string or "")
 
 
@@ -115,6 +128,16 @@ def check_pairs(pairs: list[Pair]) -> list[str]:
         raise HarnessError("nothing to compare: no baseline/synthetic pairs found")
     for pair in pairs:
         check_comparable(pair.baseline, pair.synthetic)
+        if pair.control is not None:
+            check_comparable(pair.baseline, pair.control)
+    with_control = sum(p.control is not None for p in pairs)
+    if 0 < with_control < len(pairs):
+        # Synthetic minus control and synthetic minus baseline measure different things: pooled, the
+        # mean would be neither.
+        raise HarnessError(f"{with_control} of the {len(pairs)} pipelines have a control arm and the others do not "
+                           "(recipe not controlled: made by a harness without one, or with control.enabled=false): their "
+                           "differences measure different things and are never pooled; compare each group on its "
+                           "own (--filter, or --parent of one study)")
     # Across pairs only the seed may change the data: classes, sizes and test split must agree.
     ref = pairs[0].baseline.data.params
     for pair in pairs[1:]:
@@ -124,7 +147,7 @@ def check_pairs(pairs: list[Pair]) -> list[str]:
         if differ:
             raise HarnessError("the pipelines use different data configs and cannot be pooled: "
                                + "; ".join(f"{k} = {ref[k]} vs {p.get(k)}" for k in differ))
-    warnings = []
+    warnings = [] if with_control else [NOT_CONTROLLED]
     versions = {r.data.tags.get("harness.code_version") for pr in pairs for r in (pr.baseline, pr.synthetic)}
     if len(versions) > 1:
         warnings.append(f"the runs come from {len(versions)} different code versions ({', '.join(sorted(map(str, versions)))})")

@@ -3,7 +3,7 @@ Wilcoxon signed-rank, exact McNemar per pair, and a verdict in words."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.compare.runs import Pair, check_pairs, classes_of, get_run, predictions
 from harness.errors import HarnessError
@@ -59,16 +59,33 @@ class Stat:
 
 @dataclass
 class SeedReport:
+    """Paired seeds' statistics. `stats` compare the synthetic arm with its reference: the control
+    where the pipelines have one (`controlled`: the images' effect, the headline), else the baseline
+    (recipe not controlled); with a control, `recipe` (control - baseline) and `total` (synthetic -
+    baseline) follow for the headline metrics."""
     seeds: list[str]
     stats: list[Stat]
-    mcnemar: list[tuple[str, int, int, float]]  # seed, baseline-only correct, synthetic-only correct, p
+    mcnemar: list[tuple[str, int, int, float]]  # seed, reference-only correct, synthetic-only correct, p
     share_generator: bool | None
     warnings: list[str]
     margin: float = 1.0  # points: the equivalence margin (MARGIN)
+    controlled: bool = False
+    recipe: list[Stat] = field(default_factory=list)
+    total: list[Stat] = field(default_factory=list)
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    @property
+    def reference(self) -> str:
+        return "control" if self.controlled else "baseline"
+
+    @property
+    def effect(self) -> str:
+        """What `stats` measure, in words."""
+        return "synthetic - control (the images' effect)" if self.controlled else \
+            "synthetic - baseline (recipe not controlled)"
 
     def verdict(self) -> str:
         """In words, on test accuracy at alpha 0.05: the paired t-test across seeds when there are
@@ -90,24 +107,39 @@ class SeedReport:
         return f"{four_way(p, d, eq['tost_p'], self.margin)} ({basis})"
 
     def headline(self) -> dict[str, float]:
+        """Metrics of the seeds run: images/* (synthetic - control) where controlled, recipe/* (control -
+        baseline), delta/* (synthetic - baseline, its meaning since the first version), arms' means."""
         import numpy as np
         out = {"seeds/count": self.n}
-        for key, s in zip(("accuracy", "f1_weighted", "f1_macro"), self.stats):
-            t = s.tests()
-            out |= {f"baseline/{key}_mean": float(np.mean(s.base)), f"synthetic/{key}_mean": float(np.mean(s.aug)),
-                    f"delta/{key}": t["delta_mean"]}
-            for k in ("ci_low", "ci_high", "t_p", "wilcoxon_p"):
-                if t[k] == t[k]:  # MLflow refuses NaN in some stores; leave undefined tests out
-                    out[f"delta/{key}_{k}"] = t[k]
+        groups = [("images", self.stats), ("recipe", self.recipe), ("delta", self.total)] if self.controlled \
+            else [("delta", self.stats)]
+        for prefix, stats in groups:
+            for key, s in zip(("accuracy", "f1_weighted", "f1_macro"), stats):
+                t = s.tests()
+                out[f"{prefix}/{key}"] = t["delta_mean"]
+                for k in ("ci_low", "ci_high", "t_p", "wilcoxon_p"):
+                    if t[k] == t[k]:  # MLflow refuses NaN in some stores; leave undefined tests out
+                        out[f"{prefix}/{key}_{k}"] = t[k]
+        for key, s in zip(("accuracy", "f1_weighted", "f1_macro"), self.total if self.controlled else self.stats):
+            out |= {f"baseline/{key}_mean": float(np.mean(s.base)), f"synthetic/{key}_mean": float(np.mean(s.aug))}
+        if self.controlled:
+            out |= {f"control/{key}_mean": float(np.mean(s.base))
+                    for key, s in zip(("accuracy", "f1_weighted", "f1_macro"), self.stats)}
         return out
 
     def to_json(self) -> dict:
         import numpy as np
-        return {"seeds": self.seeds, "share_generator": self.share_generator, "verdict": self.verdict(), "warnings": self.warnings,
-                "metrics": [{"metric": s.label, "baseline": s.base, "synthetic": s.aug,
-                             "baseline_mean": float(np.mean(s.base)), "synthetic_mean": float(np.mean(s.aug)),
-                             **s.tests()} for s in self.stats],
-                "mcnemar": [{"seed": sd, "baseline_only_correct": b, "synthetic_only_correct": c, "p": p}
+        ref = self.reference
+
+        def one(s: Stat, a: str, b: str) -> dict:
+            return {"metric": s.label, a: s.base, b: s.aug, f"{a}_mean": float(np.mean(s.base)),
+                    f"{b}_mean": float(np.mean(s.aug)), **s.tests()}
+        return {"seeds": self.seeds, "share_generator": self.share_generator, "verdict": self.verdict(),
+                "controlled": self.controlled, "effect": self.effect, "warnings": self.warnings,
+                "metrics": [one(s, ref, "synthetic") for s in self.stats],
+                "recipe": [one(s, "baseline", "control") for s in self.recipe],
+                "synthetic_minus_baseline": [one(s, "baseline", "synthetic") for s in self.total],
+                "mcnemar": [{"seed": sd, f"{ref}_only_correct": b, "synthetic_only_correct": c, "p": p}
                             for sd, b, c, p in self.mcnemar]}
 
 
@@ -116,7 +148,8 @@ def distinct(pairs: list[Pair]) -> tuple[list[Pair], int]:
     the runs they reused), and counting it twice would shrink every p-value."""
     seen, out = set(), []
     for p in pairs:
-        key = tuple(r.data.tags.get("harness.reused_from", r.info.run_id) for r in (p.baseline, p.synthetic))
+        key = tuple(r.data.tags.get("harness.reused_from", r.info.run_id) for r in (p.baseline, p.synthetic, p.control)
+                    if r is not None)
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -130,16 +163,23 @@ def seed_report(client, pairs: list[Pair], share_generator: bool | None = None, 
         warnings.append(f"{dropped} pair(s) repeat a pair already counted (reused runs of the same computation) "
                         "and were left out")
     classes = classes_of(pairs[0].baseline)
+    controlled = pairs[0].control is not None  # all or none: check_pairs refuses a mixture
     keys = [("accuracy", "Accuracy", True), ("f1_weighted", "F1 (weighted)", False), ("f1_macro", "F1 (macro)", False)]
-    keys += [(f"{c}/f1", f"{c} F1", False) for c in classes]
-    stats = [Stat(label, [p.baseline.data.metrics[f"test/{k}"] for p in pairs],
-                  [p.synthetic.data.metrics[f"test/{k}"] for p in pairs], pct) for k, label, pct in keys]
-    tests = [(p.seed, *mcnemar(predictions(client, p.baseline), predictions(client, p.synthetic))) for p in pairs]
+
+    def arm(run_of, k):
+        return [run_of(p).data.metrics[f"test/{k}"] for p in pairs]
+
+    def stats_of(a, b, keys):
+        return [Stat(label, arm(a, k), arm(b, k), pct) for k, label, pct in keys]
+    stats = stats_of(lambda p: p.reference, lambda p: p.synthetic, keys + [(f"{c}/f1", f"{c} F1", False) for c in classes])
+    recipe = stats_of(lambda p: p.baseline, lambda p: p.control, keys) if controlled else []
+    total = stats_of(lambda p: p.baseline, lambda p: p.synthetic, keys) if controlled else []
+    tests = [(p.seed, *mcnemar(predictions(client, p.reference), predictions(client, p.synthetic))) for p in pairs]
     if share_generator is None:
         parents = [p.synthetic.data.tags.get("mlflow.parentRunId") for p in pairs]
         flags = {get_run(client, r).data.params.get("pipeline.generator_shared") if r else None for r in parents}
         share_generator = {"True"} == flags if flags <= {"True", "False"} else None
-    return SeedReport([p.seed for p in pairs], stats, tests, share_generator, warnings, margin)
+    return SeedReport([p.seed for p in pairs], stats, tests, share_generator, warnings, margin, controlled, recipe, total)
 
 
 def mde(n: int, sd: float = 1.5, power: float = 0.8, alpha: float = 0.05) -> float:
@@ -282,10 +322,16 @@ def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | No
             continue
         acc = rep.stats[0]
         spread = (lambda v: float(np.std(v, ddof=1)) if rep.n > 1 else 0.0)  # noqa: E731
-        row = {"cell": label, "n": rep.n, "seeds": [int(s) for s in rep.seeds],
-               "baseline_mean": float(np.mean(acc.base)), "baseline_std": spread(acc.base),
+        base = rep.total[0].base if rep.controlled else acc.base
+        row = {"cell": label, "n": rep.n, "seeds": [int(s) for s in rep.seeds], "controlled": rep.controlled,
+               "baseline_mean": float(np.mean(base)), "baseline_std": spread(base),
                "synthetic_mean": float(np.mean(acc.aug)), "synthetic_std": spread(acc.aug), **acc.tests(),
                "verdict": rep.verdict(), "k": design.k}
+        if rep.controlled:  # the delta columns are the images' effect; the recipe's and the total beside them
+            recipe, total = rep.recipe[0].tests(), rep.total[0].tests()
+            row |= {"control_mean": float(np.mean(acc.base)), "control_std": spread(acc.base),
+                    "recipe": {k: recipe[k] for k in ("delta_mean", "ci_low", "ci_high", "t_p")},
+                    "synthetic_minus_baseline": {k: total[k] for k in ("delta_mean", "ci_low", "ci_high", "t_p")}}
         by_seed = dict(zip(row["seeds"], acc.deltas.tolist()))
         first = [by_seed[s] for s in design.first if s in by_seed]
         later = [d for s, d in by_seed.items() if s not in design.first]

@@ -21,17 +21,21 @@ def knows_classes(cfg) -> bool:
     return True
 
 
+def indices(n: int, seed: int, start: int, stop: int) -> torch.Tensor:
+    """Positions start..stop-1 of the replay stream over n training images: pass p over them in its own
+    seeded order, every image once per pass, so that a prefix of the stream is the same images at any
+    count (the control arm, harness/phases/control.py, replays the same way)."""
+    def one_pass(p: int) -> torch.Tensor:
+        return torch.from_numpy(np.random.default_rng([seed, 0x5EED, p]).permutation(n))
+    return stream.from_blocks(start, stop, one_pass, torch.zeros(0, dtype=torch.long), size=n)
+
+
 def sampler(ctx, cfg, splits) -> stream.Sampler:
     x, y = splits.train_x, splits.train_y
     seed = cfg.generate.seed
 
-    def one_pass(p: int) -> torch.Tensor:
-        # Pass p over the training images in its own seeded order: every image once per pass, and a
-        # prefix of the stream is the same images at any count.
-        return torch.from_numpy(np.random.default_rng([seed, 0x5EED, p]).permutation(len(x)))
-
     def draw(start: int, stop: int):
-        idx = stream.from_blocks(start, stop, one_pass, torch.zeros(0, dtype=torch.long), size=len(x))
+        idx = indices(len(x), seed, start, stop)
         return x[idx], y[idx]
 
     return stream.Sampler(("replay", splits.digest("train"), seed), draw, 0,

@@ -1,7 +1,9 @@
-"""Compare phase: synthetic minus baseline for every test metric.
+"""Compare phase: for every test metric, synthetic minus control (what the images add: the headline),
+control minus baseline (what the recipe adds) and synthetic minus baseline (the two together).
 
-Artifacts of the run: comparison.md (metric, baseline, synthetic, difference), comparison.json, comparison.png.
-Metrics: delta/accuracy, delta/f1_weighted, delta/f1_macro, delta/<class>/precision|recall|f1.
+Artifacts of the run: comparison.md (metric, the arms, the differences), comparison.json, comparison.png.
+Metrics: images/<m>, recipe/<m>, delta/<m> for accuracy, f1_weighted, f1_macro, <class>/precision|recall|f1
+(images/ and recipe/ only where the control arm ran: control.enabled, the default).
 """
 from __future__ import annotations
 
@@ -23,31 +25,51 @@ class CompareResult(PhaseResult):
     deltas: dict | None = None
 
 
-def table(base_metrics: dict, syn_metrics: dict, classes) -> tuple[list, str, dict]:
+def table(base_metrics: dict, syn_metrics: dict, classes, control: dict | None = None) -> tuple[list, str, dict]:
     rows = render.rows(base_metrics, syn_metrics, classes)
-    return rows, render.markdown(rows), render.delta_metrics(rows)
+    if control is None:
+        return rows, f"{render.NOT_CONTROLLED[0].upper()}{render.NOT_CONTROLLED[1:]}.\n\n" + render.markdown(rows), \
+            render.delta_metrics(rows)
+    return rows, render.arms_markdown(base_metrics, control, syn_metrics, classes), \
+        render.effects(base_metrics, control, syn_metrics, classes)
 
 
-def log_pair(base_metrics: dict, syn_metrics: dict, classes) -> tuple[str, dict]:
-    """The pair's comparison on the active run: deltas as metrics, comparison.md/.json/.png."""
-    rows, md, deltas = table(base_metrics, syn_metrics, classes)
+def headline(deltas: dict) -> float:
+    """The number a pipeline is judged by: the images' effect on accuracy where a control ran, else the delta."""
+    return deltas.get("images/accuracy", deltas["delta/accuracy"])
+
+
+def log_pair(base_metrics: dict, syn_metrics: dict, classes, control: dict | None = None) -> tuple[str, dict]:
+    """The comparison on the active run: differences as metrics, comparison.md/.json/.png."""
+    rows, md, deltas = table(base_metrics, syn_metrics, classes, control)
     mlflow.log_metrics(deltas)
     mlflow.log_text(md, "comparison.md")
-    codecs.log_json({"rows": [{"metric": k, "baseline": b, "synthetic": a, "difference": a - b}
-                              for k, _, b, a in rows]}, "comparison.json")
-    codecs.log_figure(render.figure(rows, classes), "comparison.png")
-    describe(f"**compare**: synthetic minus baseline, accuracy {100 * deltas['delta/accuracy']:+.2f} "
-             f"points, weighted F1 {deltas['delta/f1_weighted']:+.4f}.\n\n{md}")
+    codecs.log_json({"controlled": control is not None, "rows": [
+        {"metric": k, "baseline": b, "synthetic": a, "difference": a - b,
+         **({"control": control[f"test/{k}"], "images": a - control[f"test/{k}"], "recipe": control[f"test/{k}"] - b}
+            if control is not None else {})} for k, _, b, a in rows]}, "comparison.json")
+    codecs.log_figure(render.figure(rows, classes, control), "comparison.png")
+    if control is not None:
+        describe(f"**compare**: the images' effect (synthetic minus control) on accuracy "
+                 f"**{100 * deltas['images/accuracy']:+.2f} points**, weighted F1 {deltas['images/f1_weighted']:+.4f}; "
+                 f"the recipe's (control minus baseline) {100 * deltas['recipe/accuracy']:+.2f} points; synthetic "
+                 f"minus baseline {100 * deltas['delta/accuracy']:+.2f} points.\n\n{md}")
+    else:
+        describe(f"**compare**: synthetic minus baseline, accuracy {100 * deltas['delta/accuracy']:+.2f} points, "
+                 f"weighted F1 {deltas['delta/f1_weighted']:+.4f} ({render.NOT_CONTROLLED}).\n\n{md}")
     return md, deltas
 
 
 def compute(ctx, cfg, inputs) -> CompareResult:
-    md, deltas = log_pair(inputs["baseline"].metrics, inputs["synthetic"].metrics, cfg.data.classes)
+    control = inputs["control"].metrics if "control" in inputs else None
+    md, deltas = log_pair(inputs["baseline"].metrics, inputs["synthetic"].metrics, cfg.data.classes, control)
     return CompareResult("", deltas, table_md=md, deltas=deltas)
 
 
 def load(ctx, cfg, run) -> CompareResult:
-    _, md, deltas = table(_metrics_of(ctx, run, "baseline"), _metrics_of(ctx, run, "synthetic"), cfg.data.classes)
+    control = _metrics_of(ctx, run, "control") if "upstream.control" in run.data.params else None
+    _, md, deltas = table(_metrics_of(ctx, run, "baseline"), _metrics_of(ctx, run, "synthetic"), cfg.data.classes,
+                          control)
     return CompareResult(run.info.run_id, dict(run.data.metrics), table_md=md, deltas=deltas)
 
 

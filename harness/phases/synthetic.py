@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import mlflow
 
-from harness import classifier, classifiers
-from harness.classifier import ClassifierResult, load_model
+from harness import classifier
+from harness.classifier import ClassifierResult
 from harness.classifiers import weights
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
@@ -18,27 +18,14 @@ from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
     splits, kept = ctx.splits(cfg.data), inputs["pseudolabel"]
     if model_run:
-        return _evaluate(ctx, cfg, splits, model_run)
+        m, model = classifier.evaluate_run(ctx, cfg, splits, model_run, "synthetic", "synthetic")
+        return ClassifierResult("", m, trained=model)
     sizes = {"data/n_real": len(splits.train_x), "data/n_synthetic": len(kept.images)}
     mlflow.log_metrics(sizes)
     model, m = classifier.fit_and_report(cfg, splits, ctx.device, "synthetic", on_epoch=on_epoch,
                                          evaluate_test=evaluate_test, synthetic=(kept.images, kept.labels, kept.soft),
                                          weights=weights.resolved(ctx, cfg.classifier, inputs))
     return ClassifierResult("", m | sizes, trained=model)
-
-
-def _evaluate(ctx, cfg, splits, model_run: str) -> ClassifierResult:
-    """The test evaluation of a model trained earlier without it: the same metrics and artifacts."""
-    model, _ = load_model(model_run)
-    trained = dict(ctx.store.get_run(model_run).data.metrics)
-    m = {k: trained[k] for k in ("val/accuracy", "data/n_real", "data/n_synthetic") if k in trained}
-    mlflow.log_metrics(m)
-    model_id = classifier.log_model(model, cfg, splits.classes, "synthetic", splits.test_x[:2])
-    m |= classifier.report_test(model, splits, ctx.device, "synthetic",
-                                f"**synthetic**: the {classifiers.in_words(cfg.classifier)} of run `{model_run}` (trained on real + "
-                                f"{int(m.get('data/n_synthetic', 0))} synthetic images, chosen by validation), "
-                                "evaluated once on the test set.", model_id)
-    return ClassifierResult("", m, trained=model)
 
 
 def load(ctx, cfg, run) -> ClassifierResult:

@@ -1,0 +1,69 @@
+"""Control phase: the recipe-matched control arm. The synthetic arm's network, starting weights, mode,
+steps, batch composition, loss weights, schedule, augmentation and real-only epochs, with its synthetic
+slot filled by the real training images themselves (replayed in seeded passes, as generator.kind=replay
+draws them), so that a pipeline's three arms split its result in two:
+
+    synthetic - control  = what the generated images add (images/*: the headline)
+    control - baseline   = what the recipe adds (recipe/*: more images per step, their weight, real-only epochs)
+    synthetic - baseline = the two together (delta/*, its meaning since the first version)
+
+Of the kept images it reads only how many there are (`slots`), so that one control serves every
+generator of a seed that asks for the same slot:
+- a fixed-share recipe (classifier.synthetic_share > 0) adds the same number of slot images to every
+  step whatever their count: the slot holds the training set once, and one control serves every
+  generator, sample count and threshold that keeps at least one image;
+- an epoch or step budget over real + kept images (the reference's) grows the step count or shrinks
+  the batches' real share with the kept count: the control replays exactly as many images as were
+  kept, and serves the generators that keep as many;
+- nothing kept: the synthetic arm is the baseline's training, and so is the control's (an empty slot).
+
+Artifacts: the baseline's (harness/classifier.py). Metrics: the baseline's, data/n_real and data/n_replayed.
+Options as the synthetic phase: `on_epoch`, `evaluate_test=False`, `model_run`.
+"""
+from __future__ import annotations
+
+import mlflow
+
+from harness import classifier
+from harness.classifier import ClassifierResult
+from harness.classifiers import weights
+from harness.generators import replay
+from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
+
+ALL = "all"  # the slot of a fixed-share recipe: the training set once, whatever was kept
+
+
+def slots(cfg, inputs) -> str:
+    """What the control's key covers of the kept images: `all`, or how many were kept."""
+    kept = int(inputs["pseudolabel"].metrics["kept/count"])
+    return ALL if kept and cfg.classifier.synthetic_share > 0 else str(kept)
+
+
+def replayed(cfg, inputs, n_real: int) -> int:
+    slot = slots(cfg, inputs)
+    return n_real if slot == ALL else int(slot)
+
+
+def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
+    splits = ctx.splits(cfg.data)
+    if model_run:
+        m, model = classifier.evaluate_run(ctx, cfg, splits, model_run, "control", "replayed real")
+        return ClassifierResult("", m, trained=model)
+    n = replayed(cfg, inputs, len(splits.train_x))
+    idx = replay.indices(len(splits.train_x), cfg.classifier.seed, 0, n)
+    sizes = {"data/n_real": len(splits.train_x), "data/n_replayed": n}
+    mlflow.log_metrics(sizes)
+    model, m = classifier.fit_and_report(cfg, splits, ctx.device, "control", on_epoch=on_epoch,
+                                         evaluate_test=evaluate_test, slot="replayed real",
+                                         synthetic=(splits.train_x[idx], splits.train_y[idx], None) if n else None,
+                                         weights=weights.resolved(ctx, cfg.classifier, inputs))
+    return ClassifierResult("", m | sizes, trained=model)
+
+
+def load(ctx, cfg, run) -> ClassifierResult:
+    return ClassifierResult(run.info.run_id, dict(run.data.metrics))
+
+
+def summary(result: ClassifierResult, cfg) -> str:
+    return classifier.summary(f"control run {result.run_id} ({int(result.metrics.get('data/n_replayed', 0))} "
+                              "replayed real images in the synthetic slot)", result.metrics, cfg.data.classes)

@@ -1,0 +1,106 @@
+"""How many steps does the plain baseline need? Its test accuracy against classifier.steps, doubling,
+with paired seeds, so that a preset's budget can be chosen where doubling it moves the baseline by
+less than a stated amount (issue "The delta is the images' own", item 4).
+
+    python studies/budget.py --data-dir ../shared/datasets/cifar10 --preset strong-baseline \
+        --sizes 100,300 --steps 1880,3760,7520 --seeds 3 [--set classifier.augmentation=trivialaugment] \
+        [--out studies/results/budget/strong-baseline]
+
+Each point trains the baseline exactly as the preset's `baseline` phase does (harness.train with the
+preset's classifier section; data.seed and classifier.seed = the seed), on the data draw of that seed,
+and tests it on every test image of the classes. No MLflow run: the curve is the product, written as
+OUT.json and OUT.md (per size and steps: mean and std over the seeds, and the paired change from the
+previous budget with its 95% t interval). `--smoke` runs a seconds-long version on the tiny preset.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from harness import config, train
+from harness.data import load_splits
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
+
+
+def point(cfg, splits, device) -> float:
+    model, _ = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), cfg.classifier, device,
+                                      label=f"steps {cfg.classifier.steps}")
+    pred = train.predict_proba(model, splits.test_x, device).argmax(1)
+    return float((pred == splits.test_y).float().mean())
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Mean of b - a (points) over paired seeds, with its 95% t interval."""
+    from scipy import stats
+    d = 100 * (np.asarray(b) - np.asarray(a))
+    if len(d) < 2:
+        return {"mean": float(d.mean()), "low": None, "high": None}
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5)
+    return {"mean": float(d.mean()), "low": float(d.mean()) - half, "high": float(d.mean()) + half}
+
+
+def markdown(rows: list[dict], preset: str, overrides: tuple[str, ...], threshold: float) -> str:
+    lines = [f"Baseline budget curve, preset `{preset}`{' with ' + ' '.join(overrides) if overrides else ''}: test "
+             f"accuracy (%) over paired seeds; the change from the previous budget in points [95% CI]. "
+             f"Plateau: doubling moves the baseline by less than {threshold:g} points.", "",
+             "| per class | steps | mean ± std | seeds | change from half the steps | seconds per run |",
+             "| ---: | ---: | ---: | --- | ---: | ---: |"]
+    for r in rows:
+        ch = r.get("change")
+        change = "" if ch is None else f"{ch['mean']:+.2f}" + (
+            f" [{ch['low']:+.2f}, {ch['high']:+.2f}]" if ch["low"] is not None else "")
+        lines.append(f"| {r['n_per_class']} | {r['steps']} | {100 * np.mean(r['accuracy']):.2f} ± "
+                     f"{100 * np.std(r['accuracy'], ddof=1) if len(r['accuracy']) > 1 else 0:.2f} | "
+                     f"{', '.join(f'{100 * a:.2f}' for a in r['accuracy'])} | {change} | {r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
+@click.option("--preset", default="strong-baseline", show_default=True)
+@click.option("--sizes", default="100,300", show_default=True, help="data.n_per_class values.")
+@click.option("--steps", "steps_list", default="1880,3760,7520", show_default=True, help="classifier.steps values.")
+@click.option("--seeds", default=3, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
+@click.option("--threshold", default=0.5, show_default=True, help="Points: the plateau's definition.")
+@click.option("--out", default=None, help="Write OUT.json and OUT.md.")
+@click.option("--smoke", is_flag=True, help="Seconds: the tiny preset, 2 sizes x 2 budgets x 2 seeds.")
+def main(data_dir, preset, sizes, steps_list, seeds, overrides, threshold, out, smoke):
+    if smoke:
+        preset, sizes, steps_list, seeds = "tiny", "10,20", "4,8", 2
+        overrides = (*overrides, "data.val_per_class=0")
+    device = train.pick_device()
+    rows = []
+    for n in map(int, sizes.split(",")):
+        previous = None
+        for steps in map(int, steps_list.split(",")):
+            accs, t = [], time.perf_counter()
+            for seed in range(seeds):
+                cfg = config.apply(config.load(preset, overrides), {
+                    "data.n_per_class": n, "classifier.steps": steps, "data.seed": seed, "classifier.seed": seed})
+                accs.append(point(cfg, load_splits(cfg.data, data_dir), device))
+            row = {"n_per_class": n, "steps": steps, "accuracy": accs, "seconds": (time.perf_counter() - t) / seeds,
+                   "change": paired(previous["accuracy"], accs) if previous else None}
+            rows.append(row)
+            previous = row
+            click.echo(f"{n} per class, {steps} steps: {100 * np.mean(accs):.2f}% "
+                       f"({', '.join(f'{100 * a:.2f}' for a in accs)}), {row['seconds']:.0f} s a run", err=True)
+    md = markdown(rows, preset, overrides, threshold)
+    click.echo(md)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out}.json").write_text(json.dumps({"preset": preset, "overrides": list(overrides), "rows": rows,
+                                                   "threshold_points": threshold, "device": str(device),
+                                                   "torch_threads": torch.get_num_threads()}, indent=2,
+                                                  allow_nan=False))
+        Path(f"{out}.md").write_text(md)
+
+
+if __name__ == "__main__":
+    main()
