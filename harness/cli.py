@@ -404,8 +404,10 @@ def compare(parent, baseline_id, synthetic_id, control_id, filter_string, experi
 def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_list, share_generator, share_gan,
          dry_run):
     """The whole study as nested runs under one parent: baseline, generator (kinds that train),
-    generate, pseudolabel, synthetic, compare. Finished phases with the same config, data, inputs
-    and code are reused.
+    generate, pseudolabel, control (the synthetic arm's recipe with the real training images in the
+    slot; control.enabled=false leaves it out), synthetic, compare. The headline is the images' effect,
+    synthetic minus control; the recipe's (control minus baseline) and synthetic minus baseline follow.
+    Finished phases with the same config, data, inputs and code are reused.
 
     With --seeds N / --seed-list, N paired pipelines run under one seeds run and the comparator
     tells a real delta from seed noise (mean ± std, 95% CI, paired t, Wilcoxon, McNemar).

@@ -125,7 +125,9 @@ def headline_words(m: dict) -> str:
     if "images/accuracy" not in m:
         return (f"Test accuracy {100 * m['baseline/test_accuracy']:.2f}% -> {100 * m['synthetic/test_accuracy']:.2f}% "
                 f"({100 * m['delta/accuracy']:+.2f} points; recipe not controlled: control.enabled=false).")
-    return (f"**The images' effect: {100 * m['images/accuracy']:+.2f} points** (synthetic "
-            f"{100 * m['synthetic/test_accuracy']:.2f}% - control {100 * m['control/test_accuracy']:.2f}%); the recipe's: "
-            f"{100 * m['recipe/accuracy']:+.2f} points (control - baseline {100 * m['baseline/test_accuracy']:.2f}%); "
-            f"synthetic - baseline {100 * m['delta/accuracy']:+.2f} points.")
+    from harness.compare import render, stats
+    return " ".join([f"**The images' effect: {100 * m['images/accuracy']:+.2f} points** (synthetic "
+                     f"{100 * m['synthetic/test_accuracy']:.2f}% - control {100 * m['control/test_accuracy']:.2f}%); the "
+                     f"recipe's: {100 * m['recipe/accuracy']:+.2f} points (control - baseline "
+                     f"{100 * m['baseline/test_accuracy']:.2f}%); synthetic - baseline {100 * m['delta/accuracy']:+.2f} points.",
+                     *render.recipe_line(m["recipe/accuracy"], stats.MARGIN)])

@@ -77,20 +77,23 @@ def main(data_dir, preset, sizes, steps_list, seeds, overrides, threshold, out, 
         overrides = (*overrides, "data.val_per_class=0")
     device = train.pick_device()
     rows = []
+    budgets = [int(v) for v in steps_list.split(",")]
     for n in map(int, sizes.split(",")):
-        previous = None
-        for steps in map(int, steps_list.split(",")):
-            accs, t = [], time.perf_counter()
-            for seed in range(seeds):
+        accs = {steps: [] for steps in budgets}
+        seconds = {steps: 0.0 for steps in budgets}
+        for seed in range(seeds):
+            splits = None
+            for steps in budgets:
                 cfg = config.apply(config.load(preset, overrides), {
                     "data.n_per_class": n, "classifier.steps": steps, "data.seed": seed, "classifier.seed": seed})
-                accs.append(point(cfg, load_splits(cfg.data, data_dir), device))
-            row = {"n_per_class": n, "steps": steps, "accuracy": accs, "seconds": (time.perf_counter() - t) / seeds,
-                   "change": paired(previous["accuracy"], accs) if previous else None}
-            rows.append(row)
-            previous = row
-            click.echo(f"{n} per class, {steps} steps: {100 * np.mean(accs):.2f}% "
-                       f"({', '.join(f'{100 * a:.2f}' for a in accs)}), {row['seconds']:.0f} s a run", err=True)
+                splits = splits or load_splits(cfg.data, data_dir)  # one draw per seed: the budgets are paired
+                t = time.perf_counter()
+                accs[steps].append(point(cfg, splits, device))
+                seconds[steps] += time.perf_counter() - t
+                click.echo(f"{n} per class, seed {seed}, {steps} steps: {100 * accs[steps][-1]:.2f}%", err=True)
+        for i, steps in enumerate(budgets):
+            rows.append({"n_per_class": n, "steps": steps, "accuracy": accs[steps], "seconds": seconds[steps] / seeds,
+                         "change": paired(accs[budgets[i - 1]], accs[steps]) if i else None})
     md = markdown(rows, preset, overrides, threshold)
     click.echo(md)
     if out:

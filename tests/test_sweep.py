@@ -5,7 +5,7 @@ import types
 import optuna
 import pytest
 
-from conftest import invoke
+from conftest import invoke, write_tree
 from harness import sweep
 from harness.context import Memo
 from harness.errors import HarnessError
@@ -233,7 +233,7 @@ def test_a_sweep_whose_trials_all_fail_stops(runner, client, tree, tmp_path):
 STEPS_SPEC = """
 [space."generate.n_samples"]
 type = "categorical"
-choices = [6, 600]
+choices = [64, 600]
 [sampler]
 type = "random"
 [pruner]
@@ -243,24 +243,26 @@ type = "none"
 
 @pytest.mark.parametrize("control", ["true", "false"])
 def test_a_knob_that_only_adds_steps_does_not_win(runner, client, tmp_path, control):
-    # An under-trained baseline (two steps) labels the training images replayed (generator.kind=replay): at
-    # chance, its labels are wrong. 600 of them, at a tenth of a real image's weight, bring ten times the
-    # steps: the synthetic arm's validation accuracy rises far above the baseline's, so a sweep of the
-    # synthetic arm alone (control.enabled=false) picks 600. Its control takes the same steps with the true
-    # labels: beyond it, 600 wrong labels cost points, and the sweep of the images' effect picks 6.
-    from conftest import write_tree
+    # The training images replayed with their true labels (generator.kind=replay, pseudolabel.mode=none) carry
+    # nothing new; 600 of them bring an under-trained baseline (one epoch) five times the steps of 64. A
+    # sweep of the synthetic arm alone (control.enabled=false) sees validation accuracy rise and picks 600.
+    # Its control replays the same images in the same order (the same seed): beyond it, every trial is
+    # worth exactly nothing, so 600 gets no credit and the sweep keeps its first trial (the preset's 64).
     grey = {"airplane": (120, 128, 128), "automobile": (128, 120, 128), "bird": (128, 128, 120)}
     tree = write_tree(tmp_path / "grey", n_test=10, colours=grey, noise=60)
     spec = tmp_path / "steps.toml"
     spec.write_text(STEPS_SPEC)
     out = invoke(runner, ["sweep", "--preset", "tiny", "--data-dir", tree, "--spec", spec, "--study", "steps",
-                          "--trials", "4", "--set", "generator.kind=replay", "--set", "classifier.epochs=1",
-                          "--set", "classifier.lr=0.003", "--set", "classifier.synthetic_weight=0.1",
+                          "--trials", "4", "--set", "generator.kind=replay", "--set", "pseudolabel.mode=none",
+                          "--set", "classifier.epochs=1", "--set", "classifier.lr=0.003",
                           "--set", f"control.enabled={control}"]).output
     study = optuna.load_study(study_name="steps", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     values = {}
     for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        values.setdefault(t.params["generate.n_samples"], set()).add(round(t.value, 6))
-    assert set(values) == {6, 600}, values  # both choices were tried
-    assert study.best_trial.params["generate.n_samples"] == (6 if control == "true" else 600), values
-    assert ("the images' effect on validation" in out) == (control == "true")
+        values.setdefault(t.params["generate.n_samples"], []).append(t.value)
+    assert set(values) == {64, 600}, values  # both choices were tried
+    if control == "true":
+        assert all(v == 0.0 for vs in values.values() for v in vs), values
+        assert study.best_trial.params["generate.n_samples"] == 64 and "the images' effect on validation" in out
+    else:
+        assert min(values[600]) > max(values[64]) and study.best_trial.params["generate.n_samples"] == 600, values

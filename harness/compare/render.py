@@ -198,7 +198,8 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
                   "| cell | n | baseline % | control % | synthetic % | images [95% CI] | recipe [95% CI] | t p | "
                   "Holm p | verdict |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     else:
-        lines += ["| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
+        lines += [f"{NOT_CONTROLLED[0].upper()}{NOT_CONTROLLED[1:]}.\n",
+                  "| cell | n | baseline % | synthetic % | delta [95% CI] | t p | Holm p | verdict |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     ci = lambda d: f"{100 * d['delta_mean']:+.2f} [{f(100 * d['ci_low'], '+.2f')}, {f(100 * d['ci_high'], '+.2f')}]"  # noqa: E731
     for r in rows:
@@ -334,7 +335,9 @@ def grid_figure(rows: list[dict], axes: list[tuple[str, list[str]]]):
         ax.fill_between(xs, [100 * r["ci_low"] for _, r in pts], [100 * r["ci_high"] for _, r in pts], alpha=0.2)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel(x_key)
-    ax.set_ylabel("synthetic arm - baseline, accuracy points (95% CI)")
+    controlled = any(r.get("controlled") for r in rows if r.get("n"))
+    ax.set_ylabel(("images' effect: synthetic - control" if controlled else "synthetic - baseline (recipe not controlled)")
+                  + ", accuracy points (95% CI)")
     ticks = sorted({x for pts in lines.values() for x, _ in pts})
     if all(x > 0 for x in ticks):
         ax.set_xscale("log")
