@@ -257,6 +257,7 @@ def run_phase(cfg, splits, device, phase_epochs):
     from mlflow.tracking import MlflowClient
 
     from harness.context import Context
+    from harness.runner import Runner
     from harness.tracking import store
     timer = CallTimer()
     for name in ("start_run", "end_run", "log_params", "log_metrics", "log_metric", "set_tag", "set_tags",
@@ -268,10 +269,10 @@ def run_phase(cfg, splits, device, phase_epochs):
         os.chdir(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         # configure() migrates the new store: not timed
-        ctx = Context(store.configure("bench"), device, use_cache=False, loaded_splits={cfg.data: splits})
+        ctx = Context(store.configure("bench"), device, use_cache=False, loaded_splits={(cfg.data, None): splits})
         timer.seconds, timer.calls = 0.0, 0
         t = time.perf_counter()
-        ctx.runner.run("generator", cfg, {})
+        Runner(ctx).run("generator", cfg, {})
         wall = time.perf_counter() - t
     share = timer.seconds / wall
     print(f"\ngenerator phase: {phase_epochs} epochs in {wall:.1f} s; MLflow calls {timer.calls}, {timer.seconds:.2f} s "

@@ -23,6 +23,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ci
 def phase_seconds(data_dir: str, epochs: int, records: bool) -> float:
     from harness import config, train
     from harness.context import Context
+    from harness.runner import Runner
     from harness.tracking import codecs, store
     cfg = config.load("cpu", [f"classifier.epochs={epochs}"])
     real_export = codecs.log_pytorch_model
@@ -34,7 +35,7 @@ def phase_seconds(data_dir: str, epochs: int, records: bool) -> float:
             codecs.log_pytorch_model = lambda *a, **k: None
         try:
             t = time.perf_counter()
-            ctx.runner.run("baseline", cfg, {}, brief=not records)
+            Runner(ctx).run("baseline", cfg, {}, brief=not records)
             return time.perf_counter() - t
         finally:
             codecs.log_pytorch_model = real_export

@@ -26,7 +26,7 @@ import click
 from bench_gan import CallTimer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
-SPEC = Path(__file__).resolve().parents[1] / "experiments" / "sweep.toml"
+SPEC = Path(__file__).resolve().parents[1] / "harness" / "experiments" / "sweep.toml"
 
 
 @click.command()

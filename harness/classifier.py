@@ -82,6 +82,25 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     return model, final | report_test(model, splits, device, label, trained, model_id)
 
 
+def train_arm(ctx, cfg, inputs: dict, label: str, slot: str, count: str, extra, on_epoch=None,
+              evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
+    """An arm that trains on the real images plus `extra(splits)` = (images, labels, soft or None) or None
+    in its synthetic slot (the synthetic arm's kept images, the control's replayed real ones), from
+    classifier.init; logs it as the baseline is logged, plus data/n_real and data/n_<count>. `model_run`:
+    test the model a sweep trial trained instead of training again."""
+    from harness.classifiers import weights
+    splits = ctx.splits(cfg.data)
+    if model_run:
+        m, model = evaluate_run(ctx, cfg, splits, model_run, label, slot)
+        return ClassifierResult("", m, trained=model)
+    added = extra(splits)
+    sizes = {"data/n_real": len(splits.train_x), f"data/n_{count}": len(added[0]) if added is not None else 0}
+    mlflow.log_metrics(sizes)
+    model, m = fit_and_report(cfg, splits, ctx.device, label, on_epoch=on_epoch, evaluate_test=evaluate_test,
+                              synthetic=added, weights=weights.resolved(ctx, cfg.classifier, inputs), slot=slot)
+    return ClassifierResult("", m | sizes, trained=model)
+
+
 def evaluate_run(ctx, cfg, splits: Splits, model_run: str, label: str, slot: str) -> tuple[dict[str, float], torch.nn.Module]:
     """The test evaluation of an arm's model trained earlier without it (a sweep trial's, chosen by
     validation), on the active run: the same metrics and artifacts as an arm trained here."""

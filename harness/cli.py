@@ -174,7 +174,7 @@ def common(fn):
 
 
 def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, check_kind=True, resolve=True,
-           dry_run=False):
+           dry_run=False, phase: str | None = None):
     """The config and the context every command runs phases with, `auto` precisions resolved for
     this machine. A grid's base config need not be runnable on its own (its axes may set the kind its
     other settings need): the grid checks each cell; and it keeps `auto`, which each worker resolves.
@@ -183,6 +183,10 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
     from harness.context import Context
     from harness.tracking import store
     cfg = config.load(preset, overrides)
+    if phase is not None:  # a single-phase command: first whether the phase runs at all
+        from harness.table import PHASES
+        if not PHASES[phase].runs(cfg):
+            raise HarnessError(f"phase {phase} does not run under this config: it needs {PHASES[phase].needs(cfg)}")
     if check_kind:
         generators.check(cfg)
         classifiers.check_config(cfg)
@@ -202,9 +206,9 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
         if not (dry_run and cfg.classifier.init.startswith(weights.URIS)):
             weights.check(ctx, cfg)
     pretrain.check_data(ctx, cfg)
-    note = generators.cost_note(cfg, device)
-    if note:
-        _say(f"note: {note}")
+    for note in [generators.cost_note(cfg, device), *config.ignored(cfg, overrides)]:
+        if note:
+            _say(f"note: {note}")
     return cfg, ctx
 
 
@@ -255,11 +259,8 @@ def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):
         runs["generator_run"] = runs.get("generator_run") or gan_run
         from harness.runner import Runner
         from harness.table import PHASES
-        cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume)
+        cfg, ctx = _setup(preset, overrides, experiment, data_dir, no_cache, resume, phase=name)
         phase = PHASES[name]
-        if not phase.runs(cfg):
-            raise HarnessError(f"phase {name} does not run under this config (generator.kind="
-                               f"{cfg.generator.kind}, quality.enabled={cfg.quality.enabled})")
         pinned = {u: runs[f"{u}_run"] for u in upstream if runs.get(f"{u}_run")}
         runner = Runner(ctx)
         inputs = runner.resolve(name, cfg, pinned)
@@ -574,6 +575,11 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     """
     from harness import grid as gridmod
     from harness import studies
+    both = [flag for flag, on in (("--plan-only", plan_only), ("--report", report_only)) if on]
+    if dry_run and both or len(both) > 1:
+        raise HarnessError(f"{' and '.join((['--dry-run'] if dry_run else []) + both)} contradict each other: "
+                           "--dry-run checks and stops, --plan-only enqueues, --report reads a finished grid; "
+                           "give one")
     halfwidth = halfwidth if halfwidth is not None else old_halfwidth
     max_seeds = gridmod.check_seeds(seeds, halfwidth, max_seeds, _say)
     from harness.compare import stats
@@ -596,7 +602,14 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
                 weights.check(ctx, one)
             ctx.splits(one.data)
             pretrain.check_data(ctx, one)
-            generators.preflight(ctx, one)
+            try:
+                generators.preflight(ctx, one)
+            except HarnessError as e:
+                if cell.rung is None:
+                    raise
+                # A ladder rung's sample count is the --oracle-ladder value, not the user's generate.n_samples.
+                raise HarnessError(f"--oracle-ladder rung {cell.rung}: {e}".replace(
+                    f"generate.n_samples ({cell.rung})", "the rung")) from None
     if dry_run:
         click.echo(f"dry run: {len(grid_cells)} cells x {seeds} seeds = {len(grid_cells) * seeds} items"
                    f"{f', up to {len(grid_cells) * max_seeds}' if max_seeds else ''}; every cell's config, data "

@@ -509,6 +509,24 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"data.source must be empty (use --data-dir) or torchvision:NAME, got {cfg.data.source!r}")
 
 
+def ignored(cfg: Config, overrides: typing.Sequence[str] = ()) -> list[str]:
+    """What the user set with --set that nothing under this config reads, in words (commands print each as
+    a `note:` line): a setting of a phase or kind that does not run. A preset's own sections are not said:
+    a preset sizes every phase, whether a command runs it or not."""
+    keys = [item.partition("=")[0].strip() for chunk in overrides for item in _items(chunk)]
+    out = []
+    pretrain = [k for k in keys if k.startswith("pretrain.")]
+    if pretrain and cfg.classifier.init != "pretrain":
+        out.append(f"{', '.join(pretrain)} ignored: the pretrain phase runs with classifier.init=pretrain "
+                   f"(this config has classifier.init={cfg.classifier.init})")
+    for name in plugin_sections():
+        mine = [k for k in keys if k.startswith(f"{name}.")]
+        if mine and name not in (cfg.classifier.kind, cfg.generator.kind):
+            out.append(f"{', '.join(mine)} ignored: [{name}] belongs to the {name} kind, and this config has "
+                       f"classifier.kind={cfg.classifier.kind}, generator.kind={cfg.generator.kind}")
+    return out
+
+
 def min_quality_images(k: int) -> int:
     """The fewest images FD, KID and k-NN precision/recall are measured on: k + 1 for the k-th
     neighbour, and 10 so that a mean and covariance are more than a couple of points."""

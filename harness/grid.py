@@ -46,6 +46,7 @@ PRUNED = optuna.trial.TrialState.PRUNED  # a duplicate of an item another trial 
 class Cell:
     label: str  # "data.n_per_class=10 generator.kind=oracle"; "all" without axes
     cfg: Config
+    rung: int | None = None  # an --oracle-ladder cell: the real images it adds
 
 
 JOIN = "+"  # a joint axis: keys that vary together, `a.x+b.y=1+2,3+4` (cells a.x=1 b.y=2 and a.x=3 b.y=4)
@@ -103,7 +104,7 @@ def cells(cfg: Config, axes: list[tuple[str, list[str]]], ladder: list[int] | tu
                                     {"generator.kind": "oracle", "generate.n_samples": n})}
             label = " ".join(f"{k}={v}" for k, v in updates.items())
             if label not in {c.label for c in out + rungs}:
-                rungs.append(Cell(label, config.apply(cfg, updates)))
+                rungs.append(Cell(label, config.apply(cfg, updates), n))
     return out + rungs
 
 
@@ -535,7 +536,7 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     if parent_id is not None:
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")
-        client.log_text(parent_id, json.dumps(out, indent=2, default=float), "grid.json")
+        client.log_text(parent_id, codecs.dumps(out, indent=2, default=float), "grid.json")
         fig = render.grid_figure(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
         if fig is not None:
             codecs.log_figure(fig, "grid.png", run_id=parent_id, client=client)

@@ -120,7 +120,8 @@ class Phase:
     upstream: tuple = ()  # phases whose outputs it consumes
     data: tuple | Callable = ()  # splits of its data draw whose content its key covers
     outside: Callable | None = None  # (ctx, cfg) -> digest of what it reads from outside config and data (a folder, a model)
-    when: Callable[[Config], bool] | None = None  # runs only under configs where this holds
+    when: Callable[[Config], bool] | None = None  # runs only under configs where this holds...
+    needs: Callable[[Config], str] | None = None  # ...said in words for a config where it does not
     quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
     long: bool = False  # trains for minutes: its run samples system metrics (CPU, memory, GPU)
     data_of: Callable | None = None  # cfg -> the DataConfig of the draw it reads [default: cfg.data]
@@ -169,13 +170,16 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("pretrain", "harness.phases.pretrain", _PRETRAIN_READS, data=("train", "test"), data_of=_pretrain_data,
           data_dir_of=_pretrain_dir,
           when=_pretrains, long=True, classifier_code=True,
+          needs=lambda cfg: f"classifier.init=pretrain (this config has classifier.init={cfg.classifier.init})",
           help="Pretrain the classifier (classifier.init=pretrain) on classes disjoint from the study's: pretrain.classes."),
     Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
-          when=_quality, long=True, data_of=_evaluator_data, command=False, help="Train the sample-quality evaluator CNN (quality.enabled)."),
+          when=_quality, long=True, data_of=_evaluator_data, command=False, needs=lambda cfg: "quality.enabled=true", help="Train the sample-quality evaluator CNN (quality.enabled)."),
     Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC, upstream=("pretrain",),
           data=("train", "val", "test"), long=True, classifier_code=True, weights=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
     Phase("generator", "harness.phases.generator", _generator_sections, ignores=_generator_ignores,
           data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
+          needs=lambda cfg: f"a generator.kind that trains (this config has generator.kind={cfg.generator.kind}, "
+                            "which draws its images without a generator run)",
           help="Train the generator (generator.kind=gan: the GAN family of [gan]; diffusion: the diffusion "
                "model of [diffusion]); log losses, sample grids, checkpoints."),
     Phase("generate", "harness.phases.generate", _generate_sections, ignores=_generate_ignores, upstream=("generator",),
@@ -186,6 +190,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
     Phase("control", "harness.phases.control", ("data", "classifier"), upstream=("pretrain", "pseudolabel"),
           data=("train", "val", "test"), when=_controls, long=True, classifier_code=True, weights=True,
+          needs=lambda cfg: "control.enabled=true",
           sized=("pseudolabel",),
           help="Train the recipe-matched control: the synthetic arm's recipe with the real training images in the "
                "synthetic slot (as many as were kept, or the training set once under classifier.synthetic_share); "

@@ -14,7 +14,6 @@ previous budget with its 95% t interval). `--smoke` runs a seconds-long version 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 
 from harness import config, train
 from harness.data import load_splits
+from harness.tracking import codecs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10"
 
@@ -98,10 +98,9 @@ def main(data_dir, preset, sizes, steps_list, seeds, overrides, threshold, out, 
     click.echo(md)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{out}.json").write_text(json.dumps({"preset": preset, "overrides": list(overrides), "rows": rows,
-                                                   "threshold_points": threshold, "device": str(device),
-                                                   "torch_threads": torch.get_num_threads()}, indent=2,
-                                                  allow_nan=False))
+        Path(f"{out}.json").write_text(codecs.dumps({"preset": preset, "overrides": list(overrides), "rows": rows,
+                                                     "threshold_points": threshold, "device": str(device),
+                                                     "torch_threads": torch.get_num_threads()}, indent=2))
         Path(f"{out}.md").write_text(md)
 
 

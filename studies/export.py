@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 from scipy import stats
 
-from harness.tracking import store
+from harness.tracking import codecs, store
 
 experiment, out = sys.argv[1], Path(sys.argv[2])
 s = store.configure(experiment)
@@ -24,7 +24,7 @@ for run in studies:
                                                   "tags.`harness.phase` = 'compare'")[0]
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{cmp.info.run_id}/comparison.json"))
     arms[kind] = report
-    (out / f"{kind.replace(' (', '-').rstrip(')')}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{kind.replace(' (', '-').rstrip(')')}.json").write_text(codecs.dumps(report, indent=2))
 acc = {k: next(m for m in r["metrics"] if m["metric"] == "Accuracy") for k, r in arms.items()}
 lines = ["| arm | baseline acc (mean ± sd) | synthetic acc (mean ± sd) | delta [95% CI] | paired t p |",
          "| --- | ---: | ---: | ---: | ---: |"]

@@ -103,7 +103,7 @@ result = {}
 for label, rs in rows.items():
     rs.sort(key=lambda r: r["seed"])
     result[label] = {"generator_seconds": sorted(trained_seconds.get(label, {}).values()), "seeds": rs}
-(out / f"{study_name}.generators.json").write_text(json.dumps(
+(out / f"{study_name}.generators.json").write_text(codecs.dumps(
     {"quality": "FD, KID, k-NN precision/recall of each seed's generated images against the real test images, "
                 "in the feature space of the evaluator CNN a quality-enabled pipeline trains at that data size",
      "memorization": {"threshold_rms": quality.NEAR_COPY_RMS, "against": "the generator's own training images"},
@@ -156,6 +156,6 @@ compute = {"actual_worker_seconds": actual, "fixed_design": f"{FIXED_SEEDS} seed
            "how": "actual: the durations of every phase run the grid computed (not reused from the cache), one thread each; "
                   "estimate: the same runs' mean times per phase (baseline per data size, per-seed phases per cell, "
                   "generator training per cell) times the counts the fixed design needs"}
-(out / f"{study_name}.compute.json").write_text(json.dumps(compute, indent=2))
+(out / f"{study_name}.compute.json").write_text(codecs.dumps(compute, indent=2))
 print(f"compute: {actual / 3600:.2f} worker-hours computed; a fixed {FIXED_SEEDS}-seed grid with one generator per cell: "
       f"{estimate / 3600:.2f} (estimated from the same runs' phase times); ratio {actual / estimate:.2f}")

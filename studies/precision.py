@@ -16,7 +16,6 @@ exported JSON and Markdown).
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -28,6 +27,8 @@ from pathlib import Path
 import click
 import numpy as np
 from scipy import stats
+
+from harness.tracking import codecs
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -109,7 +110,7 @@ def main(data_dir, seeds, gan_iterations, only, out):
         gan["speedup"] = statistics.median(gan["seconds"]["fp32"]) / statistics.median(gan["seconds"]["bf16"])
         result["gan"] = gan
     out.mkdir(parents=True, exist_ok=True)
-    (out / "precision.json").write_text(json.dumps(result, indent=2))
+    (out / "precision.json").write_text(codecs.dumps(result, indent=2))
     (out / "precision.md").write_text(markdown(result, seeds, gan_iterations))
     print((out / "precision.md").read_text())
 

@@ -251,6 +251,19 @@ CASES = [
     ("t2i-strength", ["config", "--set", "text2image.strength=0"], {}, "text2image.strength"),
     ("t2i-dtype", ["config", "--set", "text2image.dtype=int8"], {}, "'int8'"),
     ("t2i-resolution", ["config", "--set", "text2image.resolution=30"], {}, "text2image.resolution"),
+    # A phase that does not run names what would make it run, not unrelated settings.
+    ("pretrain-not-asked", ["pretrain", *T, "--set", "pretrain.classes=cat"], {}, "classifier.init=pretrain"),
+    ("weights-nan", ["baseline", *T, "--set", "classifier.init={tmp}/nan.pt"], {}, "non-finite values"),
+    ("probe-from-scratch", ["baseline", *T, "--set", "classifier.mode=probe"], {}, "classifier.init=pretrain"),
+    ("control-disabled", ["control", *T, "--set", "control.enabled=false"], {}, "control.enabled=true"),
+    ("control-without-pair", ["compare", "--parent", "{baseline}", "--control", "{baseline}"], {}, "--control"),
+    ("grid-dry-run-and-plan", ["grid", *T, *G, "--dry-run", "--plan-only"], {}, "--plan-only"),
+    ("grid-dry-run-and-report", ["grid", *T, *G, "--dry-run", "--report"], {}, "--report"),
+    ("grid-margin-too-wide", ["grid", *T, *G, "--margin", "1e9"], {}, "--margin"),
+    ("grid-rung-too-many", ["grid", *T, "--axis", "generator.kind=gan", "--storage", "sqlite:///{tmp}/o.db",
+                            "--oracle-ladder", "0,100000", "--dry-run"], {}, "--oracle-ladder rung 100000"),
+    ("control-is-baseline", ["compare", "--baseline", "{baseline}", "--synthetic", "{synthetic}", "--control",
+                             "{baseline}"], {}, "--control"),
 ]
 
 
@@ -332,6 +345,8 @@ def test_bad_input_is_one_line_and_leaves_no_run(prepared, tmp_path, monkeypatch
     (tmp_path / "empty").mkdir()
     for name, body in {**SPECS, "ok": SPEC}.items():
         (tmp_path / f"{name}.toml").write_text(body)
+    import torch
+    torch.save({"conv.weight": torch.full((4, 3, 3, 3), float("nan")), "conv.bias": torch.zeros(4)}, tmp_path / "nan.pt")
     values = {**prepared, "tmp": str(tmp_path), "file": str(tmp_path / "a-file"), "empty": str(tmp_path / "empty"),
               "looped": str(looped), "spaced": str(spaced)}
 
@@ -358,6 +373,27 @@ def test_bad_input_is_one_line_and_leaves_no_run(prepared, tmp_path, monkeypatch
     if args[0] == "grid" and (tmp_path / "o.db").exists():  # nor an Optuna study whose name would wait for a plan
         import optuna
         assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'o.db'}") == []
+
+
+def test_a_preset_is_never_refused_for_its_own_seeds_setting(runner, tree):
+    # strong-baseline sets seeds.share_generator = true: moot for one pipeline, never an error the user
+    # did not type (only the --share-generator flag without seeds is refused).
+    out = invoke(runner, ["run", "--preset", "strong-baseline", "--data-dir", tree, "--set",
+                          "data.classes=airplane,automobile,bird", "--set", "data.n_per_class=30", "--set",
+                          "data.val_per_class=5", "--dry-run"]).output
+    assert "dry run: 1 pipeline(s) of baseline, generator, generate, pseudolabel, control, synthetic, compare" in out
+    result = invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, "--share-generator", "--dry-run"], ok=False)
+    assert result.exit_code == 2 and "--share-generator needs --seeds" in result.output
+
+
+def test_settings_nothing_reads_are_said_once(runner, tree):
+    # Accepted, but nothing reads them: one note line each, naming what the user typed.
+    t = ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird", "--dry-run"]
+    out = invoke(runner, [*t, "--set", "pretrain.classes=cat", "--set", "pretrain.epochs=3"]).stderr
+    assert "note: pretrain.classes, pretrain.epochs ignored: the pretrain phase runs with classifier.init=pretrain" in out
+    out = invoke(runner, [*t, "--set", "generator.kind=replay", "--set", "generate.n_samples=600"]).stderr
+    assert "note: generator.kind=replay: generate.n_samples=600 replays the 60 training images 10.0 times" in out
+    assert "note:" not in invoke(runner, t).stderr  # the tiny preset's own [pretrain] is no note
 
 
 def test_the_table_covers_every_category():

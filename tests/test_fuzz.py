@@ -89,16 +89,23 @@ def test_generated_values_through_a_dry_run(runner, tree, tracking_uri, key, val
        max_seeds=st.sampled_from([None, "1", "2", "4", "20", "nan", "-5", "x"]),
        axis=st.sampled_from(["data.n_per_class=10,20", "data.n_per_class=", "=1,2", "nokey=1", "data.n_per_class=10,10",
                              "classifier.lr=nan,1", "generator.kind=gan,oracle", "data.seed=1,2", "data.n_per_class= ,"]),
-       generators=st.sampled_from([None, "0", "1", "3", "9", "-1"]))
-def test_grid_options(runner, tree, tracking_uri, tmp_path, seeds, halfwidth, max_seeds, axis, generators):
+       generators=st.sampled_from([None, "0", "1", "3", "9", "-1"]),
+       margin=st.sampled_from([None, "1", "0.5", "0", "-1", "nan", "inf", "100", "1e9", "x"]),
+       ladder=st.sampled_from([None, "0,8", "8", "100000", "0,100000", "0", "-1", "8,8", "x", ""]))
+def test_grid_options(runner, tree, tracking_uri, tmp_path, seeds, halfwidth, max_seeds, axis, generators, margin,
+                      ladder):
     args = ["grid", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile,bird",
             "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--axis", axis, "--seeds", seeds, "--dry-run"]
     args += ["--ci-halfwidth", halfwidth] if halfwidth is not None else []
     args += ["--max-seeds", max_seeds] if max_seeds is not None else []
     args += ["--set", f"seeds.generators={generators}"] if generators is not None else []
+    args += ["--margin", margin] if margin is not None else []
+    args += ["--oracle-ladder", ladder] if ladder is not None else []
     result = invoke(runner, args, ok=False)
     one_line_or_accepted(result, "--seeds", "--ci-halfwidth", "--max-seeds", "--axis", "seeds.generators",
-                         axis.partition("=")[0] or "--axis")
+                         axis.partition("=")[0] or "--axis", "--margin", "--oracle-ladder")
+    # A rung's count is the ladder's, never blamed on the user's generate.n_samples.
+    assert "generate.n_samples (100000)" not in result.output, result.output
     assert not (tmp_path / "o.db").exists()  # a dry run makes no study
 
 

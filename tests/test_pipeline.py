@@ -487,7 +487,7 @@ PERTURB = {
     "quality.n_samples": 24, "quality.evaluator_per_class": 15, "quality.evaluator_epochs": 2, "quality.k": 2,
     "quality.cas": False, "quality.precision": "flip",
     "seeds.count": 2, "seeds.share_generator": True, "seeds.generators": 2,
-    "pretrain.classes": "cat", "pretrain.n_per_class": 5, "pretrain.epochs": 2, "pretrain.seed": 1, "pretrain.data_dir": "/nowhere",
+    "pretrain.classes": "cat", "pretrain.n_per_class": 5, "pretrain.epochs": 3, "pretrain.seed": 1, "pretrain.data_dir": "/nowhere",
 }
 SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "control.enabled", "gan.one_pass", "gan.channels_last",
          "gan.fused_adam"}

@@ -217,3 +217,26 @@ def test_one_retry_helper_and_one_wait_loop():
         raise HarnessError("the store stopped answering")
     with pytest.raises(HarnessError):
         liveness.wait_until(lambda: None, timeout=None, every=0, beat=gone)
+
+
+def test_every_json_written_is_strict():
+    """RFC 8259 has no Infinity or NaN: a browser's JSON.parse, jq and MLflow's artifact viewer reject a
+    whole file for one. A grid's worth "less than nothing" is minus infinity in memory, null plus words on disk."""
+    import glob
+    import json
+    from pathlib import Path
+
+    from harness.tracking import codecs
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    text = codecs.dumps({"worth": {"real_images": float("-inf"), "high": float("inf"), "low": 12.5},
+                         "p": [0.1, float("nan")], "label": "gan"})
+    back = json.loads(text, parse_constant=refuse)
+    assert back["worth"] == {"real_images": None, "real_images_words": "minus infinity", "high": None,
+                             "high_words": "infinity", "low": 12.5}
+    assert back["p"] == [0.1, None] and back["label"] == "gan"
+    # ...and every export committed under studies/results.
+    root = Path(__file__).resolve().parents[1] / "studies" / "results"
+    for path in glob.glob(str(root / "**" / "*.json"), recursive=True):
+        json.loads(Path(path).read_text(), parse_constant=refuse)

@@ -36,7 +36,8 @@ def check(ctx, cfg) -> None:
     settings = cfg.classifier
     if settings.mode != "train" and not pretrained(settings.init):
         raise HarnessError(f"classifier.mode={settings.mode} freezes the backbone, which needs pretrained weights: "
-                           "set classifier.init to a weights file, a models:/ or runs:/ URI")
+                           "set classifier.init=pretrain (a pretrain phase on other classes: pretrain.classes) or a "
+                           "weights file, a models:/ or runs:/ URI")
     if from_file_or_uri(settings.init):
         from harness import classifiers
         apply(classifiers.build(settings, 2, cfg.data.channels, cfg.data.image_size, classifiers.section_of(cfg)),
@@ -71,6 +72,13 @@ def unwrap(state, where: str) -> dict[str, torch.Tensor]:
             state = state[container]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HarnessError(f"classifier.init {where} is not a state dict (a mapping of parameter names to tensors)")
+    # Weights with NaN or infinity train to a NaN loss at once; the learning rate would be blamed for it.
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        floats = sum(v.is_floating_point() for v in state.values())
+        raise HarnessError(f"classifier.init {where} holds non-finite values (NaN or infinity) in {len(bad)} of its "
+                           f"{floats} float tensors (the first: {bad[0]!r}): these weights are broken; give another "
+                           "file or scratch")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

@@ -378,8 +378,9 @@ MARGIN = 1.0  # points: the default equivalence margin, a delta no user would ac
 
 def check_margin(margin: float | None) -> float | None:
     """--margin, checked where it enters: a finite number of points > 0 (None: the default)."""
-    if margin is not None and not (math.isfinite(margin) and margin > 0):
-        raise HarnessError(f"--margin takes a finite number of points > 0 (e.g. 1.0), got {margin:g}")
+    if margin is not None and not (math.isfinite(margin) and 0 < margin < 100):
+        # Accuracy spans 100 points: a margin as wide calls every cell "equivalent", whatever it measured.
+        raise HarnessError(f"--margin takes points between 0 and 100 (accuracy spans 100; e.g. 1.0), got {margin:g}")
     return margin
 
 

@@ -40,3 +40,12 @@ def sampler(ctx, cfg, splits) -> stream.Sampler:
 
     return stream.Sampler(("replay", splits.digest("train"), seed), draw, 0,
                           f"the {len(x)} real training images themselves, replayed")
+
+
+def cost_note(cfg, device) -> str | None:
+    n_train = cfg.data.n_per_class * len(cfg.data.classes)
+    if n_train and cfg.generate.n_samples > n_train:
+        return (f"generator.kind=replay: generate.n_samples={cfg.generate.n_samples} replays the {n_train} training "
+                f"images {cfg.generate.n_samples / n_train:.1f} times each (passes over them); the images add no "
+                "information however many times they come")
+    return None

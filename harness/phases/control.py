@@ -22,11 +22,8 @@ Options as the synthetic phase: `on_epoch`, `evaluate_test=False`, `model_run`.
 """
 from __future__ import annotations
 
-import mlflow
-
 from harness import classifier
 from harness.classifier import ClassifierResult
-from harness.classifiers import weights
 from harness.generators import replay
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
@@ -45,19 +42,12 @@ def replayed(cfg, inputs, n_real: int) -> int:
 
 
 def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
-    splits = ctx.splits(cfg.data)
-    if model_run:
-        m, model = classifier.evaluate_run(ctx, cfg, splits, model_run, "control", "replayed real")
-        return ClassifierResult("", m, trained=model)
-    n = replayed(cfg, inputs, len(splits.train_x))
-    idx = replay.indices(len(splits.train_x), cfg.classifier.seed, 0, n)
-    sizes = {"data/n_real": len(splits.train_x), "data/n_replayed": n}
-    mlflow.log_metrics(sizes)
-    model, m = classifier.fit_and_report(cfg, splits, ctx.device, "control", on_epoch=on_epoch,
-                                         evaluate_test=evaluate_test, slot="replayed real",
-                                         synthetic=(splits.train_x[idx], splits.train_y[idx], None) if n else None,
-                                         weights=weights.resolved(ctx, cfg.classifier, inputs))
-    return ClassifierResult("", m | sizes, trained=model)
+    def slot(splits):
+        n = replayed(cfg, inputs, len(splits.train_x))
+        idx = replay.indices(len(splits.train_x), cfg.classifier.seed, 0, n)
+        return (splits.train_x[idx], splits.train_y[idx], None) if n else None
+    return classifier.train_arm(ctx, cfg, inputs, "control", "replayed real", "replayed", slot, on_epoch,
+                                evaluate_test, model_run)
 
 
 def load(ctx, cfg, run) -> ClassifierResult:

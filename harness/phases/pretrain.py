@@ -46,7 +46,8 @@ def check_data(ctx, cfg) -> None:
     try:
         ctx.splits(data_config(cfg), _tree(cfg, None))
     except HarnessError as e:
-        raise HarnessError(f"pretrain.classes: {e}") from None
+        where = f"pretrain.data_dir {cfg.pretrain.data_dir}" if cfg.pretrain.data_dir else "pretrain.classes"
+        raise HarnessError(f"{where}: {e}") from None
 
 
 def _tree(cfg, data_dir):

@@ -3,6 +3,7 @@ LoggedModels, arrays (.npz), image grids and series, JSON and figures."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -121,8 +122,34 @@ def series_name(name: str, index: int) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_\-. /]+", name) else f"class{index}"
 
 
+NON_FINITE = {float("inf"): "infinity", float("-inf"): "minus infinity"}
+
+
+def strict(obj):
+    """`obj` with every non-finite float made JSON's null (RFC 8259 has no Infinity or NaN; a browser's
+    JSON.parse, jq and MLflow's artifact viewer reject the whole file for one): a dict's non-finite value
+    `k` becomes null beside `k_words` saying what it was ("minus infinity", "infinity", "not a number")."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out[k] = strict(v)
+            if out[k] is None and v is not None:
+                out[f"{k}_words"] = NON_FINITE.get(v, "not a number")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """Strict JSON (`strict`), as every JSON the harness writes, artifacts and exports alike."""
+    return json.dumps(strict(obj), allow_nan=False, **kwargs)
+
+
 def log_json(obj, path: str) -> None:
-    mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True), path)
+    mlflow.log_text(dumps(obj, indent=2, sort_keys=True), path)
 
 
 def log_class_grid(images_uint8, labels, classes, path: str, per_class: int = 8) -> None:
