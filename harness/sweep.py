@@ -31,6 +31,7 @@ import optuna
 
 from harness import classifiers, config, generators, studies
 from harness.compare import render
+from harness.compare.stats import MARGIN
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
@@ -368,6 +369,7 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
         what = (f"the images' effect on validation {100 * best.value:+.2f} points; on test "
                 f"{100 * deltas['images/accuracy']:+.2f} points (synthetic {100 * syn.metrics['test/accuracy']:.2f}% - "
                 f"control {100 * control.metrics['test/accuracy']:.2f}%; baseline {100 * base.metrics['test/accuracy']:.2f}%)")
+        what = " ".join([what, *render.recipe_line(deltas["recipe/accuracy"], MARGIN)]).rstrip(".")
     else:
         table_md = f"{render.NOT_CONTROLLED[0].upper()}{render.NOT_CONTROLLED[1:]}.\n\n" + render.markdown(rows)
         what = (f"validation {100 * best.value:.2f}%, test {100 * syn.metrics['test/accuracy']:.2f}% vs baseline "

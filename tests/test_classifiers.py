@@ -136,7 +136,7 @@ def test_the_kind_is_in_the_keys_of_the_phases_that_build_it_and_no_generators(t
     path.write_text(path.read_text().replace("width = settings.width or 64", "width = settings.width or 65"))
     changed = {key for key, v in prints().items() if v != before[key]}
     assert changed == {("resnet18", "pretrain"), ("resnet18", "baseline"), ("resnet18", "pseudolabel"),
-                       ("resnet18", "synthetic")}
+                       ("resnet18", "control"), ("resnet18", "synthetic")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +182,9 @@ def test_a_probe_computes_the_real_features_once_for_both_arms(runner, client, t
                         real(model, images, *a, **k))
     invoke(runner, ["run", *CHEAP, "--data-dir", tree, *RESNET, "--set", f"classifier.init={tmp_path / 'w.pt'}",
                     "--set", "classifier.mode=probe", "--set", "classifier.epochs=3"])
-    # baseline: the real training and validation images; synthetic arm: its kept images only
-    assert computed == [60, 30, 64]
+    # baseline: the real training and validation images; control: its 64 replayed training images; synthetic
+    # arm: its kept images only
+    assert computed == [60, 30, 64, 64]
     exp = client.get_experiment_by_name("harness").experiment_id
     base, syn = (client.search_runs([exp], f"tags.`harness.phase` = '{p}'")[0] for p in ("baseline", "synthetic"))
     assert "linear probe" in base.data.tags["mlflow.note.content"]

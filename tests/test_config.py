@@ -94,7 +94,7 @@ def test_the_facts_of_a_field_are_read_from_its_declaration():
                                                      "quality.precision"}
     assert config.UNHASHED_FIELDS == {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam",
                                       "classifier.init", "pretrain.data_dir"}  # paths: keys cover their content
-    assert set(config.optional_sections()) == {"diffusion", "text2image", "pretrain"}
+    assert set(config.optional_sections()) == {"diffusion", "text2image", "pretrain", "control"}
     # A trained kind's section is read by the phases a sweep runs once: never sweepable by default.
     assert not {"data", "gan", "diffusion", "generator", "quality", "study"} & set(config.sweepable_sections())
     # Every declared range is checked, with its bound in the message.

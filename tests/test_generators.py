@@ -126,7 +126,7 @@ def test_every_kind_end_to_end(runner, client, tree, kind, extra):
     kids = {r.data.tags["harness.phase"]: r for r in
             client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{pipe.info.run_id}'")}
     # Kinds that do not train have no generator phase; the rest is the GAN's path.
-    assert sorted(kids) == ["baseline", "compare", "generate", "pseudolabel", "synthetic"]
+    assert sorted(kids) == ["baseline", "compare", "control", "generate", "pseudolabel", "synthetic"]
     assert all(r.info.status == "FINISHED" for r in kids.values())
     n = 24 if kind == "oracle" else 64
     assert kids["generate"].data.metrics["generate/n_samples"] == n
