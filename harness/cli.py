@@ -94,7 +94,7 @@ def _deprecation_line(message, category, filename, lineno, file=None, line=None,
 def _old_name(old: str, new: str):
     """A hidden option under its name before 0.2: it works for one release and says the new one."""
     def said(ctx, param, value):
-        if value not in (None, False):
+        if value is not None and value is not False:  # `in (None, False)` would take --precision 0 for unset
             _say(f"Deprecated: {old} is now {new}; the old name works until the next release")
         return value
     return said

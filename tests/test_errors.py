@@ -394,6 +394,9 @@ def test_settings_nothing_reads_are_said_once(runner, tree):
     out = invoke(runner, [*t, "--set", "generator.kind=replay", "--set", "generate.n_samples=600"]).stderr
     assert "note: generator.kind=replay: generate.n_samples=600 replays the 60 training images 10.0 times" in out
     assert "note:" not in invoke(runner, t).stderr  # the tiny preset's own [pretrain] is no note
+    # An old option's name is said however falsy its value (0 == False once hid it).
+    result = invoke(runner, ["grid", "--preset", "tiny", "--data-dir", tree, "--precision", "0", "--dry-run"], ok=False)
+    assert result.exit_code == 2 and "Deprecated: --precision is now --ci-halfwidth" in result.stderr
 
 
 def test_the_table_covers_every_category():
