@@ -95,10 +95,11 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
 
         text = " ".join(run_page.split())
         assert "Child runs" in text
-        for name in ("baseline", "generator", "generate", "pseudolabel", "synthetic", "compare"):
+        for name in ("baseline", "generator", "generate", "pseudolabel", "control", "synthetic", "compare"):
             assert f">{name}<" in run_page.replace(" ", ""), name
         assert "baseline/test_accuracy" in run_page and "delta/accuracy" in run_page
-        assert "Test accuracy" in run_page  # the Markdown description
+        assert "images/accuracy" in run_page and "control/test_accuracy" in run_page
+        assert "effect: " in run_page and "Control" in run_page  # the Markdown description: the images' effect first
 
         # The generator's sample grids: one image chart, gan/samples, with a step slider.
         assert "gan/samples" in charts and 'role="slider"' in charts
