@@ -497,7 +497,9 @@ def ui(host, port, experiment):
 @click.option("--dry-run", is_flag=True, help="Check the config, the spec's every end and the data, and stop.")
 def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name, storage, spec, sampler_seed, dry_run):
     """Optuna study over the augmentation knobs (GAN checkpoint, sample count, threshold, ...),
-    maximizing the synthetic arm's validation accuracy; each trial is a nested MLflow run.
+    maximizing the images' effect on validation accuracy: the synthetic arm minus its control (the same
+    recipe and slot count with the real training images), so that a knob that only adds steps cannot
+    win (control.enabled=false: the synthetic arm alone); each trial is a nested MLflow run.
     Several processes with the same --study and --storage share the work."""
     from harness import sweep as sweepmod
     spec_obj = sweepmod.load_spec(spec)
@@ -559,10 +561,11 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
 def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwidth, old_halfwidth, max_seeds, ladder,
          margin, study_name, storage, threads, plan_only, report_only, dry_run):
     """A grid of paired seeds per cell: every combination of the --axis values, each cell N seeds
-    of baseline vs synthetic arm. Items live in an Optuna storage: this command enqueues those it
-    lacks and works on them; `harness worker --study NAME --storage URL` on any machine helps. The
-    report (per cell: mean ± std, paired delta with 95% CI, t-test p, Holm-adjusted p, verdict) is
-    logged on the grid run when the last item finishes.
+    of pipelines (baseline, control, synthetic arm). Items live in an Optuna storage: this command
+    enqueues those it lacks and works on them; `harness worker --study NAME --storage URL` on any
+    machine helps. The report (per cell: mean ± std of each arm, the images' effect, synthetic minus
+    control, with its 95% CI, t-test p, Holm-adjusted p and verdict, and the recipe's effect beside it)
+    is logged on the grid run when the last item finishes.
 
     A cell whose generator trains gets K generators (--set seeds.generators=K, at most --seeds; default min(seeds, 3)):
     seed s uses generator s mod K, so the spread holds the generator's own variance too, and the report
