@@ -1,7 +1,10 @@
-"""Figures: fonts that draw any class name, the confusion matrix, training curves. Drawing only:
-no phase's key covers this module (harness/tracking/provenance.py), so a change of style retrains nothing."""
+"""Figures: fonts that draw any class name, one look for every figure (colours, markers, a layout that
+keeps legends and labels inside the canvas and off the data), the confusion matrix, training curves.
+Drawing only: no phase's key covers this module (harness/tracking/provenance.py), so a change of style
+retrains nothing."""
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,41 +43,72 @@ def readable(fig) -> None:
             t.set_text("".join(ch if ch.isspace() or ord(ch) in have else f"U+{ord(ch):04X}" for ch in text))
 
 
+# Okabe and Ito's palette stays distinct under the common colour-vision deficiencies; a marker per
+# series keeps series apart in greyscale too.
+COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+ARMS = {"baseline": "#0072B2", "control": "#999999", "synthetic": "#E69F00"}  # one colour per arm everywhere
+
+
+def style(i: int) -> dict:
+    """The i-th series' colour and marker."""
+    return {"color": COLOURS[i % len(COLOURS)], "marker": MARKERS[i % len(MARKERS)]}
+
+
+def wrap(text: str, width: int) -> str:
+    """A long label on several lines, so that it fits beside its neighbours rather than over them."""
+    return "\n".join(textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)) or text
+
+
 def tight(fig) -> None:
-    """tight_layout, after the texts have fonts that draw them (layout draws them once)."""
+    """Fonts that draw every text, then the layout: constrained figures lay themselves out when drawn
+    (legends placed outside their axes included), others get tight_layout."""
     readable(fig)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    else:
+        # One layout pass now: constrained layout settles over two draws (wrapped legends below their
+        # axes came out a few pixels off the canvas in a figure saved at its first draw).
+        fig.draw_without_rendering()
 
 
-def subplots(*args, **kwargs):
+def subplots(*args, layout: str | None = "constrained", **kwargs):
     """A figure and its axes, outside pyplot's global figure registry: cheaper per figure (a sweep
-    draws a few per trial), nothing to close, no display backend to pick."""
+    draws a few per trial), nothing to close, no display backend to pick. Constrained layout by default:
+    it makes room for legends and labels outside the axes instead of letting them spill off the canvas."""
     from matplotlib.figure import Figure
     figsize = kwargs.pop("figsize", None)
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(*args, **kwargs)
 
 
 def confusion_figure(ev: Evaluation, classes, title: str = ""):
     from sklearn.metrics import ConfusionMatrixDisplay
-    fig, ax = subplots(figsize=(1.6 + 1.1 * len(classes), 1.2 + 1.0 * len(classes)))
-    ConfusionMatrixDisplay(ev.confusion, display_labels=list(classes)).plot(ax=ax, cmap="Blues", colorbar=False)
-    ax.set_title(title or f"accuracy {ev.metrics[next(iter(ev.metrics))]:.4f}")
+    fig, ax = subplots(figsize=(2.4 + 0.75 * len(classes), 2.2 + 0.7 * len(classes)))
+    # Class names wrapped, the x ones vertical: long names side by side would run into each other.
+    names = [wrap(c, 16) for c in classes]
+    ConfusionMatrixDisplay(ev.confusion, display_labels=names).plot(ax=ax, cmap="Blues", colorbar=False,
+                                                                    xticks_rotation="vertical")
+    if len(classes) > 6:  # the counts would not fit their cells at a readable size: the colour says it
+        for t in ax.texts:
+            t.set_visible(False)
+    ax.set_title(wrap(title or f"accuracy {ev.metrics[next(iter(ev.metrics))]:.4f}", 12 + 7 * len(classes)))
     tight(fig)
     return fig
 
 
 def curves_figure(epochs: list[dict[str, float]], title: str = ""):
-    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(9, 3.2))
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(9, 3.8))
     xs = range(1, len(epochs) + 1)
-    for key in epochs[0] if epochs else []:
+    for i, key in enumerate(epochs[0] if epochs else []):
         ax = ax_loss if key.endswith("loss") else ax_acc
-        ax.plot(xs, [row[key] for row in epochs], label=key, marker=".")
+        ax.plot(xs, [row[key] for row in epochs], label=key, markersize=4, **style(i))
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right" if name == "loss" else "lower right")  # "best" costs ~0.1 s a figure
-    fig.suptitle(title)
+        if ax.get_legend_handles_labels()[0]:  # below the axes: off the curves, which run anywhere
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False)
+    fig.suptitle(wrap(title, 90))
     tight(fig)
     return fig

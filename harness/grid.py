@@ -11,9 +11,10 @@ items in an Optuna storage that any number of workers, on any machines, pull unt
 - Each item is one pipeline (`harness run` for that cell and seed) nested under the grid's one MLflow
   run (opened by whoever created the study) and tagged `harness.cell`; the phase cache reuses whatever
   is already finished, so a grid grows (more seeds, another value: the same command again) without
-  recomputing. The trial's value is the pair's accuracy delta.
-- The report (grid.md, grid.json, and grid.png: the delta against the first numeric axis, a line per
-  value of the others, CI bands) is logged on the grid run by the worker that finishes the last item.
+  recomputing. The trial's value is the pair's images' effect (synthetic - control) on accuracy.
+- The report (grid.md, grid.json, grid.png: the effect per cell with its CI, a panel per regime, the data
+  sizes as categories, a marker per generator; worth.png with an oracle ladder; report.html: all of it in
+  one page) is logged on the grid run by the worker that finishes the last item.
 """
 from __future__ import annotations
 

@@ -54,32 +54,36 @@ def markdown(table) -> str:
 
 
 def figure(table, classes, control: dict[str, float] | None = None):
-    """Test F1 per arm, overall and per class; the number over each group is the headline difference:
-    synthetic - control where there is a control, else synthetic - baseline."""
+    """Test F1 per arm, overall and per class, one row each (names of any length read across); the number
+    beside each row is the headline difference: synthetic - control where there is a control, else
+    synthetic - baseline."""
     import numpy as np
 
-    from harness.figures import subplots, tight
-    labels = ["overall"] + list(classes)
+    from harness.figures import ARMS, subplots, tight, wrap
+    labels = ["overall (weighted)"] + [wrap(c, 24) for c in classes]
     keys = ["f1_weighted"] + [f"{c}/f1" for c in classes]
     base = [dict((k, b) for k, _, b, _ in table)[key] for key in keys]
     aug = [dict((k, a) for k, _, _, a in table)[key] for key in keys]
-    arms = [("baseline", base, "#0072B2"), ("synthetic", aug, "#E69F00")]
+    arms = [("baseline", base), ("synthetic", aug)]
     if control is not None:
-        arms.insert(1, ("control (replayed real)", [control[f"test/{k}"] for k in keys], "#999999"))
+        arms.insert(1, ("control (real images replayed)", [control[f"test/{k}"] for k in keys]))
     ref = arms[1][1] if control is not None else base
-    x, w = np.arange(len(labels)), 0.8 / len(arms)
-    fig, ax = subplots(figsize=(2.4 + 1.6 * len(labels), 3.8))
-    for j, (name, vals, color) in enumerate(arms):
-        ax.bar(x + (j - (len(arms) - 1) / 2) * w, vals, w, label=name, color=color)
+    y, h = np.arange(len(labels)), 0.8 / len(arms)
+    fig, ax = subplots(figsize=(7.5, 1.6 + 0.22 * len(arms) * len(labels) + 0.3 * len(labels)))
+    for j, (name, vals) in enumerate(arms):
+        ax.barh(y + (j - (len(arms) - 1) / 2) * h, vals, h, label=name, color=ARMS[name.split()[0]],
+                hatch=("", "//", "..")[j % 3], edgecolor="white")
+    lo = min(min(v[1]) for v in arms)
     for i, (r, a) in enumerate(zip(ref, aug)):
-        ax.annotate(f"{a - r:+.3f}", (i, max(v[1][i] for v in arms)), textcoords="offset points", xytext=(0, 4),
-                    ha="center", color="#009E73" if a >= r else "#D55E00")
-    ax.set_xticks(x, labels)
-    ax.set_ylabel("F1 (overall: weighted)")
-    ax.set_ylim(min(min(v[1]) for v in arms) - 0.1, 1.05)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    ax.set_title("test F1 per arm; above: synthetic - " + ("control (the images' effect)" if control is not None
-                                                           else "baseline (recipe not controlled)"))
+        ax.annotate(f"{a - r:+.3f}", (1.0, i), xytext=(4, 0), textcoords="offset points", va="center", ha="left",
+                    color="#009E73" if a >= r else "#D55E00", fontweight="bold", annotation_clip=False)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlim(max(0.0, lo - 0.1), 1.0)
+    ax.set_xlabel("test F1")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(arms), frameon=False)
+    fig.suptitle("synthetic - " + ("control (the images' effect)" if control is not None
+                                   else "baseline (recipe not controlled)") + ": the numbers on the right")
     tight(fig)
     return fig
 
@@ -146,34 +150,34 @@ def recipe_line(recipe_delta: float, margin: float) -> list[str]:
 
 
 def seed_figure(report: SeedReport):
-    """Per metric: baseline and synthetic means with their seeds as dots; the delta with its CI."""
+    """Per metric, one row: the arms' means with their seeds as dots (left) and the paired difference
+    with its 95% CI (right, the zero line: no effect)."""
     import numpy as np
 
-    from harness.figures import subplots, tight
-    fig, (ax, ax_d) = subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
-    labels = [s.label for s in report.stats]
-    x = np.arange(len(labels))
-    for off, arm, color in ((-0.2, "base", "tab:blue"), (0.2, "aug", "tab:orange")):
+    from harness.figures import ARMS, subplots, tight, wrap
+    fig, (ax, ax_d) = subplots(1, 2, figsize=(11, 1.8 + 0.45 * len(report.stats)), sharey=True,
+                               gridspec_kw={"width_ratios": [3, 2]})
+    labels = [wrap(s.label, 24) for s in report.stats]
+    y = np.arange(len(labels))
+    for off, arm, name in ((-0.2, "base", report.reference), (0.2, "aug", "synthetic")):
         vals = [getattr(s, arm) for s in report.stats]
-        ax.bar(x + off, [np.mean(v) for v in vals], 0.4, color=color, alpha=0.6,
-               label=report.reference if arm == "base" else "synthetic")
+        ax.barh(y + off, [np.mean(v) for v in vals], 0.4, color=ARMS[name], alpha=0.6, label=f"{name} (mean)")
         for i, v in enumerate(vals):
-            ax.scatter(np.full(len(v), x[i] + off), v, color=color, s=12, zorder=3)
-    ax.set_xticks(x, labels, rotation=30, ha="right")
+            ax.scatter(v, np.full(len(v), y[i] + off), color=ARMS[name], s=14, zorder=3, edgecolor="black", lw=0.4)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
     lo = min(min(s.base + s.aug) for s in report.stats)
-    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.set_xlim(max(0.0, lo - 0.05), 1.0)
     ax.set_title(f"test metrics over {report.n} seeds (dots: seeds)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, frameon=False)
     t = [s.tests() for s in report.stats]
     means = [d["delta_mean"] for d in t]
     err = np.array([[m - d["ci_low"], d["ci_high"] - m] if d["ci_low"] == d["ci_low"] else [0, 0]
                     for m, d in zip(means, t)]).T
-    ax_d.errorbar(means, x, xerr=err, fmt="o", capsize=4, color="k")
+    ax_d.errorbar(means, y, xerr=err, fmt="o", capsize=4, color="k")
     ax_d.axvline(0, color="gray", linestyle="--")
-    ax_d.set_yticks(x, labels)
-    ax_d.invert_yaxis()
-    ax_d.set_xlabel(f"synthetic - {report.reference} (mean, 95% CI)")
-    ax_d.set_title(report.verdict().split(" (")[0])
+    ax_d.set_xlabel(wrap(f"synthetic - {report.reference} (mean, 95% CI); dashed: no effect", 50))
+    ax_d.set_title(wrap(report.verdict().split(" (")[0], 50))
     tight(fig)
     return fig
 
@@ -274,8 +278,42 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
     return "\n".join(lines) + "\n"
 
 
+def _parts(label: str) -> dict[str, str]:
+    return dict(p.split("=", 1) for p in label.split(" ") if "=" in p)
+
+
+GENERATOR_KEYS = ("generator.", "generate.")  # what tells a grid's series apart; other axes make its panels
+
+
+def _series_name(parts: dict[str, str]) -> str:
+    """A cell's generator in words: its kind, its image count where the cell sets one, other generator settings."""
+    out = [parts.get("generator.kind", "")]
+    if "generate.n_samples" in parts:
+        out.append(f"{int(parts['generate.n_samples']):,} images")
+    out += [f"{k}={v}" for k, v in parts.items() if k.startswith(GENERATOR_KEYS) and
+            k not in ("generator.kind", "generate.n_samples")]
+    return " ".join(x for x in out if x) or "synthetic"
+
+
+def _panel_name(parts: dict[str, str], keys: list[str]) -> str:
+    return ", ".join(f"{k}={parts[k]}" for k in keys if k in parts)
+
+
+def _panels(n: int, width: float, height: float, sharey: bool = True):
+    """n small multiples on a grid of at most three columns, sharing their axes."""
+    from harness.figures import subplots
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = subplots(rows, cols, figsize=(width * cols + 0.6, height * rows + 1.3), sharey=sharey, squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def worth_figure(rows: list[dict]):
-    """The oracle's curve (mean delta against real images added) of each data size, with each
+    """What each generator cell's images are worth in real ones: one panel per oracle curve (a data
+    size, a regime), the curve (mean images' effect against real held-out images added) and each
     generator cell placed on it at its worth (horizontal bar: the 95% bootstrap interval, clipped to
     the ladder); None without a priced cell."""
     priced = [r for r in rows if r.get("worth", {}).get("real_images") is not None]
@@ -283,74 +321,105 @@ def worth_figure(rows: list[dict]):
         return None
     import math
 
-    from harness.figures import subplots, tight
-    fig, ax = subplots(figsize=(7, 5.5))
-    curves = {}
+    from harness.figures import style, tight, wrap
+    groups: dict[str, list[dict]] = {}
     for r in priced:
-        w = r["worth"]
-        # Each curve is its cells' group (a data size, say): named by the cell's other axes.
-        group = " ".join(p for p in r["cell"].split() if not p.startswith(("generator.kind=", "generate.n_samples=")))
-        curves.setdefault(tuple(w["rungs"]) + tuple(w["oracle_points"]), (w, group))
-    for i, (w, group) in enumerate(curves.values()):
-        curve = w.get("curve") or [[0, 0], *zip(w["rungs"], w["oracle_points"])]  # a report from before replay
-        ax.plot(*zip(*curve), color="black", lw=1, marker="s", ms=4,
-                label=f"oracle (real held-out images{'; at 0: the training images replayed' if w['rungs'][0] == 0 else ''})"
-                if i == 0 else None)
-        if group:
-            ax.annotate(group, curve[-1], textcoords="offset points", xytext=(-4, 6), ha="right", fontsize=7)
-    for r in priced:
-        w = r["worth"]
-        top = w["top"]
-        clip = lambda v: 0.0 if v == -math.inf else (top if v == math.inf else v)  # noqa: E731
-        x = clip(w["real_images"])
-        ax.errorbar([x], [w["delta_points"]], xerr=[[x - clip(w["low"])], [clip(w["high"]) - x]], marker="o",
-                    capsize=3, label=f"{r['cell']}: {r['worth_text']}")
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("real images added (oracle)")
-    ax.set_ylabel("synthetic arm - " + ("control" if priced[0].get("controlled") else "baseline") + ", accuracy points")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7)  # below: the labels are long
-    ax.grid(alpha=0.3)
+        parts = _parts(r["cell"])
+        group = ", ".join(f"{k}={v}" for k, v in parts.items() if not k.startswith(GENERATOR_KEYS)) or "all cells"
+        groups.setdefault(group, []).append(r)
+    controlled = bool(priced[0].get("controlled"))
+    names = sorted({_series_name(_parts(r["cell"])) for r in priced})
+    label = {r["cell"]: wrap(f"{_series_name(_parts(r['cell']))}: {r['worth_text']}", 44) for r in priced}
+    legend_lines = max(1 + sum(label[r["cell"]].count("\n") + 1 for r in cells) for cells in groups.values())
+    fig, axes = _panels(len(groups), 4.6, 3.0 + 0.26 * legend_lines)  # room below each panel for its legend
+    for ax, (group, cells) in zip(axes, groups.items()):
+        w0 = cells[0]["worth"]
+        curve = w0.get("curve") or [[0, 0], *zip(w0["rungs"], w0["oracle_points"])]  # a report from before replay
+        ax.plot(*zip(*curve), color="black", lw=1.2, marker="s", ms=4, label="real held-out images (oracle)")
+        for r in cells:
+            w = r["worth"]
+            top = w["top"]
+            clip = lambda v: 0.0 if v == -math.inf else (top if v == math.inf else v)  # noqa: E731
+            x = clip(w["real_images"])
+            name = _series_name(_parts(r["cell"]))
+            ax.errorbar([x], [w["delta_points"]], xerr=[[x - clip(w["low"])], [clip(w["high"]) - x]], capsize=3,
+                        ms=7, linestyle="none", label=label[r["cell"]],
+                        **style(1 + names.index(name)))
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.set_title(wrap(group, 40))
+        ax.set_xlabel("real images added")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, fontsize=9)
+    axes[0].set_ylabel(wrap(("images' effect (synthetic - control)" if controlled else "synthetic - baseline")
+                            + ", accuracy points", 36))
+    fig.suptitle("What the generated images are worth in real ones" + ("; dashed: the control" if controlled else ""))
     tight(fig)
     return fig
 
 
 def grid_figure(rows: list[dict], axes: list[tuple[str, list[str]]]):
-    """A grid's paired accuracy delta (points, with its 95% CI as a band) against the first numeric axis, one
-    line per combination of the other axes' values; None when no axis is numeric."""
+    """A grid's paired accuracy effect (points, 95% CI): one panel per regime (the axes that are neither
+    the generator's nor the first numeric one), the first numeric axis (a data size) as categories along
+    x, one marker per generator; the dashed zero line is the control (or the baseline, for runs without
+    one). None when no cell has finished."""
+    import numpy as np
+
+    from harness.figures import style, tight, wrap
+    cells = [(_parts(r["cell"]), r) for r in rows if r.get("n")]
+    if not cells:
+        return None
+
     def number(v):
         try:
             return float(v)
-        except ValueError:
+        except (TypeError, ValueError):
             return None
-    numeric = [k for k, values in axes if all(number(v) is not None for v in values)]
-    if not numeric:
-        return None
-    from harness.figures import subplots, tight
-    x_key = numeric[0]
-    lines: dict[str, list[tuple[float, dict]]] = {}
-    for row in rows:
-        if not row["n"]:
-            continue
-        parts = dict(p.split("=", 1) for p in row["cell"].split(" "))
-        other = " ".join(f"{k}={v}" for k, v in parts.items() if k != x_key) or "delta"
-        lines.setdefault(other, []).append((float(parts[x_key]), row))
-    fig, ax = subplots(figsize=(6.5, 4))
-    for label, pts in lines.items():
-        pts.sort(key=lambda p: p[0])
-        xs = [p[0] for p in pts]
-        ax.plot(xs, [100 * r["delta_mean"] for _, r in pts], marker="o", label=label)
-        ax.fill_between(xs, [100 * r["ci_low"] for _, r in pts], [100 * r["ci_high"] for _, r in pts], alpha=0.2)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel(x_key)
-    controlled = any(r.get("controlled") for r in rows if r.get("n"))
-    ax.set_ylabel(("images' effect: synthetic - control" if controlled else "synthetic - baseline (recipe not controlled)")
-                  + ", accuracy points (95% CI)")
-    ticks = sorted({x for pts in lines.values() for x, _ in pts})
-    if all(x > 0 for x in ticks):
-        ax.set_xscale("log")
-        ax.minorticks_off()
-    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
+    keys = list(dict.fromkeys([k for k, _ in axes] + [k for parts, _ in cells for k in parts]))
+    rest = [k for k in keys if not k.startswith(GENERATOR_KEYS)]
+    numeric = [k for k in rest if all(number(p.get(k)) is not None for p, _ in cells)]
+    x_key = (numeric or rest or [None])[0]
+    panel_keys = [k for k in rest if k != x_key]
+    xs = sorted({p.get(x_key, "") for p, _ in cells}, key=lambda v: (number(v) is None, number(v) or 0, v))
+    names = list(dict.fromkeys(_series_name(p) for p, _ in sorted(cells, key=lambda c: _series_name(c[0]))))
+    panels = list(dict.fromkeys(_panel_name(p, panel_keys) for p, _ in cells))
+    fig, flat = _panels(len(panels), max(3.2, 0.9 + 0.5 * len(xs) * max(1, len(names)) ** 0.5), 3.2)
+    width = 0.75 / max(1, len(names))
+    for ax, panel in zip(flat, panels):
+        for j, name in enumerate(names):
+            pts = [(xs.index(p.get(x_key, "")), r) for p, r in cells
+                   if _panel_name(p, panel_keys) == panel and _series_name(p) == name]
+            if not pts:
+                continue
+            at = np.array([i for i, _ in pts]) + (j - (len(names) - 1) / 2) * width
+            mid = np.array([100 * r["delta_mean"] for _, r in pts])
+            lo = np.array([100 * r["ci_low"] if r["ci_low"] == r["ci_low"] else 100 * r["delta_mean"] for _, r in pts])
+            hi = np.array([100 * r["ci_high"] if r["ci_high"] == r["ci_high"] else 100 * r["delta_mean"] for _, r in pts])
+            ax.errorbar(at, mid, yerr=[mid - lo, hi - mid], linestyle="none", capsize=3, ms=6,
+                        label=name, **style(j))
+        ax.axhline(0, color="black", lw=1, ls="--")
+        # Long category names (paths, model names) stand on end, wrapped: side by side they would collide.
+        ax.set_xticks(range(len(xs)), [wrap(x, 16) for x in xs], rotation=90 if max(map(len, xs)) > 6 else 0)
+        ax.set_xlim(-0.6, len(xs) - 0.4)
+        ax.set_xlabel("real images per class" if x_key == "data.n_per_class" else (x_key or ""))
+        if panel:
+            ax.set_title(wrap(panel, 36), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    controlled = any(r.get("controlled") for _, r in cells)
+    flat[0].set_ylabel(wrap(("images' effect: synthetic - control" if controlled else
+                             "synthetic - baseline (recipe not controlled)") + ", accuracy points, 95% CI", 40))
+    handles, labels = flat[0].get_legend_handles_labels()
+    for ax in flat[1:]:  # a series missing from the first panel still gets its legend entry
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    from matplotlib.lines import Line2D
+    handles.append(Line2D([], [], color="black", lw=1, ls="--"))
+    labels.append("the control (no effect)" if controlled else "the baseline (no effect)")
+    labels = [wrap(t, 40) for t in labels]
+    # As many columns as the canvas holds: ~0.075 in a character at 10 pt, plus the marker.
+    entry = 0.6 + 0.075 * max(len(line) for t in labels for line in t.split("\n"))
+    fig.legend(handles, labels, loc="outside lower center", frameon=False,
+               ncols=max(1, min(4, len(labels), int(fig.get_figwidth() // entry))))
     tight(fig)
     return fig

@@ -154,12 +154,13 @@ def log_json(obj, path: str) -> None:
 
 def log_class_grid(images_uint8, labels, classes, path: str, per_class: int = 8) -> None:
     """A grid with one row per class, its name beside it: up to `per_class` images of each."""
-    from harness.figures import subplots
+    from harness.figures import subplots, wrap
     rows = [(name, images_uint8[labels == i][:per_class]) for i, name in enumerate(classes)]
     rows = [(name, x) for name, x in rows if len(x)]
     if not rows:
         return
-    fig, axes = subplots(len(rows), per_class, figsize=(1.1 * per_class + 1.2, 1.1 * len(rows)), squeeze=False)
+    fig, axes = subplots(len(rows), per_class, figsize=(1.1 * per_class + 1.6, 1.1 * len(rows) + 0.1), squeeze=False)
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.02, hspace=0.02)  # the images nearly touch
     for r, (name, x) in enumerate(rows):
         for c in range(per_class):
             ax = axes[r][c]
@@ -170,6 +171,5 @@ def log_class_grid(images_uint8, labels, classes, path: str, per_class: int = 8)
             if c < len(x):
                 img = x[c].permute(1, 2, 0).numpy()
                 ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
-        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
-    fig.subplots_adjust(left=0.15, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+        axes[r][0].set_ylabel(wrap(name, 14), rotation=0, ha="right", va="center", fontsize=10)
     log_figure(fig, path)
