@@ -355,7 +355,7 @@ def compare(parent, baseline_id, synthetic_id, control_id, filter_string, experi
     harness compare --filter "params.preset = 'cpu'"
     """
     from harness import train
-    from harness.compare import render, runs, stats
+    from harness.compare import page, render, runs, stats
     from harness.context import Context
     from harness.phases import compare as phase
     from harness.tracking import store
@@ -385,10 +385,12 @@ def compare(parent, baseline_id, synthetic_id, control_id, filter_string, experi
         click.echo(f"McNemar on {report.effect}: {report.reference}-only correct {b}, synthetic-only correct {c}, "
                    f"p = {p:.3g}; verdict: {report.verdict()}\n")
         click.echo(table_md, nl=False)
+        click.echo(f"\nreport: {page.location(ctx.store.client, pr.run_id)}")
         return
     run_id = phase.run_report(ctx, report)
     click.echo(f"compare run {run_id}: {report.n} pairs\n")
     click.echo(render.report_markdown(report), nl=False)
+    click.echo(f"\nreport: {page.location(ctx.store.client, run_id)}")
 
 
 @main.command(name="run")
@@ -414,7 +416,7 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     tells a real delta from seed noise (mean ± std, 95% CI, paired t, Wilcoxon, McNemar).
     """
     from harness import pipeline
-    from harness.compare import render
+    from harness.compare import page, render
     if seeds and seed_list:
         raise HarnessError("give --seeds N or --seed-list a,b,c, not both")
     seed_values = None
@@ -444,9 +446,11 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
                    "config, data and generator checked, nothing opened")
         return
     if seed_values:
-        parent_id, results, report = pipeline.run_seeds(ctx, cfg, seed_values, share_generator=share_generator)
+        parent_id, results, report, compare_id = pipeline.run_seeds(ctx, cfg, seed_values,
+                                                                    share_generator=share_generator)
         click.echo(f"\nseeds run {parent_id}: {len(results)} pipelines")
         click.echo(render.report_markdown(report), nl=False)
+        click.echo(f"\nreport: {page.location(ctx.store.client, compare_id)}")
         return
     from harness import generators
     generators.preflight(ctx, cfg)  # before the data line: a bad setting is the only line printed
@@ -457,6 +461,7 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     click.echo("phase seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + "\n")
     click.echo(pipeline.headline_words(result.headline).replace("**", "") + "\n")
     click.echo(result.table_md, nl=False)
+    click.echo(f"\nreport: {page.location(ctx.store.client, result.results['compare'].source_run_id)}")
 
 
 @main.command()
@@ -520,6 +525,8 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
     click.echo(f"best params {result.best_params}: {result.words}")
     click.echo(f"optuna-dashboard {mask(storage)}\n")
     click.echo(result.table_md, nl=False)
+    from harness.compare import page
+    click.echo(f"\nreport: {page.location(ctx.store.client, result.run_id)}")
 
 
 @main.command()
@@ -622,8 +629,10 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     study_name = study_name or f"grid-{cfg.preset}"
     if report_only:  # reads a grid, never makes one
         study = gridmod.join_grid(study_name, storage, wait=0, say=_say)
-        md, _ = gridmod.report(ctx, study, study.user_attrs.get(studies.PARENT))
+        parent = study.user_attrs.get(studies.PARENT)
+        md, _ = gridmod.report(ctx, study, parent)
         click.echo(md, nl=False)
+        _report_line(ctx, parent)
         return
     study, created = gridmod.open_grid(study_name, storage)
     added, created = gridmod.planned(study, created, cfg, parsed, list(range(seeds)), halfwidth, max_seeds, _say,
@@ -634,7 +643,15 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     else:
         run_id, report_md = gridmod.work(ctx, study, created)
         click.echo(report_md or "", nl=False)
+        _report_line(ctx, run_id if report_md else None)
     click.echo(f"grid run {run_id}: study {study_name!r}")
+
+
+def _report_line(ctx, run_id: str | None) -> None:
+    """The report page's place, once a grid's report has been logged on its run."""
+    from harness.compare import page
+    if run_id:
+        click.echo(f"report: {page.location(ctx.store.client, run_id)}")
 
 
 @main.command()
@@ -667,6 +684,7 @@ def worker(study_name, storage, data_dir, experiment, no_cache, threads):
     ctx = Context(store.configure(experiment, _say), train.pick_device(cfg.device), data_dir, use_cache=not no_cache)
     run_id, report_md = gridmod.work(ctx, study, created=False)
     click.echo(report_md or "", nl=False)
+    _report_line(ctx, run_id if report_md else None)
     click.echo(f"grid run {run_id}: study {study_name!r}")
 
 

@@ -498,7 +498,7 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
 def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> tuple[str, dict]:
     """Per cell: baseline and synthetic arm mean +- std, the paired delta with its 95% CI, paired t p,
     Holm-adjusted across cells, verdict; from the finished items. Logged on the grid run if given."""
-    from harness.compare import render
+    from harness.compare import page, render
     from harness.compare import runs as cruns
     cfg, grid_cells, seeds = plan_of(study)
     held = study.user_attrs[PLAN]
@@ -538,12 +538,14 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")
         client.log_text(parent_id, codecs.dumps(out, indent=2, default=float), "grid.json")
-        fig = render.grid_figure(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]])
-        if fig is not None:
-            codecs.log_figure(fig, "grid.png", run_id=parent_id, client=client)
-        fig = render.worth_figure(rows)
-        if fig is not None:
-            codecs.log_figure(fig, "worth.png", run_id=parent_id, client=client)
+        drawn = []
+        for fig, path, caption in ((render.grid_figure(rows, [tuple(a) for a in study.user_attrs[PLAN]["axes"]]),
+                                    "grid.png", "The images' effect per cell, 95% CI"),
+                                   (render.worth_figure(rows), "worth.png", "What the images are worth in real ones")):
+            if fig is not None:
+                drawn.append((f"{caption} ({path})", page.png(fig)))
+                codecs.log_figure(fig, path, run_id=parent_id, client=client)
+        page.log(f"Grid {study.study_name}", md, drawn, run_id=parent_id, client=client)
         store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id, client=ctx.store.client)
     return md, out
 

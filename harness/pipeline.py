@@ -70,7 +70,8 @@ def run(ctx: Context, cfg: Config, generator_cfg: Config | None = None, note: st
 
 
 def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool = False):
-    """Paired pipelines, one per seed, under one `seeds` parent run; then the seed statistics.
+    """Paired pipelines, one per seed, under one `seeds` parent run; then the seed statistics (a compare
+    run with the report page). Returns the seeds run's id, the pipelines, the report, the compare run's id.
 
     Baseline and synthetic arm of a pair share the seed's data draw. With `share_generator`, one generator
     (trained on the first seed's images) serves every seed: cheaper, but then the generator's own
@@ -99,13 +100,13 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool
                                reuse_shared=share_generator and seed != seeds[0]))
         report = stats.seed_report(ctx.store.client, runs.pairs_of_seeds(ctx.store.client, parent.run_id),
                                    share_generator=share_generator)
-        compare.run_report(ctx, report)
+        compare_id = compare.run_report(ctx, report)
         md = render.report_markdown(report)
         mlflow.log_metrics(report.headline())
         mlflow.log_text(md, "comparison.md")
         mlflow.set_tag(NOTE, f"**Paired seeds**: {len(seeds)}, preset `{cfg.preset}`, generator "
                              f"`{cfg.generator.kind}`.\n\n" + md)
-    return parent.run_id, results, report
+    return parent.run_id, results, report, compare_id
 
 
 def _description(cfg: Config, m: dict, table_md: str) -> str:

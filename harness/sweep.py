@@ -30,7 +30,7 @@ import mlflow
 import optuna
 
 from harness import classifiers, config, generators, studies
-from harness.compare import render
+from harness.compare import page, render
 from harness.compare.stats import MARGIN
 from harness.config import Config
 from harness.context import Context
@@ -306,7 +306,9 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
         best, syn, table_md, words = _test_best(ctx, cfg, study, study_name, shared)
-        _log_plots(study, ctx.store.say)
+        plots = _log_plots(study, ctx.store.say)
+        page.log(f"Sweep {study_name}: the best trial's images", f"Best trial {best.number} {json.dumps(best.params)}: "
+                 f"{words}.\n\n{table_md}", [(f"{path} (Optuna)", data) for path, data in plots.items()])
     return SweepResult(parent.run_id, study, best.params, best.value, syn.metrics, shared["baseline"].metrics, table_md,
                        words)
 
@@ -486,7 +488,8 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
         what + f", control run `{control.source_run_id}`"
 
 
-def _log_plots(study: optuna.Study, say) -> None:
+def _log_plots(study: optuna.Study, say) -> dict[str, bytes]:
+    """Optuna's plots of the study, logged; returned as PNGs for the report page."""
     import warnings
 
     # No matplotlib.use("Agg"): a process-wide switch left behind for whoever imported us. pyplot
@@ -497,6 +500,7 @@ def _log_plots(study: optuna.Study, say) -> None:
              "optuna/timeline.png": ovm.plot_timeline}
     if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
         plots["optuna/param_importances.png"] = ovm.plot_param_importances
+    drawn = {}
     for path, plot in plots.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
@@ -507,4 +511,6 @@ def _log_plots(study: optuna.Study, say) -> None:
                 continue
         fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
         fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 4))
+        drawn[path] = page.png(fig)
         codecs.log_figure(fig, path)
+    return drawn

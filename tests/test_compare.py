@@ -125,6 +125,8 @@ def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
     gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
     assert "Paired seeds: n = 2 (0, 1); generator shared across seeds" in out and "**Verdict**" in out
+    page = open(out.rstrip().splitlines()[-1].removeprefix("report: ")).read()
+    assert "Verdict" in page and "<table>" in page and "data:image/png;base64," in page
     assert study.data.metrics["seeds/count"] == 2
     (cmp_run,) = [r for r in pipes if r.data.tags["harness.phase"] == "compare"]
     local = client.download_artifacts(cmp_run.info.run_id, "", str(tmp_path / "dl"))

@@ -49,6 +49,7 @@ def test_sweep_then_resume(runner, client, tree, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # beside the tracking database
     study, done = _finished(storage, "s1")
     assert len(done) == 3 and "best params" in out and "| Accuracy |" in out
+    assert "Best trial" in open(out.rstrip().splitlines()[-1].removeprefix("report: ")).read()
     invoke(runner, [*args, "--trials", "6"])
     study, done = _finished(storage, "s1")
     assert sorted(t.number for t in done) == list(range(6))

@@ -1,7 +1,8 @@
 """Compare phase: for every test metric, synthetic minus control (what the images add: the headline),
 control minus baseline (what the recipe adds) and synthetic minus baseline (the two together).
 
-Artifacts of the run: comparison.md (metric, the arms, the differences), comparison.json, comparison.png.
+Artifacts of the run: comparison.md (metric, the arms, the differences), comparison.json, comparison.png,
+report.html (all of it in one page: harness/compare/page.py).
 Metrics: images/<m>, recipe/<m>, delta/<m> for accuracy, f1_weighted, f1_macro, <class>/precision|recall|f1
 (images/ and recipe/ only where the control arm ran: control.enabled, the default).
 """
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import mlflow
 
-from harness.compare import render
+from harness.compare import page, render
 from harness.compare.stats import SeedReport
 from harness.context import PhaseResult
 from harness.tracking import codecs
@@ -39,8 +40,9 @@ def headline(deltas: dict) -> float:
     return deltas.get("images/accuracy", deltas["delta/accuracy"])
 
 
-def log_pair(base_metrics: dict, syn_metrics: dict, classes, control: dict | None = None) -> tuple[str, dict]:
-    """The comparison on the active run: differences as metrics, comparison.md/.json/.png."""
+def log_pair(base_metrics: dict, syn_metrics: dict, classes, control: dict | None = None,
+             title: str = "One pipeline's arms compared") -> tuple[str, dict]:
+    """The comparison on the active run: differences as metrics, comparison.md/.json/.png, report.html."""
     rows, md, deltas = table(base_metrics, syn_metrics, classes, control)
     mlflow.log_metrics(deltas)
     mlflow.log_text(md, "comparison.md")
@@ -48,21 +50,26 @@ def log_pair(base_metrics: dict, syn_metrics: dict, classes, control: dict | Non
         {"metric": k, "baseline": b, "synthetic": a, "difference": a - b,
          **({"control": control[f"test/{k}"], "images": a - control[f"test/{k}"], "recipe": control[f"test/{k}"] - b}
             if control is not None else {})} for k, _, b, a in rows]}, "comparison.json")
-    codecs.log_figure(render.figure(rows, classes, control), "comparison.png")
+    fig = render.figure(rows, classes, control)
+    figure_png = page.png(fig)
+    codecs.log_figure(fig, "comparison.png")
     if control is not None:
-        describe(f"**compare**: the images' effect (synthetic minus control) on accuracy "
+        words = (f"The images' effect (synthetic minus control) on accuracy "
                  f"**{100 * deltas['images/accuracy']:+.2f} points**, weighted F1 {deltas['images/f1_weighted']:+.4f}; "
                  f"the recipe's (control minus baseline) {100 * deltas['recipe/accuracy']:+.2f} points; synthetic "
-                 f"minus baseline {100 * deltas['delta/accuracy']:+.2f} points.\n\n{md}")
+                 f"minus baseline {100 * deltas['delta/accuracy']:+.2f} points.")
     else:
-        describe(f"**compare**: synthetic minus baseline, accuracy {100 * deltas['delta/accuracy']:+.2f} points, "
-                 f"weighted F1 {deltas['delta/f1_weighted']:+.4f} ({render.NOT_CONTROLLED}).\n\n{md}")
+        words = (f"Synthetic minus baseline, accuracy {100 * deltas['delta/accuracy']:+.2f} points, "
+                 f"weighted F1 {deltas['delta/f1_weighted']:+.4f} ({render.NOT_CONTROLLED}).")
+    describe(f"**compare**: {words[0].lower()}{words[1:]}\n\n{md}")
+    page.log(title, f"{words}\n\n{md}", [("Test F1 per arm (comparison.png)", figure_png)])
     return md, deltas
 
 
 def compute(ctx, cfg, inputs) -> CompareResult:
     control = inputs["control"].metrics if "control" in inputs else None
-    md, deltas = log_pair(inputs["baseline"].metrics, inputs["synthetic"].metrics, cfg.data.classes, control)
+    md, deltas = log_pair(inputs["baseline"].metrics, inputs["synthetic"].metrics, cfg.data.classes, control,
+                          title=f"Pipeline, preset {cfg.preset}, seed {cfg.data.seed}: {cfg.generator.kind} images")
     return CompareResult("", deltas, table_md=md, deltas=deltas)
 
 
@@ -85,7 +92,11 @@ def run_report(ctx, report: SeedReport, params: dict | None = None) -> str:
         mlflow.log_metrics(report.headline())
         mlflow.log_text(md, "comparison.md")
         codecs.log_json(report.to_json(), "comparison.json")
-        codecs.log_figure(render.seed_figure(report), "comparison.png")
+        fig = render.seed_figure(report)
+        figure_png = page.png(fig)
+        codecs.log_figure(fig, "comparison.png")
+        page.log(f"{report.n} paired seeds: {report.effect}", md, [("Per metric: the arms and their difference "
+                                                                   "(comparison.png)", figure_png)])
         mlflow.set_tag("harness.verdict", report.verdict())
         describe(f"**compare** over {report.n} paired seeds.\n\n{md}")
         return pr.run_id
