@@ -573,11 +573,16 @@ def worth_of(grid_cells: list[Cell], deltas: dict[str, dict[int, float]]) -> dic
 
 def join_grid(name: str, storage: str, wait: float = 60.0, say=liveness.stderr) -> optuna.Study:
     """A worker's view of a grid planned elsewhere; started first, it waits a while for the plan."""
+    PLANNER_GAP = 5.0  # s: a planner sets the plan the moment after it creates the study
+    exists = False
+
     def planned():
+        nonlocal exists
         try:
             study, _ = open_grid(name, storage, create=False)
         except KeyError:  # not created yet: the planner may still be starting
             return None
+        exists = True
         if PLAN in study.user_attrs:
             return study
         if study.user_attrs or study.get_trials(deepcopy=False):  # a planner sets the plan before anything else
@@ -587,8 +592,14 @@ def join_grid(name: str, storage: str, wait: float = 60.0, say=liveness.stderr) 
 
     study = planned()
     if study is None and wait > 0:
-        say(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be planned")
-        study = liveness.wait_until(planned, timeout=wait, every=1.0)
+        if exists:  # an empty study: a planner in its first moment (silent: it is short), or made by other hands
+            study = liveness.wait_until(planned, timeout=min(wait, PLANNER_GAP), every=0.5)
+        else:
+            say(f"worker: no grid {name!r} in {mask(storage)} yet; waiting up to {wait:.0f} s for it to be planned")
+            study = liveness.wait_until(planned, timeout=wait, every=1.0)
+    if study is None and exists:
+        raise HarnessError(f"study {name!r} in {mask(storage)} is an empty Optuna study, not a grid: plan a grid "
+                           f"with `harness grid --study NAME --plan-only` under another name (or delete this one)")
     if study is None:
         raise HarnessError(f"no grid {name!r} in {mask(storage)}: plan it with `harness grid --study {name} "
                            "--storage URL --plan-only` (or run `harness grid` there)")

@@ -192,6 +192,8 @@ CASES = [
                                         "sqlite:///{tmp}/o.db", "--seeds", "2", "--set", "seeds.generators=5"], {},
      "seeds.generators=5"),
     ("worker-not-a-grid", ["worker", "--study", "plain", "--storage", "{notgrid}"], {}, "'plain'"),
+    ("worker-empty-study", ["worker", "--study", "empty", "--storage", "{notgrid}"], {},
+     "study 'empty' in sqlite:///"),
     ("grid-axis-twice", ["grid", *T, "--axis", "data.n_per_class=10,20", "--axis", "data.n_per_class=30"], {},
      "data.n_per_class"),
     ("grid-report-missing", ["grid", *T, "--report", "--study", "nosuch", "--storage", "sqlite:///{tmp}/o.db"], {},
@@ -302,6 +304,7 @@ def prepared(tmp_path_factory, template_db, tree_template):
     notgrid = f"sqlite:///{root / 'optuna.db'}"
     plain = optuna.create_study(study_name="plain", storage=notgrid, sampler=optuna.samplers.RandomSampler(seed=0))
     plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    optuna.create_study(study_name="empty", storage=notgrid, sampler=optuna.samplers.RandomSampler(seed=0))
     import tiny_diffusers
     return {"db": db, "notgrid": notgrid, "tree": str(tree_template), "baseline": baseline, "generator": generator,
             "generator64": generator64, "failed": failed, "synthetic": synthetic, **_generated(root / "generated", tree_template),
