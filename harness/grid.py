@@ -366,9 +366,10 @@ def _grid_run(ctx: Context, study: optuna.Study, created: bool, cfg: Config):
 
 
 VIEW = "mlflow.sharedViewState."  # the MLflow UI (>= 3.15) reads a saved view from this experiment tag
-HEADLINE = ("delta/accuracy", "baseline/test_accuracy", "synthetic/test_accuracy", "kept/count")  # recipe not controlled
-CONTROLLED = ("images/accuracy", "baseline/test_accuracy", "control/test_accuracy", "synthetic/test_accuracy",
-              "recipe/accuracy", "delta/accuracy", "kept/count")  # the images' effect first
+# Columns of the saved views: accuracy in percent and points with two decimals (pipeline.run logs them beside
+# the fractions). The UI orders metric columns by name, so few: the baseline, then the images' effect.
+HEADLINE = ("baseline/percent", "delta/points", "kept/count")  # recipe not controlled
+CONTROLLED = ("baseline/percent", "images/points", "kept/count", "recipe/points")
 
 
 def view_keys(study_name: str) -> dict[str, str]:
@@ -382,7 +383,7 @@ def views(study_name: str, axes: list[str], controlled: bool = True) -> dict[str
     by cell (each group's row is its seeds' mean), with the cell's axes and the headline metrics as
     columns, sorted by the images' effect (synthetic - control; without a control, the delta); and the
     same groups as a bar chart of it per cell."""
-    lead = "images/accuracy" if controlled else "delta/accuracy"
+    lead = "images/points" if controlled else "delta/points"
     base = {"searchFilter": f"tags.`harness.grid` = '{study_name}' AND tags.`harness.phase` = 'pipeline'",
             "orderByKey": f"metrics.`{lead}`", "orderByAsc": False, "runsHiddenMode": "SHOW_ALL",
             "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "harness.cell"}]}}
@@ -532,8 +533,9 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     keys = view_keys(study.study_name)
     out["ui_views"] = keys
     md += (f"\nIn the MLflow UI (`harness ui` prints the addresses): the saved view `{keys['table']}` lists this "
-           f"grid's pipelines grouped by cell (each group's row is its seeds' mean) with the headline metrics and "
-           f"the cell's axes as columns; `{keys['chart']}` charts the delta per cell.\n")
+           f"grid's pipelines grouped by cell (each group's row is its seeds' mean) with the baseline's accuracy in "
+           f"percent, the images' effect in points and the cell's axes as columns; `{keys['chart']}` charts the "
+           f"images' effect per cell.\n")
     if parent_id is not None:
         client = ctx.store.client
         client.log_text(parent_id, md, "grid.md")

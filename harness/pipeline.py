@@ -63,6 +63,11 @@ def run(ctx: Context, cfg: Config, generator_cfg: Config | None = None, note: st
                        for m in ("accuracy", "f1_weighted", "f1_macro")},
                     **{f"{d}/{m}": cmp.deltas[f"{d}/{m}"] for d in differences for m in ("accuracy", "f1_weighted", "f1_macro")},
                     **kept, **quality, **{f"time/{k}_seconds": v for k, v in seconds.items()}}
+        # The runs table shows a metric as logged: the same accuracies in points and percent, two decimals,
+        # are what a person reads there (the fractions stay the metrics of record).
+        # Short names: the table's columns are narrow and cut longer ones.
+        headline |= {**{f"{d}/points": round(100 * headline[f"{d}/accuracy"], 2) for d in differences},
+                     **{f"{arm}/percent": round(100 * r.metrics["test/accuracy"], 2) for arm, r in arms}}
         mlflow.log_metrics(headline)
         mlflow.log_text(cmp.table_md, "comparison.md")
         mlflow.set_tag(NOTE, _description(cfg, headline, cmp.table_md) + note)
@@ -112,13 +117,14 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool
 def _description(cfg: Config, m: dict, table_md: str) -> str:
     from harness import classifiers, generators
     what, net = generators.in_words(cfg), classifiers.in_words(cfg.classifier)
-    return (f"**Pipeline** (preset `{cfg.preset}`, classes {', '.join(cfg.data.classes)}, "
+    # The headline first: a run page shows the description's first lines and folds the rest.
+    return (f"{headline_words(m)}\n\n**Pipeline** (preset `{cfg.preset}`, classes {', '.join(cfg.data.classes)}, "
             f"{cfg.data.n_per_class} real images per class): baseline {net} (which labels the synthetic images), "
             f"{what}, "
             f"{cfg.generate.n_samples} synthetic images, kept {int(m['kept/count'])} (pseudolabel.mode "
             f"{cfg.pseudolabel.mode}, threshold {cfg.pseudolabel.threshold}), synthetic arm {net} retrained "
             f"from scratch{'; control arm: the same recipe with the real training images in the synthetic slot' if 'images/accuracy' in m else ''}."
-            f"\n\n{headline_words(m)}\n\n{table_md}")
+            f"\n\n{table_md}")
 
 
 def headline_words(m: dict) -> str:

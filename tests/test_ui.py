@@ -112,3 +112,19 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
         out = server.communicate(timeout=30)[0]
     # What `harness ui` told the user: the runs table's address.
     assert f"runs table: http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs" in out
+
+
+def test_ui_shots_photograph_a_grid_only_once_its_chart_has_drawn(tmp_path):
+    # studies/ui_shots.py on a tiny grid of its own: the runs table (baseline in percent, the images'
+    # effect in points), the chart (plotly's bars in the page before the picture is taken) and a run page.
+    _browser()
+    out = tmp_path / "shots"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "studies" / "ui_shots.py"), "--smoke", str(out)],
+                          capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    from PIL import Image
+    for name in ("runs-table.png", "runs-chart.png", "pipeline-run.png"):
+        with Image.open(out / name) as img:
+            assert img.size == (1600, 900), name
+            assert len(img.convert("RGB").getcolors(1 << 20) or ()) > 50, name  # a drawn page, not a blank one
