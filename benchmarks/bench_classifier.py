@@ -11,6 +11,7 @@ and bfloat16 where the machine has bf16 units (then `harness bf16` runs too: cla
 
     python benchmarks/bench_classifier.py [--data-dir ../shared/datasets/cifar10] [--rounds 3] \
         [--kinds simplecnn,resnet18,airbench] [--images 3000]
+    python benchmarks/bench_classifier.py --smoke --data-dir DIR    # seconds: simplecnn, 96 images, 1 round
 
 --kinds: a row per classifier kind (simplecnn, resnet18, airbench, torchvision:NAME, timm:NAME), the
 same network in each variant of a row, all in the machine's native arithmetic (bf16 autocast where it
@@ -124,18 +125,18 @@ def matmul_peak(device, n=2048, reps=10, dtype=torch.float32) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def peaks(device) -> dict[str, float | None]:
+def peaks(device, n: int = 2048) -> dict[str, float | None]:
     """The machine's matmul peak in each precision (GFLOP/s); bf16 None where it has no bf16 units:
-    an emulated figure would be no peak of anything."""
+    an emulated figure would be no peak of anything. A smoke run passes a small n: seconds, not a peak."""
     from harness import precision
-    return {"fp32": matmul_peak(device), "bf16": matmul_peak(device, dtype=torch.bfloat16)
-            if precision.native_bf16(device)[0] else None}
+    return {"fp32": matmul_peak(device, n), "bf16": matmul_peak(device, n, dtype=torch.bfloat16)
+            if precision.native_bf16(device)[0] else None, "n": n}
 
 
 def peaks_line(device, peak: dict) -> str:
     from harness import precision
     native, what = precision.native_bf16(device)
-    line = f"matmul peak (2048^2, same threads): float32 {peak['fp32']:.1f} GFLOP/s"
+    line = f"matmul peak ({peak['n']}^2, same threads): float32 {peak['fp32']:.1f} GFLOP/s"
     if native:
         return line + f", bfloat16 {peak['bf16']:.1f} GFLOP/s ({peak['bf16'] / peak['fp32']:.1f}x; {what})"
     return line + f"; no native bf16 on this machine ({what}): bf16 variants not run"
@@ -182,12 +183,17 @@ def timed(variants: dict, rounds: int, device) -> dict[str, list[float]]:
               help="classifier.kind of each row, comma-separated (any kind: torchvision:NAME, timm:NAME too).")
 @click.option("--width", default=0, show_default=True, help="classifier.width (0: each kind's own).")
 @click.option("--images", default=3000, show_default=True, help="Training images per epoch (the first N).")
-def main(data_dir, rounds, augment, kinds, width, images):
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): simplecnn, "
+                                            "the tiny preset's images (at most 96), 1 round, a 256^2 matmul peak.")
+def main(data_dir, rounds, augment, kinds, width, images, smoke):
     from harness import precision
     device = train.pick_device("auto")
     native = precision.resolve("auto", device)
+    if smoke:
+        kinds, rounds, images = "simplecnn", 1, min(images, 96)
     if Path(data_dir).is_dir():
-        s = data.load_splits(config.Config().data, data_dir)
+        # The default draw is 1000 per class; a smoke run's folder may hold a few dozen.
+        s = data.load_splits(config.load("tiny").data if smoke else config.Config().data, data_dir)
         x, y, source = s.train_x[:images], s.train_y[:images], "CIFAR-10, 3 classes"
     else:
         x = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8)
@@ -195,7 +201,7 @@ def main(data_dir, rounds, augment, kinds, width, images):
         source = "random uint8 images (no data dir)"
     n = len(x)
     xd, yd = x.to(device), y.to(device)
-    peak = peaks(device)
+    peak = peaks(device, 256 if smoke else 2048)
     print(f"device {device}, torch threads {torch.get_num_threads()}, {n} images ({source}), 32 px, batch 64, "
           f"augment {augment}, {rounds} rounds; native arithmetic: {native}")
     print(f"\n{'kind':<12}{'loop':<16}{'images/s':>10}{'MFLOP/img':>11}{'GFLOP/s':>9}{'% of peak':>11}   epoch times (s)")

@@ -3,6 +3,7 @@ PNGs), first into an empty decoded-image cache, then again from the cache, throu
 `load_splits` a phase calls.
 
     python benchmarks/bench_decode.py [--data-dir ../shared/datasets/cifar10] [--image-size 32]
+    python benchmarks/bench_decode.py --smoke --data-dir DIR    # seconds: 10 training images per class
 
 Target: 50,000 images in under a minute the first time, seconds the second.
 """
@@ -21,12 +22,14 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ci
 @click.command()
 @click.option("--data-dir", default=str(DEFAULT_DATA), show_default=True)
 @click.option("--image-size", default=32, show_default=True)
-def main(data_dir, image_size):
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): "
+                                            "10 training images per class (and every test image).")
+def main(data_dir, image_size, smoke):
     with tempfile.TemporaryDirectory() as cache:
         os.environ["HARNESS_CACHE_DIR"] = cache
         from harness import config, data
-        cfg = config.load("tiny", ["data.classes=all", "data.n_per_class=all", "data.val_per_class=0",
-                                   f"data.image_size={image_size}"]).data
+        cfg = config.load("tiny", ["data.classes=all", f"data.n_per_class={10 if smoke else 'all'}",
+                                   "data.val_per_class=0", f"data.image_size={image_size}"]).data
         for attempt in ("first (decode)", "second (cache)"):
             t = time.perf_counter()
             s = data.load_splits(cfg, data_dir)

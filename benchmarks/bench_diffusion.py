@@ -10,6 +10,7 @@ all alike; the median round counts.
 
     python benchmarks/bench_diffusion.py [--data-dir ../shared/datasets/cifar10] [--preset cpu] \
         [--steps 20] [--rounds 3] [--sample-steps 10,50]
+    python benchmarks/bench_diffusion.py --smoke --data-dir DIR    # seconds: see --help
 
 Target: harness / plain >= 1.0.
 """
@@ -130,13 +131,17 @@ def run_variant(name: str, spec: dict) -> dict:
 @click.option("--sample-steps", default="10,50", show_default=True, help="DDIM step counts to time sampling at.")
 @click.option("--images", default=64, show_default=True, help="Images per sampling measurement.")
 @click.option("--set", "overrides", multiple=True, metavar="diffusion.KEY=VALUE", help="Settings besides the preset's.")
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): the tiny "
+                                            "preset, 2 steps, 1 round, 4 images sampled in 2 DDIM steps.")
 @click.option("--child", default=None, hidden=True)
-def main(data_dir, preset, steps, rounds, sample_steps, images, overrides, child):
+def main(data_dir, preset, steps, rounds, sample_steps, images, overrides, smoke, child):
     if child is not None:  # one variant, in the fresh process run_variant started
         print(json.dumps(measure(json.loads(child))))
         return
     from harness import config, data, train
     from bench_classifier import peaks, peaks_line
+    if smoke:
+        preset, steps, rounds, sample_steps, images = "tiny", 2, 1, "2", 4
     cfg = config.load(preset, ["data.classes=airplane,automobile,bird", *overrides])
     splits = data.load_splits(cfg.data, data_dir)
     device = train.pick_device("auto")
@@ -151,7 +156,7 @@ def main(data_dir, preset, steps, rounds, sample_steps, images, overrides, child
             for n in names:
                 results[n].append(run_variant(n, spec))
                 print(f"round {r + 1}/{rounds} {n}: {results[n][-1]}", file=sys.stderr)
-    peak = peaks(device)
+    peak = peaks(device, 256 if smoke else 2048)
     print(f"diffusion preset {preset!r}: UNet width {d.width}, {d.layers_per_block} ResNet blocks a level, attention "
           f"{d.attention}, batch {d.batch_size}, {tuple(splits.train_x.shape[1:])} images, fp32, "
           f"{torch.get_num_threads()} threads on {device}")

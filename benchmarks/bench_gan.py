@@ -21,6 +21,7 @@ is the first epoch's extra seconds, reported apart.
 
     python benchmarks/bench_gan.py [--data-dir ../shared/datasets/cifar10] [--preset cpu] [--epochs 1] \
         [--rounds 3] [--before /tmp/before] [--variants harness,bare,...] [--phase-epochs 10]
+    python benchmarks/bench_gan.py --smoke --data-dir DIR [--before .]   # seconds: see --help
 
 Targets: harness >= 1.5x before, critic step >= 50% of the matmul peak; MLflow <= 3% of the phase.
 """
@@ -192,13 +193,17 @@ class CallTimer:
               help="Another checkout of the repository (git worktree add /tmp/before <commit>): its loop is timed too.")
 @click.option("--variants", default="harness,plain,bare,one_pass,channels_last,fused_adam,bf16,critic step", show_default=True)
 @click.option("--phase-epochs", default=10, show_default=True, help="Epochs of the timed gan phase (0: skip it).")
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): the tiny "
+                                            "preset, variants harness and bare, 1 epoch, 1 round, a 1-epoch phase.")
 @click.option("--child", default=None, hidden=True)
-def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, child):
+def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, smoke, child):
     if child is not None:  # one variant, in the fresh process run_variant started
         print(json.dumps(measure(json.loads(child))))
         return
     from harness import config, data, precision, train
     from bench_classifier import peaks, peaks_line
+    if smoke:
+        preset, epochs, rounds, variants, phase_epochs = "tiny", 1, 1, "harness,bare", 1
     device = train.pick_device("auto")
     cfg = config.load(preset, [f"gan.epochs={phase_epochs or 1}", "gan.sample_every=5", "gan.checkpoint_every=5"])
     if Path(data_dir).is_dir():
@@ -222,7 +227,7 @@ def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, child
             for n in names:
                 tree = Path(before) if n == "before" else repo
                 results[n].append(run_variant(n, {**spec, "fields": SPEEDUPS.get(n, {})}, tree))
-    peak = peaks(device)
+    peak = peaks(device, 256 if smoke else 2048)
     print(f"device {device}, {results[names[0]][0].get('threads', '?')} torch threads, {len(splits.train_x)} images ({source}), "
           f"preset {preset}: width {g.width}, batch {g.batch_size}, {g.critic_steps} critic steps per generator step, "
           f"loss {g.loss}, gp_weight {g.gp_weight}; {epochs} timed epoch(s) x {rounds} rounds per variant")

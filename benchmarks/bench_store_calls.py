@@ -3,6 +3,7 @@ side; and wall times: the cold run on SQLite, the cached rerun on SQLite and aga
 `mlflow server` (where every call is an HTTP round trip).
 
     python benchmarks/bench_store_calls.py --tree before=/tmp/before --tree after=. [--preset tiny] [--repeats 3]
+    python benchmarks/bench_store_calls.py --smoke --data-dir DIR --tree this=.   # seconds: tiny, 1 repeat
 
 A call is one method of the client's tracking store (SqlAlchemyStore on SQLite, RestStore against a
 server) or artifact repository, counted where the client calls it (a store method calling another
@@ -142,7 +143,11 @@ def _server(root: Path) -> tuple[subprocess.Popen, str]:
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--set", "overrides", multiple=True, default=("data.classes=airplane,automobile,bird",),
               show_default=True)
-def main(trees, preset, data_dir, repeats, overrides):
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): the tiny "
+                                            "preset, 1 repeat.")
+def main(trees, preset, data_dir, repeats, overrides, smoke):
+    if smoke:
+        preset, repeats = "tiny", 1
     arms = [(t.split("=", 1)[0], Path(t.split("=", 1)[1])) for t in trees]
     args = ["--preset", preset, "--data-dir", data_dir, *[a for o in overrides for a in ("--set", o)]]
     work = Path(tempfile.mkdtemp(prefix="bench-store-"))

@@ -4,6 +4,7 @@ and with --no-cache (every trial retrains every phase), each against a fresh tra
 Optuna storage with the same sampler seed, in interleaved repeats.
 
     python benchmarks/bench_sweep.py [--data-dir ../shared/datasets/cifar10] [--trials 20] [--repeats 3] [--set K=V ...]
+    python benchmarks/bench_sweep.py --smoke --data-dir DIR    # seconds: 1 trial, 1 sweep per arm
 
 Target: reuse >= 4x faster. Prints the ratio of the fastest runs (noise on a shared machine only
 ever adds time) and of the medians, and the synthetic images the trials generated and labelled
@@ -63,7 +64,11 @@ def images_handled(params: list[dict], reuse: bool) -> int:
               help="Config override for both arms (repeatable), e.g. a costlier GAN: --set gan.epochs=20.")
 @click.option("--repeats", default=3, show_default=True,
               help="Sweeps per arm, interleaved (AB BA AB): shared machines drift by 20-30% between minutes.")
-def main(data_dir, trials, overrides, repeats):
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): 1 trial, "
+                                            "1 sweep per arm.")
+def main(data_dir, trials, overrides, repeats, smoke):
+    if smoke:
+        trials, repeats = 1, 1
     what = f"tiny preset{''.join(' --set ' + o for o in overrides)}"
     print(f"{trials}-trial sweep, {what}, default spec (harness/experiments/sweep.toml), sampler seed 0, "
           f"{repeats} sweep(s) per arm, interleaved", flush=True)

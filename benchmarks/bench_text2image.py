@@ -11,6 +11,7 @@ the harness's and diffusers' per-image overhead, not a real model's compute. Sca
 by its own per-image time (a 512 px SD 1.5 image at 30 steps is seconds on a GPU, minutes on a CPU).
 
     python benchmarks/bench_text2image.py [--images 64] [--steps 2] [--batch-size 8] [--rounds 3]
+    python benchmarks/bench_text2image.py --smoke    # seconds: 4 images, 2 steps, batches of 2, 1 round
 """
 from __future__ import annotations
 
@@ -31,8 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 @click.option("--steps", default=2, show_default=True, help="denoising steps")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--rounds", default=3, show_default=True, help="interleaved rounds; the median counts")
-def main(images, steps, batch_size, rounds):
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): 4 images, "
+                                            "2 steps (img2img at strength 0.5 needs 2 for one), batches of 2, 1 round.")
+def main(images, steps, batch_size, rounds, smoke):
     import tiny_diffusers
+    if smoke:
+        images, steps, batch_size, rounds = 4, 2, 2, 1
 
     from harness import config
     from harness.context import Context

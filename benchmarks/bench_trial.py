@@ -4,6 +4,7 @@ validation included), the seconds inside MLflow client calls, and the rest (open
 generation, labelling, the cache lookups), on the `cpu` preset's settings.
 
     python benchmarks/bench_trial.py [--data-dir ../shared/datasets/cifar10] [--trials 6] [--gan-epochs 25]
+    python benchmarks/bench_trial.py --smoke --data-dir DIR    # seconds: the tiny preset, 2 trials
 
 The sweep runs in this process on a fresh SQLite store, with the default search space
 (harness/experiments/sweep.toml: checkpoint, sample count 500-10,000, threshold) and no pruner, so that every
@@ -34,7 +35,11 @@ SPEC = Path(__file__).resolve().parents[1] / "harness" / "experiments" / "sweep.
 @click.option("--trials", default=6, show_default=True)
 @click.option("--gan-epochs", default=25, show_default=True, help="The cpu preset's 200, cut (see above).")
 @click.option("--preset", default="cpu", show_default=True)
-def main(data_dir, trials, gan_epochs, preset):
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): the tiny "
+                                            "preset and its 2-epoch GAN, 2 trials (the second is the one measured).")
+def main(data_dir, trials, gan_epochs, preset, smoke):
+    if smoke:
+        preset, trials, gan_epochs = "tiny", 2, 2
     tmp = tempfile.mkdtemp(prefix="bench-trial-")
     os.environ.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", HARNESS_CACHE_DIR=os.environ.get(
         "HARNESS_CACHE_DIR", str(Path.home() / ".cache" / "harness")))

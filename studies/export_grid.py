@@ -5,12 +5,24 @@ generated and kept images against the generator's own training images (STUDY.gen
 the compute the grid took against a fixed design of N seeds with one generator per cell (STUDY.compute.json).
 
     python studies/export_grid.py STUDY STORAGE OUT_DIR [--data-dir DIR] [--fixed-seeds N]
+    python studies/export_grid.py --smoke DATA_DIR OUT_DIR
 
-MLFLOW_TRACKING_URI names the grid's tracking store."""
+MLFLOW_TRACKING_URI names the grid's tracking store. --smoke is a check in seconds that this export
+still runs (tests/test_scripts.py): studies/grid.sh in its smoke mode makes a tiny grid in a temporary
+folder and ends by exporting it with this script."""
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+if sys.argv[1:2] == ["--smoke"]:
+    if len(sys.argv) != 4:
+        sys.exit("usage: python studies/export_grid.py --smoke DATA_DIR OUT_DIR (a class-folder tree; where the export goes)")
+    work = tempfile.mkdtemp(prefix="export-grid-smoke-")
+    sys.exit(subprocess.run(["bash", str(Path(__file__).with_name("grid.sh")), "smoke", sys.argv[2], work],
+                            env={**os.environ, "SMOKE": "1", "OUT": sys.argv[3]}).returncode)
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per downloaded file buries the table
 

@@ -12,11 +12,21 @@
 #   bash studies/grid.sh sb-precision ../shared/datasets/cifar10 /tmp/sb-precision -- --preset strong-baseline \
 #       --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5 --ci-halfwidth 1.0 \
 #       --max-seeds 15 --set seeds.generators=3     (105 min here; docs/results.md)
+# A check in seconds that the script still runs (tests/test_scripts.py; no GRID_ARGS: one seed of a
+# tiny GAN cell and a tiny oracle cell of 24 images each; $OUT defaults to WORK_DIR/results, never
+# studies/results):
+#   SMOKE=1 bash studies/grid.sh smoke DATA_DIR WORK_DIR
 set -euo pipefail
 STUDY=${1:?study name}; DATA=$(realpath "${2:?data dir}"); WORK=$(realpath -m "${3:?work dir}")
 shift 3; [ "${1:-}" = "--" ] && shift
 EXPERIMENT=${EXPERIMENT:-$STUDY}
-OUT=$(realpath -m "${OUT:-studies/results/grid}")
+if [ "${SMOKE:-}" = 1 ]; then
+  OUT=$(realpath -m "${OUT:-$WORK/results}")
+  # The oracle draws unused real images: 24 fit a folder of a few dozen per class.
+  [ $# -gt 0 ] || set -- --preset tiny --axis generator.kind=gan,oracle --seeds 1 --set generate.n_samples=24
+else
+  OUT=$(realpath -m "${OUT:-studies/results/grid}")
+fi
 ROOT=$(realpath "$(dirname "$0")/..")
 mkdir -p "$WORK" "$OUT"
 export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db"

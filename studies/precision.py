@@ -10,6 +10,7 @@
 
     python studies/precision.py --data-dir ../shared/datasets/cifar10 --seeds 5 --gan-iterations 400 \
         --out studies/results/precision
+    python studies/precision.py --smoke --data-dir DIR --out OUT    # seconds: tiny, 1 seed, 2 GAN iterations
 
 Runs go to a fresh SQLite store in a temporary folder (nothing is left in the repository but the
 exported JSON and Markdown).
@@ -49,15 +50,22 @@ def spread(x: list[float]) -> dict:
 @click.option("--seeds", default=5, show_default=True)
 @click.option("--gan-iterations", default=400, show_default=True)
 @click.option("--only", type=click.Choice(["both", "classifier", "gan"]), default="both", show_default=True)
-@click.option("--out", default="studies/results/precision", show_default=True)
-def main(data_dir, seeds, gan_iterations, only, out):
+@click.option("--out", default=None, help="Where precision.json and .md go.  [default: studies/results/precision; "
+                                          "with --smoke, the temporary folder of the runs]")
+@click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): the tiny "
+                                            "preset in both parts, 1 seed, 2 GAN iterations.")
+def main(data_dir, seeds, gan_iterations, only, out, smoke):
     from mlflow.tracking import MlflowClient
 
     from harness import precision
     import torch
+    classifier_preset, gan_preset = "strong-baseline", "cpu"
+    if smoke:
+        classifier_preset, gan_preset, seeds, gan_iterations = "tiny", "tiny", 1, 2
     data_dir = str(Path(data_dir).resolve())
-    out = Path(out).resolve()
     work = Path(tempfile.mkdtemp(prefix="harness-precision-"))
+    # A smoke run's figures mean nothing: they never replace the committed ones unless --out says so.
+    out = Path(out or (work / "results" if smoke else "studies/results/precision")).resolve()
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlflow.db")
     uri = env["MLFLOW_TRACKING_URI"]
 
@@ -73,23 +81,25 @@ def main(data_dir, seeds, gan_iterations, only, out):
     if only in ("both", "classifier"):
         for seed in range(seeds):
             for p in ("fp32", "bf16"):
-                harness("baseline", "--preset", "strong-baseline", "--set", f"classifier.precision={p}",
+                harness("baseline", "--preset", classifier_preset, "--set", f"classifier.precision={p}",
                         "--set", f"data.seed={seed}", "--set", f"classifier.seed={seed}")
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("precision").experiment_id
-        rows = {}
+        rows, n_per_class = {}, None
         for r in client.search_runs([exp], "tags.`harness.phase` = 'baseline'"):
+            n_per_class = r.data.params["data.n_per_class"]
             rows[(r.data.params["classifier.precision"], int(r.data.params["data.seed"]))] = {
                 "accuracy": 100 * r.data.metrics["test/accuracy"], "seconds": (r.info.end_time - r.info.start_time) / 1000}
         acc = {p: [rows[(p, s)]["accuracy"] for s in range(seeds)] for p in ("fp32", "bf16")}
         sec = {p: [rows[(p, s)]["seconds"] for s in range(seeds)] for p in ("fp32", "bf16")}
-        result["classifier"] = {"accuracy": acc, "seconds": sec, "fp32": spread(acc["fp32"]), "bf16": spread(acc["bf16"]),
+        result["classifier"] = {"preset": classifier_preset, "n_per_class": n_per_class, "accuracy": acc, "seconds": sec,
+                                "fp32": spread(acc["fp32"]), "bf16": spread(acc["bf16"]),
                                 "bf16_minus_fp32_points": paired(acc["fp32"], acc["bf16"]),
                                 "speedup": statistics.median(sec["fp32"]) / statistics.median(sec["bf16"])}
     if only in ("both", "gan"):
         for seed in range(seeds):
             for p in ("fp32", "bf16"):
-                harness("generator", "--preset", "cpu", "--set", f"gan.precision={p}", "--set", f"gan.seed={seed}",
+                harness("generator", "--preset", gan_preset, "--set", f"gan.precision={p}", "--set", f"gan.seed={seed}",
                         "--set", f"gan.iterations={gan_iterations}", "--set", "quality.enabled=true",
                         "--set", "quality.precision=fp32")
         client = client or MlflowClient(uri)
@@ -102,7 +112,7 @@ def main(data_dir, seeds, gan_iterations, only, out):
             rows[(r.data.params["gan.precision"], int(r.data.params["gan.seed"]))] = {
                 "fd": next(m.value for m in fd if m.step == last), "kid": next(m.value for m in kid if m.step == last),
                 "epoch": last, "seconds": r.data.metrics["gan/seconds"]}
-        gan = {"iterations": gan_iterations, "epoch": rows[("fp32", 0)]["epoch"]}
+        gan = {"preset": gan_preset, "iterations": gan_iterations, "epoch": rows[("fp32", 0)]["epoch"]}
         for metric in ("fd", "kid", "seconds"):
             v = {p: [rows[(p, s)][metric] for s in range(seeds)] for p in ("fp32", "bf16")}
             gan[metric] = {**v, "fp32_spread": spread(v["fp32"]), "bf16_spread": spread(v["bf16"]),
@@ -122,7 +132,7 @@ def markdown(r: dict, seeds: int, iters: int) -> str:
     if "classifier" in r:
         c = r["classifier"]
         d = c["bf16_minus_fp32_points"]
-        lines += ["## Classifier: strong-baseline baseline, 1000 per class, test accuracy (%)", "",
+        lines += [f"## Classifier: {c['preset']} baseline, {c['n_per_class']} per class, test accuracy (%)", "",
                   "| seed | fp32 | bf16 | bf16 - fp32 | fp32 s | bf16 s |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
         for s in range(seeds):
             a, b = c["accuracy"]["fp32"][s], c["accuracy"]["bf16"][s]
@@ -132,7 +142,7 @@ def markdown(r: dict, seeds: int, iters: int) -> str:
                   f"wall time {c['speedup']:.2f}x (medians).", ""]
     if "gan" in r:
         g = r["gan"]
-        lines += [f"## GAN: cpu preset WGAN-GP, {iters} generator iterations (last checkpoint, epoch {g['epoch']})", "",
+        lines += [f"## GAN: {g['preset']} preset WGAN-GP, {iters} generator iterations (last checkpoint, epoch {g['epoch']})", "",
                   "| seed | FD fp32 | FD bf16 | KID fp32 | KID bf16 | fp32 s | bf16 s |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for s in range(seeds):
             lines.append(f"| {s} | {g['fd']['fp32'][s]:.1f} | {g['fd']['bf16'][s]:.1f} | {g['kid']['fp32'][s]:.2f} | "

@@ -23,9 +23,10 @@ TREE_CLASSES = ("airplane", "automobile", "bird", "cat")
 TREE_COLOURS = {"airplane": (200, 60, 60), "automobile": (60, 200, 60), "bird": (60, 60, 200), "cat": (200, 200, 60)}
 
 
-# Tests that start processes of their own (servers, browsers, workers, Slurm jobs) take tens of seconds
+# Tests that start processes of their own (servers, browsers, workers, Slurm jobs, our scripts) take tens of seconds
 # each: on two test processes they go first, so that the last minutes are not one long test alone.
-FIRST = ("test_workers.py", "test_slurm.py", "test_ui.py", "test_faults.py", "test_cli.py", "test_pipeline.py")
+FIRST = ("test_workers.py", "test_slurm.py", "test_ui.py", "test_faults.py", "test_cli.py", "test_pipeline.py",
+         "test_scripts.py")
 
 
 def pytest_collection_modifyitems(items):
