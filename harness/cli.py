@@ -92,10 +92,11 @@ def _deprecation_line(message, category, filename, lineno, file=None, line=None,
 
 
 def _old_name(old: str, new: str):
-    """A hidden option under its name before 0.2: it works for one release and says the new one."""
+    """A hidden option under its name before 0.2: it works, saying the new one, until harness.REMOVED_IN."""
     def said(ctx, param, value):
         if value is not None and value is not False:  # `in (None, False)` would take --precision 0 for unset
-            _say(f"Deprecated: {old} is now {new}; the old name works until the next release")
+            from harness import REMOVED_IN
+            _say(f"Deprecated: {old} is now {new}; the old name works until harness {REMOVED_IN}")
         return value
     return said
 
@@ -203,10 +204,11 @@ def _setup(preset, overrides, experiment, data_dir, no_cache, resume=False, chec
                   resume=resume)
     if check_kind:  # the starting weights: there, readable, a state dict (a URI needs the store)
         from harness.classifiers import weights
-        if not (dry_run and cfg.classifier.init.startswith(weights.URIS)):
+        if not (dry_run and weights.parse(cfg.classifier.init).needs_store):
             weights.check(ctx, cfg)
     pretrain.check_data(ctx, cfg)
-    for note in [generators.cost_note(cfg, device), *config.ignored(cfg, overrides)]:
+    notes = [generators.cost_note(cfg, device), *config.ignored(cfg, overrides), *pretrain.unused_settings(cfg, overrides)]
+    for note in notes:
         if note:
             _say(f"note: {note}")
     return cfg, ctx
@@ -608,7 +610,7 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
             one = pretrain.with_classes(cell.cfg, data_dir)
             generators.check(one)
             classifiers.check_config(one)
-            if not dry_run or not one.classifier.init.startswith(weights.URIS):
+            if not dry_run or not weights.parse(one.classifier.init).needs_store:
                 weights.check(ctx, one)
             ctx.splits(one.data)
             pretrain.check_data(ctx, one)

@@ -509,16 +509,18 @@ def _check_ranges(cfg: Config) -> None:
         raise HarnessError(f"data.source must be empty (use --data-dir) or torchvision:NAME, got {cfg.data.source!r}")
 
 
+def set_keys(overrides: typing.Sequence[str]) -> list[str]:
+    """The keys a user's --set overrides name."""
+    return [item.partition("=")[0].strip() for chunk in overrides for item in _items(chunk)]
+
+
 def ignored(cfg: Config, overrides: typing.Sequence[str] = ()) -> list[str]:
     """What the user set with --set that nothing under this config reads, in words (commands print each as
-    a `note:` line): a setting of a phase or kind that does not run. A preset's own sections are not said:
-    a preset sizes every phase, whether a command runs it or not."""
-    keys = [item.partition("=")[0].strip() for chunk in overrides for item in _items(chunk)]
+    a `note:` line): a plugin kind's section while another kind runs (a phase's own: its module's
+    `unused_settings`, e.g. phases/pretrain.py). A preset's own sections are not said: a preset sizes every phase,
+    whether a command runs it or not."""
+    keys = set_keys(overrides)
     out = []
-    pretrain = [k for k in keys if k.startswith("pretrain.")]
-    if pretrain and cfg.classifier.init != "pretrain":
-        out.append(f"{', '.join(pretrain)} ignored: the pretrain phase runs with classifier.init=pretrain "
-                   f"(this config has classifier.init={cfg.classifier.init})")
     for name in plugin_sections():
         mine = [k for k in keys if k.startswith(f"{name}.")]
         if mine and name not in (cfg.classifier.kind, cfg.generator.kind):
@@ -561,7 +563,9 @@ def renamed(key: str) -> str:
     CLI prints as one `Deprecated:` line)."""
     if key in RENAMED:
         import warnings
-        warnings.warn(f"{key} is now {RENAMED[key]}; the old name works until the next release", FutureWarning,
+
+        from harness import REMOVED_IN
+        warnings.warn(f"{key} is now {RENAMED[key]}; the old name works until harness {REMOVED_IN}", FutureWarning,
                       stacklevel=3)
         return RENAMED[key]
     return key

@@ -70,9 +70,10 @@ class Runner:
         outside = row.phase.outside(self.ctx, cfg) if row.phase.outside else ""
         if outside:
             parts.append(outside)
-        if row.phase.weights and cfg.classifier.init not in ("scratch", "pretrain"):  # pretrain: an upstream key
+        if row.phase.weights:  # weights from outside: their content (the pretrain phase's: an upstream key)
             from harness.classifiers import weights
-            parts.append(weights.digest(self.ctx, cfg.classifier.init))
+            if weights.parse(cfg.classifier.init).outside:
+                parts.append(weights.digest(self.ctx, cfg.classifier.init))
         # A phase that reads only how many images an upstream phase holds (the control) is keyed on that,
         # so that one run serves every upstream that holds as many.
         parts += [f"{u}={inputs[u].downstream_key}" for u in row.upstream if u not in row.phase.sized]

@@ -78,7 +78,8 @@ def _controls(cfg: Config) -> bool:
 
 
 def _pretrains(cfg: Config) -> bool:
-    return cfg.classifier.init == "pretrain"
+    from harness.classifiers import weights
+    return weights.parse(cfg.classifier.init).source == "pretrain"
 
 
 def _pretrain_data(cfg: Config):

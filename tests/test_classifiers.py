@@ -3,6 +3,7 @@ checkpoint loads back as the same network; torchvision and timm models by name; 
 entry point; the chosen kind's module in the keys of the phases that build it, and in no generator's."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -153,6 +154,49 @@ def _torchvision_checkpoint(path, classes: int = 1000):
     raw |= {f"fc.{k.removeprefix('head.')}": v for k, v in model.state_dict().items() if k.startswith("head.")}
     torch.save(raw, path)
     return raw
+
+
+@pytest.mark.parametrize("text, source, pretrained, outside, needs_store", [
+    ("scratch", "scratch", False, False, False),
+    ("pretrain", "pretrain", True, False, False),
+    ("runs:/0123/model", "uri", True, True, True),
+    ("models:/m-abc", "uri", True, True, True),
+    ("models:/net/@champion", "uri", True, True, True),
+    ("/tmp/w.pt", "file", True, True, False),
+    ("weights.pt", "file", True, True, False),
+])
+def test_classifier_init_is_parsed_in_one_place(text, source, pretrained, outside, needs_store):
+    # Every question the harness asks of classifier.init (cli, runner keys, table, pretrain, hub, weights)
+    # is one of these answers.
+    from harness.classifiers import weights
+    init = weights.parse(text)
+    assert (init.source, init.pretrained, init.outside, init.needs_store) == (source, pretrained, outside, needs_store)
+    assert init.library_statistics == outside
+
+
+def test_a_hub_network_keeps_the_input_statistics_its_weights_were_trained_with(tmp_path):
+    # torchvision:resnet18 pretrained by the pretrain phase (built from scratch: the harness's statistics) and
+    # fine-tuned (classifier.init=pretrain) normalises the same way in both; a harness checkpoint given as
+    # a file brings its own statistics; a raw library checkpoint gets the library's (ImageNet's).
+    from harness.classifiers import hub, weights
+    cfg = config.load("tiny", ["classifier.kind=torchvision:resnet18"]).classifier
+
+    def built(init):
+        return classifiers.build(dataclasses.replace(cfg, init=init), 3, 3, 32)
+    pretrained_net = built("scratch")
+    fine_tuned = built("pretrain")
+    weights.apply(fine_tuned, pretrained_net.state_dict(), "pretrain")
+    for name in ("mean", "std"):
+        assert torch.equal(getattr(fine_tuned.normalize, name), getattr(pretrained_net.normalize, name))
+    torch.save(pretrained_net.state_dict(), tmp_path / "harness.pt")
+    from_file = built(str(tmp_path / "harness.pt"))
+    weights.apply(from_file, torch.load(tmp_path / "harness.pt", weights_only=True), "harness.pt")
+    assert torch.equal(from_file.normalize.mean, pretrained_net.normalize.mean)
+    raw = {k.removeprefix("backbone."): v for k, v in pretrained_net.state_dict().items() if k.startswith("backbone.")}
+    library = built(str(tmp_path / "raw.pt"))
+    weights.apply(library, raw, "raw.pt")
+    assert torch.allclose(library.normalize.mean.flatten(), torch.tensor(hub.IMAGENET_MEAN) * 255)
+    assert not torch.allclose(library.normalize.mean, pretrained_net.normalize.mean)
 
 
 def test_a_weights_file_is_loaded_offline_and_its_content_is_the_key(runner, client, tree, tmp_path):

@@ -22,14 +22,16 @@ def _library(kind: str) -> tuple[str, str]:
 
 
 def build(settings, n_classes: int, channels: int, image_size: int) -> Classifier:
+    from harness.classifiers.weights import parse
     library, name = _library(settings.kind)
+    imported = parse(settings.init).library_statistics and channels == 3
     if library == "timm":
         import timm
         net = timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=channels)
         head, cfg = net.get_classifier(), net.pretrained_cfg
         net.reset_classifier(0)  # the backbone returns its pooled features
         # Pretrained weights come with the statistics they were trained on (timm's pretrained_cfg).
-        stats = (cfg.get("mean"), cfg.get("std")) if settings.init != "scratch" and channels == 3 else (None, None)
+        stats = (cfg.get("mean"), cfg.get("std")) if imported else (None, None)
         model = Classifier(settings.kind, settings.width, net, head, channels, image_size, *stats)
         model.head_source = cfg.get("classifier")
         return model
@@ -40,7 +42,7 @@ def build(settings, n_classes: int, channels: int, image_size: int) -> Classifie
     if channels != 3:
         _first_conv(net, channels)
     # torchvision's pretrained weights are ImageNet's, normalized with its statistics.
-    stats = (IMAGENET_MEAN, IMAGENET_STD) if settings.init != "scratch" and channels == 3 else (None, None)
+    stats = (IMAGENET_MEAN, IMAGENET_STD) if imported else (None, None)
     model = Classifier(settings.kind, settings.width, net, nn.Linear(old.in_features, n_classes), channels, image_size,
                        *stats)
     model.head_source = layer_name

@@ -13,6 +13,7 @@ their content (`digest`), never their path."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,23 +23,56 @@ from harness.errors import HarnessError
 URIS = ("models:/", "runs:/")
 
 
-def pretrained(init: str) -> bool:
-    return init != "scratch"
+@dataclass(frozen=True)
+class Init:
+    """classifier.init, parsed once (`parse`): every question the harness asks of it is answered here."""
+    text: str
+
+    @property
+    def source(self) -> str:
+        """scratch | pretrain (this harness's pretrain phase) | uri (models:/, runs:/) | file."""
+        if self.text in ("scratch", "pretrain"):
+            return self.text
+        return "uri" if self.text.startswith(URIS) else "file"
+
+    @property
+    def pretrained(self) -> bool:
+        """Starts from trained weights: a frozen backbone (classifier.mode probe) needs it."""
+        return self.source != "scratch"
+
+    @property
+    def outside(self) -> bool:
+        """Weights read from outside (a file or a URI): a key covers their content (`digest`), not their
+        name; the pretrain phase's are an upstream key instead."""
+        return self.source in ("file", "uri")
+
+    @property
+    def needs_store(self) -> bool:
+        """A URI resolves in the tracking store: a dry run, which opens none, cannot check it."""
+        return self.source == "uri"
+
+    @property
+    def library_statistics(self) -> bool:
+        """Whether a hub network (torchvision:/timm:) starts with its library's input statistics: for
+        weights from outside, which may be the library's own (ImageNet) checkpoint; a harness checkpoint
+        then brings its own statistics (`apply`). From scratch and from the pretrain phase (which trains the
+        network from scratch) the network keeps the harness's statistics, the same in both."""
+        return self.outside
 
 
-def from_file_or_uri(init: str) -> bool:
-    """Weights the harness reads from outside (not its own pretrain phase, whose key covers them)."""
-    return init not in ("scratch", "pretrain")
+def parse(init: str) -> Init:
+    return Init(init)
 
 
 def check(ctx, cfg) -> None:
     """Before any run opens: the weights are there, readable, a state dict, and fit the network."""
     settings = cfg.classifier
-    if settings.mode != "train" and not pretrained(settings.init):
+    init = parse(settings.init)
+    if settings.mode != "train" and not init.pretrained:
         raise HarnessError(f"classifier.mode={settings.mode} freezes the backbone, which needs pretrained weights: "
                            "set classifier.init=pretrain (a pretrain phase on other classes: pretrain.classes) or a "
                            "weights file, a models:/ or runs:/ URI")
-    if from_file_or_uri(settings.init):
+    if init.outside:
         from harness import classifiers
         apply(classifiers.build(settings, 2, cfg.data.channels, cfg.data.image_size, classifiers.section_of(cfg)),
               load(ctx, settings.init),
@@ -50,7 +84,7 @@ def load(ctx, init: str) -> dict[str, torch.Tensor]:
     key = ("classifier.init", init)
     if key in ctx.memo.generators:
         return ctx.memo.generators[key]
-    if init.startswith(URIS):
+    if parse(init).needs_store:
         state = _from_run(ctx, _run_of(ctx, init), init)
     else:
         path = Path(init).expanduser()
@@ -85,15 +119,16 @@ def unwrap(state, where: str) -> dict[str, torch.Tensor]:
 def resolved(ctx, settings, inputs: dict | None = None) -> tuple[dict, str] | None:
     """(state dict, what stands for it) of classifier.init for the training loop; None from scratch.
     `inputs`: the phase's, which hold the pretrain phase's result under classifier.init=pretrain."""
-    if settings.init == "pretrain":
+    init = parse(settings.init)
+    if init.source == "pretrain":
         done = (inputs or {})["pretrain"]
         return unwrap(_from_run(ctx, done.source_run_id, "pretrain"), "pretrain"), f"pretrain:{done.downstream_key}"
-    return (load(ctx, settings.init), digest(ctx, settings.init)) if pretrained(settings.init) else None
+    return (load(ctx, settings.init), digest(ctx, settings.init)) if init.outside else None
 
 
 def digest(ctx, init: str) -> str:
     """What stands for the weights in a key: a hash of their names and values."""
-    if not from_file_or_uri(init):
+    if not parse(init).outside:
         return ""
     h = hashlib.sha256()
     for name, tensor in sorted(load(ctx, init).items()):
@@ -152,9 +187,12 @@ def apply(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) ->
     out, dropped = {}, []
     for key, value in state.items():
         target = mapped(key)
+        if key in ("normalize.mean", "normalize.std") and target in mine and mine[target].shape == value.shape:
+            out[target] = value  # a harness checkpoint's input statistics travel with its weights
+            continue
         if key in ("mean", "std") or target in ("mean", "std") or key.startswith("normalize.") or (
                 key.endswith("num_batches_tracked") and target not in mine):
-            continue  # the network's own input statistics; a counter older torch versions did not save
+            continue  # a counter older torch versions did not save; statistics of another channel count
         if target not in mine:
             raise HarnessError(f"classifier.init {where} is for another architecture: its {key!r} fits nothing in "
                                f"classifier.kind={getattr(model, 'kind', '?')}")

@@ -75,11 +75,20 @@ def check(cfg) -> None:
         kind.check(cfg)
     if cfg.pseudolabel.mode != "label" and not kind.knows_classes(cfg):
         raise HarnessError(f"pseudolabel.mode={cfg.pseudolabel.mode} needs a generator that knows its images' "
-                           f"classes (generator.kind=oracle, noise, text2image, folder with class folders, or gan "
-                           f"with gan.conditional=projection or acgan); generator.kind={cfg.generator.kind} does not")
+                           f"classes ({classes_in_words()}); generator.kind={cfg.generator.kind} does not")
     if cfg.generate.checkpoint_epoch and not kind.TRAINS:
         raise HarnessError(f"generate.checkpoint_epoch={cfg.generate.checkpoint_epoch} needs a generator with "
                            f"checkpoints; generator.kind={cfg.generator.kind} does not train")
+
+
+def classes_in_words() -> str:
+    """The kinds that know their images' classes, from each kind's CLASSES (installed plugins included)."""
+    out = []
+    for name in names():
+        said = getattr(get(name), "CLASSES", "")
+        if said and not said.startswith("no"):
+            out.append(name if said.startswith("always") else f"{name} {said}")
+    return "generator.kind=" + ", ".join(out)
 
 
 def preflight(ctx, cfg, source: str | None = None) -> None:

@@ -16,6 +16,21 @@ from harness.errors import HarnessError
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
+def runs(cfg) -> bool:
+    """Whether this config pretrains: classifier.init=pretrain."""
+    from harness.classifiers import weights
+    return weights.parse(cfg.classifier.init).source == "pretrain"
+
+
+def unused_settings(cfg, overrides) -> list[str]:
+    """pretrain.* set by the user under a config that does not pretrain, in words (a `note:` line)."""
+    mine = [k for k in config.set_keys(overrides) if k.startswith("pretrain.")]
+    if not mine or runs(cfg):
+        return []
+    return [f"{', '.join(mine)} ignored: the pretrain phase runs with classifier.init=pretrain "
+            f"(this config has classifier.init={cfg.classifier.init})"]
+
+
 def data_config(cfg):
     """The draw it trains on: pretrain.classes, every image of each (or pretrain.n_per_class), no validation;
     from pretrain.data_dir's tree where one is given (its images at the study's size and channels)."""
@@ -29,7 +44,7 @@ def with_classes(cfg, data_dir):
     """`cfg` with pretrain.classes filled in where classifier.init = pretrain leaves them empty: every class
     of the pretraining tree (pretrain.data_dir, else `data_dir`) the study does not use, in the config every
     key sees. Per config, not per command: a grid's or a sweep's cell may be the one that asks for pretrain."""
-    if cfg.classifier.init != "pretrain" or cfg.pretrain.classes:
+    if not runs(cfg) or cfg.pretrain.classes:
         return cfg
     others = [c for c in data.open_source(_tree(cfg, data_dir), data_config(cfg)).classes if c not in cfg.data.classes]
     if not others:
@@ -41,7 +56,7 @@ def with_classes(cfg, data_dir):
 
 def check_data(ctx, cfg) -> None:
     """Before any run opens: pretrain.classes are in the pretraining tree, with images to train on."""
-    if cfg.classifier.init != "pretrain":
+    if not runs(cfg):
         return
     try:
         ctx.splits(data_config(cfg), _tree(cfg, None))
