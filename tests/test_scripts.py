@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Scripts with no smoke test here, and why; every other file under benchmarks/ and studies/ has one.
-NOT_HERE = {"studies/ui_shots.py": "drives a browser over a finished study; its owner tests it"}
+NOT_HERE = {"studies/ui_shots.py": "tests/test_ui.py runs its --smoke (it needs a browser, as that module does)"}
 
 
 def run(tmp_path: Path, *cmd, env: dict | None = None, cwd: Path | None = None) -> str:
