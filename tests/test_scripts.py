@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# Run by CI's second step (`pytest -m scripts`), not by a plain `pytest`: ~8 CPU-minutes of process starts.
+pytestmark = pytest.mark.scripts
+
 ROOT = Path(__file__).resolve().parents[1]
 # Scripts with no smoke test here, and why; every other file under benchmarks/ and studies/ has one.
 NOT_HERE = {"studies/ui_shots.py": "tests/test_ui.py runs its --smoke (it needs a browser, as that module does)"}
