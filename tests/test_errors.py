@@ -255,6 +255,8 @@ CASES = [
     ("t2i-resolution", ["config", "--set", "text2image.resolution=30"], {}, "text2image.resolution"),
     # A phase that does not run names what would make it run, not unrelated settings.
     ("pretrain-not-asked", ["pretrain", *T, "--set", "pretrain.classes=cat"], {}, "classifier.init=pretrain"),
+    ("pretrain-dir-empty", ["run", *T, "--set", "classifier.init=pretrain", "--set", "pretrain.data_dir={empty}"], {},
+     "pretrain.data_dir {empty}: "),
     ("weights-nan", ["baseline", *T, "--set", "classifier.init={tmp}/nan.pt"], {}, "non-finite values"),
     ("probe-from-scratch", ["baseline", *T, "--set", "classifier.mode=probe"], {}, "classifier.init=pretrain"),
     ("control-disabled", ["control", *T, "--set", "control.enabled=false"], {}, "control.enabled=true"),

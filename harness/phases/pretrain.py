@@ -46,7 +46,13 @@ def with_classes(cfg, data_dir):
     key sees. Per config, not per command: a grid's or a sweep's cell may be the one that asks for pretrain."""
     if not runs(cfg) or cfg.pretrain.classes:
         return cfg
-    others = [c for c in data.open_source(_tree(cfg, data_dir), data_config(cfg)).classes if c not in cfg.data.classes]
+    try:
+        found = data.open_source(_tree(cfg, data_dir), data_config(cfg)).classes
+    except HarnessError as e:
+        if not cfg.pretrain.data_dir:
+            raise
+        raise HarnessError(f"pretrain.data_dir {cfg.pretrain.data_dir}: {e}") from None
+    others = [c for c in found if c not in cfg.data.classes]
     if not others:
         raise HarnessError("classifier.init=pretrain: every class of the data is one of data.classes, so none "
                            "is left to pretrain on; set pretrain.classes, or give a tree with more classes "
