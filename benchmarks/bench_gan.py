@@ -47,7 +47,10 @@ FP32 = {"precision": "fp32"}  # every variant but bf16 in float32, whatever `aut
 OFF = {"one_pass": False, "channels_last": False, "fused_adam": False, **FP32}
 SPEEDUPS = {"harness": FP32, "plain": OFF, "one_pass": {**OFF, "one_pass": True},
             "channels_last": {**OFF, "channels_last": True}, "fused_adam": {**OFF, "fused_adam": True},
-            "compile": {"compile": True, **FP32}, "critic step": FP32, "bf16": {"precision": "bf16"}}
+            "compile": {"compile": True, **FP32}, "critic step": FP32, "bf16": {"precision": "bf16"},
+            # The other checkout in the same arithmetic as the variant it is read against (its `auto`
+            # would be bf16 on a machine with bf16 units, against harness's fp32).
+            "before": FP32, "before bf16": {"precision": "bf16"}}
 
 
 def bare_epochs(x, cfg, device, epochs):
@@ -214,9 +217,10 @@ def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, smoke
         splits = data.Splits(cfg.data.classes, x, torch.arange(3000) % 3, x[:0], x[:0].long(), x[:0], x[:0].long(), "random")
         source = "random uint8 images (no data dir)"
     g = cfg.gan
-    names = [v.strip() for v in variants.split(",") if v.strip()] + (["before"] if before else [])
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    names += (["before"] + (["before bf16"] if "bf16" in names else [])) if before else []
     if "bf16" in names and not precision.native_bf16(device)[0]:
-        names.remove("bf16")  # an emulated figure would be no result: peaks_line says why below
+        names = [n for n in names if n not in ("bf16", "before bf16")]  # emulated: no result (peaks_line says why)
     repo = HERE.parent
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "x.pt"
@@ -225,7 +229,7 @@ def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, smoke
         results = {n: [] for n in names}
         for _ in range(rounds):
             for n in names:
-                tree = Path(before) if n == "before" else repo
+                tree = Path(before) if n.startswith("before") else repo
                 results[n].append(run_variant(n, {**spec, "fields": SPEEDUPS.get(n, {})}, tree))
     peak = peaks(device, 256 if smoke else 2048)
     print(f"device {device}, {results[names[0]][0].get('threads', '?')} torch threads, {len(splits.train_x)} images ({source}), "
@@ -245,12 +249,16 @@ def main(data_dir, preset, epochs, rounds, before, variants, phase_epochs, smoke
         base = rate if n == "harness" else base
         unit = "critic steps/s" if n == "critic step" else ""
         rel = f"{rate / base:.2f}x" if base and n not in ("critic step",) else "-"
-        own = peak["bf16" if n == "bf16" else "fp32"]  # the peak of the arithmetic the variant runs
+        own = peak["bf16" if "bf16" in n else "fp32"]  # the peak of the arithmetic the variant runs
         print(f"{n:<15}{rate:>9.3f}{rel:>11}{flops / 1e9:>11.2f}{rate * flops / 1e9:>9.1f}{rate * flops / 1e9 / own:>8.1%}"
               f"{first:>13.1f}   " + " ".join(f"{r['rate']:.3f}" for r in results[n]) + (f"  ({unit})" if unit else ""))
     if before and base and all("error" not in r for r in results["before"]):
         b = statistics.median(r["rate"] for r in results["before"])
         print(f"\nharness / before = {base / b:.2f}x   (target >= 1.5)")
+        if "before bf16" in results and all("error" not in r for r in results["before bf16"] + results["bf16"]):
+            ratio = statistics.median(r["rate"] for r in results["bf16"]) / statistics.median(
+                r["rate"] for r in results["before bf16"])
+            print(f"bf16 / before bf16 = {ratio:.2f}x   (the arithmetic `auto` picks on this machine)")
     if not phase_epochs:
         return
     run_phase(cfg, splits, device, phase_epochs)
