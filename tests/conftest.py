@@ -29,6 +29,16 @@ FIRST = ("test_workers.py", "test_slurm.py", "test_ui.py", "test_faults.py", "te
          "test_scripts.py")
 
 
+def browser() -> str:
+    """A headless-capable Chromium: CI must have one (.ci/run installs Debian's); elsewhere its tests skip."""
+    found = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser tests: .ci/run installs Debian's chromium")
+        pytest.skip("no Chromium on this machine (apt-get install chromium); these tests need a real browser")
+    return found
+
+
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
 

@@ -3,18 +3,15 @@ file, opened in a real headless browser: no console message, every image decodes
 table on the first screen. The commands that write one print where it lies (tests of run, compare,
 grid and sweep)."""
 import json
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
+from conftest import browser as _browser
 from harness.compare import page, render
 from harness.compare.stats import SeedReport, Stat
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 # Test-only: written into a copy of the page, it reports what the browser made of it into the DOM.
 CHECK = """<script>
@@ -26,15 +23,6 @@ window.addEventListener("load", () => {
     first_row_bottom: rows.length > 1 ? rows[1].getBoundingClientRect().bottom : -1, screen: window.innerHeight}));
 });
 </script>"""
-
-
-def _browser():
-    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
-        pytest.skip("no Chromium on this machine (apt-get install chromium)")
-    return found
 
 
 def _report():

@@ -2,7 +2,6 @@
 Chromium renders the runs table, the pipeline run's page, the generator's image series with its step
 slider, the Models tab and a reused run that leads to its source."""
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,19 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
-
-def _browser():
-    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
-        pytest.skip("no Chromium on this machine (apt-get install chromium); the UI test needs a real browser")
-    return found
-
+from conftest import browser as _browser, invoke
 
 def _free_port() -> int:
     with socket.socket() as s:
