@@ -306,8 +306,10 @@ def test_mlflow_run_with_the_uv_env_manager(client, tree, tracking_uri, tmp_path
     cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "full", "--env-manager", "uv",
            "--experiment-name", "harness", "-P", "preset=tiny", "-P", f"data_dir={tree}",
            "-P", "overrides=data.classes=airplane,bird gan.epochs=1"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env={**_env(tracking_uri, tmp_path), **_pip_sources()},
-                          capture_output=True, text=True, timeout=1200)
+    # An env root of its own: MLflow names an env by python_env.yaml alone, so an env built by an older
+    # checkout (`-e .` of another tree, fewer dependencies) would be reused, and this checkout never run.
+    env = {**_env(tracking_uri, tmp_path), **_pip_sources(), "MLFLOW_ENV_ROOT": str(tmp_path / "envs")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "/envs/mlflow-" in proc.stderr and "bin/activate" in proc.stderr  # it ran in the env uv built
     exp = client.get_experiment_by_name("harness")

@@ -82,7 +82,7 @@ def test_plumbing_is_in_no_key_and_the_training_loop_in_both_arms_only(package):
     before = prints()
     _edit(package / "tracking" / "liveness.py", "def interval()", "def interval_():\n    return 1\n\n\ndef interval()")
     _edit(package / "tracking" / "store.py", "NOTE = ", "UNUSED = 1\nNOTE = ")
-    _edit(package / "compare" / "render.py", 'else "synthetic")', 'else "synthetic arm")')
+    _edit(package / "compare" / "render.py", 'or "synthetic"', 'or "synthetic arm"')
     _edit(package / "config.py", "exceeds classifier.epochs", "is more than classifier.epochs")
     assert prints() == before
     _edit(package / "train.py", "def pick_device(", "UNUSED = 1\n\n\ndef pick_device(")

@@ -168,7 +168,7 @@ def seed_figure(report: SeedReport):
     ax.invert_yaxis()
     lo = min(min(s.base + s.aug) for s in report.stats)
     ax.set_xlim(max(0.0, lo - 0.05), 1.0)
-    ax.set_title(f"test metrics over {report.n} seeds (dots: seeds)")
+    ax.set_title(wrap(f"test metrics over {report.n} seeds (dots: seeds)", 50))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, frameon=False)
     t = [s.tests() for s in report.stats]
     means = [d["delta_mean"] for d in t]
@@ -176,8 +176,8 @@ def seed_figure(report: SeedReport):
                     for m, d in zip(means, t)]).T
     ax_d.errorbar(means, y, xerr=err, fmt="o", capsize=4, color="k")
     ax_d.axvline(0, color="gray", linestyle="--")
-    ax_d.set_xlabel(wrap(f"synthetic - {report.reference} (mean, 95% CI); dashed: no effect", 50))
-    ax_d.set_title(wrap(report.verdict().split(" (")[0], 50))
+    ax_d.set_xlabel(wrap(f"synthetic - {report.reference}: mean, 95% CI (dashed: no effect)", 32))
+    ax_d.set_title(wrap(report.verdict().split(" (")[0], 40))
     tight(fig)
     return fig
 
