@@ -105,7 +105,7 @@ def main(args, experiment, window, budget_ms, smoke):
     keys = grid.view_keys(study)
     pipelines = s.client.search_runs([s.experiment_id], f"tags.`harness.grid` = '{study}' AND "
                                      "tags.`harness.phase` = 'pipeline' AND attributes.status = 'FINISHED'",
-                                     order_by=["attributes.start_time ASC"], max_results=1)
+                                     order_by=["attributes.start_time DESC"], max_results=1)  # the newest: today's code
     if not pipelines:
         raise click.ClickException(f"grid {study!r} has no finished pipeline to photograph")
     browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
