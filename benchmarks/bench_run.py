@@ -6,6 +6,8 @@ a cold run on a fresh tracking store, then the same command again (every phase r
     python benchmarks/bench_run.py --tree this=. --arm fp32="classifier.precision=fp32 quality.precision=fp32" \
         --arm auto="classifier.precision=auto gan.precision=auto quality.precision=auto" --preset cpu \
         --repeats 1 --cached-repeats 0
+    python benchmarks/bench_run.py --tree now=. --tree before=/tmp/before --preset cpu --command generator \
+        --repeats 2 --cached-repeats 0        # one phase alone (its own command), e.g. the GAN's training
     python benchmarks/bench_run.py --smoke --data-dir DIR --tree a=. --tree b=.   # seconds: 1 repeat, tiny
 
 Arms are source trees (--tree), or settings on the first tree (--arm NAME="K=V K=V": the same code
@@ -51,14 +53,16 @@ def timed(tree: Path, args: list[str], env: dict, cwd: str) -> float:
               help="Cached reruns after each cold run (for presets whose cold run takes minutes; 0: none).")
 @click.option("--arm", "arm_specs", multiple=True, metavar='NAME="K=V K=V"',
               help="An arm of the first tree under these overrides (repeatable); replaces the tree arms.")
+@click.option("--command", default="run", show_default=True,
+              help="The harness command to time: `run` (the whole study) or one phase's command (e.g. generator).")
 @click.option("--smoke", is_flag=True, help="Seconds, to show the script still runs (tests/test_scripts.py): the tiny "
                                             "preset, 1 repeat, 1 cached rerun.")
-def main(trees, data_dir, preset, repeats, overrides, cached_repeats, arm_specs, smoke):
+def main(trees, data_dir, preset, repeats, overrides, cached_repeats, arm_specs, command, smoke):
     if smoke:
         preset, repeats, cached_repeats = "tiny", 1, 1
     tree_paths = dict(t.split("=", 1) for t in trees)
     sets = sum((["--set", o] for o in overrides), [])
-    args = ["run", "--preset", preset, "--data-dir", data_dir, *sets]
+    args = [command, "--preset", preset, "--data-dir", data_dir, *sets]
     if arm_specs:
         first = next(iter(tree_paths.values()))
         arms = {}

@@ -24,7 +24,7 @@ class PhaseResult:
     key: str = ""
     downstream_key: str = ""
     run_id: str = ""
-    seconds: float = 0.0  # its time in the walk that ran it (harness/runner.py)
+    seconds: float = 0.0  # its time in the walk that ran it (harness/runner/)
 
     def digest(self) -> str | None:
         """What stands for these outputs in later phases' keys, when their content is known (the

@@ -1,6 +1,6 @@
 """The whole comparison under one parent run: one pipeline per seed (every phase of the table, walked
 by the runner), paired seeds under a `seeds` run. The table is harness/table.py; how one phase runs (its
-key, reuse, the claim, its run) is harness/runner.py.
+key, reuse, the claim, its run) is harness/runner/.
 """
 from __future__ import annotations
 
@@ -35,15 +35,12 @@ class PipelineResult:
 def run(ctx: Context, cfg: Config, generator_cfg: Config | None = None, note: str = "",
         reuse_shared: bool = False, tags: dict | None = None) -> PipelineResult:
     """One pipeline under one parent run: every phase of the table that runs under this config, in
-    order. `generator_cfg` lets several seeds share one trained generator (fitted on its own data draw);
+    order (checked before by the command's preflight, harness/preflight.py). `generator_cfg` lets several
+    seeds share one trained generator (fitted on its own data draw);
     `reuse_shared`: it was trained by an earlier seed of these, reuse it even under --no-cache."""
     import mlflow
 
-    from harness import classifiers, generators
     from harness.tracking.store import NOTE, phase_run
-    generators.check(cfg)
-    classifiers.check_config(cfg)
-    generators.preflight(ctx, cfg)
     shared = generator_cfg is not None and generator_cfg is not cfg
     with phase_run(ctx.store, "pipeline", {**flat(cfg), "pipeline.generator_shared": shared},
                    run_name=f"pipeline seed={cfg.data.seed}",
@@ -84,14 +81,11 @@ def run_seeds(ctx: Context, cfg: Config, seeds: list[int], share_generator: bool
     """
     import mlflow
 
-    from harness import classifiers, generators
-    from harness.compare import render, runs, stats
+    from harness import generators
+    from harness.analysis import render, runs, stats
     from harness.phases import compare
     from harness.tracking.store import NOTE, phase_run
-    generators.check(cfg)
-    classifiers.check_config(cfg)
     first = seeded(cfg, seeds[0])
-    generators.preflight(ctx, first)
     share_generator = share_generator and generators.get(cfg.generator.kind).TRAINS  # nothing to share otherwise
     results = []
     with phase_run(ctx.store, "seeds", {**flat(cfg), "seeds.count": len(seeds), "seeds.list": ",".join(map(str, seeds)),
@@ -132,7 +126,7 @@ def headline_words(m: dict) -> str:
     if "images/accuracy" not in m:
         return (f"Test accuracy {100 * m['baseline/test_accuracy']:.2f}% -> {100 * m['synthetic/test_accuracy']:.2f}% "
                 f"({100 * m['delta/accuracy']:+.2f} points; recipe not controlled: control.enabled=false).")
-    from harness.compare import render, stats
+    from harness.analysis import render, stats
     return " ".join([f"**The images' effect: {100 * m['images/accuracy']:+.2f} points** (synthetic "
                      f"{100 * m['synthetic/test_accuracy']:.2f}% - control {100 * m['control/test_accuracy']:.2f}%); the "
                      f"recipe's: {100 * m['recipe/accuracy']:+.2f} points (control - baseline "

@@ -10,6 +10,31 @@ from harness.errors import HarnessError
 GENERATORS, CLASSIFIERS = "harness.generators", "harness.classifiers"  # the entry-point groups of plugin kinds
 GROUPS = (GENERATORS, CLASSIFIERS)
 
+# The built-in kinds: a new one is its module and one line here. Listed here, not in their packages, so
+# that the config gathers their sections (a kind module's CONFIG) without importing the families.
+BUILTIN_GENERATORS = {
+    "gan": "harness.generators.gan",
+    "diffusion": "harness.generators.diffusion",
+    "oracle": "harness.generators.oracle",
+    "mixup": "harness.generators.mixup",
+    "noise": "harness.generators.noise",
+    "replay": "harness.generators.replay",
+    "folder": "harness.generators.folder",
+    "text2image": "harness.generators.text2image",
+}
+BUILTIN_CLASSIFIERS = {
+    "simplecnn": "harness.classifiers.simplecnn",
+    "resnet18": "harness.classifiers.resnet",
+    "airbench": "harness.classifiers.airbench",
+}
+CLASSIFIER_PATTERNS = {"torchvision:": "harness.classifiers.hub", "timm:": "harness.classifiers.hub"}
+
+
+def builtin_modules() -> dict[str, str]:
+    """Every built-in kind's module by kind name (generators and classifiers share one namespace of
+    config sections: a kind's own section is named after it)."""
+    return {**BUILTIN_GENERATORS, **BUILTIN_CLASSIFIERS}
+
 
 class Registry:
     """`get(name)` -> the kind's module, checked to implement the family's protocol (`required`)."""

@@ -1,21 +1,21 @@
 """The phase table: each phase declared once (name, config sections it reads, upstream phases, data
-splits, when it runs), in the order phases run. The runner (harness/runner.py) walks it; the phase
+splits, when it runs), in the order phases run. The runner (harness/runner/) walks it; the phase
 modules (harness/phases/) compute. A new phase is one module and one row here.
 """
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from types import ModuleType
+from typing import Callable
 
 from harness import config
 from harness.config import Config
-
-if TYPE_CHECKING:
-    from harness.context import Context
+from harness.phases import baseline, compare, control, evaluator, generate, generator, pretrain, pseudolabel, synthetic
 
 # The table imports no torch or MLflow at import time, so that the CLI builds its commands from it
-# and `harness --help` stays instant; phase modules and generator kinds are imported when used.
+# and `harness --help` stays instant: the phase modules above load on their first use
+# (harness/phases/__init__.py), generator kinds when chosen.
 
 
 def _kind(cfg: Config):
@@ -32,8 +32,8 @@ def _trains(cfg: Config) -> bool:
 
 
 def _own(kind: str) -> tuple[str, ...]:
-    """A plugin kind's own config section (its module's CONFIG), when it declares one."""
-    return (kind,) if kind in config.plugin_sections() else ()
+    """A kind's own config section (its module's CONFIG, named after it), when it declares one."""
+    return (kind,) if kind in config.kind_sections() else ()
 
 
 def _kind_sections(cfg: Config) -> tuple[str, ...]:
@@ -56,14 +56,18 @@ def _generate_sections(cfg: Config) -> tuple[str, ...]:
     return ("data", "generator", "generate") + (generators.sampling(cfg) if _trains(cfg) else _kind_sections(cfg))
 
 
+def _unread_generator_fields(cfg: Config) -> tuple[str, ...]:
+    """The [generator] fields besides `kind` that the chosen kind does not read: a kind names those it
+    reads among its SECTIONS (mixup: generator.mixup_alpha)."""
+    read = set(_kind(cfg).SECTIONS)
+    return tuple(k for k in (f"generator.{f.name}" for f in dataclasses.fields(config.GeneratorConfig))
+                 if k != "generator.kind" and k not in read)
+
+
 def _generator_ignores(cfg: Config) -> tuple[str, ...]:
     from harness import generators
-    return ("generator.mixup_alpha", "quality.cas", "quality.evaluator_per_class", "quality.evaluator_epochs",
-            "quality.precision") + generators.sampling(cfg)
-
-
-def _generate_ignores(cfg: Config) -> tuple[str, ...]:
-    return () if cfg.generator.kind == "mixup" else ("generator.mixup_alpha",)
+    return _unread_generator_fields(cfg) + ("quality.cas", "quality.evaluator_per_class", "quality.evaluator_epochs",
+                                            "quality.precision") + generators.sampling(cfg)
 
 
 # Sample-quality fields a phase computes nothing from: the evaluator's own settings reach the
@@ -106,21 +110,15 @@ def _evaluator_data(cfg: Config):
     return quality.evaluator_data(cfg)
 
 
-def _generate_outside(ctx: Context, cfg: Config) -> str:
-    from harness import generators
-    return generators.identity(ctx, cfg)
-
-
 @dataclass(frozen=True)
 class Phase:
     """One row of the table. `sections`, `upstream` and `data` may depend on the config (callables)."""
     name: str
-    module_name: str  # harness.phases.X: compute(ctx, cfg, inputs, **options), load(ctx, cfg, run), summary(result, cfg), check, before
+    module: ModuleType  # harness.phases.X: compute(ctx, cfg, inputs, **options), load(ctx, cfg, run), summary(result, cfg), check, before, keyed_on
     sections: tuple | Callable  # config sections (or single section.field) its key covers (and its run logs)...
     ignores: tuple | Callable = ()  # ...less these section.field it does not read (tests/test_pipeline.py perturbs every other field)
     upstream: tuple = ()  # phases whose outputs it consumes
     data: tuple | Callable = ()  # splits of its data draw whose content its key covers
-    outside: Callable | None = None  # (ctx, cfg) -> digest of what it reads from outside config and data (a folder, a model)
     when: Callable[[Config], bool] | None = None  # runs only under configs where this holds...
     needs: Callable[[Config], str] | None = None  # ...said in words for a config where it does not
     quality: bool = False  # with quality.enabled it also reads [quality] and consumes the evaluator
@@ -129,9 +127,8 @@ class Phase:
     data_dir_of: Callable | None = None  # cfg -> the tree it draws from where not --data-dir (or None)
     kind_code: bool = False  # its code is also the generator kind's module (a change there is a new key)
     classifier_code: bool = False  # ...and the classifier kind's module (it builds or loads that network)
-    weights: bool = False  # it starts from classifier.init: its key covers the weights' content
     logs_inputs: tuple = ()  # upstream phases whose images it records as an MLflow dataset input
-    sized: tuple = ()  # upstream phases it reads only the size of: its key covers its module's slots(cfg, inputs), not their keys
+    sized: tuple = ()  # upstream phases it reads only the size of: not their keys (its module's keyed_on says the size)
     command: bool = True  # a `harness NAME` command of its own (else it runs where it is needed)
     resumable: bool = False  # an interrupted run continues from its checkpoint (--resume)
     in_memory: bool = False  # its module's draft(ctx, cfg, inputs) computes it without a run or arrays (sweep trials)
@@ -150,10 +147,6 @@ class Phase:
             sections = tuple(sections) + _own(cfg.classifier.kind)
         return sections, upstream, data
 
-    @property
-    def module(self):
-        return importlib.import_module(self.module_name)
-
     def runs(self, cfg: Config) -> bool:
         return self.when is None or self.when(cfg)
 
@@ -164,42 +157,42 @@ class Phase:
         kind = (_kind(cfg).__name__,) if self.kind_code else ()
         net = (classifiers.get(cfg.classifier.kind).__name__,) if self.classifier_code else ()
         data = ("harness.data",) if self.reads(cfg)[2] else ()
-        return (self.module_name, *kind, *net, *data)
+        return (self.module.__name__, *kind, *net, *data)
 
 
 PHASES: dict[str, Phase] = {p.name: p for p in [
-    Phase("pretrain", "harness.phases.pretrain", _PRETRAIN_READS, data=("train", "test"), data_of=_pretrain_data,
+    Phase("pretrain", pretrain, _PRETRAIN_READS, data=("train", "test"), data_of=_pretrain_data,
           data_dir_of=_pretrain_dir,
           when=_pretrains, long=True, classifier_code=True,
           needs=lambda cfg: f"classifier.init=pretrain (this config has classifier.init={cfg.classifier.init})",
           help="Pretrain the classifier (classifier.init=pretrain) on classes disjoint from the study's: pretrain.classes."),
-    Phase("evaluator", "harness.phases.evaluator", ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
+    Phase("evaluator", evaluator, ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
           when=_quality, long=True, data_of=_evaluator_data, command=False, needs=lambda cfg: "quality.enabled=true", help="Train the sample-quality evaluator CNN (quality.enabled)."),
-    Phase("baseline", "harness.phases.baseline", ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC, upstream=("pretrain",),
-          data=("train", "val", "test"), long=True, classifier_code=True, weights=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
-    Phase("generator", "harness.phases.generator", _generator_sections, ignores=_generator_ignores,
+    Phase("baseline", baseline, ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC, upstream=("pretrain",),
+          data=("train", "val", "test"), long=True, classifier_code=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
+    Phase("generator", generator, _generator_sections, ignores=_generator_ignores,
           data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
           needs=lambda cfg: f"a generator.kind that trains (this config has generator.kind={cfg.generator.kind}, "
                             "which draws its images without a generator run)",
           help="Train the generator (generator.kind=gan: the GAN family of [gan]; diffusion: the diffusion "
                "model of [diffusion]); log losses, sample grids, checkpoints."),
-    Phase("generate", "harness.phases.generate", _generate_sections, ignores=_generate_ignores, upstream=("generator",),
+    Phase("generate", generate, _generate_sections, ignores=_unread_generator_fields, upstream=("generator",),
           data=_generate_data,
-          outside=_generate_outside, quality=True, kind_code=True, in_memory=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
-    Phase("pseudolabel", "harness.phases.pseudolabel", ("data", "pseudolabel"), upstream=("generate", "baseline"),
+          quality=True, kind_code=True, in_memory=True, help="Draw generate.n_samples images from the generator into synthetic.npz."),
+    Phase("pseudolabel", pseudolabel, ("data", "pseudolabel"), upstream=("generate", "baseline"),
           in_memory=True, classifier_code=True,
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
-    Phase("control", "harness.phases.control", ("data", "classifier"), upstream=("pretrain", "pseudolabel"),
-          data=("train", "val", "test"), when=_controls, long=True, classifier_code=True, weights=True,
+    Phase("control", control, ("data", "classifier"), upstream=("pretrain", "pseudolabel"),
+          data=("train", "val", "test"), when=_controls, long=True, classifier_code=True,
           needs=lambda cfg: "control.enabled=true",
           sized=("pseudolabel",),
           help="Train the recipe-matched control: the synthetic arm's recipe with the real training images in the "
                "synthetic slot (as many as were kept, or the training set once under classifier.synthetic_share); "
                "synthetic minus control is what the images add."),
-    Phase("synthetic", "harness.phases.synthetic", ("data", "classifier"), upstream=("pretrain", "pseudolabel"), data=("train", "val", "test"),
-          long=True, logs_inputs=("pseudolabel",), classifier_code=True, weights=True,
+    Phase("synthetic", synthetic, ("data", "classifier"), upstream=("pretrain", "pseudolabel"), data=("train", "val", "test"),
+          long=True, logs_inputs=("pseudolabel",), classifier_code=True,
           help="Train the same classifier from scratch on real + kept synthetic images; log it like the baseline."),
-    Phase("compare", "harness.phases.compare", ("data.classes",), upstream=("baseline", "control", "synthetic"),
+    Phase("compare", compare, ("data.classes",), upstream=("baseline", "control", "synthetic"),
           command=False, help="Synthetic minus control (the images' effect), control minus baseline (the recipe's) "
                               "and synthetic minus baseline for every test metric."),
 ]}

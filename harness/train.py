@@ -63,7 +63,7 @@ def augment(xb: torch.Tensor, yb: torch.Tensor, kind: str, gen: torch.Generator,
         # op: one call per image, on uint8 tensors on the device (no PIL).
         op = ops.setdefault(kind, v2.TrivialAugmentWide() if kind == "trivialaugment" else v2.RandAugment())
         return torch.stack([op(img) for img in xb]), None
-    mix = ops.setdefault(kind, (v2.MixUp if kind == "mixup" else v2.CutMix)(num_classes=n_classes, alpha=1.0))
+    mix = ops.setdefault(kind, {"mixup": v2.MixUp, "cutmix": v2.CutMix}[kind](num_classes=n_classes, alpha=1.0))
     return mix(xb.float(), yb)
 
 
@@ -127,7 +127,7 @@ def _epoch_batches(epoch: int, n_real: int, n_syn: int, cfg, gen: torch.Generato
     return [order[i * bs:(i + 1) * bs] for i in range((n + bs - 1) // bs)]
 
 
-def resolved(cfg, n_real: int):
+def in_epochs(cfg, n_real: int):
     """The classifier config with `steps` turned into epochs for `n_real` real images.
 
     A fixed number of epochs gives a small training set few steps: at 100 images per class, 40
@@ -166,26 +166,26 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, label: str = "classifier",
                      on_epoch: Callable[[int, dict], None] | None = None,
                      synthetic: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
-                     weights: tuple[dict, str] | None = None, section=None) -> tuple[torch.nn.Module, History]:
+                     start: tuple[dict, str] | None = None, section=None) -> tuple[torch.nn.Module, History]:
     """Train a fresh network of classifier.kind on real uint8 images `x` with labels `y` (see ClassifierConfig), plus
     `synthetic` = (images, hard labels, soft targets or None) mixed in as the config says.
 
     `on_epoch(epoch, row)` is called after each epoch with its metrics (a sweep reports and prunes there).
-    `weights` = (state dict, its digest): the starting weights (classifier.init); classifier.mode
+    `start` = (state dict, its digest): the starting weights (classifier.init); classifier.mode
     `probe` trains the head alone on the frozen backbone's cached features, `probe-then-train` does
     so for the first half of the epochs and then trains every weight. `section`: a plugin kind's own
     config section (classifiers.build).
     """
     # Under `steps` a small set runs many short epochs; validating each would cost more than the
     # training, so validation keeps the nominal epochs' cadence (and always runs on the last one).
-    nominal, cfg = cfg.epochs, resolved(cfg, len(x))
+    nominal, cfg = cfg.epochs, in_epochs(cfg, len(x))
     val_every = max(1, math.ceil(cfg.epochs / nominal))
     torch.manual_seed(cfg.seed)
     model = classifiers.build(cfg, n_classes, x.shape[1], x.shape[-1], section).to(device, memory_format=torch.channels_last)
     classifiers.fit_data(cfg, model, x)
-    if weights is not None:
-        from harness.classifiers import weights as starting
-        starting.apply(model, weights[0], cfg.init)
+    if start is not None:
+        from harness.classifiers import weights
+        weights.apply(model, start[0], cfg.init)
     probe_epochs = {"probe": cfg.epochs, "probe-then-train": cfg.epochs // 2}.get(cfg.mode, 0)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     n_real = len(x)
@@ -193,8 +193,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     n_syn = len(xs)
     if probe_epochs:
         from harness.classifiers import probe
-        feats = torch.cat([probe.features(model, x, weights[1], device), probe.features(model, xs, weights[1], device)])
-        val_feats = probe.features(model, val[0], weights[1], device) if val is not None and len(val[0]) else None
+        feats = torch.cat([probe.features(model, x, start[1], device), probe.features(model, xs, start[1], device)])
+        val_feats = probe.features(model, val[0], start[1], device) if val is not None and len(val[0]) else None
         frozen = [p for p in model.parameters() if p.requires_grad]
         head = set(map(id, classifiers.head_of(model).parameters()))
     x, y = torch.cat([x, xs]).to(device), torch.cat([y, ys]).to(device)
@@ -205,8 +205,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
         targets = F.one_hot(y, n_classes).float()
         if soft is not None:
             targets[n_real:] = soft.to(device).float()
-        weights = torch.ones(len(x), device=device)
-        weights[n_real:] = cfg.synthetic_weight
+        sample_weights = torch.ones(len(x), device=device)
+        sample_weights[n_real:] = cfg.synthetic_weight
     streams: dict = {}
     ops: dict = {}  # the augmentation's torchvision transforms, built on first use
     bs = cfg.batch_size
@@ -241,7 +241,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                 if weighted or mixed_targets is not None:
                     soft_b = mixed_targets if mixed_targets is not None else targets[idx]
                     per_sample = -(soft_b * F.log_softmax(logits, 1)).sum(1)
-                    w = weights[idx] if weighted else torch.ones_like(per_sample)
+                    w = sample_weights[idx] if weighted else torch.ones_like(per_sample)
                     loss = (w * per_sample).sum() / w.sum().clamp_min(1e-12)
                 else:
                     loss = F.cross_entropy(logits, yb)

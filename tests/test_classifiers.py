@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import install_plugin, invoke
-from harness import classifier, classifiers, config, table
+from harness import arms, classifiers, config, table
 from harness.tracking import provenance
 
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
@@ -29,7 +29,7 @@ def test_every_kind_trains_both_arms_and_loads_back(runner, client, tree, kind):
         assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test/accuracy"] <= 1
         assert classifiers.in_words(config.load("tiny", [f"classifier.kind={kind}", "classifier.width=8"]).classifier) \
             in run.data.tags["mlflow.note.content"]
-    from harness.classifier import load_model
+    from harness.arms import load_model
     (base,) = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
     model, classes = load_model(base.info.run_id)  # rebuilt from the kind its checkpoint records
     assert model.kind == kind and classes == ["airplane", "automobile", "bird"]
@@ -115,7 +115,7 @@ def test_a_plugin_classifier_from_an_entry_point_runs_a_pipeline_and_is_keyed(ru
     (base,) = client.search_runs([exp], "tags.`harness.phase` = 'baseline'")
     assert "MeanColour trained from scratch" in base.data.tags["mlflow.note.content"]
     # Its own section: in the arms' key, and in the checkpoint, which rebuilds the network it was trained as.
-    assert base.data.params["mean.scale"] == "2.0" and classifier.load_model(base.info.run_id)[0].backbone.scale == 2.0
+    assert base.data.params["mean.scale"] == "2.0" and arms.load_model(base.info.run_id)[0].backbone.scale == 2.0
     cfg = config.load("tiny", ["classifier.kind=mean"])
     arm = table.PHASES["baseline"]
     assert config.config_hash(cfg, arm.reads(cfg)[0]) != config.config_hash(
@@ -212,7 +212,7 @@ def test_a_weights_file_is_loaded_offline_and_its_content_is_the_key(runner, cli
     assert ["harness.reused_from" in r.data.tags for r in runs] == [False, True, False]
     assert "fine-tuned from" in runs[0].data.tags["mlflow.note.content"]
     assert str(tmp_path) not in runs[0].data.tags.get("harness.cache_key", "")  # the content, not the path
-    from harness.classifier import load_model
+    from harness.arms import load_model
     loaded, _ = load_model(runs[0].info.run_id)
     assert loaded.head.weight.shape == (3, 64)  # the 1000-class head was made anew for 3 classes
 
@@ -232,7 +232,7 @@ def test_a_probe_computes_the_real_features_once_for_both_arms(runner, client, t
     exp = client.get_experiment_by_name("harness").experiment_id
     base, syn = (client.search_runs([exp], f"tags.`harness.phase` = '{p}'")[0] for p in ("baseline", "synthetic"))
     assert "linear probe" in base.data.tags["mlflow.note.content"]
-    from harness.classifier import load_model
+    from harness.arms import load_model
     start = torch.load(tmp_path / "w.pt", weights_only=True)
     trained, _ = load_model(syn.info.run_id)
     assert torch.equal(trained.state_dict()["backbone.layer1.0.conv1.weight"], start["layer1.0.conv1.weight"])  # frozen
@@ -247,7 +247,7 @@ def test_a_logged_model_of_a_harness_run_serves_as_init_and_lpft_moves_the_backb
                     "--set", "classifier.backbone_lr=0.1"])
     runs = client.search_runs([exp], "tags.`harness.phase` = 'baseline'", order_by=["attributes.start_time ASC"])
     assert len(runs) == 2 and "LP-FT" in runs[1].data.tags["mlflow.note.content"]
-    from harness.classifier import load_model
+    from harness.arms import load_model
     first, second = (load_model(r.info.run_id)[0].state_dict() for r in runs)
     assert not torch.equal(first["backbone.conv1.weight"], second["backbone.conv1.weight"])  # fine-tuned after the probe
 

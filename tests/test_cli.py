@@ -2,8 +2,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from conftest import invoke
 
 
@@ -140,56 +138,3 @@ def test_ctrl_c_exits_130_with_the_runs_killed(tree, tmp_path):
     assert run.info.status == "KILLED"
 
 
-def test_a_signal_during_a_store_write_waits_for_the_write(monkeypatch):
-    # SIGTERM raised inside SQLAlchemy left a SQLite transaction open that the run's ending then
-    # waited on until Slurm's SIGKILL: inside a store call the signal is re-armed 50 ms later instead.
-    import signal
-    from types import SimpleNamespace as Frame
-
-    from harness import cli
-    armed = []
-    monkeypatch.setattr(signal, "signal", lambda signum, handler: armed.append((signum, handler)))
-    monkeypatch.setattr(signal, "setitimer", lambda which, seconds: armed.append(seconds))
-    caller = Frame(f_globals={"__name__": "harness.generators.gan"}, f_back=None)
-    writing = Frame(f_globals={"__name__": "sqlalchemy.engine.base"}, f_back=caller)
-    assert cli._terminate(signal.SIGTERM, writing) is None and cli._interrupt(signal.SIGINT, writing) is None
-    assert armed == [(signal.SIGALRM, cli._terminate), 0.05, (signal.SIGALRM, cli._interrupt), 0.05]
-    with pytest.raises(cli._Terminated):
-        cli._terminate(signal.SIGTERM, caller)
-    with pytest.raises(KeyboardInterrupt):
-        cli._interrupt(signal.SIGINT, caller)
-
-
-def test_a_sigterm_that_lands_in_a_weakref_callback_comes_again(capsys):
-    # The garbage collector runs weakref callbacks between any two bytecodes, and Python prints and drops
-    # an exception raised in one: a scancel'd Slurm worker went on with its item. Here a callback signals
-    # this process and keeps running, so the handler raises inside it; the command's hook raises it again.
-    import gc
-    import os
-    import signal
-    import time
-    import weakref
-
-    from harness import cli
-    previous = signal.signal(signal.SIGTERM, cli._terminate), signal.getsignal(signal.SIGALRM), sys.unraisablehook
-    sys.unraisablehook = cli._unraisable(sys.unraisablehook)
-
-    def callback(_):
-        os.kill(os.getpid(), signal.SIGTERM)
-        sum(range(100_000))  # bytecodes in the callback: the handler runs in here
-
-    class Thing:
-        pass
-    thing = Thing()
-    ref = weakref.ref(thing, callback)  # noqa: F841
-    try:
-        with pytest.raises(cli._Terminated):
-            del thing
-            gc.collect()
-            time.sleep(2)  # the hook's re-armed alarm raises it here, 10 ms later
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGALRM, previous[1])
-        sys.unraisablehook = previous[2]
-    assert "Traceback" not in capsys.readouterr().err  # dropped silently, raised again

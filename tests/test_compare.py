@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from conftest import invoke
-from harness.compare import render, stats as compare
-from harness.compare.stats import SeedReport, Stat
+from harness.analysis import render, stats as compare
+from harness.analysis.stats import SeedReport, Stat
 
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
 
@@ -66,7 +66,7 @@ def test_a_tight_null_cell_is_equivalent_and_a_shift_beyond_the_margin_is_not():
     same = [b + e for b, e in zip(base, rng.normal(0, 0.001, 6))]
     r = _report(same, base)
     assert r.verdict().startswith("equivalent within ±1 points") and "TOST" in r.verdict()
-    from harness.compare import stats as hstats
+    from harness.analysis import stats as hstats
     r.margin = 0.05  # a margin far inside the noise: the same data cannot show it
     assert r.verdict().startswith(("inconclusive", "significant"))
     eq = hstats.tost(np.subtract(same, base), 1.0)
@@ -80,7 +80,7 @@ def test_tost_reaches_equivalence_at_the_rate_its_power_says_and_rarely_beyond_t
     """Simulated null cells (true delta 0, SD 1.5 points, 10 seeds, margin 1): the share called
     equivalent matches tost_power; at a true delta of 2 margins at most 5% are, with fixed seeds and
     with the two-stage rule (first 5 seeds, half-width target 1 point, at most 15)."""
-    from harness.compare import stats as hstats
+    from harness.analysis import stats as hstats
     rng = np.random.default_rng(0)
     n_sim, sd, margin = 3000, 1.5, 1.0
     null = [hstats.tost(rng.normal(0, sd, 10) / 100, margin)["tost_p"] < 0.05 for _ in range(n_sim)]
@@ -187,7 +187,7 @@ def test_seeds_until_precision_keep_the_coverage_and_false_positive_rate():
     allowed: 3000 grids give a standard error of 0.4 points)."""
     import numpy as np
 
-    from harness.compare import stats
+    from harness.analysis import stats
     rng = np.random.default_rng(7)
     sds = (0.5, 1.5, 3.0)  # stops at 5; grows to ~12; hits the cap
 
@@ -222,7 +222,7 @@ def test_the_variance_split_recovers_known_components():
     import numpy as np
     from scipy import stats as sps
 
-    from harness.compare import stats
+    from harness.analysis import stats
     rng = np.random.default_rng(0)
     k, per = 200, 6
     effects = rng.normal(0, 2.0, k)

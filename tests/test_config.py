@@ -92,13 +92,14 @@ def test_the_facts_of_a_field_are_read_from_its_declaration():
                                                 "generate.seed"}
     assert set(config.fields_where("precision")) == {"classifier.precision", "gan.precision", "diffusion.precision",
                                                      "quality.precision"}
-    assert config.UNHASHED_FIELDS == {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam",
+    assert set(config.fields_where("unhashed")) == {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam",
                                       "classifier.init", "pretrain.data_dir"}  # paths: keys cover their content
     assert set(config.optional_sections()) == {"diffusion", "text2image", "pretrain", "control"}
     # A trained kind's section is read by the phases a sweep runs once: never sweepable by default.
     assert not {"data", "gan", "diffusion", "generator", "quality", "study"} & set(config.sweepable_sections())
     # Every declared range is checked, with its bound in the message.
-    for f in __import__("dataclasses").fields(config.GanConfig):
+    from harness.generators import gan
+    for f in __import__("dataclasses").fields(gan.CONFIG):
         if "gt" in f.metadata:
             with pytest.raises(HarnessError, match=f"gan.{f.name} must be"):
                 config.apply(config.Config(), {f"gan.{f.name}": f.metadata["gt"]})
@@ -119,3 +120,17 @@ def test_every_seed_of_a_diffusion_study_starts_from_its_own_weights():
     assert config.config_hash(one, sections) != config.config_hash(two, sections)
     first = [diffusion.trainer(c, torch.device("cpu"), 3, 3, 32).unet.state_dict() for c in (one, two)]
     assert any(not torch.equal(first[0][k], first[1][k]) for k in first[0] if first[0][k].is_floating_point())
+
+
+def test_the_presets_hash_as_they_did_before_kinds_declared_their_sections():
+    """Moving [gan], [diffusion] and [text2image] into their kinds' modules (0.2.0) moved no hash: the
+    whole config's and every phase's, under the cpu and strong-baseline presets, as measured before."""
+    from harness import table
+    before = {"cpu": ["cf00fe740e4f", "645e153a0a2b", "6c3ffbdd0837", "c9f58bef4d97", "126f3d199141", "e07c9c4c1c04",
+                      "b5c8b34cb62f", "cd0709e94a42", "cd0709e94a42", "3791aea8ebab"],
+              "strong-baseline": ["3859716b14c9", "d6414d44cdb0", "6c3ffbdd0837", "b081bb75c682", "262c6f1ba3c6",
+                                  "e07c9c4c1c04", "2fa10fc772f9", "bbf1ae5115e6", "bbf1ae5115e6", "3791aea8ebab"]}
+    for preset, hashes in before.items():
+        cfg = config.load(preset)
+        assert [config.config_hash(cfg)] + [config.config_hash(cfg, p.reads(cfg)[0], p.ignored(cfg))
+                                            for p in table.PHASES.values()] == hashes, preset

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from harness import figures
-from harness.compare import render
-from harness.compare.stats import SeedReport, Stat
+from harness.analysis import render
+from harness.analysis.stats import SeedReport, Stat
 from harness.generators import diffusion, gan
 from harness.metrics import evaluate
 from harness.phases.pseudolabel import histogram_figure

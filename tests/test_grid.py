@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 from conftest import invoke
 from harness import grid
 from harness.errors import HarnessError
-from harness.compare import render, stats
+from harness.analysis import render, stats
 
 T = ["--preset", "tiny", "--set", "data.classes=airplane,automobile,bird"]
 AXES = ["--axis", "data.n_per_class=10,20", "--axis", "pseudolabel.threshold=0.0,0.9"]
@@ -50,7 +50,7 @@ def test_a_grid_builds_its_run_tree_and_a_report_that_checks_out(runner, client,
 
 
 def test_the_report_matches_an_independent_computation():
-    from harness.compare.stats import SeedReport, Stat
+    from harness.analysis.stats import SeedReport, Stat
     rng = np.random.default_rng(3)
     cells = {}
     for i, shift in enumerate((0.0, 0.01, 0.03)):  # three cells, 4 seeds each, growing true effects
@@ -106,7 +106,7 @@ def test_grid_helpers_on_known_values():
     assert grid.parse_axes(("a.b=1,2",)) == [("a.b", ["1", "2"])]
     for bad in (("a.b",), ("a.b=",), ("a.b=1,1",), ("data.seed=1,2",), ("a.b+c.d=1+2,3",), ("a.b+data.seed=1+2",),
                 ("a.b=1", "c.d+a.b=1+2")):
-        with pytest.raises(grid.HarnessError):
+        with pytest.raises(HarnessError):
             grid.parse_axes(bad)
 
 
@@ -126,7 +126,7 @@ def test_a_joint_axis_varies_its_keys_together():
     assert len(rungs) == 4 and {(c.cfg.classifier.mode, c.cfg.data.n_per_class) for c in rungs} == \
         {("train", 10), ("train", 20), ("probe", 10), ("probe", 20)}
     assert grid.axis_keys(axes) == ["classifier.init", "classifier.mode", "data.n_per_class"]
-    with pytest.raises(grid.HarnessError, match="ladder's own axes"):
+    with pytest.raises(HarnessError, match="ladder's own axes"):
         grid.cells(cfg, grid.parse_axes(("generator.kind+generate.n_samples=oracle+10",)), ladder=[5])
 
 
@@ -176,17 +176,17 @@ def test_a_stopped_worker_hands_its_item_back_and_a_crashed_one_does_not(runner,
 
 def _constructed(tmp_path, precision=1.0, max_seeds=10, seeds=(0, 1, 2)):
     """A planned grid of two cells in a fresh storage, nothing run: items are completed by hand."""
-    from harness import config, studies
+    from harness import config, optuna_storage
     cfg = config.load("tiny", ["data.classes=airplane,automobile,bird"])
     study, _ = grid.open_grid("g", f"sqlite:///{tmp_path / 'optuna.db'}")
     axes = [("pseudolabel.threshold", ["0.5", "0.9"])]
     added = grid.plan(study, cfg, axes, list(seeds), precision, max_seeds)
-    return study, cfg, axes, added, studies.storage_of(study)[0]
+    return study, cfg, axes, added, optuna_storage.storage_of(study)[0]
 
 
 def _complete(study, storage, deltas: dict[str, list[float]]) -> None:
     """Claim every waiting item as a worker would and finish it with its cell's next delta."""
-    while (item := grid._claim_item(study)) is not None:
+    while (item := grid.claim_item(study)) is not None:
         trial_id, cell, seed = item
         storage.set_trial_state_values(trial_id, grid.COMPLETE, [deltas[cell.split("=")[1]][seed]])
 
@@ -214,7 +214,7 @@ def test_a_tight_cell_stops_at_its_first_seeds_while_a_spread_one_grows(tmp_path
 
 def _rows(study, deltas):
     """The report's rows for a constructed grid (no MLflow runs: SeedReports made from the deltas)."""
-    from harness.compare.stats import Design, SeedReport, Stat
+    from harness.analysis.stats import Design, SeedReport, Stat
     _, cells, seeds = grid.plan_of(study)
     held = study.user_attrs[grid.PLAN]
     reports, designs = [], {}
@@ -232,7 +232,7 @@ def _rows(study, deltas):
 def test_a_rerun_or_a_racing_worker_enqueues_nothing_twice(tmp_path):
     study, cfg, axes, _, storage = _constructed(tmp_path)
     deltas = {"0.5": [0.0, 0.03, -0.02] + [0.0] * 10, "0.9": [0.0, 0.03, -0.02] + [0.0] * 10}
-    first = grid._claim_item(study)  # interrupted mid-round: one item claimed, the rest waiting
+    first = grid.claim_item(study)  # interrupted mid-round: one item claimed, the rest waiting
     assert grid.plan(study, cfg, axes, [0, 1, 2], 1.0, 10) == 0  # the command again: nothing new
     storage.set_trial_state_values(first[0], grid.COMPLETE, [deltas[first[1].split("=")[1]][first[2]]])
     _complete(study, storage, deltas)
@@ -262,7 +262,7 @@ def test_another_base_config_is_refused_by_name_and_an_upgrade_is_not_another(tm
 
 
 def test_the_report_splits_the_generators_variance_and_says_how_seeds_stopped():
-    from harness.compare.stats import Design, SeedReport, Stat
+    from harness.analysis.stats import Design, SeedReport, Stat
     # 6 seeds on K = 3 generators: generator means +2, 0, -2 points, seeds within +-0.5.
     gen = [2.0, 0.0, -2.0]
     d = [gen[s % 3] + (0.5 if s < 3 else -0.5) for s in range(6)]
@@ -343,7 +343,7 @@ def test_the_exchange_rate_reads_the_oracle_curve_and_says_less_than_nothing():
         label = f"generator.kind=gan classifier.init={init} classifier.mode=train"
         assert priced[label]["worth"]["oracle_points"] == [pytest.approx(points, abs=0.2)]
     for bad in ("0", "-1,5", "5,5"):
-        with pytest.raises(grid.HarnessError):
+        with pytest.raises(HarnessError):
             grid.parse_ladder(bad)
     assert grid.parse_ladder("1500,0,150") == [0, 150, 1500]
 

@@ -1,4 +1,4 @@
-"""Imports run one way: library -> phases -> the table -> the runner -> studies, grid, sweep -> CLI.
+"""Imports run one way: library -> phases -> the table -> the runner -> pipeline, preflight, Optuna storages, grid, sweep -> CLI.
 Read from the code's own import statements (lazy ones and TYPE_CHECKING ones included), so that a
 reader can follow a value top to bottom with "go to definition"."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "harness"
 # Each module's layer, by the first prefix that names it; everything else is the library (data, models,
 # train, generators, classifier code, tracking, compare, quality, config, context).
 LAYERS = (("harness.cli", 5), ("harness.__main__", 5),
-          ("harness.pipeline", 4), ("harness.studies", 4), ("harness.grid", 4), ("harness.sweep", 4),
+          ("harness.pipeline", 4), ("harness.preflight", 4), ("harness.optuna_storage", 4), ("harness.grid", 4), ("harness.sweep", 4),
           ("harness.runner", 3), ("harness.table", 2), ("harness.phases", 1))
 NAMES = {0: "library", 1: "phases", 2: "table", 3: "runner", 4: "studies/grid/sweep", 5: "CLI"}
 
@@ -117,3 +117,38 @@ def test_no_module_is_imported_by_a_literal_name():
                     and str(node.args[0].value).startswith("harness"):
                 hidden.append(f"{name}: {node.args[0].value}")
     assert hidden == []
+
+
+def test_the_main_path_is_followed_by_imports():
+    """From the pipeline to the training loop through import statements alone, as "go to definition"
+    follows it: pipeline -> runner -> the table, which holds the phase modules -> arms -> train."""
+    g = graph()
+    assert {f"harness.phases.{p}" for p in ("baseline", "control", "synthetic", "generate")} <= g["harness.table"]
+    seen, todo = set(), ["harness.pipeline"]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += sorted(g[m])
+    assert {"harness.runner", "harness.table", "harness.phases.baseline", "harness.arms", "harness.train"} <= seen
+
+
+def kind_comparisons(tree: ast.AST, kinds: set[str]) -> list[tuple[int, str]]:
+    """(line, kind name) of each comparison with a kind's name as a literal."""
+    return [(node.lineno, c.value) for node in ast.walk(tree) if isinstance(node, ast.Compare)
+            for side in (node.left, *node.comparators) for c in ast.walk(side)
+            if isinstance(c, ast.Constant) and c.value in kinds]
+
+
+def test_no_code_branches_on_a_kind_name_outside_its_module():
+    """A kind is its module and one registry line: no other code compares a value with a built-in kind's
+    name (a default value, or the registry's own lines, are fine)."""
+    from harness import registry
+    kinds = set(registry.builtin_modules())
+    own = {*registry.builtin_modules().values(), "harness.registry"}
+    found = [f"{name}:{line}: {kind!r}" for name, path in modules().items() if name not in own
+             for line, kind in kind_comparisons(ast.parse(path.read_text(encoding="utf-8")), kinds)]
+    assert found == []
+    # ...and it sees one: the table's rule before kinds named the [generator] fields they read.
+    assert kind_comparisons(ast.parse('x = () if cfg.generator.kind == "mixup" else ("generator.mixup_alpha",)'),
+                            kinds) == [(1, "mixup")]

@@ -7,11 +7,10 @@ import re
 import subprocess
 
 import numpy as np
-import pytest
 
 from conftest import browser as _browser
-from harness.compare import page, render
-from harness.compare.stats import SeedReport, Stat
+from harness.analysis import page, render
+from harness.analysis.stats import SeedReport, Stat
 
 # Test-only: written into a copy of the page, it reports what the browser made of it into the DOM.
 CHECK = """<script>

@@ -1,7 +1,6 @@
 """`harness run` end to end on the tiny preset: the nested run tree, tags, metrics, artifacts,
 phase reuse, an interrupted GAN resumed, and `mlflow run . -e full`."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -175,34 +174,6 @@ def test_run_tiny_end_to_end_then_reused(runner, client, tree, tmp_path, monkeyp
     assert not any("harness.reused_from" in r.data.tags for r in kids4.values())
 
 
-def test_phases_one_by_one_then_run_reuses_them(runner, client, tree):
-    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
-    for cmd in ["baseline", "generator", "generate", "pseudolabel", "control", "synthetic"]:
-        invoke(runner, [cmd, *common])
-    out = invoke(runner, ["run", *common]).output
-    (pipe,) = _pipelines(client)
-    _, kids = _tree_runs(client, pipe.info.run_id)
-    assert {p for p, r in kids.items() if "harness.reused_from" in r.data.tags} == set(PHASES) - {"compare"}
-    assert "| Accuracy |" in out
-    # compare by parent and by explicit runs
-    out = invoke(runner, ["compare", "--parent", pipe.info.run_id]).output
-    assert "| Accuracy |" in out
-    out = invoke(runner, ["compare", "--baseline", kids["baseline"].info.run_id,
-                          "--synthetic", kids["synthetic"].info.run_id]).output
-    assert out.strip().splitlines()[-3].startswith("| bird F1 |") and out.strip().endswith("report.html")
-    # That compare run records what it compared, not a default config that never ran.
-    exp = client.get_experiment_by_name("harness")
-    last = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'compare'",
-                              order_by=["attributes.start_time DESC"])[0]
-    assert set(last.data.params) == {"upstream.baseline", "upstream.synthetic"}
-
-
-def test_phase_without_upstream_says_what_to_run(runner, client, tree):
-    result = invoke(runner, ["generate", "--preset", "tiny", "--data-dir", tree], ok=False)
-    assert result.exit_code == 2
-    assert "no finished generator run for this config" in result.output and "harness generator" in result.output
-
-
 def test_compare_refuses_different_data(runner, client, tree):
     common = ["--preset", "tiny", "--data-dir", tree]
     invoke(runner, ["run", *common, *CLASSES])
@@ -317,76 +288,6 @@ def test_mlflow_run_with_the_uv_env_manager(client, tree, tracking_uri, tmp_path
     assert top.info.status == "FINISHED" and top.data.tags["harness.phase"] == "pipeline"
 
 
-def test_named_upstream_runs_key_the_cache(runner, client, tree):
-    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
-    invoke(runner, ["generator", *common])
-    gan_id = client.search_runs([client.get_experiment_by_name("harness").experiment_id])[0].info.run_id
-    invoke(runner, ["generate", *common, "--gan-run", gan_id])
-    invoke(runner, ["generate", *common, "--gan-run", gan_id])  # same named input: reused
-    invoke(runner, ["generate", *common])  # the config's own gan run, found by key: its own cache entry
-    exp = client.get_experiment_by_name("harness")
-    gens = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generate'",
-                              order_by=["attributes.start_time ASC"])
-    assert [("harness.reused_from" in g.data.tags) for g in gens] == [False, True, False]
-    assert all(g.data.params["upstream.generator"] == gan_id for g in gens)
-
-
-def _baseline_runs(client):
-    exp = client.get_experiment_by_name("harness")
-    return client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'baseline'",
-                              order_by=["attributes.start_time ASC"])
-
-
-def _write_batches(tree, root):
-    """The same images in the official cifar-10-batches-py layout (in the class folders' file order)."""
-    import pickle
-
-    from PIL import Image
-    from conftest import TREE_CLASSES
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
-        data, labels = [], []
-        for label, name in enumerate(TREE_CLASSES):
-            for path in sorted((tree / split / name).iterdir()):
-                data.append(np.asarray(Image.open(path)).transpose(2, 0, 1).reshape(-1))
-                labels.append(label)
-        chunks = np.array_split(np.arange(len(data)), len(names))
-        for batch, idx in zip(names, chunks):
-            with open(folder / batch, "wb") as f:
-                pickle.dump({"data": np.stack([data[i] for i in idx]), "labels": [labels[i] for i in idx]}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": list(TREE_CLASSES)}, f)
-    return root
-
-
-def test_the_data_is_in_the_key(runner, client, tree, tmp_path):
-    from PIL import Image
-    common = ["--preset", "tiny", *CLASSES]
-    invoke(runner, ["baseline", "--data-dir", tree, *common])
-    # The same pixels through another path and another layout: the same key, reused.
-    moved = Path(shutil.copytree(tree, tmp_path / "elsewhere" / "copy"))
-    invoke(runner, ["baseline", "--data-dir", moved, *common])
-    invoke(runner, ["baseline", "--data-dir", _write_batches(tree, tmp_path / "batches"), *common])
-    first, *same = _baseline_runs(client)
-    assert [r.data.tags.get("harness.reused_from") for r in same] == [first.info.run_id] * 2
-    assert {r.data.tags["harness.data.test"] for r in [first, *same]} == {first.data.tags["harness.data.test"]}
-    # One changed image of the test split, same config: computed anew, its own accuracy.
-    path = sorted((moved / "test" / "bird").iterdir())[0]
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
-    invoke(runner, ["baseline", "--data-dir", moved, *common])
-    changed = _baseline_runs(client)[-1]
-    assert "harness.reused_from" not in changed.data.tags
-    assert changed.data.tags["harness.data.test"] != first.data.tags["harness.data.test"]
-    assert changed.data.tags["harness.data.train"] == first.data.tags["harness.data.train"]
-    # The comparator refuses to pair runs tested on different images, though every setting agrees.
-    invoke(runner, ["run", "--data-dir", moved, *common])
-    exp = client.get_experiment_by_name("harness").experiment_id
-    (syn,) = client.search_runs([exp], "tags.`harness.phase` = 'synthetic'")
-    result = invoke(runner, ["compare", "--baseline", first.info.run_id, "--synthetic", syn.info.run_id], ok=False)
-    assert result.exit_code == 2 and "tested on different images" in result.output
-
-
 @pytest.mark.parametrize("setting,shape", [("data.image_size=64", (3, 64, 64)), ("data.channels=1", (1, 32, 32))])
 def test_run_at_64_pixels_and_in_gray(runner, client, tree, tmp_path, setting, shape):
     invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", setting])
@@ -414,35 +315,6 @@ def test_a_bad_tree_is_one_line_and_leaves_no_run(runner, client, tree):
     assert client.search_runs([exp.experiment_id]) == []
 
 
-def test_long_phases_sample_system_metrics(runner, client, tree, monkeypatch):
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
-    invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "gan.epochs=30",
-                    "--set", "gan.checkpoint_every=30", "--set", "gan.sample_every=30"])
-    invoke(runner, ["generate", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "gan.epochs=30",
-                    "--set", "gan.checkpoint_every=30", "--set", "gan.sample_every=30"])
-    exp = client.get_experiment_by_name("harness")
-    runs = {r.data.tags["harness.phase"]: r for r in client.search_runs([exp.experiment_id])}
-    assert any(k.startswith("system/cpu_utilization") for k in runs["generator"].data.metrics)
-    assert not any(k.startswith("system/") for k in runs["generate"].data.metrics)  # seconds long: none
-
-
-@pytest.mark.parametrize("setting,message,phase", [
-    ("classifier.lr=1e12", "baseline training diverged at epoch", "baseline"),
-    ("gan.lr=1e30", "GAN training diverged at epoch", "generator")])
-def test_a_diverged_phase_fails_and_is_never_reused(runner, client, tree, setting, message, phase):
-    args = ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", setting]
-    result = invoke(runner, args, ok=False)
-    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
-    exp = client.get_experiment_by_name("harness")
-    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
-    assert failed and not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
-    invoke(runner, args, ok=False)  # the same again: computed again, not a reused cache entry
-    runs = client.search_runs([exp.experiment_id], f"tags.`harness.phase` = '{phase}'")
-    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
-    assert not any("harness.reused_from" in r.data.tags for r in runs)
-
-
 def test_all_classes_and_a_standalone_generator_with_quality(runner, client, tree):
     out = invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, "--set", "data.classes=all"]).output
     assert "| cat F1 |" in out  # the tree's four classes, by name
@@ -453,122 +325,3 @@ def test_all_classes_and_a_standalone_generator_with_quality(runner, client, tre
     invoke(runner, ["generator", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "quality.enabled=true",
                     "--set", "quality.evaluator_epochs=1"])
     assert client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'evaluator'")
-
-
-# ---------------------------------------------------------------------------------------------
-# Keys per field: a phase's key covers the fields it reads, and nothing it reads is left out
-
-# Every config field and another valid value for it under the tiny preset (a new field must be
-# added here, so that this test sees it). Fields that change the phase table's shape, and the
-# speed-only switches (tested apart to train the same GAN up to float rounding, out of every key
-# like `device`), are not perturbed.
-PERTURB = {
-    "data.source": "torchvision:CIFAR10", "data.classes": "airplane,automobile,cat", "data.n_per_class": 21,
-    "data.val_per_class": 9, "data.seed": 1, "data.image_size": 64, "data.channels": 1, "data.test_fraction": 0.3,
-    "classifier.epochs": 3, "classifier.steps": 5, "classifier.batch_size": 16, "classifier.lr": 2e-3,
-    "classifier.weight_decay": 1e-4, "classifier.optimizer": "sgd", "classifier.schedule": "cosine",
-    "classifier.augmentation": "crop-flip", "classifier.seed": 1, "classifier.budget": "steps",
-    "classifier.synthetic_share": 0.25, "classifier.synthetic_weight": 0.5, "classifier.real_only_epochs": 1,
-    "classifier.precision": "flip", "classifier.kind": "airbench", "classifier.width": 8, "classifier.init": "/nowhere",
-    "classifier.mode": "probe", "classifier.backbone_lr": 0.5,
-    "generator.mixup_alpha": 0.5, "generator.folder": "/nowhere",
-    "gan.epochs": 3, "gan.iterations": 5, "gan.width": 16, "gan.latent_dim": 8, "gan.batch_size": 8, "gan.lr": 2e-4,
-    "gan.beta1": 0.5, "gan.beta2": 0.99, "gan.critic_steps": 1, "gan.gp_weight": 5.0, "gan.gp_fraction": 0.5,
-    "gan.loss": "hinge", "gan.spectral_norm": True, "gan.lr_d": 3e-4, "gan.conditional": "projection",
-    "gan.ac_weight": 2.0, "gan.diffaugment": "color", "gan.compile": True, "gan.precision": "flip", "gan.ema": 0.9,
-    "gan.sample_every": 2, "gan.checkpoint_every": 2, "gan.seed": 1,
-    "diffusion.iterations": 5, "diffusion.epochs": 3, "diffusion.width": 16, "diffusion.layers_per_block": 2,
-    "diffusion.attention": False, "diffusion.batch_size": 8, "diffusion.lr": 1e-4, "diffusion.warmup": 5,
-    "diffusion.weight_decay": 0.01, "diffusion.beta_schedule": "squaredcos_cap_v2", "diffusion.prediction": "v_prediction",
-    "diffusion.label_dropout": 0.2, "diffusion.guidance": 1.0, "diffusion.sample_steps": 3, "diffusion.flip": False,
-    "diffusion.ema": 0.9, "diffusion.precision": "bf16", "diffusion.sample_every": 2, "diffusion.checkpoint_every": 2,
-    "diffusion.seed": 1,
-    "text2image.model": "someone/model", "text2image.revision": "v1", "text2image.prompt": "a {class}",
-    "text2image.prompts": "bird=a small bird", "text2image.negative_prompt": "blurry", "text2image.steps": 5,
-    "text2image.guidance": 3.0, "text2image.batch_size": 4, "text2image.dtype": "bf16", "text2image.mode": "img2img",
-    "text2image.strength": 0.7, "text2image.resolution": 64,
-    "generate.n_samples": 32, "generate.checkpoint_epoch": 1, "generate.seed": 1,
-    "pseudolabel.threshold": 0.1, "pseudolabel.mode": "filter", "pseudolabel.top_k_per_class": 5,
-    "pseudolabel.soft_labels": True, "pseudolabel.temperature": 0.5,
-    "quality.n_samples": 24, "quality.evaluator_per_class": 15, "quality.evaluator_epochs": 2, "quality.k": 2,
-    "quality.cas": False, "quality.precision": "flip",
-    "seeds.count": 2, "seeds.share_generator": True, "seeds.generators": 2,
-    "pretrain.classes": "cat", "pretrain.n_per_class": 5, "pretrain.epochs": 3, "pretrain.seed": 1, "pretrain.data_dir": "/nowhere",
-}
-SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "control.enabled", "gan.one_pass", "gan.channels_last",
-         "gan.fused_adam"}
-
-
-def test_every_field_has_a_perturbation():
-    from harness import config
-    assert set(config.valid_keys()) == set(PERTURB) | SHAPE
-
-
-def _declared(phase, cfg) -> set[str]:
-    from harness import config
-    sections, _, _ = phase.reads(cfg)
-    return {k for k in config.valid_keys() if k.split(".")[0] in sections or k in sections} - set(phase.ignored(cfg))
-
-
-def _output(client, name, result):
-    """What a phase made, to compare bit for bit: weights, images, labels, curves, deltas."""
-    if name in ("baseline", "control", "synthetic"):
-        return {k: v.clone() for k, v in result.model.state_dict().items()}
-    if name == "evaluator":
-        return {k: v.clone() for k, v in result.evaluator.model.state_dict().items()}
-    if name in ("generate", "pseudolabel"):
-        return {"images": result.images, "labels": result.labels}
-    if name == "generator":
-        run = client.get_run(result.source_run_id)
-        return {k: [m.value for m in client.get_metric_history(result.source_run_id, k)] for k in run.data.metrics
-                if k.startswith(("gan/", "quality/")) and k != "gan/seconds"}
-    return dict(result.deltas)
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return a is None and b is None or (a is not None and b is not None and torch.equal(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return a == b
-
-
-def test_no_phase_reads_a_field_its_key_leaves_out(client, tree):
-    """Each phase again, without the cache, on the same inputs, with every field outside its
-    declaration perturbed: what it makes must not change by a bit."""
-    import dataclasses
-
-    from harness import config, pipeline, precision, table
-    from harness.context import Context
-    from harness.runner import Runner
-    from harness.tracking import store
-    base = precision.resolve_config(config.load("tiny", ["data.classes=airplane,automobile,bird", "quality.enabled=true",
-                                                         "quality.n_samples=16", "quality.evaluator_epochs=1"]),
-                                    torch.device("cpu"))
-    ctx = Context(store.configure("harness"), torch.device("cpu"), str(tree))
-    done = pipeline.run(ctx, base).results
-    fresh = dataclasses.replace(ctx, use_cache=False)
-    flat = config.flat_values(base)
-    flip = {"fp32": "bf16", "bf16": "fp32"}
-    for name, phase in table.PHASES.items():
-        if name not in done:  # a phase that does not run under this config (pretrain: classifier.init=pretrain)
-            continue
-        declared = _declared(phase, base)
-        updates = {k: (flip[flat[k]] if v == "flip" else v) for k, v in PERTURB.items() if k not in declared}
-        other = config.apply(base, updates)
-        inputs = {u: done[u] for u in phase.reads(base)[1]}
-        again = Runner(fresh).run(name, other, inputs)
-        assert not again.reused
-        assert _same(_output(client, name, done[name]), _output(client, name, again)), \
-            f"{name} changed when fields outside its key changed: it reads one of {sorted(updates)}"
-
-
-def test_a_sweep_of_synthetic_share_trains_one_baseline(runner, client, tree):
-    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "classifier.synthetic_share=0.2"])
-    invoke(runner, ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "classifier.synthetic_share=0.4"])
-    exp = client.get_experiment_by_name("harness").experiment_id
-    bases = client.search_runs([exp], "tags.`harness.phase` = 'baseline'", order_by=["attributes.start_time ASC"])
-    syn = client.search_runs([exp], "tags.`harness.phase` = 'synthetic'")
-    assert len(bases) == 2 and bases[1].data.tags["harness.reused_from"] == bases[0].info.run_id
-    assert "classifier.synthetic_share" not in bases[0].data.params  # the baseline logs what its key covers
-    assert len(syn) == 2 and not any("harness.reused_from" in s.data.tags for s in syn)

@@ -149,7 +149,7 @@ def test_spec_errors(tmp_path, body, message):
     path = tmp_path / "bad.toml"
     path.write_text(body)
     with pytest.raises(HarnessError) as info:
-        sweep.load_spec(path)
+        sweep.space.load_spec(path)
     assert message in str(info.value)
 
 
@@ -157,7 +157,7 @@ def test_spec_errors(tmp_path, body, message):
 def test_spec_chooses_the_sampler(tmp_path, kind, cls):
     path = tmp_path / "s.toml"
     path.write_text(f'[space."generate.n_samples"]\ntype = "int"\nlow = 1\nhigh = 2\n[sampler]\ntype = "{kind}"\n')
-    spec = sweep.load_spec(path)
+    spec = sweep.space.load_spec(path)
     study, created = sweep.open_study("s", f"sqlite:///{tmp_path / 'o.db'}", spec, sampler_seed=1)
     assert type(study.sampler).__name__ == cls and created  # a new study: this call made it
     assert sweep.open_study("s", f"sqlite:///{tmp_path / 'o.db'}", spec, sampler_seed=1)[1] is False
@@ -171,7 +171,7 @@ def test_spec_error_through_cli(runner, tmp_path):
 
 
 def test_default_spec_is_valid():
-    spec = sweep.load_spec(None)
+    spec = sweep.space.load_spec(None)
     assert {p.field for p in spec.params} == {"generate.checkpoint_epoch", "generate.n_samples", "pseudolabel.threshold"}
 
 

@@ -32,10 +32,10 @@ def test_closure_follows_imports_not_the_whole_package():
             "harness.data.images"} <= set(gen)
     # Registries contribute their own code only: the kind the config chose is a root of its own; the
     # classifier's network and plumbing (runs, heartbeats, range checks, figures) are in no GAN key.
-    assert not {"harness.generators.noise", "harness.compare.render", "harness.classifiers.simplecnn", "harness.train",
+    assert not {"harness.generators.noise", "harness.analysis.render", "harness.classifiers.simplecnn", "harness.train",
                 "harness.config", "harness.tracking.store", "harness.tracking.liveness", "harness.figures"} & set(gen)
     base = provenance.closure(table.PHASES["baseline"].code(generator_cfg))
-    assert "harness.classifier" in base and not any(m.startswith("harness.generators") for m in base)
+    assert "harness.arms" in base and not any(m.startswith("harness.generators") for m in base)
     noise = config.apply(generator_cfg, {"generator.kind": "noise"})
     assert "harness.generators.noise" in provenance.closure(table.PHASES["generate"].code(noise))
 
@@ -52,7 +52,7 @@ def test_an_edit_changes_the_keys_of_the_phases_that_run_it_only(package):
     cfg = config.load("tiny")
     before = _prints(package, cfg)
     # The comparator's statistics: only compare runs them. A GAN survives it, and --resume finds its run.
-    _edit(package / "compare" / "stats.py", "ALPHA = 0.05", "ALPHA = 0.049")
+    _edit(package / "analysis" / "stats.py", "ALPHA = 0.05", "ALPHA = 0.049")
     after = _prints(package, cfg)
     assert after["compare"] != before["compare"]
     assert {k: after[k] for k in after if k != "compare"} == {k: before[k] for k in before if k != "compare"}
@@ -82,8 +82,8 @@ def test_plumbing_is_in_no_key_and_the_training_loop_in_both_arms_only(package):
     before = prints()
     _edit(package / "tracking" / "liveness.py", "def interval()", "def interval_():\n    return 1\n\n\ndef interval()")
     _edit(package / "tracking" / "store.py", "NOTE = ", "UNUSED = 1\nNOTE = ")
-    _edit(package / "compare" / "render.py", 'or "synthetic"', 'or "synthetic arm"')
-    _edit(package / "config.py", "exceeds classifier.epochs", "is more than classifier.epochs")
+    _edit(package / "analysis" / "render.py", 'or "synthetic"', 'or "synthetic arm"')
+    _edit(package / "config" / "rules.py", "exceeds classifier.epochs", "is more than classifier.epochs")
     assert prints() == before
     _edit(package / "train.py", "def pick_device(", "UNUSED = 1\n\n\ndef pick_device(")
     changed = {key for key, v in prints().items() if v != before[key]}

@@ -120,9 +120,9 @@ def test_the_constant_schedule_has_no_scheduler():
 def test_a_step_budget_gives_every_data_size_the_same_steps():
     base = dataclasses.replace(config.load("tiny").classifier, epochs=4, real_only_epochs=1, steps=40, batch_size=16)
     for n, epochs, real_only in [(120, 5, 1), (48, 13, 3), (1000, 1, 0)]:  # 8, 3 and 63 steps per epoch
-        got = train.resolved(base, n)
+        got = train.in_epochs(base, n)
         assert (got.epochs, got.real_only_epochs, got.steps) == (epochs, real_only, 0), n
-    assert train.resolved(dataclasses.replace(base, steps=0), 48) == dataclasses.replace(base, steps=0)
+    assert train.in_epochs(dataclasses.replace(base, steps=0), 48) == dataclasses.replace(base, steps=0)
     x, y = _toy(48)
     _, h = train.train_classifier(x, y, 3, base, torch.device("cpu"), val=(x, y))
     assert len(h.epochs) == 13  # 39 steps, the nearest whole epochs to 40

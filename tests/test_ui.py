@@ -9,8 +9,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from conftest import browser as _browser, invoke
 
 def _free_port() -> int:

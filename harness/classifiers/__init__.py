@@ -15,19 +15,16 @@ and, optionally,
   check(settings, channels, image_size)
                           raise HarnessError for what it cannot take
   fit_data(model, images) set data-dependent parts (airbench's whitening) from the training images
-  split(model)            (backbone, head) where the module is not a net.Classifier
+  split(model)            (backbone, head) where the head a probe trains is not all of `model.head`
 Both arms build the same kind; the pseudo-labeller is the baseline's; the sample-quality evaluator
 is always simplecnn, so FD and KID compare across classifier kinds.
 """
 from __future__ import annotations
 
 from harness.errors import HarnessError
-from harness.registry import CLASSIFIERS, Registry
+from harness.registry import BUILTIN_CLASSIFIERS, CLASSIFIER_PATTERNS, CLASSIFIERS, Registry
 
-GROUP = CLASSIFIERS
-BUILTIN = {"simplecnn": "harness.classifiers.simplecnn", "resnet18": "harness.classifiers.resnet",
-           "airbench": "harness.classifiers.airbench"}
-PATTERNS = {"torchvision:": "harness.classifiers.hub", "timm:": "harness.classifiers.hub"}
+GROUP, BUILTIN, PATTERNS = CLASSIFIERS, BUILTIN_CLASSIFIERS, CLASSIFIER_PATTERNS
 REQUIRED = ("NAME", "build")
 KINDS = Registry("classifier", GROUP, BUILTIN, REQUIRED, "harness/classifiers/__init__.py", PATTERNS)
 get, names = KINDS.get, KINDS.names
@@ -58,7 +55,7 @@ def build(settings, n_classes: int, channels: int, image_size: int, section=None
 def section_of(cfg):
     """The chosen kind's own config section, when it is a plugin that declares one (else None)."""
     from harness import config
-    return getattr(cfg, cfg.classifier.kind) if cfg.classifier.kind in config.plugin_sections() else None
+    return getattr(cfg, cfg.classifier.kind) if cfg.classifier.kind in config.kind_sections() else None
 
 
 def fit_data(settings, model, images) -> None:
@@ -68,8 +65,10 @@ def fit_data(settings, model, images) -> None:
 
 
 def head_of(model):
-    """The module `classify` applies: the part a probe trains and the head's learning rate covers."""
-    return model.head[3:] if getattr(model, "kind", "") == "simplecnn" else model.head
+    """The part a probe trains and the head's learning rate covers: the kind's `split(model)` head where
+    it declares one (simplecnn: the last linear layer, not its hidden one), else the module `classify` applies."""
+    kind = get(model.kind) if getattr(model, "kind", "") else None
+    return kind.split(model)[1] if hasattr(kind, "split") else model.head
 
 
 def in_words(settings) -> str:

@@ -116,7 +116,7 @@ def unwrap(state, where: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def resolved(ctx, settings, inputs: dict | None = None) -> tuple[dict, str] | None:
+def starting(ctx, settings, inputs: dict | None = None) -> tuple[dict, str] | None:
     """(state dict, what stands for it) of classifier.init for the training loop; None from scratch.
     `inputs`: the phase's, which hold the pretrain phase's result under classifier.init=pretrain."""
     init = parse(settings.init)

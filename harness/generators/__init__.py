@@ -1,16 +1,20 @@
 """Generator kinds behind one protocol, chosen by `generator.kind`. A new built-in kind = one module
-here + one line in BUILTIN; a third-party package adds one through the entry-point group
+here + one line in harness/registry.py (BUILTIN_GENERATORS); a third-party package adds one through the entry-point group
 `harness.generators` (name = module), and it is then used, listed and fingerprinted like these.
 
 A kind is a module with:
   TRAINS: bool              whether it is fitted in a `generator` phase run (and has checkpoints)
-  SECTIONS: tuple[str]      config sections that configure it, besides `generator`
+  SECTIONS: tuple[str]      config sections that configure it, besides `generator.kind`, and the
+                            [generator] fields it reads (mixup: generator.mixup_alpha); its own section
+                            is its module's optional CONFIG (below), named after it
   DATA: tuple[str] | (cfg) -> tuple[str]
                             splits it draws from when it does not train (train, pool): its key covers them
   knows_classes(cfg) -> bool  whether its images come with their class (else the baseline labels them)
   sampler(ctx, cfg, source) -> stream.Sampler
                             source: the generator run id when TRAINS, else the data splits
 optionally:
+  CONFIG                    a frozen dataclass of config.setting fields: its own section [NAME] (gan.py's
+                            [gan]), keyed, seeded, range-checked and listed like the shared sections
   CLASSES: str, NEEDS: str  when it knows its classes and what it needs, in words (`harness kinds`)
   check(cfg)                config-only checks, before anything loads
   preflight(ctx, cfg, source)  checks against the data (and the generator run `source`, when known),
@@ -19,6 +23,8 @@ optionally:
                             model's resolved revision): the generate phase's key covers it
   datasets(ctx, cfg) -> list[Record]  MLflow dataset inputs of the generate run besides the splits
   in_words(cfg) -> str      the generator as a pipeline's description names it
+  real_images_added(cfg) -> int  a kind whose images are real ones (oracle, replay): how many new ones it
+                            adds, its rung on a grid's oracle ladder
   cost_note(cfg, device) -> str | None  a warning, before anything runs, that it takes hours here
   SAMPLING: tuple[str]      section.field settings read at generate time only (keyed with the generate
                             phase, not the generator: another value samples the same trained model)
@@ -38,12 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.registry import GENERATORS, Registry
+from harness.registry import BUILTIN_GENERATORS, GENERATORS, Registry
 
-GROUP = GENERATORS
-BUILTIN = {"gan": "harness.generators.gan", "diffusion": "harness.generators.diffusion", "oracle": "harness.generators.oracle",
-           "mixup": "harness.generators.mixup", "noise": "harness.generators.noise", "replay": "harness.generators.replay",
-           "folder": "harness.generators.folder", "text2image": "harness.generators.text2image"}
+GROUP, BUILTIN = GENERATORS, BUILTIN_GENERATORS
 REQUIRED = ("TRAINS", "SECTIONS", "DATA", "knows_classes", "sampler")
 
 

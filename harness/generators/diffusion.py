@@ -21,15 +21,53 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from harness import precision
+from harness.config import PRECISIONS, SEED_MAX, setting
 from harness.errors import HarnessError
 from harness.generators import stream, trained
 from harness.generators.trained import best_checkpoint, checkpoints, resumable  # noqa: F401 (the kind protocol)
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """generator.kind = diffusion: a class-conditional denoising diffusion model (diffusers' UNet2DModel)
+    trained from scratch on the training images (pip install -e '.[diffusion]')."""
+    OPTIONAL: ClassVar[bool] = True  # read by its kind only: out of the whole-config hash while at its defaults
+    iterations: int = setting(4000, ge=0)  # optimizer steps (the budget, the same for every data size); 0 = diffusion.epochs
+    epochs: int = setting(100, gt=0)  # passes over the training images, when iterations = 0
+    width: int = setting(64, gt=0)  # channels of the UNet's first level (then 2x, 2x; 64 px adds a level)
+    layers_per_block: int = setting(2, gt=0)  # ResNet blocks per UNet level
+    attention: bool = True  # self-attention at 16 px
+    batch_size: int = setting(64, gt=0)
+    lr: float = setting(2e-4, gt=0.0)  # AdamW, after a linear warm-up
+    warmup: int = setting(200, ge=0)  # steps of linear learning-rate warm-up
+    weight_decay: float = setting(0.0, ge=0.0)
+    beta_schedule: str = setting("linear", choices=("linear", "squaredcos_cap_v2"))  # linear | squaredcos_cap_v2 (DDPMScheduler, 1000 steps)
+    prediction: str = setting("epsilon", choices=("epsilon", "v_prediction"))  # epsilon | v_prediction: what the UNet learns to predict
+    label_dropout: float = setting(0.1, ge=0.0, lt=1.0)  # share of training images shown without their class (classifier-free guidance)
+    guidance: float = setting(0.0, ge=0.0)  # classifier-free guidance at sampling: cond + guidance * (cond - uncond); 0 = plain conditional
+    sample_steps: int = setting(50, gt=0)  # DDIM steps per image at generate time
+    flip: bool = True  # random horizontal flips of the training images
+    ema: float = setting(0.999, ge=0.0, lt=1.0)  # exponential moving average of the weights, which sampling uses (0 = the live weights)
+    precision: str = setting("auto", choices=PRECISIONS, precision=True)  # fp32 | bf16 (the training forward pass under autocast) | auto: bf16 where the device has bf16 units
+    sample_every: int = setting(10, gt=0)  # epochs between sample grids
+    checkpoint_every: int = setting(10, gt=0)  # epochs between checkpoints
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # weight init, noise, timesteps, batch order
+
+    def check(self) -> None:
+        """The section's own rules, checked with its ranges whenever a config is made (config/rules.py)."""
+        if self.guidance > 0 and self.label_dropout == 0:
+            raise HarnessError(f"diffusion.guidance={self.guidance} needs a model that also learned without its "
+                               "class: set diffusion.label_dropout > 0 (e.g. 0.1)")
+
+
+CONFIG = DiffusionConfig  # the kind's own section, [diffusion] (harness/config/schema.py gathers it)
+
 
 TRAINS = True
 SECTIONS = ("diffusion",)
@@ -271,13 +309,12 @@ class _Exportable(torch.nn.Module):
 
 def load_model(memo, run_id: str, epoch: int | None = None):
     """The sampling UNet of checkpoint `epoch` (None: the last) of a generator run, and its checkpoint dict."""
-    from harness.config import DiffusionConfig
     return trained.load_checkpoint(memo, run_id, epoch, lambda ckpt: unet(
         DiffusionConfig(**ckpt["config"]), ckpt["n_classes"], ckpt["channels"], ckpt["image_size"]))
 
 
 def preflight(ctx, cfg, source: str | None = None) -> None:
-    trained.preflight(ctx, cfg, cfg.diffusion, source)
+    trained.preflight(ctx, cfg, cfg.diffusion, "diffusion", source)
 
 
 def sampler(ctx, cfg, run_id: str) -> stream.Sampler:

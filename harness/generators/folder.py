@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 from harness.generators import Record, stream
 
 TRAINS = False
-SECTIONS = ()
+SECTIONS = ("generator.folder",)  # the [generator] field it reads
 DATA = ()
 CLASSES = "with class folders (a flat folder: no)"
 NEEDS = "generator.folder: <class>/ folders named as data.classes, or one flat folder of images"

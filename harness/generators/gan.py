@@ -18,16 +18,61 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from harness import precision
+from harness.config import PRECISIONS, SEED_MAX, setting
 from harness.errors import HarnessError
 from harness.generators import stream, trained
 from harness.generators.trained import best_checkpoint, checkpoints, resumable  # noqa: F401 (the kind protocol)
 from harness.generators.dcgan import Generator
+
+@dataclass(frozen=True)
+class GanConfig:
+    OPTIONAL: ClassVar[bool] = False  # in every config's hash, as since the first version (the reference study's GAN)
+    epochs: int = setting(2500, gt=0)  # passes of the critic over the real set; 3000 images / 64 / 5 = ~9.4 generator iters each
+    iterations: int = setting(0, ge=0)  # > 0: train for exactly this many generator iterations instead (gan.epochs is then unused), so that data sizes get one GAN budget
+    width: int = setting(64, gt=0)  # DCGAN base channel count
+    latent_dim: int = setting(128, gt=0)  # size of the noise vector
+    batch_size: int = setting(64, gt=0)  # images per critic step
+    lr: float = setting(1e-4, gt=0.0)  # Adam learning rate, generator and critic (Gulrajani et al. 2017)
+    beta1: float = setting(0.0, ge=0.0, lt=1.0, why="an Adam beta")  # Adam beta1 (Gulrajani et al. 2017)
+    beta2: float = setting(0.9, ge=0.0, lt=1.0, why="an Adam beta")  # Adam beta2 (Gulrajani et al. 2017)
+    critic_steps: int = setting(5, gt=0)  # critic updates per generator update
+    gp_weight: float = setting(10.0, ge=0.0)  # gradient-penalty weight lambda
+    gp_fraction: float = setting(1.0, ge=0.0, le=1.0)  # share of each batch the gradient penalty is computed on (cheaper below 1)
+    loss: str = setting("wgan-gp", choices=("wgan-gp", "hinge"))  # wgan-gp (the reference) | hinge (with spectral_norm: SNGAN, Miyato et al. 2018)
+    spectral_norm: bool = False  # spectral normalization on every critic layer
+    lr_d: float = setting(0.0, ge=0.0)  # critic learning rate; 0 = gan.lr (two-timescale: e.g. lr 1e-4, lr_d 4e-4)
+    conditional: str = setting("none", choices=("none", "projection", "acgan"))  # none | projection (Miyato & Koyama 2018) | acgan (AC-WGAN-GP auxiliary classifier)
+    ac_weight: float = setting(1.0, ge=0.0)  # acgan: weight of the auxiliary classification loss
+    diffaugment: str = ""  # DiffAugment policy on real and fake critic inputs, e.g. color,translation,cutout
+    # The three below: equal training in eager mode (tests/test_generators.py); on the cpu preset here
+    # channels_last alone 1.16x, all three 1.29x generator iterations/s (benchmarks/bench_gan.py).
+    one_pass: bool = setting(True, unhashed=True)  # the critic scores real and fake images as one batch (one forward and backward, not two)
+    channels_last: bool = setting(True, unhashed=True)  # both networks and their inputs in channels-last memory layout
+    fused_adam: bool = setting(True, unhashed=True)  # Adam's fused implementation (one kernel per step over all parameters)
+    compile: bool = False  # torch.compile the generator (and the critic when gp_weight = 0); costs compile time up front; on CUDA with CUDA graphs (mode reduce-overhead)
+    precision: str = setting("auto", choices=PRECISIONS, precision=True)  # fp32 | bf16: the training step's forward passes under bf16 autocast (weights, optimizer state and the EMA stay fp32) | auto: bf16 where the device has bf16 units (docs/precision.md: the same FD within the seed-to-seed spread)
+    ema: float = setting(0.0, ge=0.0, lt=1.0)  # > 0: sample from an exponential moving average of the generator weights (e.g. 0.999)
+    sample_every: int = setting(100, gt=0)  # epochs between sample grids
+    checkpoint_every: int = setting(250, gt=0)  # epochs between generator checkpoints
+    seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # weight init, noise and batch order
+
+    def check(self) -> None:
+        """The section's own rules, checked with its ranges whenever a config is made (config/rules.py)."""
+        from harness.diffaugment import POLICIES
+        unknown = [p for p in self.diffaugment.split(",") if p and p not in POLICIES]
+        if unknown:
+            raise HarnessError(f"gan.diffaugment: unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+
+
+CONFIG = GanConfig  # the kind's own section, [gan] (harness/config/schema.py gathers it)
+
 
 TRAINS = True
 SECTIONS = ("gan",)
@@ -336,7 +381,7 @@ def _example(trainer) -> torch.Tensor:
 
 
 def preflight(ctx, cfg, source: str | None = None) -> None:
-    trained.preflight(ctx, cfg, cfg.gan, source)
+    trained.preflight(ctx, cfg, cfg.gan, "gan", source)
 
 
 def sampler(ctx, cfg, run_id: str) -> stream.Sampler:

@@ -9,7 +9,7 @@ import torch
 from harness.generators import stream
 
 TRAINS = False
-SECTIONS = ()
+SECTIONS = ("generator.mixup_alpha",)  # the [generator] field it reads
 DATA = ("train",)
 CLASSES = "no: the baseline labels them"
 NEEDS = "nothing"

@@ -16,6 +16,11 @@ CLASSES = "always"
 NEEDS = "a pool of unused real training images (data.n_per_class + data.val_per_class below the class size)"
 
 
+def real_images_added(cfg) -> int:
+    """New real images it adds: a rung of a grid's oracle ladder (harness/grid/report.py)."""
+    return cfg.generate.n_samples
+
+
 def knows_classes(cfg) -> bool:
     return True
 

@@ -17,6 +17,11 @@ CLASSES = "always"
 NEEDS = "nothing"
 
 
+def real_images_added(cfg) -> int:
+    """No new real image: the ladder's rung 0, the recipe's own effect."""
+    return 0
+
+
 def knows_classes(cfg) -> bool:
     return True
 

@@ -25,13 +25,44 @@ import json
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from harness.config import setting
 from harness.errors import HarnessError
 from harness.generators import stream
+
+@dataclass(frozen=True)
+class Text2ImageConfig:
+    """generator.kind = text2image: a pretrained diffusers pipeline (pip install -e '.[diffusion]')."""
+    OPTIONAL: ClassVar[bool] = True
+    SWEEP: ClassVar[bool] = True  # sampled per trial (no generator phase)
+    model: str = ""  # a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or a local folder written by save_pretrained
+    revision: str = "main"  # hub branch, tag or commit; the key covers the commit it resolves to
+    prompt: str = "a photo of a {class}"  # template; {class} is the class name
+    prompts: tuple[tuple[str, str], ...] = ()  # per-class prompts that replace the template: a [text2image.prompts] table, or --set text2image.prompts="bird=a small bird;airplane=a jet"
+    negative_prompt: str = ""
+    steps: int = setting(30, gt=0)  # denoising steps
+    guidance: float = setting(7.5, ge=0.0, why="1 or less: no classifier-free guidance")  # classifier-free guidance scale (1 = none)
+    batch_size: int = setting(8, gt=0)  # images per pipeline call (part of the key: batches are computed whole)
+    dtype: str = setting("fp32", choices=("fp32", "fp16", "bf16"))  # fp32 | fp16 (CUDA only) | bf16
+    mode: str = setting("txt2img", choices=("txt2img", "img2img"))  # txt2img | img2img: start from a real training image of the class (DA-Fusion, Real Guidance)
+    strength: float = setting(0.5, gt=0.0, le=1.0)  # img2img: how far from the real image (0 = unchanged, 1 = pure noise)
+    resolution: int = 0  # pixels per side the pipeline draws at; 0 = the model's own (512 for SD 1.5); brought to data.image_size after
+
+    def check(self) -> None:
+        """The section's own rules, checked with its ranges whenever a config is made (config/rules.py)."""
+        if self.resolution < 0 or self.resolution % 8:
+            raise HarnessError(f"text2image.resolution must be 0 (the model's own) or a positive multiple of 8, "
+                               f"got {self.resolution}")
+
+
+CONFIG = Text2ImageConfig  # the kind's own section, [text2image] (harness/config/schema.py gathers it)
+
 
 TRAINS = False
 SECTIONS = ("text2image",)

@@ -104,11 +104,10 @@ def load_checkpoint(memo, run_id: str, epoch: int | None, build) -> tuple:
     return memo.remember(memo.generators, (run_id, epoch), (module.eval(), ckpt))
 
 
-def preflight(ctx, cfg, settings, source: str | None = None) -> None:
+def preflight(ctx, cfg, settings, section: str, source: str | None = None) -> None:
     """Before any run opens: a batch the training set can fill; before the generate run opens: the
     checkpoint asked for must be in the generator run."""
     n_train = len(ctx.splits(cfg.data).train_x)
-    section = cfg.generator.kind
     if settings.batch_size > n_train:
         raise HarnessError(f"{section}.batch_size ({settings.batch_size}) is larger than the training set ({n_train} "
                            f"images); lower it to at most {n_train}")

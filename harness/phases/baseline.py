@@ -1,15 +1,20 @@
-"""Baseline phase: the network of classifier.kind trained on the real training images only (artifacts: harness/classifier.py)."""
+"""Baseline phase: the network of classifier.kind trained on the real training images only (artifacts: harness/arms.py)."""
 from __future__ import annotations
 
-from harness import classifier
-from harness.classifier import ClassifierResult
+from harness import arms
+from harness.arms import ClassifierResult
+from harness.classifiers import weights
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
 
+def keyed_on(ctx, cfg, inputs) -> tuple[str, ...]:
+    """Starting weights from outside (a file, a URI): their content."""
+    return (weights.digest(ctx, cfg.classifier.init),)
+
+
 def compute(ctx, cfg, inputs) -> ClassifierResult:
-    from harness.classifiers import weights
-    model, m = classifier.fit_and_report(cfg, ctx.splits(cfg.data), ctx.device, "baseline",
-                                         weights=weights.resolved(ctx, cfg.classifier, inputs))
+    model, m = arms.fit_and_report(cfg, ctx.splits(cfg.data), ctx.device, "baseline",
+                                         start=weights.starting(ctx, cfg.classifier, inputs))
     return ClassifierResult("", m, trained=model)
 
 
@@ -18,4 +23,4 @@ def load(ctx, cfg, run) -> ClassifierResult:
 
 
 def summary(result: ClassifierResult, cfg) -> str:
-    return classifier.summary(f"baseline run {result.run_id}", result.metrics, cfg.data.classes)
+    return arms.summary(f"baseline run {result.run_id}", result.metrics, cfg.data.classes)

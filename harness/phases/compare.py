@@ -2,7 +2,7 @@
 control minus baseline (what the recipe adds) and synthetic minus baseline (the two together).
 
 Artifacts of the run: comparison.md (metric, the arms, the differences), comparison.json, comparison.png,
-report.html (all of it in one page: harness/compare/page.py).
+report.html (all of it in one page: harness/analysis/page.py).
 Metrics: images/<m>, recipe/<m>, delta/<m> for accuracy, f1_weighted, f1_macro, <class>/precision|recall|f1
 (images/ and recipe/ only where the control arm ran: control.enabled, the default).
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import mlflow
 
-from harness.compare import page, render
-from harness.compare.stats import SeedReport
+from harness.analysis import page, render
+from harness.analysis.stats import SeedReport
 from harness.context import PhaseResult
 from harness.tracking import codecs
 from harness.tracking.store import describe, phase_run

@@ -7,7 +7,7 @@ draws them), so that a pipeline's three arms split its result in two:
     control - baseline   = what the recipe adds (recipe/*: more images per step, their weight, real-only epochs)
     synthetic - baseline = the two together (delta/*, its meaning since the first version)
 
-Of the kept images it reads only how many there are (`slots`), so that one control serves every
+Of the kept images it reads only how many there are (`slots`, in its key through `keyed_on`), so that one control serves every
 generator of a seed that asks for the same slot:
 - a fixed-share recipe (classifier.synthetic_share > 0) adds the same number of slot images to every
   step whatever their count: the slot holds the training set once, and one control serves every
@@ -17,13 +17,14 @@ generator of a seed that asks for the same slot:
   kept, and serves the generators that keep as many;
 - nothing kept: the synthetic arm is the baseline's training, and so is the control's (an empty slot).
 
-Artifacts: the baseline's (harness/classifier.py). Metrics: the baseline's, data/n_real and data/n_replayed.
+Artifacts: the baseline's (harness/arms.py). Metrics: the baseline's, data/n_real and data/n_replayed.
 Options as the synthetic phase: `on_epoch`, `evaluate_test=False`, `model_run`.
 """
 from __future__ import annotations
 
-from harness import classifier
-from harness.classifier import ClassifierResult
+from harness import arms
+from harness.arms import ClassifierResult
+from harness.classifiers import weights
 from harness.generators import replay
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
@@ -36,6 +37,12 @@ def slots(cfg, inputs) -> str:
     return ALL if kept and cfg.classifier.synthetic_share > 0 else str(kept)
 
 
+def keyed_on(ctx, cfg, inputs) -> tuple[str, ...]:
+    """Starting weights from outside (their content), and of the kept images only their slot: one
+    control serves every generator that fills the slot alike (the table's `sized`)."""
+    return weights.digest(ctx, cfg.classifier.init), f"slots={slots(cfg, inputs)}"
+
+
 def replayed(cfg, inputs, n_real: int) -> int:
     slot = slots(cfg, inputs)
     return n_real if slot == ALL else int(slot)
@@ -46,7 +53,7 @@ def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_r
         n = replayed(cfg, inputs, len(splits.train_x))
         idx = replay.indices(len(splits.train_x), cfg.classifier.seed, 0, n)
         return (splits.train_x[idx], splits.train_y[idx], None) if n else None
-    return classifier.train_arm(ctx, cfg, inputs, "control", "replayed real", "replayed", slot, on_epoch,
+    return arms.train_arm(ctx, cfg, inputs, "control", "replayed real", "replayed", slot, on_epoch,
                                 evaluate_test, model_run)
 
 
@@ -55,5 +62,5 @@ def load(ctx, cfg, run) -> ClassifierResult:
 
 
 def summary(result: ClassifierResult, cfg) -> str:
-    return classifier.summary(f"control run {result.run_id} ({int(result.metrics.get('data/n_replayed', 0))} "
+    return arms.summary(f"control run {result.run_id} ({int(result.metrics.get('data/n_replayed', 0))} "
                               "replayed real images in the synthetic slot)", result.metrics, cfg.data.classes)

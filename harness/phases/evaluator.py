@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import mlflow
 
 from harness import quality, train
-from harness.classifier import load_model, log_model
+from harness.arms import load_model, log_model
 from harness.context import PhaseResult
 from harness.tracking.store import describe, log_history
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)

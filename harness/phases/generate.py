@@ -42,6 +42,16 @@ def check(ctx, cfg, inputs) -> None:
     generators.preflight(ctx, cfg, inputs["generator"].source_run_id if "generator" in inputs else None)
 
 
+def keyed_on(ctx, cfg, inputs) -> tuple[str, ...]:
+    """What the kind reads from outside the config and the data (a folder's pixels, a model's commit)."""
+    return (generators.identity(ctx, cfg),)
+
+
+def outside_records(ctx, cfg) -> list:
+    """MLflow dataset records of what the kind read from outside, for the run's Datasets column."""
+    return generators.datasets(ctx, cfg)
+
+
 def draw(ctx, cfg, inputs) -> tuple[torch.Tensor, torch.Tensor | None, stream.Sampler]:
     """generate.n_samples images (+ their classes, or None), drawing only what ctx.memo lacks."""
     kind = generators.get(cfg.generator.kind)
@@ -71,7 +81,7 @@ def measure(ctx, cfg, images: torch.Tensor, labels: torch.Tensor | None, evaluat
 
 
 def draft(ctx, cfg, inputs) -> GenerateResult:
-    """The images in memory, logging nothing (a sweep trial's form of the phase: harness/runner.py)."""
+    """The images in memory, logging nothing (a sweep trial's form of the phase: harness/runner/)."""
     return _drafted(ctx, cfg, inputs)[0]
 
 

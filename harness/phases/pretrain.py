@@ -2,7 +2,7 @@
 classes disjoint from the study's (pretrain.classes: by default every other class of the data; for
 CIFAR-10's reference study the other 7, 35,000 images), so that "does synthetic data help a pretrained
 backbone?" is measurable on any machine, with no download. Both arms start from its weights (their
-keys consume its key); it is logged like the baseline (artifacts: harness/classifier.py), its test
+keys consume its key); it is logged like the baseline (artifacts: harness/arms.py), its test
 metrics on those classes' test images.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from harness import classifier, config, data
-from harness.classifier import ClassifierResult
+from harness import arms, config, data
+from harness.arms import ClassifierResult
 from harness.errors import HarnessError
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
 
@@ -90,7 +90,7 @@ def training(cfg):
 def compute(ctx, cfg, inputs) -> ClassifierResult:
     own = dataclasses.replace(cfg, classifier=training(cfg), data=data_config(cfg))
     splits = ctx.splits(own.data, cfg.pretrain.data_dir or None)
-    model, m = classifier.fit_and_report(own, splits, ctx.device, "pretrain")
+    model, m = arms.fit_and_report(own, splits, ctx.device, "pretrain")
     return ClassifierResult("", m, trained=model)
 
 
@@ -99,4 +99,4 @@ def load(ctx, cfg, run) -> ClassifierResult:
 
 
 def summary(result: ClassifierResult, cfg) -> str:
-    return classifier.summary(f"pretrain run {result.run_id}", result.metrics, cfg.pretrain.classes)
+    return arms.summary(f"pretrain run {result.run_id}", result.metrics, cfg.pretrain.classes)

@@ -164,7 +164,7 @@ def label(ctx, cfg, baseline, synthetic: torch.Tensor, classes, generated: torch
 
 
 def draft(ctx, cfg, inputs) -> PseudolabelResult:
-    """The kept images in memory, logging nothing (a sweep trial's form of the phase: harness/runner.py)."""
+    """The kept images in memory, logging nothing (a sweep trial's form of the phase: harness/runner/)."""
     lab = label(ctx, cfg, inputs["baseline"], inputs["generate"].images, cfg.data.classes, inputs["generate"].labels)
     return PseudolabelResult("", lab.metrics, images=lab.images, labels=lab.labels, soft=lab.soft)
 

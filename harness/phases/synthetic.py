@@ -1,5 +1,5 @@
 """Synthetic phase: the same network (classifier.kind), trained from scratch on real + kept synthetic images, and
-evaluated and logged exactly like the baseline (harness/classifier.py), plus data/n_real and
+evaluated and logged exactly like the baseline (harness/arms.py), plus data/n_real and
 data/n_synthetic.
 
 Options: `on_epoch` (a sweep reports and prunes there), `evaluate_test=False` (sweep trials choose
@@ -7,14 +7,20 @@ by validation only), `model_run` (test the model a trial trained instead of trai
 """
 from __future__ import annotations
 
-from harness import classifier
-from harness.classifier import ClassifierResult
+from harness import arms
+from harness.arms import ClassifierResult
+from harness.classifiers import weights
 from harness.phases import before, check  # noqa: F401 (the protocol's defaults)
+
+
+def keyed_on(ctx, cfg, inputs) -> tuple[str, ...]:
+    """Starting weights from outside (a file, a URI): their content."""
+    return (weights.digest(ctx, cfg.classifier.init),)
 
 
 def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
     kept = inputs["pseudolabel"]
-    return classifier.train_arm(ctx, cfg, inputs, "synthetic", "synthetic", "synthetic",
+    return arms.train_arm(ctx, cfg, inputs, "synthetic", "synthetic", "synthetic",
                                 lambda splits: (kept.images, kept.labels, kept.soft), on_epoch, evaluate_test, model_run)
 
 
@@ -23,5 +29,5 @@ def load(ctx, cfg, run) -> ClassifierResult:
 
 
 def summary(result: ClassifierResult, cfg) -> str:
-    return classifier.summary(f"synthetic run {result.run_id} ({int(result.metrics.get('data/n_synthetic', 0))} "
+    return arms.summary(f"synthetic run {result.run_id} ({int(result.metrics.get('data/n_synthetic', 0))} "
                               "synthetic images)", result.metrics, cfg.data.classes)

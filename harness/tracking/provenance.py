@@ -28,9 +28,9 @@ REGISTRIES = frozenset({"harness.generators", "harness.classifiers"})
 # figures: what a phase computes does not depend on it, so no key covers it and an edit there
 # retrains nothing. It is kept out by where it lives (these modules and packages, and the package's
 # own __init__ with its version), never by how it is imported. Config values reach every key through
-# the config hash, not through config.py's code.
+# the config hash, not through harness/config's code.
 PLUMBING = ("harness.tracking", "harness.config", "harness.errors", "harness.progress", "harness.context",
-            "harness.figures", "harness.compare.render")
+            "harness.figures", "harness.analysis.render")
 
 
 def plumbing(name: str) -> bool:

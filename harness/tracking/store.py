@@ -338,7 +338,7 @@ def phase_run(store: Store, phase: str, params: dict, run_name: str | None = Non
     """One MLflow run that no cache decides about (a pipeline's or study's parent, a sweep trial, a
     compare), nested under the active run if there is one, that always ends (`running`). With
     `join`, that existing run is continued in this process instead (a sweep's one parent; `params`
-    unused). Phases run through harness/runner.py, which adds the cache and the claim."""
+    unused). Phases run through harness/runner/, which adds the cache and the claim."""
     if join is not None:
         # The joined run is this process's now: a run whose owner is gone reads as dead to the next
         # command (liveness.why_dead), and its opener (a --plan-only grid) may have ended long ago.

@@ -2,8 +2,8 @@
 multi-seed report in Markdown, and their figures."""
 from __future__ import annotations
 
-from harness.compare.runs import NOT_CONTROLLED
-from harness.compare.stats import ALPHA, EQUIVALENCE_RULE, SeedReport
+from harness.analysis.runs import NOT_CONTROLLED
+from harness.analysis.stats import ALPHA, EQUIVALENCE_RULE, SeedReport
 
 HEADLINE = (("accuracy", "Accuracy"), ("f1_weighted", "F1 (weighted)"), ("f1_macro", "F1 (macro)"))
 PER_CLASS = ("precision", "recall", "f1")
@@ -188,7 +188,7 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
     """The grid report's tables: per cell the arms' mean +- std, the paired delta [95% CI], t p, Holm p
     and verdict; then how each cell's seeds were spent: the CI half-width and MDE at the seeds used,
     why they stopped, and with K >= 2 generators the delta's variance split between generators and
-    the interval for a new generator (rows from compare.stats.summarize)."""
+    the interval for a new generator (rows from analysis.stats.summarize)."""
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
     f = lambda v, spec: "" if v is None or v != v else format(v, spec)  # noqa: E731
     rule = (f"; seeds per cell until the 95% CI half-width is at most {halfwidth:g} points, at most {max_seeds} "

@@ -21,151 +21,26 @@ fields and runs the normal phases.
 from __future__ import annotations
 
 import json
-import os
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 import optuna
 
-from harness import classifiers, config, generators, studies
-from harness.compare import page, render
-from harness.compare.stats import MARGIN
+from harness import config, generators, optuna_storage, preflight
+from harness.analysis import page, render
+from harness.analysis.stats import MARGIN
 from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError, mask
 from harness.phases import pretrain
 from harness.runner import Runner
+from harness.sweep.space import Spec, suggest
 from harness.tracking import codecs, store
 
-DEFAULT_SPEC = config.EXPERIMENTS_DIR / "sweep.toml"
 TRIAL_PHASES = ("generate", "pseudolabel", "control", "synthetic")  # what a trial runs (the control where it is
 # enabled); the phases before are the study's
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SURPLUS = "harness.surplus"  # trial user attr: started after the study was full (two workers asked at once)
-
-
-# ---------------------------------------------------------------------------------------------
-# The spec: search space, sampler and pruner, as data
-
-@dataclass(frozen=True)
-class Param:
-    field: str  # config key, section.key
-    kind: str  # int | float | categorical | checkpoint (a saved GAN epoch)
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple = ()
-
-
-@dataclass(frozen=True)
-class Spec:
-    params: tuple[Param, ...]
-    sampler: str = "tpe"  # tpe | gp | random
-    n_startup_trials: int = 5  # random trials before TPE or GP models the space
-    pruner: str = "median"  # median | threshold | none
-    pruner_warmup_epochs: int = 2  # epochs a trial always gets before it can be pruned
-    pruner_startup_trials: int = 3  # trials that finish before the median pruner acts
-    pruner_lower: float = 0.0  # threshold pruner: prune when validation accuracy is below this
-
-
-def load_spec(path: str | os.PathLike | None) -> Spec:
-    path = Path(path) if path else DEFAULT_SPEC
-    if not path.is_file():
-        raise HarnessError(f"sweep spec {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise HarnessError(f"sweep spec {path} is not valid TOML: {e}") from None
-    unknown = set(raw) - {"space", "sampler", "pruner"}
-    if unknown:
-        raise HarnessError(f"sweep spec {path}: unknown section(s) {', '.join(sorted(unknown))}; "
-                           "expected [space.\"section.key\"], [sampler], [pruner]")
-    valid = config.valid_keys()
-    params = []
-    for key, p in raw.get("space", {}).items():
-        where = f"sweep spec {path}, space {key!r}"
-        if key not in valid:
-            raise HarnessError(f"{where}: unknown config field; valid fields: {', '.join(valid)}")
-        if key.split(".")[0] not in config.sweepable_sections():  # what the study's shared phases read
-            raise HarnessError(f"{where}: the baseline and the generator are trained once per study, so a trial "
-                               f"cannot change {key}; sweep {', '.join(f'{x}.*' for x in config.sweepable_sections())} "
-                               "fields, or run one sweep per value")
-        if not isinstance(p, dict):
-            raise HarnessError(f"{where}: expected a table (type = ..., low = ..., high = ...)")
-        kind = p.get("type")
-        extra = set(p) - {"type", "low", "high", "log", "choices"}
-        if extra:
-            raise HarnessError(f"{where}: unknown option(s) {', '.join(sorted(extra))}")
-        if kind == "checkpoint":
-            if key != "generate.checkpoint_epoch":
-                raise HarnessError(f"{where}: type checkpoint only fits generate.checkpoint_epoch")
-            params.append(Param(key, kind))
-        elif kind in ("int", "float"):
-            low, high = p.get("low"), p.get("high")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-                raise HarnessError(f"{where}: type {kind} needs numbers low and high")
-            if not low < high:
-                raise HarnessError(f"{where}: low ({low}) must be below high ({high})")
-            if p.get("log") and low <= 0:
-                raise HarnessError(f"{where}: a log range needs low > 0, got {low}")
-            try:  # the range's ends must be valid values of the field
-                config.apply(Config(), {key: int(low) if kind == "int" else low})
-                config.apply(Config(), {key: int(high) if kind == "int" else high})
-            except HarnessError as e:
-                raise HarnessError(f"{where}: {e}") from None
-            params.append(Param(key, kind, low, high, bool(p.get("log", False))))
-        elif kind == "categorical":
-            choices = p.get("choices")
-            if not isinstance(choices, list) or not choices:
-                raise HarnessError(f"{where}: type categorical needs a non-empty list choices")
-            for c in choices:
-                try:
-                    config.apply(Config(), {key: c})
-                except HarnessError as e:
-                    raise HarnessError(f"{where}: {e}") from None
-            params.append(Param(key, kind, choices=tuple(choices)))
-        else:
-            raise HarnessError(f"{where}: type must be int, float, categorical or checkpoint, got {kind!r}")
-    if not params:
-        raise HarnessError(f"sweep spec {path} declares no [space.\"section.key\"] parameters")
-    sampler, pruner = raw.get("sampler", {}), raw.get("pruner", {})
-    for section, table, keys in (("sampler", sampler, {"type", "n_startup_trials"}),
-                                 ("pruner", pruner, {"type", "warmup_epochs", "startup_trials", "lower"})):
-        extra = set(table) - keys
-        if extra:
-            raise HarnessError(f"sweep spec {path}: unknown [{section}] option(s) {', '.join(sorted(extra))}; "
-                               f"valid: {', '.join(sorted(keys))}")
-    counts = [("sampler", sampler, "n_startup_trials"), ("pruner", pruner, "warmup_epochs"),
-              ("pruner", pruner, "startup_trials")]
-    for section, table, key in counts:
-        value = table.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise HarnessError(f"sweep spec {path}: [{section}] {key} must be a whole number >= 0, got {value!r}")
-    lower = pruner.get("lower", 0.0)
-    if not isinstance(lower, (int, float)) or isinstance(lower, bool) or not lower >= 0.0 or lower == float("inf"):
-        raise HarnessError(f"sweep spec {path}: [pruner] lower must be a validation accuracy >= 0 (above 1 prunes "
-                           f"every trial), got {lower!r}")
-    if sampler.get("type", "tpe") not in ("tpe", "gp", "random"):
-        raise HarnessError(f"sweep spec {path}: sampler type must be tpe, gp or random, got {sampler.get('type')!r}")
-    spec = Spec(tuple(params), sampler=sampler.get("type", "tpe"), n_startup_trials=sampler.get("n_startup_trials", 5),
-                pruner=pruner.get("type", "median"), pruner_warmup_epochs=pruner.get("warmup_epochs", 2),
-                pruner_startup_trials=pruner.get("startup_trials", 3), pruner_lower=pruner.get("lower", 0.0))
-    if spec.pruner not in ("median", "threshold", "none"):
-        raise HarnessError(f"sweep spec {path}: pruner type must be median, threshold or none, got {spec.pruner!r}")
-    return spec
-
-
-def suggest(trial: optuna.Trial, p: Param, checkpoints: list[int]):
-    name = p.field
-    if p.kind == "checkpoint":
-        return trial.suggest_categorical(name, checkpoints)
-    if p.kind == "int":
-        return trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
-    if p.kind == "float":
-        return trial.suggest_float(name, float(p.low), float(p.high), log=p.log)
-    return trial.suggest_categorical(name, list(p.choices))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,21 +64,20 @@ def open_study(name: str, storage: str, spec: Spec, sampler_seed: int) -> tuple[
         pruner = optuna.pruners.ThresholdPruner(lower=spec.pruner_lower, n_warmup_steps=spec.pruner_warmup_epochs)
     else:
         pruner = optuna.pruners.NopPruner()
-    return studies.open_study(name, storage, sampler, pruner)
+    return optuna_storage.open_study(name, storage, sampler, pruner)
 
 
 MAX_FAILED_IN_A_ROW = 5  # trials that fail one after another: a setting is wrong, not a trial unlucky
 
 
-def check(cfg: Config, spec: Spec) -> None:
-    """What a sweep of this config and spec needs, checked before any data is read or run opened:
-    every end of every range and every choice against this config (the preset's, not the defaults)."""
-    generators.check(cfg)
-    classifiers.check_config(cfg)
+def check(ctx: Context, cfg: Config, spec: Spec) -> None:
+    """What a sweep of this config and spec needs, beyond the command's preflight of the config itself:
+    every end of every range and every choice against this config (the preset's, not the defaults), its
+    settings first, then against the data (an oracle's pool, a folder's count), so that a range no trial
+    can run fails once, before any run opens, not once per trial."""
     for p, value in _extremes(spec):
         try:
-            generators.check(config.apply(cfg, {p.field: value}))
-            classifiers.check_config(config.apply(cfg, {p.field: value}))
+            preflight.kinds(config.apply(cfg, {p.field: value}))
         except HarnessError as e:
             raise HarnessError(f"sweep spec: {p.field} = {value!r} does not fit preset {cfg.preset!r}: {e}") from None
     if not cfg.data.val_per_class:
@@ -211,6 +85,14 @@ def check(cfg: Config, spec: Spec) -> None:
     if any(p.kind == "checkpoint" for p in spec.params) and not generators.get(cfg.generator.kind).TRAINS:
         raise HarnessError(f"the sweep spec chooses a checkpoint, but generator.kind={cfg.generator.kind} does not "
                            "train; drop the checkpoint parameter from the spec")
+    preflight.generator(ctx, cfg)
+    for p, value in _extremes(spec):
+        try:
+            one = pretrain.with_classes(config.apply(cfg, {p.field: value}), ctx.data_dir)
+            preflight.generator(ctx, one)
+            pretrain.check_data(ctx, one)
+        except HarnessError as e:
+            raise HarnessError(f"sweep spec: {p.field} = {value!r} cannot run on this data: {e}") from None
 
 
 def _extremes(spec: Spec):
@@ -222,19 +104,6 @@ def _extremes(spec: Spec):
         elif p.kind == "categorical":
             for c in p.choices:
                 yield p, c
-
-
-def preflight(ctx: Context, cfg: Config, spec: Spec) -> None:
-    """The kind's checks against the data (an oracle's pool, a folder's count) at every end of the
-    space, before any run opens: a range no trial can run fails once, not once per trial."""
-    generators.preflight(ctx, cfg)
-    for p, value in _extremes(spec):
-        try:
-            one = pretrain.with_classes(config.apply(cfg, {p.field: value}), ctx.data_dir)
-            generators.preflight(ctx, one)
-            pretrain.check_data(ctx, one)
-        except HarnessError as e:
-            raise HarnessError(f"sweep spec: {p.field} = {value!r} cannot run on this data: {e}") from None
 
 
 @dataclass
@@ -251,13 +120,12 @@ class SweepResult:
 
 def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, storage: str,
         sampler_seed: int = 0) -> SweepResult:
-    check(cfg, spec)
-    preflight(ctx, cfg, spec)
+    """The study's trials (the command's preflight and `check` come first)."""
     study, created = open_study(study_name, storage, spec, sampler_seed)
     _claim(study, study_name, cfg, ctx)
     fields = {p.field for p in spec.params}
     kind = generators.get(cfg.generator.kind)
-    with studies.study_run(ctx, study, created, {**config.flat(cfg), "sweep.study": study_name,
+    with optuna_storage.study_run(ctx, study, created, {**config.flat(cfg), "sweep.study": study_name,
                                           "sweep.space": ",".join(sorted(fields))},
                     f"sweep {study_name}", {"harness.preset": cfg.preset,
                                             "harness.optuna_storage": mask(storage)}) as parent:  # never the password
@@ -329,7 +197,7 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: l
     is wrong for every trial, and the sweep stops with the error they share."""
     waiting = (optuna.trial.TrialState.WAITING,)
     while True:
-        studies.fail_stale(study)
+        optuna_storage.fail_stale(study)
         done, held = len(_counted(study)), len(_counted(study, running=True))
         if done >= n_trials:
             return
@@ -359,9 +227,9 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
     options = {}
     for phase in TRIAL_PHASES[2:]:
         model_run = best.user_attrs.get(f"{phase}_run_id")
-        options[phase] = dict(key_suffix=f"-model:{model_run}", options={"model_run": model_run},
+        options[phase] = dict(key_suffix=f"-model:{model_run}", compute_options={"model_run": model_run},
                               params={"sweep.best_trial": best.number, f"{phase}.model_run": model_run})
-    done = Runner(ctx).walk(best_cfg, have=shared, stop=TRIAL_PHASES[-1], options=options)
+    done = Runner(ctx).walk(best_cfg, have=shared, stop=TRIAL_PHASES[-1], run_options=options)
     syn, control = done[TRIAL_PHASES[-1]], done.get("control")
     rows = render.rows(base.metrics, syn.metrics, cfg.data.classes)
     deltas = render.delta_metrics(rows)
@@ -464,14 +332,14 @@ def _trial(ctx: Context, trial: optuna.Trial, tcfg: Config, shared: dict) -> tup
     # pruned: other trials of its slot reuse it.
     val_only = dict(key_suffix="-val", brief=True)
     runner = Runner(ctx)
-    done = runner.walk(tcfg, have=shared, stop="control", inline=TRIAL_PHASES[:2], options={
-        "control": dict(**val_only, options={"on_epoch": controlled, "evaluate_test": False})})
+    done = runner.walk(tcfg, have=shared, stop="control", inline=TRIAL_PHASES[:2], run_options={
+        "control": dict(**val_only, compute_options={"on_epoch": controlled, "evaluate_test": False})})
     control = done.get("control")
     if control is not None and control.reused:  # an earlier trial's control of the same slot: its curve
         control_curve.update({m.step: m.value for m in
                               ctx.store.client.get_metric_history(control.source_run_id, "val/accuracy")})
-    done = runner.walk(tcfg, have=done, stop="synthetic", options={
-        "synthetic": dict(**val_only, options={"on_epoch": report, "evaluate_test": False})})
+    done = runner.walk(tcfg, have=done, stop="synthetic", run_options={
+        "synthetic": dict(**val_only, compute_options={"on_epoch": report, "evaluate_test": False})})
     gen, kept, syn = done["generate"], done["pseudolabel"], done["synthetic"]
     n_kept = int(kept.metrics["kept/count"])
     trial.set_user_attr("kept", n_kept)

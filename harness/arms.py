@@ -38,8 +38,9 @@ class ClassifierResult(PhaseResult):
 
 
 def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epoch=None, evaluate_test: bool = True,
-                   synthetic=None, weights=None, slot: str = "synthetic") -> tuple[torch.nn.Module, dict[str, float]]:
-    """Train on the real training images (+ `synthetic` = (images, labels, soft or None)) and log
+                   synthetic=None, start=None, slot: str = "synthetic") -> tuple[torch.nn.Module, dict[str, float]]:
+    """Train on the real training images (+ `synthetic` = (images, labels, soft or None)) from `start`
+    (weights.starting: the starting weights, or None from scratch) and log
     curves, weights and (unless `evaluate_test` is off, as in sweep trials, which must never see
     the test set) test metrics and artifacts to the active run. `slot`: what the extra images are
     called in the run's description (the control arm's are "replayed real")."""
@@ -53,7 +54,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     try:
         model, history = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), cfg.classifier,
                                                 device, val=(splits.val_x, splits.val_y), label=label, on_epoch=hook,
-                                                synthetic=synthetic, weights=weights, section=classifiers.section_of(cfg))
+                                                synthetic=synthetic, start=start, section=classifiers.section_of(cfg))
     except BaseException:
         log_history(done)  # a pruned or interrupted run keeps the curves it had
         raise
@@ -61,15 +62,15 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     codecs.log_figure(figures.curves_figure(history.epochs, label), "training_curves.png")
     model_id = log_model(model, cfg, splits.classes, label, splits.test_x[:2])
     n_syn = len(synthetic[0]) if synthetic is not None else 0
-    c = train.resolved(cfg.classifier, len(splits.train_x))
+    c = train.in_epochs(cfg.classifier, len(splits.train_x))
     mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
              (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
              (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
              (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
-    how = {"train": "fine-tuned from" if weights else "trained from scratch",
+    how = {"train": "fine-tuned from" if start else "trained from scratch",
            "probe": "linear probe (backbone frozen) of", "probe-then-train": "probed, then fine-tuned (LP-FT), from"}
-    start = f" `{cfg.classifier.init}`" if weights else ""
-    trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} {how[cfg.classifier.mode]}{start} on {len(splits.train_x)} real"
+    origin = f" `{cfg.classifier.init}`" if start else ""
+    trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} {how[cfg.classifier.mode]}{origin} on {len(splits.train_x)} real"
                f"{f' + {n_syn} {slot}' if n_syn else ''} images for {c.epochs} epochs"
                f"{f' (classifier.steps {cfg.classifier.steps})' if cfg.classifier.steps else ''} "
                f"(augmentation {c.augmentation}{mixing if n_syn else ''}; "
@@ -97,7 +98,7 @@ def train_arm(ctx, cfg, inputs: dict, label: str, slot: str, count: str, extra, 
     sizes = {"data/n_real": len(splits.train_x), f"data/n_{count}": len(added[0]) if added is not None else 0}
     mlflow.log_metrics(sizes)
     model, m = fit_and_report(cfg, splits, ctx.device, label, on_epoch=on_epoch, evaluate_test=evaluate_test,
-                              synthetic=added, weights=weights.resolved(ctx, cfg.classifier, inputs), slot=slot)
+                              synthetic=added, start=weights.starting(ctx, cfg.classifier, inputs), slot=slot)
     return ClassifierResult("", m | sizes, trained=model)
 
 
@@ -157,7 +158,7 @@ def load_model(run_id: str) -> tuple[torch.nn.Module, list[str]]:
     checkpoint from before kinds is a SimpleCNN's)."""
     saved = codecs.load_torch(run_id, "model/model.pt")
     settings = ClassifierConfig(**saved.get("classifier", {"kind": "simplecnn", "width": 0}))
-    own = config.plugin_sections().get(settings.kind)  # absent: building the kind says it is not installed
+    own = config.kind_sections().get(settings.kind)  # absent: building the kind says it is not installed
     section = own(**saved["section"]) if own is not None and "section" in saved else None
     model = classifiers.build(settings, len(saved["classes"]), saved.get("channels", 3), saved.get("image_size", 32),
                               section)
