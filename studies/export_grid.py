@@ -10,7 +10,6 @@ the compute the grid took against a fixed design of N seeds with one generator p
 MLFLOW_TRACKING_URI names the grid's tracking store. --smoke is a check in seconds that this export
 still runs (tests/test_scripts.py): studies/grid.sh in its smoke mode makes a tiny grid in a temporary
 folder and ends by exporting it with this script."""
-import json
 import os
 import subprocess
 import sys

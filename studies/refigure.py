@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from harness.compare import render
+from harness.analysis import render
 
 
 def cells_of(path: Path) -> list[dict]:
