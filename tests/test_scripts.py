@@ -22,7 +22,8 @@ pytestmark = pytest.mark.scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 # Scripts with no smoke test here, and why; every other file under benchmarks/ and studies/ has one.
-NOT_HERE = {"studies/ui_shots.py": "tests/test_ui.py runs its --smoke (it needs a browser, as that module does)"}
+NOT_HERE = {"studies/ui_shots.py": "tests/test_ui.py runs its --smoke in the same step (it needs a browser, as that "
+                                   "module does)"}
 
 
 def run(tmp_path: Path, *cmd, env: dict | None = None, cwd: Path | None = None) -> str:

@@ -9,7 +9,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from conftest import browser as _browser, invoke
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -99,6 +102,7 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
     assert f"runs table: http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs" in out
 
 
+@pytest.mark.scripts  # studies/ui_shots.py's smoke mode (100 s): CI's second step, with the other scripts
 def test_ui_shots_photograph_a_grid_only_once_its_chart_has_drawn(tmp_path):
     # studies/ui_shots.py on a tiny grid of its own: the runs table (baseline in percent, the images'
     # effect in points), the chart (plotly's bars in the page before the picture is taken) and a run page.
