@@ -175,10 +175,10 @@ def main(trees, preset, data_dir, repeats, overrides, smoke):
                 times.setdefault((name, "cached server"), []).append(timed(tree, server_args, url, cache, str(work)))
     finally:
         os.killpg(server.pid, 9)  # the server and its uvicorn and job-runner children
+    from harness.table import PHASES
+    order = ["pipeline", *PHASES]  # the table's order: a new phase (the control) sorts where it runs
     phases = sorted({p for arm in table.values() for run in arm.values() for p in per_phase(run)},
-                    key=lambda p: ["pipeline", "evaluator", "baseline", "generator", "generate", "pseudolabel",
-                                   "synthetic", "compare"].index(p) if p in ("pipeline", "evaluator", "baseline",
-                                   "generator", "generate", "pseudolabel", "synthetic", "compare") else 99)
+                    key=lambda p: order.index(p) if p in order else len(order))
     click.echo(f"harness run {' '.join(args)}\n")
     click.echo("store calls per phase (tracking + artifacts), cold | cached:")
     click.echo("| phase | " + " | ".join(f"{n} cold | {n} cached" for n, _ in arms) + " |")

@@ -112,7 +112,7 @@ def _description(cfg: Config, m: dict, table_md: str) -> str:
     from harness import classifiers, generators
     what, net = generators.in_words(cfg), classifiers.in_words(cfg.classifier)
     # The headline first: a run page shows the description's first lines and folds the rest.
-    return (f"{headline_words(m)}\n\n**Pipeline** (preset `{cfg.preset}`, classes {', '.join(cfg.data.classes)}, "
+    return (f"{headline_words(m, cfg)}\n\n**Pipeline** (preset `{cfg.preset}`, classes {', '.join(cfg.data.classes)}, "
             f"{cfg.data.n_per_class} real images per class): baseline {net} (which labels the synthetic images), "
             f"{what}, "
             f"{cfg.generate.n_samples} synthetic images, kept {int(m['kept/count'])} (pseudolabel.mode "
@@ -121,14 +121,17 @@ def _description(cfg: Config, m: dict, table_md: str) -> str:
             f"\n\n{table_md}")
 
 
-def headline_words(m: dict) -> str:
-    """The pipeline's result in one line, the images' effect first (from its parent run's metrics)."""
+def headline_words(m: dict, cfg: Config | None = None) -> str:
+    """The pipeline's result in one line, the images' effect first (from its parent run's metrics), and
+    with `cfg` how far its baseline is from its plateau where its preset measured that."""
+    from harness.analysis import plateau
+    budget = (plateau.line(flat(cfg)) or "") if cfg is not None else ""
     if "images/accuracy" not in m:
         return (f"Test accuracy {100 * m['baseline/test_accuracy']:.2f}% -> {100 * m['synthetic/test_accuracy']:.2f}% "
-                f"({100 * m['delta/accuracy']:+.2f} points; recipe not controlled: control.enabled=false).")
+                f"({100 * m['delta/accuracy']:+.2f} points; recipe not controlled: control.enabled=false). {budget}").strip()
     from harness.analysis import render, stats
     return " ".join([f"**The images' effect: {100 * m['images/accuracy']:+.2f} points** (synthetic "
                      f"{100 * m['synthetic/test_accuracy']:.2f}% - control {100 * m['control/test_accuracy']:.2f}%); the "
                      f"recipe's: {100 * m['recipe/accuracy']:+.2f} points (control - baseline "
                      f"{100 * m['baseline/test_accuracy']:.2f}%); synthetic - baseline {100 * m['delta/accuracy']:+.2f} points.",
-                     *render.recipe_line(m["recipe/accuracy"], stats.MARGIN)])
+                     *render.recipe_line(m["recipe/accuracy"], stats.MARGIN), budget]).strip()

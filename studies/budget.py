@@ -11,6 +11,8 @@ preset's classifier section; data.seed and classifier.seed = the seed), on the d
 and tests it on every test image of the classes. No MLflow run: the curve is the product, written as
 OUT.json and OUT.md (per size and steps: mean and std over the seeds, and the paired change from the
 previous budget with its 95% t interval). `--smoke` runs a seconds-long version on the tiny preset.
+A preset's reports read its curve from harness/experiments/<preset>.budget.json: add the measured
+points there (tests/test_plateau.py checks them against the exports they name).
 """
 from __future__ import annotations
 

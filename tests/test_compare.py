@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from conftest import invoke
-from harness.analysis import render, stats as compare
+from harness.analysis import plateau, render, stats as compare
 from harness.analysis.stats import SeedReport, Stat
 
 CLASSES = ["--set", "data.classes=airplane,automobile,bird"]
@@ -111,9 +111,16 @@ def test_mcnemar_counts_discordant_pairs():
     assert r.verdict().startswith("significant gain (one seed only: McNemar")
 
 
-def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
-    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES]
+def test_two_seed_study_end_to_end(runner, client, tree, tmp_path, monkeypatch):
+    # A budget curve for this recipe (4 steps, the tiny preset's 2 epochs of 2 steps): the reports say it.
+    curve = {"overrides": CLASSES[1::2], "exports": ["made-up"],
+             "points": [{"n_per_class": 20, "steps": s, "accuracy": a} for s, a in ((4, [0.5, 0.6]), (8, [0.6, 0.8]))]}
+    monkeypatch.setattr(plateau, "curves", lambda preset: {"plateau_points": 0.5, "curves": [curve]}
+                        if preset == "tiny" else None)
+    common = ["--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "classifier.steps=4"]
     out = invoke(runner, ["run", *common, "--seeds", "2", "--share-generator"]).output
+    budget = "Distance to the plateau: doubling this baseline's 4 steps to 8 adds +15.00"
+    assert budget in out
     exp = client.get_experiment_by_name("harness")
     (study,) = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'seeds'")
     pipes = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{study.info.run_id}'")
@@ -121,6 +128,7 @@ def test_two_seed_study_end_to_end(runner, client, tree, tmp_path):
     assert phases == ["compare", "pipeline", "pipeline"]
     seeds = sorted(r.data.params["data.seed"] for r in pipes if r.data.tags["harness.phase"] == "pipeline")
     assert seeds == ["0", "1"]
+    assert all(budget in r.data.tags["mlflow.note.content"] for r in pipes if r.data.tags["harness.phase"] == "pipeline")
     # One GAN served both seeds: the second pipeline's gan child reuses the first one's.
     gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1

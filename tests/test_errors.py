@@ -253,6 +253,8 @@ CASES = [
     ("t2i-strength", ["config", "--set", "text2image.strength=0"], {}, "text2image.strength"),
     ("t2i-dtype", ["config", "--set", "text2image.dtype=int8"], {}, "'int8'"),
     ("t2i-resolution", ["config", "--set", "text2image.resolution=30"], {}, "text2image.resolution"),
+    ("t2i-img2img-no-step", ["config", "--set", "text2image.mode=img2img", "--set", "text2image.steps=1"], {},
+     "raise text2image.steps to at least 2"),
     # A phase that does not run names what would make it run, not unrelated settings.
     ("pretrain-not-asked", ["pretrain", *T, "--set", "pretrain.classes=cat"], {}, "classifier.init=pretrain"),
     ("pretrain-dir-empty", ["run", *T, "--set", "classifier.init=pretrain", "--set", "pretrain.data_dir={empty}"], {},

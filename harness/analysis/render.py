@@ -128,6 +128,8 @@ def report_markdown(report: SeedReport) -> str:
     lines += ["", f"**Verdict** on {report.effect} (test accuracy, alpha {ALPHA}): {report.verdict()}."]
     if report.controlled and report.recipe:
         lines += recipe_line(report.recipe[0].tests()["delta_mean"], report.margin)
+    if report.plateau:
+        lines.append(report.plateau)
     if 2 <= report.n < 6:
         lines.append(f"Note: with {report.n} seeds the two-sided Wilcoxon test cannot reach p < 0.05 "
                      f"(smallest possible p = {2 / 2 ** report.n:.3g}).")
@@ -230,6 +232,12 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
             worst = max(recipe, key=lambda r: sign * r["recipe"]["delta_mean"])
             lines += ["", recipe_line(worst["recipe"]["delta_mean"], margin)[0] +
                       f" (cell {worst['cell']}; {len(recipe)} of {len(controlled)} cells beyond ±{margin:g} points)"]
+    budget: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("plateau"):
+            budget.setdefault(r["plateau"], []).append(r["cell"])
+    for text, cells in budget.items():
+        lines += ["", text if len(budget) == 1 and len(cells) == len(rows) else f"{text} (cells: {'; '.join(cells)})"]
     lines += ["", "| cell | seeds | ± half-width (points) | MDE at these seeds (points) | stopped | K | "
                   "between-generator share | delta for a new generator [95% CI] |",
               "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]

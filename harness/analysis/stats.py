@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from harness.analysis import plateau
 from harness.analysis.runs import Pair, check_pairs, classes_of, get_run, predictions
 from harness.errors import HarnessError
 
@@ -72,6 +73,7 @@ class SeedReport:
     controlled: bool = False
     recipe: list[Stat] = field(default_factory=list)
     total: list[Stat] = field(default_factory=list)
+    plateau: str = ""  # how far the baseline is from its plateau, where its preset measured it (analysis/plateau.py)
 
     @property
     def n(self) -> int:
@@ -136,6 +138,7 @@ class SeedReport:
                     f"{b}_mean": float(np.mean(s.aug)), **s.tests()}
         return {"seeds": self.seeds, "share_generator": self.share_generator, "verdict": self.verdict(),
                 "controlled": self.controlled, "effect": self.effect, "warnings": self.warnings,
+                "plateau": self.plateau,
                 "metrics": [one(s, ref, "synthetic") for s in self.stats],
                 "recipe": [one(s, "baseline", "control") for s in self.recipe],
                 "synthetic_minus_baseline": [one(s, "baseline", "synthetic") for s in self.total],
@@ -175,11 +178,14 @@ def seed_report(client, pairs: list[Pair], share_generator: bool | None = None, 
     recipe = stats_of(lambda p: p.baseline, lambda p: p.control, keys) if controlled else []
     total = stats_of(lambda p: p.baseline, lambda p: p.synthetic, keys) if controlled else []
     tests = [(p.seed, *mcnemar(predictions(client, p.reference), predictions(client, p.synthetic))) for p in pairs]
+    parents = [p.synthetic.data.tags.get("mlflow.parentRunId") for p in pairs]
+    parents = [get_run(client, r).data.params if r else {} for r in parents]
     if share_generator is None:
-        parents = [p.synthetic.data.tags.get("mlflow.parentRunId") for p in pairs]
-        flags = {get_run(client, r).data.params.get("pipeline.generator_shared") if r else None for r in parents}
+        flags = {params.get("pipeline.generator_shared") for params in parents}
         share_generator = {"True"} == flags if flags <= {"True", "False"} else None
-    return SeedReport([p.seed for p in pairs], stats, tests, share_generator, warnings, margin, controlled, recipe, total)
+    budget = {plateau.line(params) for params in parents}
+    return SeedReport([p.seed for p in pairs], stats, tests, share_generator, warnings, margin, controlled, recipe, total,
+                      " ".join(sorted(b for b in budget if b)))
 
 
 def mde(n: int, sd: float = 1.5, power: float = 0.8, alpha: float = 0.05) -> float:

@@ -135,7 +135,7 @@ def run_(preset, overrides, data_dir, experiment, no_cache, resume, seeds, seed_
     per_class = ", ".join(f"{c} {int(result.kept[f'kept/{c}/count'])}" for c in cfg.data.classes)
     click.echo(f"\npipeline run {result.run_id}: kept {int(result.kept['kept/count'])} synthetic images ({per_class})")
     click.echo("phase seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()) + "\n")
-    click.echo(pipeline.headline_words(result.headline).replace("**", "") + "\n")
+    click.echo(pipeline.headline_words(result.headline, cfg).replace("**", "") + "\n")
     click.echo(result.table_md, nl=False)
     click.echo(f"\nreport: {page.location(ctx.store.client, result.results['compare'].source_run_id)}")
 

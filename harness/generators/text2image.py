@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -59,6 +60,11 @@ class Text2ImageConfig:
         if self.resolution < 0 or self.resolution % 8:
             raise HarnessError(f"text2image.resolution must be 0 (the model's own) or a positive multiple of 8, "
                                f"got {self.resolution}")
+        # diffusers' img2img denoises int(steps x strength) steps and fails deep inside on none.
+        if self.mode == "img2img" and int(self.steps * self.strength) < 1:
+            raise HarnessError(f"text2image.steps={self.steps} x text2image.strength={self.strength:g} leaves no denoising "
+                               f"step in img2img mode (the pipeline runs int(steps x strength) of them): raise "
+                               f"text2image.steps to at least {math.ceil(1 / self.strength)} or the strength")
 
 
 CONFIG = Text2ImageConfig  # the kind's own section, [text2image] (harness/config/schema.py gathers it)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import optuna
 
-from harness import generators
-from harness.analysis import stats, worth
+from harness import config, generators
+from harness.analysis import plateau, stats, worth
 from harness.context import Context
 from harness.grid.plan import COMPLETE, Cell, PLAN, items_of, generators_of, halfwidth_of, ladder_group, plan_of
 from harness.grid.views import view_keys
@@ -39,8 +39,11 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     rows = stats.summarize(reports, designs, margin=margin)
     priced = worth_of(grid_cells, {label: {int(t.user_attrs["seed"]): t.value for t in trials}
                                    for label, trials in done.items()})
+    budget = {c.label: plateau.line(config.flat(c.cfg)) for c in grid_cells}
     for row in rows:
         row.update(priced.get(row["cell"], {}))
+        if budget.get(row["cell"]):
+            row["plateau"] = budget[row["cell"]]
     # At the first seeds, every cell's start: what the plan promised, whatever seeds came later.
     out = {"study": study.study_name, "seeds": seeds, "ci_halfwidth_points": halfwidth_of(held),
            "max_seeds": held.get("max_seeds"), "generators": k, "margin_points": margin,

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import mlflow
 
-from harness.analysis import page, render
-from harness.analysis.stats import SeedReport
+from harness.analysis import page, plateau, render
+from harness.analysis.stats import MARGIN, SeedReport
+from harness.config import flat
 from harness.context import PhaseResult
 from harness.tracking import codecs
 from harness.tracking.store import describe, phase_run
@@ -41,8 +42,9 @@ def headline(deltas: dict) -> float:
 
 
 def log_pair(base_metrics: dict, syn_metrics: dict, classes, control: dict | None = None,
-             title: str = "One pipeline's arms compared") -> tuple[str, dict]:
-    """The comparison on the active run: differences as metrics, comparison.md/.json/.png, report.html."""
+             title: str = "One pipeline's arms compared", params: dict | None = None) -> tuple[str, dict]:
+    """The comparison on the active run: differences as metrics, comparison.md/.json/.png, report.html;
+    `params` (the pipeline's flat config) adds what the report says about the baseline's budget."""
     rows, md, deltas = table(base_metrics, syn_metrics, classes, control)
     mlflow.log_metrics(deltas)
     mlflow.log_text(md, "comparison.md")
@@ -61,6 +63,8 @@ def log_pair(base_metrics: dict, syn_metrics: dict, classes, control: dict | Non
     else:
         words = (f"Synthetic minus baseline, accuracy {100 * deltas['delta/accuracy']:+.2f} points, "
                  f"weighted F1 {deltas['delta/f1_weighted']:+.4f} ({render.NOT_CONTROLLED}).")
+    words = " ".join([words, *(render.recipe_line(deltas["recipe/accuracy"], MARGIN) if control is not None else []),
+                      *([plateau.line(params) or ""] if params else [])]).strip()
     describe(f"**compare**: {words[0].lower()}{words[1:]}\n\n{md}")
     page.log(title, f"{words}\n\n{md}", [("Test F1 per arm (comparison.png)", figure_png)])
     return md, deltas
@@ -69,7 +73,8 @@ def log_pair(base_metrics: dict, syn_metrics: dict, classes, control: dict | Non
 def compute(ctx, cfg, inputs) -> CompareResult:
     control = inputs["control"].metrics if "control" in inputs else None
     md, deltas = log_pair(inputs["baseline"].metrics, inputs["synthetic"].metrics, cfg.data.classes, control,
-                          title=f"Pipeline, preset {cfg.preset}, seed {cfg.data.seed}: {cfg.generator.kind} images")
+                          title=f"Pipeline, preset {cfg.preset}, seed {cfg.data.seed}: {cfg.generator.kind} images",
+                          params=flat(cfg))
     return CompareResult("", deltas, table_md=md, deltas=deltas)
 
 

@@ -27,7 +27,7 @@ import mlflow
 import optuna
 
 from harness import config, generators, optuna_storage, preflight
-from harness.analysis import page, render
+from harness.analysis import page, plateau, render
 from harness.analysis.stats import MARGIN
 from harness.config import Config
 from harness.context import Context
@@ -247,6 +247,10 @@ def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, 
     if not int(best.user_attrs.get("kept", 1)):
         what += ("; this trial kept no synthetic image, so its synthetic arm is the baseline's training: "
                  "no setting of the space made the images pay")
+    # Every trial is read against the sweep's config's baseline: its budget is the one to report.
+    budget = plateau.line(config.flat(cfg))
+    if budget:
+        what += f". {budget}".rstrip(".")
     mlflow.log_metrics({"best/value": best.value, "best/test_accuracy": syn.metrics["test/accuracy"],
                         **({"best/val_accuracy": syn.metrics["val/accuracy"]} if "val/accuracy" in syn.metrics else {}),
                         "baseline/test_accuracy": base.metrics["test/accuracy"],
