@@ -54,4 +54,4 @@ def test_reports_carry_the_line():
     report = SeedReport(["0", "1"], [Stat("Accuracy", [0.5, 0.6], [0.55, 0.62], True)], [], True, [], plateau=text)
     assert text in render.report_markdown(report)
     cell = {"n": 0, "cell": "a", "plateau": text}
-    assert text + " (cells: a)" in render.grid_markdown("g", 2, [0], None, [cell, {"n": 0, "cell": "b"}])
+    assert text + " (cells: a)." in render.grid_markdown("g", 2, [0], None, [cell, {"n": 0, "cell": "b"}])

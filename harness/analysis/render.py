@@ -237,7 +237,8 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
         if r.get("plateau"):
             budget.setdefault(r["plateau"], []).append(r["cell"])
     for text, cells in budget.items():
-        lines += ["", text if len(budget) == 1 and len(cells) == len(rows) else f"{text} (cells: {'; '.join(cells)})"]
+        lines += ["", text if len(budget) == 1 and len(cells) == len(rows) else
+                  f"{text.rstrip('.')} (cells: {'; '.join(cells)})."]
     lines += ["", "| cell | seeds | ± half-width (points) | MDE at these seeds (points) | stopped | K | "
                   "between-generator share | delta for a new generator [95% CI] |",
               "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
