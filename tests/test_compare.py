@@ -129,6 +129,11 @@ def test_two_seed_study_end_to_end(runner, client, tree, tmp_path, monkeypatch):
     seeds = sorted(r.data.params["data.seed"] for r in pipes if r.data.tags["harness.phase"] == "pipeline")
     assert seeds == ["0", "1"]
     assert all(budget in r.data.tags["mlflow.note.content"] for r in pipes if r.data.tags["harness.phase"] == "pipeline")
+    # ... and each pipeline's own compare run (its report.html's words are its description's).
+    pipe_ids = {r.info.run_id for r in pipes if r.data.tags["harness.phase"] == "pipeline"}
+    compares = [r for r in client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'compare'")
+                if r.data.tags.get("mlflow.parentRunId") in pipe_ids]
+    assert len(compares) == 2 and all(budget in r.data.tags["mlflow.note.content"] for r in compares)
     # One GAN served both seeds: the second pipeline's gan child reuses the first one's.
     gans = client.search_runs([exp.experiment_id], "tags.`harness.phase` = 'generator'")
     assert len(gans) == 2 and sum("harness.reused_from" in g.data.tags for g in gans) == 1
