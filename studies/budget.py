@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from harness import config, train
+from harness.analysis import plateau
 from harness.data import load_splits
 from harness.tracking import codecs
 
@@ -38,13 +39,9 @@ def point(cfg, splits, device) -> float:
 
 
 def paired(a: list[float], b: list[float]) -> dict:
-    """Mean of b - a (points) over paired seeds, with its 95% t interval."""
-    from scipy import stats
-    d = 100 * (np.asarray(b) - np.asarray(a))
-    if len(d) < 2:
-        return {"mean": float(d.mean()), "low": None, "high": None}
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5)
-    return {"mean": float(d.mean()), "low": float(d.mean()) - half, "high": float(d.mean()) + half}
+    """Mean of b - a (points) over paired seeds, with its 95% t interval (the one reports read back)."""
+    mean, low, high = plateau.paired_change(a, b)
+    return {"mean": mean, "low": None if low != low else low, "high": None if high != high else high}
 
 
 def markdown(rows: list[dict], preset: str, overrides: tuple[str, ...], threshold: float) -> str:

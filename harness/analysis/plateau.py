@@ -37,15 +37,13 @@ def _measured(preset: str, overrides: tuple[str, ...], n: int, steps: int) -> tu
 
 
 def paired_change(before: list[float], after: list[float]) -> tuple[float, float, float]:
-    """Mean of after - before in points over paired seeds, with its 95% t interval (nan with one pair)."""
+    """Mean of after - before in points over paired seeds, with its 95% paired t interval (nan with one pair)."""
     from scipy import stats
-    d = [100 * (b - a) for a, b in zip(before, after)]
-    mean = sum(d) / len(d)
-    if len(d) < 2:
+    mean = 100 * (sum(after) - sum(before)) / len(after)
+    if len(after) < 2:
         return mean, math.nan, math.nan
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
-    half = float(stats.t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d))
-    return mean, mean - half, mean + half
+    ci = stats.ttest_rel(after, before).confidence_interval(0.95)
+    return mean, 100 * float(ci.low), 100 * float(ci.high)
 
 
 def line(params: typing.Mapping[str, str]) -> str | None:
