@@ -35,12 +35,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def chromium(browser: str, url: str, window: str, budget_ms: int, *action: str) -> str:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                               f"--host-resolver-rules=MAP {HOST} 127.0.0.1", f"--user-data-dir={profile}",
-                               f"--window-size={window}", f"--virtual-time-budget={budget_ms}", *action, url],
-                              check=True, capture_output=True, text=True, timeout=300).stdout
+def chromium(browser: str, url: str, window: str, budget_ms: int, *action: str, tries: int = 3) -> str:
+    """Headless Chromium sometimes never finishes its virtual time (a CI run waited 240 s on a page that
+    loads in seconds): a browser past its wall-clock allowance is killed with its children and started
+    again on a fresh profile."""
+    for _ in range(tries):
+        with tempfile.TemporaryDirectory() as profile:
+            proc = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                     f"--host-resolver-rules=MAP {HOST} 127.0.0.1", f"--user-data-dir={profile}",
+                                     f"--window-size={window}", f"--virtual-time-budget={budget_ms}", *action, url],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                    start_new_session=True)
+            try:
+                out = proc.communicate(timeout=90 + budget_ms / 1000)[0]
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.communicate()
+                continue
+            if proc.returncode:
+                raise click.ClickException(f"Chromium exited {proc.returncode} on {url}")
+            return out
+    raise click.ClickException(f"headless Chromium hung {tries} times on {url}: no picture saved")
 
 
 def shoot(browser: str, url: str, out: Path, window: str, budget_ms: int, drawn: tuple[str, ...], tries: int = 3) -> None:

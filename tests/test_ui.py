@@ -20,11 +20,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dump(browser, url, profile: Path, budget_ms: int = 20000, window: str = "1300,1000") -> str:
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-           f"--virtual-time-budget={budget_ms}", f"--window-size={window}", "--dump-dom", url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240).stdout
+def _dump(browser, url, profile: Path, budget_ms: int = 20000, window: str = "1300,1000", tries: int = 3) -> str:
+    """The page's DOM once `budget_ms` of virtual time has passed. Headless Chromium sometimes never
+    finishes its virtual time (CI once waited 240 s on the runs page, which loads in seconds): a browser
+    past its wall-clock allowance is killed with its children and started again on a fresh profile."""
+    for attempt in range(tries):
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run",
+               f"--user-data-dir={profile.with_name(f'{profile.name}-try{attempt}')}",
+               f"--virtual-time-budget={budget_ms}", f"--window-size={window}", "--dump-dom", url]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+        try:
+            return proc.communicate(timeout=90 + budget_ms / 1000)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+    raise AssertionError(f"headless Chromium hung {tries} times on {url}")
 
 
 def _dump_until(browser, url, profile: Path, needle: str, tries: int = 5) -> str:
