@@ -12,6 +12,7 @@ Artifacts of a classifier run:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import mlflow
@@ -38,12 +39,15 @@ class ClassifierResult(PhaseResult):
 
 
 def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epoch=None, evaluate_test: bool = True,
-                   synthetic=None, start=None, slot: str = "synthetic") -> tuple[torch.nn.Module, dict[str, float]]:
+                   synthetic=None, start=None, slot: str = "synthetic", origin: str = "",
+                   stage: tuple | None = None) -> tuple[torch.nn.Module, dict[str, float]]:
     """Train on the real training images (+ `synthetic` = (images, labels, soft or None)) from `start`
     (weights.starting: the starting weights, or None from scratch) and log
     curves, weights and (unless `evaluate_test` is off, as in sweep trials, which must never see
     the test set) test metrics and artifacts to the active run. `slot`: what the extra images are
-    called in the run's description (the control arm's are "replayed real")."""
+    called in the run's description (the control arm's are "replayed real"); `origin`: where `start`
+    came from in words (default: classifier.init). `stage` = (images, labels, soft or None): train on
+    these alone instead of the real images (synthetic_use=pretrain's first stage)."""
     done: list[dict] = []
 
     def hook(epoch: int, row: dict) -> None:
@@ -51,10 +55,12 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
         if on_epoch is not None:
             on_epoch(epoch, row)
 
+    x, y, soft_x = stage if stage is not None else (splits.train_x, splits.train_y, None)
     try:
-        model, history = train.train_classifier(splits.train_x, splits.train_y, len(splits.classes), cfg.classifier,
+        model, history = train.train_classifier(x, y, len(splits.classes), cfg.classifier,
                                                 device, val=(splits.val_x, splits.val_y), label=label, on_epoch=hook,
-                                                synthetic=synthetic, start=start, section=classifiers.section_of(cfg))
+                                                synthetic=synthetic, start=start, section=classifiers.section_of(cfg),
+                                                soft_x=soft_x)
     except BaseException:
         log_history(done)  # a pruned or interrupted run keeps the curves it had
         raise
@@ -62,43 +68,88 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     codecs.log_figure(figures.curves_figure(history.epochs, label), "training_curves.png")
     model_id = log_model(model, cfg, splits.classes, label, splits.test_x[:2])
     n_syn = len(synthetic[0]) if synthetic is not None else 0
-    c = train.in_epochs(cfg.classifier, len(splits.train_x))
+    c = train.in_epochs(cfg.classifier, len(x))
     mixing = (f"; synthetic share {c.synthetic_share}" if c.synthetic_share else f"; budget {c.budget}") + \
              (f", synthetic weight {c.synthetic_weight}" if c.synthetic_weight != 1 else "") + \
              (f", soft labels (T={cfg.pseudolabel.temperature})" if synthetic is not None and synthetic[2] is not None else "") + \
              (f", last {c.real_only_epochs} epochs real only" if c.real_only_epochs else "")
     how = {"train": "fine-tuned from" if start else "trained from scratch",
            "probe": "linear probe (backbone frozen) of", "probe-then-train": "probed, then fine-tuned (LP-FT), from"}
-    origin = f" `{cfg.classifier.init}`" if start else ""
-    trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} {how[cfg.classifier.mode]}{origin} on {len(splits.train_x)} real"
-               f"{f' + {n_syn} {slot}' if n_syn else ''} images for {c.epochs} epochs"
+    origin = f" {origin or f'`{cfg.classifier.init}`'}" if start else ""
+    images = f"{len(x)} {slot} images alone" if stage is not None else \
+        f"{len(splits.train_x)} real{f' + {n_syn} {slot}' if n_syn else ''} images"
+    trained = (f"**{label}**: {classifiers.in_words(cfg.classifier)} {how[cfg.classifier.mode]}{origin} on {images} for {c.epochs} epochs"
                f"{f' (classifier.steps {cfg.classifier.steps})' if cfg.classifier.steps else ''} "
                f"(augmentation {c.augmentation}{mixing if n_syn else ''}; "
                f"{'forward passes in bf16 autocast' if c.precision == 'bf16' else 'fp32'}).")
     final = {"val/accuracy": history.epochs[-1]["val/accuracy"]} if "val/accuracy" in history.epochs[-1] else {}
-    if not evaluate_test:
+    if not evaluate_test or stage is not None:
+        why = "a first stage: the arm it leads to is the one tested" if stage is not None else \
+            "sweep trials choose by validation only"
         describe(f"{trained}\n\nValidation accuracy **{100 * final.get('val/accuracy', 0):.2f}%** "
-                 "(test set not evaluated: sweep trials choose by validation only).")
+                 f"(test set not evaluated: {why}).")
         return model, final
     return model, final | report_test(model, splits, device, label, trained, model_id)
 
 
+MIXING = ("budget", "synthetic_share", "synthetic_weight", "real_only_epochs")  # how a slot mixes into real batches
+
+
+def unmixed(cfg):
+    """The config with the mixing fields at their defaults: under classifier.synthetic_use=pretrain no
+    stage mixes, so none of them is read (and the keys leave them out: harness/table.py)."""
+    fresh = ClassifierConfig()
+    return dataclasses.replace(cfg, classifier=dataclasses.replace(
+        cfg.classifier, **{f: getattr(fresh, f) for f in MIXING}))
+
+
 def train_arm(ctx, cfg, inputs: dict, label: str, slot: str, count: str, extra, on_epoch=None,
-              evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
+              evaluate_test: bool = True, model_run: str | None = None, stage: str = "") -> ClassifierResult:
     """An arm that trains on the real images plus `extra(splits)` = (images, labels, soft or None) or None
     in its synthetic slot (the synthetic arm's kept images, the control's replayed real ones), from
     classifier.init; logs it as the baseline is logged, plus data/n_real and data/n_<count>. `model_run`:
-    test the model a sweep trial trained instead of training again."""
+    test the model a sweep trial trained instead of training again. `stage`: the phase that trained the
+    network on the slot alone first (synthetic_use=pretrain), whose weights this arm starts from and
+    then trains on the real images alone."""
     from harness.classifiers import weights
     splits = ctx.splits(cfg.data)
     if model_run:
         m, model = evaluate_run(ctx, cfg, splits, model_run, label, slot)
         return ClassifierResult("", m, trained=model)
-    added = extra(splits)
+    first = inputs.get(stage)
+    if first is not None and first.metrics.get(f"data/n_{count}", 0):
+        sizes = {"data/n_real": len(splits.train_x), f"data/n_{count}": first.metrics.get(f"data/n_{count}", 0)}
+        mlflow.log_metrics(sizes)
+        start = ({k: v.detach().cpu() for k, v in first.model.state_dict().items()}, f"{stage}:{first.downstream_key}")
+        model, m = fit_and_report(unmixed(cfg), splits, ctx.device, label, on_epoch=on_epoch, evaluate_test=evaluate_test,
+                                  start=start, slot=slot,
+                                  origin=f"the {stage} run `{first.source_run_id}` (trained on "
+                                         f"{int(sizes[f'data/n_{count}'])} {slot} images alone)")
+        return ClassifierResult("", m | sizes, trained=model)
+    added = extra(splits) if first is None else None
     sizes = {"data/n_real": len(splits.train_x), f"data/n_{count}": len(added[0]) if added is not None else 0}
     mlflow.log_metrics(sizes)
     model, m = fit_and_report(cfg, splits, ctx.device, label, on_epoch=on_epoch, evaluate_test=evaluate_test,
                               synthetic=added, start=weights.starting(ctx, cfg.classifier, inputs), slot=slot)
+    return ClassifierResult("", m | sizes, trained=model)
+
+
+def train_stage(ctx, cfg, inputs: dict, label: str, slot: str, count: str, extra) -> ClassifierResult:
+    """synthetic_use=pretrain's first stage: the arm's network trained on `extra(splits)` = (images,
+    labels, soft or None) alone, from classifier.init, with the classifier's recipe; logged as an arm
+    but for the test set, which only the arm it leads to sees (a sweep trial runs stages too), plus
+    data/n_<count>."""
+    from harness.classifiers import weights
+    splits = ctx.splits(cfg.data)
+    added = extra(splits)
+    sizes = {f"data/n_{count}": len(added[0]) if added is not None else 0}
+    mlflow.log_metrics(sizes)
+    if not sizes[f"data/n_{count}"]:  # nothing kept: the arm trains as the baseline does, as under `mix`
+        describe(f"**{label}**: no {slot} images to train on (nothing was kept); the arm starts from "
+                 f"classifier.init (`{cfg.classifier.init}`) as the baseline does.")
+        return ClassifierResult("", sizes)
+    model, m = fit_and_report(unmixed(cfg), splits, ctx.device, label, start=weights.starting(ctx, cfg.classifier, inputs),
+                              slot=slot, stage=added)
     return ClassifierResult("", m | sizes, trained=model)
 
 
@@ -173,3 +224,11 @@ def summary(title: str, metrics: dict[str, float], classes) -> str:
     lines += [f"  {name:<12} P {metrics[f'test/{name}/precision']:.4f}  R {metrics[f'test/{name}/recall']:.4f}"
               f"  F1 {metrics[f'test/{name}/f1']:.4f}" for name in classes]
     return "\n".join(lines)
+
+
+def stage_summary(label: str, result: ClassifierResult, count: str, cfg) -> str:
+    n = int(result.metrics.get(f"data/n_{count}", 0))
+    if not n:
+        return f"\n{label} run {result.run_id}: nothing kept, no stage trained"
+    return (f"\n{label} run {result.run_id}: trained on {n} {count} images alone, validation accuracy "
+            f"{result.metrics.get('val/accuracy', float('nan')):.4f} (the test set is the second stage's)")

@@ -11,7 +11,8 @@ from typing import Callable
 
 from harness import config
 from harness.config import Config
-from harness.phases import baseline, compare, control, evaluator, generate, generator, pretrain, pseudolabel, synthetic
+from harness.phases import (baseline, compare, control, control_stage, evaluator, generate, generator, pretrain, pseudolabel,
+                            synthetic, synthetic_stage)
 
 # The table imports no torch or MLflow at import time, so that the CLI builds its commands from it
 # and `harness --help` stays instant: the phase modules above load on their first use
@@ -73,8 +74,18 @@ def _generator_ignores(cfg: Config) -> tuple[str, ...]:
 # Sample-quality fields a phase computes nothing from: the evaluator's own settings reach the
 # generator phases through the evaluator's key, and CAS is the generate phase's alone.
 _NOT_EVALUATOR = ("quality.enabled", "quality.n_samples", "quality.k", "quality.cas")
-_CLASSIFIER_SYNTHETIC = ("classifier.budget", "classifier.synthetic_share", "classifier.synthetic_weight",
-                         "classifier.real_only_epochs")  # how synthetic images enter training: not the baseline's
+_MIXING = ("classifier.budget", "classifier.synthetic_share", "classifier.synthetic_weight",
+           "classifier.real_only_epochs")  # how a slot's images mix into real batches
+_CLASSIFIER_SYNTHETIC = _MIXING + ("classifier.synthetic_use",)  # how synthetic images enter training: not the baseline's
+
+
+def _staged(cfg: Config) -> bool:
+    return cfg.classifier.synthetic_use == "pretrain"
+
+
+def _arm_ignores(cfg: Config) -> tuple[str, ...]:
+    """An arm under synthetic_use=pretrain trains its slot alone, then the real images alone: nothing mixes."""
+    return _MIXING if _staged(cfg) else ()
 
 
 def _controls(cfg: Config) -> bool:
@@ -182,14 +193,27 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("pseudolabel", pseudolabel, ("data", "pseudolabel"), upstream=("generate", "baseline"),
           in_memory=True, classifier_code=True,
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
-    Phase("control", control, ("data", "classifier"), upstream=("pretrain", "pseudolabel"),
+    Phase("control_stage", control_stage, ("data", "classifier"), ignores=_MIXING, upstream=("pretrain", "pseudolabel"),
+          data=("train", "val", "test"), when=lambda cfg: _controls(cfg) and _staged(cfg), long=True,
+          classifier_code=True, sized=("pseudolabel",), command=False,
+          needs=lambda cfg: "classifier.synthetic_use=pretrain and control.enabled=true",
+          help="classifier.synthetic_use=pretrain: the control's first stage, the network trained on replayed real "
+               "images alone (as many as were kept)."),
+    Phase("control", control, ("data", "classifier"), ignores=_arm_ignores, upstream=("pretrain", "pseudolabel", "control_stage"),
           data=("train", "val", "test"), when=_controls, long=True, classifier_code=True,
           needs=lambda cfg: "control.enabled=true",
           sized=("pseudolabel",),
           help="Train the recipe-matched control: the synthetic arm's recipe with the real training images in the "
                "synthetic slot (as many as were kept, or the training set once under classifier.synthetic_share); "
                "synthetic minus control is what the images add."),
-    Phase("synthetic", synthetic, ("data", "classifier"), upstream=("pretrain", "pseudolabel"), data=("train", "val", "test"),
+    Phase("synthetic_stage", synthetic_stage, ("data", "classifier"), ignores=_MIXING, upstream=("pretrain", "pseudolabel"),
+          data=("train", "val", "test"), when=_staged, long=True, classifier_code=True, command=False,
+          logs_inputs=("pseudolabel",),
+          needs=lambda cfg: "classifier.synthetic_use=pretrain",
+          help="classifier.synthetic_use=pretrain: the synthetic arm's first stage, the network trained on the kept "
+               "synthetic images alone."),
+    Phase("synthetic", synthetic, ("data", "classifier"), ignores=_arm_ignores,
+          upstream=("pretrain", "pseudolabel", "synthetic_stage"), data=("train", "val", "test"),
           long=True, logs_inputs=("pseudolabel",), classifier_code=True,
           help="Train the same classifier from scratch on real + kept synthetic images; log it like the baseline."),
     Phase("compare", compare, ("data.classes",), upstream=("baseline", "control", "synthetic"),

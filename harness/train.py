@@ -166,7 +166,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, label: str = "classifier",
                      on_epoch: Callable[[int, dict], None] | None = None,
                      synthetic: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
-                     start: tuple[dict, str] | None = None, section=None) -> tuple[torch.nn.Module, History]:
+                     start: tuple[dict, str] | None = None, section=None,
+                     soft_x: torch.Tensor | None = None) -> tuple[torch.nn.Module, History]:
     """Train a fresh network of classifier.kind on real uint8 images `x` with labels `y` (see ClassifierConfig), plus
     `synthetic` = (images, hard labels, soft targets or None) mixed in as the config says.
 
@@ -174,7 +175,8 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     `start` = (state dict, its digest): the starting weights (classifier.init); classifier.mode
     `probe` trains the head alone on the frozen backbone's cached features, `probe-then-train` does
     so for the first half of the epochs and then trains every weight. `section`: a plugin kind's own
-    config section (classifiers.build).
+    config section (classifiers.build). `soft_x`: soft targets of `x`'s own images (a stage that trains
+    on soft-labelled synthetic images alone).
     """
     # Under `steps` a small set runs many short epochs; validating each would cost more than the
     # training, so validation keeps the nominal epochs' cadence (and always runs on the last one).
@@ -200,9 +202,11 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, devi
     x, y = torch.cat([x, xs]).to(device), torch.cat([y, ys]).to(device)
     # Per-sample targets and weights only when something differs from plain cross-entropy, so that
     # the baseline's arithmetic is exactly the reference's.
-    weighted = n_syn > 0 and (soft is not None or cfg.synthetic_weight != 1.0)
+    weighted = n_syn > 0 and (soft is not None or cfg.synthetic_weight != 1.0) or soft_x is not None
     if weighted:
         targets = F.one_hot(y, n_classes).float()
+        if soft_x is not None:
+            targets[:n_real] = soft_x.to(device).float()
         if soft is not None:
             targets[n_real:] = soft.to(device).float()
         sample_weights = torch.ones(len(x), device=device)

@@ -100,3 +100,33 @@ def test_runs_without_a_control_say_so_and_are_never_pooled(runner, client, tree
     cmp = _runs(client, "compare")[-1]
     local = client.download_artifacts(cmp.info.run_id, "comparison.json", str(tmp_path))
     assert json.load(open(local))["controlled"] is True
+
+
+def test_pretrain_use_trains_two_stages_and_the_control_mirrors_them(runner, client, tree):
+    """classifier.synthetic_use=pretrain: the synthetic arm trains on the kept images alone (synthetic_stage),
+    then on the real ones from those weights; the control does the same with as many replayed real images
+    (control_stage). The second stages read no mixing field: changing one reuses every run."""
+    import torch
+
+    from harness import arms
+    args = ["run", "--preset", "tiny", "--data-dir", tree, *CLASSES, "--set", "classifier.synthetic_use=pretrain"]
+    invoke(runner, args)
+    (base,), (syn_stage,), (ctl_stage,) = _runs(client, "baseline"), _runs(client, "synthetic_stage"), _runs(client, "control_stage")
+    (syn,), (ctl,), (kept,) = _runs(client, "synthetic"), _runs(client, "control"), _runs(client, "pseudolabel")
+    n = kept.data.metrics["kept/count"]
+    assert n > 0 and syn_stage.data.metrics["data/n_synthetic"] == n == ctl_stage.data.metrics["data/n_replayed"]
+    assert syn.data.params["upstream.synthetic_stage"] == syn_stage.info.run_id
+    assert ctl.data.params["upstream.control_stage"] == ctl_stage.info.run_id
+    assert "alone" in syn_stage.data.tags["mlflow.note.content"]
+    assert f"`{syn_stage.info.run_id}`" in syn.data.tags["mlflow.note.content"]
+    # The second stage is the baseline's training (same seed, same real images, same recipe) from other
+    # weights: the same step count, and a network that is not the baseline's.
+    history = [client.get_metric_history(r.info.run_id, "train/loss") for r in (base, syn, ctl)]
+    assert len(history[0]) == len(history[1]) == len(history[2])
+    models = [arms.load_model(r.info.run_id)[0].state_dict() for r in (base, syn, ctl)]
+    for other in models[1:]:
+        assert not all(torch.equal(models[0][k], other[k]) for k in models[0])
+    # No mixing field is read under `pretrain`: every phase is reused.
+    invoke(runner, [*args, "--set", "classifier.synthetic_weight=0.5", "--set", "classifier.real_only_epochs=1"])
+    for phase in ("synthetic_stage", "control_stage", "synthetic", "control"):
+        assert _source(_runs(client, phase)[-1]) == _runs(client, phase)[0].info.run_id, phase

@@ -8,7 +8,9 @@ from harness.cli.base import common, data_line, old_name, setup
 
 UPSTREAM_HELP = {"generator": "Generator run to sample from", "generate": "Synthetic images to label",
                  "baseline": "Classifier that labels", "pseudolabel": "Kept synthetic images",
-                 "evaluator": "Sample-quality evaluator", "pretrain": "Pretrained classifier (classifier.init=pretrain)"}
+                 "evaluator": "Sample-quality evaluator", "pretrain": "Pretrained classifier (classifier.init=pretrain)",
+                 "synthetic_stage": "First stage under classifier.synthetic_use=pretrain (trained on the kept images alone)",
+                 "control_stage": "First stage of the control under classifier.synthetic_use=pretrain"}
 
 
 def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):

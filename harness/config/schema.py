@@ -27,13 +27,15 @@ AUGMENTATIONS = ("none", "crop-flip", "trivialaugment", "randaugment", "mixup", 
 
 
 def setting(default, *, gt=None, ge=None, lt=None, le=None, choices=None, why: str = "", seed: bool = False,
-            precision: bool = False, unhashed: bool = False):
+            precision: bool = False, unhashed: bool = False, added: bool = False):
     """A config field with its facts beside it: its range (gt/ge/lt/le) or choices, checked when a
     config is made (`check_fields`); `seed`: set to the seed of each pipeline of a multi-seed study
     (`seed_fields`); `precision`: an fp32|bf16|auto arithmetic setting that commands resolve per
-    machine (`precision_fields`); `unhashed`: in no key (where, not what; or a speed-only switch)."""
+    machine (`precision_fields`); `unhashed`: in no key (where, not what; or a speed-only switch);
+    `added`: a field added after keys existed, hashed only away from its default, so that a setting
+    that did not exist before moves no earlier key."""
     meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "why": why, "seed": seed,
-            "precision": precision, "unhashed": unhashed}
+            "precision": precision, "unhashed": unhashed, "added": added}
     return field(default=default, metadata={k: v for k, v in meta.items() if v is not None and v is not False and v != ""})
 
 
@@ -71,6 +73,7 @@ class ClassifierConfig:
     synthetic_share: float = setting(0.0, ge=0.0, lt=1.0)  # > 0: every batch = batch_size real images + this share of synthetic ones on top; an epoch = one pass over the real images
     synthetic_weight: float = setting(1.0, ge=0.0)  # loss weight of a synthetic sample relative to a real one
     real_only_epochs: int = setting(0, ge=0)  # the last N epochs train on real images only
+    synthetic_use: str = setting("mix", choices=("mix", "pretrain"), added=True)  # mix: the synthetic images mixed into the real ones' training as the four fields above say (the reference) | pretrain: the network trains on the kept synthetic images alone first (phase synthetic_stage, the classifier's recipe), then on the real images alone with the baseline's recipe from those weights ("bridged transfer"; the four fields above are not read); the control mirrors both stages with replayed real images
     precision: str = setting("auto", choices=PRECISIONS, precision=True)  # fp32 | bf16 (training forward passes under bf16 autocast; weights, optimizer and evaluation fp32) | auto: bf16 where the device has bf16 units, resolved and logged per machine (harness/precision.py)
 
 
@@ -213,6 +216,11 @@ def with_sections(cfg: Config, new: dict[str, typing.Any]) -> Config:
     return dataclasses.replace(cfg, **fixed, kind_settings=own)
 
 
+def _default(name: str):
+    section, _, sub = name.partition(".")
+    return next(f.default for f in dataclasses.fields(sections()[section]) if f.name == sub)
+
+
 def fields_where(fact: str) -> tuple[str, ...]:
     """The `section.field`s whose declaration (`setting(...)`) states `fact` (seed, precision, unhashed)."""
     return tuple(f"{name}.{f.name}" for name, cls in sections().items() for f in dataclasses.fields(cls)
@@ -282,6 +290,10 @@ def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None, ignor
     for name in (*fields_where("unhashed"), *ignores):
         section, _, sub = name.partition(".")
         d[section].pop(sub, None)
+    for name in fields_where("added"):
+        section, _, sub = name.partition(".")
+        if section in d and d[section].get(sub) == _default(name):
+            d[section].pop(sub)
     if sections is not None:  # whole sections, or single fields as section.field
         chosen: dict = {}
         for s in sections:

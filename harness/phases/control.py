@@ -16,6 +16,8 @@ generator of a seed that asks for the same slot:
   the batches' real share with the kept count: the control replays exactly as many images as were
   kept, and serves the generators that keep as many;
 - nothing kept: the synthetic arm is the baseline's training, and so is the control's (an empty slot).
+Under classifier.synthetic_use=pretrain the slot is trained on alone first (phase control_stage, as
+many replayed images as were kept), and this arm then trains on the real images from those weights.
 
 Artifacts: the baseline's (harness/arms.py). Metrics: the baseline's, data/n_real and data/n_replayed.
 Options as the synthetic phase: `on_epoch`, `evaluate_test=False`, `model_run`.
@@ -34,7 +36,8 @@ ALL = "all"  # the slot of a fixed-share recipe: the training set once, whatever
 def slots(cfg, inputs) -> str:
     """What the control's key covers of the kept images: `all`, or how many were kept."""
     kept = int(inputs["pseudolabel"].metrics["kept/count"])
-    return ALL if kept and cfg.classifier.synthetic_share > 0 else str(kept)
+    mixes = cfg.classifier.synthetic_use == "mix"  # a first stage on the slot alone trains on as many as were kept
+    return ALL if kept and mixes and cfg.classifier.synthetic_share > 0 else str(kept)
 
 
 def keyed_on(ctx, cfg, inputs) -> tuple[str, ...]:
@@ -48,13 +51,17 @@ def replayed(cfg, inputs, n_real: int) -> int:
     return n_real if slot == ALL else int(slot)
 
 
+def slot(cfg, inputs, splits):
+    """The replayed real images of the synthetic slot: (images, labels, None), or None for an empty slot."""
+    n = replayed(cfg, inputs, len(splits.train_x))
+    idx = replay.indices(len(splits.train_x), cfg.classifier.seed, 0, n)
+    return (splits.train_x[idx], splits.train_y[idx], None) if n else None
+
+
 def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
-    def slot(splits):
-        n = replayed(cfg, inputs, len(splits.train_x))
-        idx = replay.indices(len(splits.train_x), cfg.classifier.seed, 0, n)
-        return (splits.train_x[idx], splits.train_y[idx], None) if n else None
-    return arms.train_arm(ctx, cfg, inputs, "control", "replayed real", "replayed", slot, on_epoch,
-                                evaluate_test, model_run)
+    return arms.train_arm(ctx, cfg, inputs, "control", "replayed real", "replayed",
+                          lambda splits: slot(cfg, inputs, splits), on_epoch, evaluate_test, model_run,
+                          stage="control_stage")
 
 
 def load(ctx, cfg, run) -> ClassifierResult:

@@ -1,6 +1,7 @@
 """Synthetic phase: the same network (classifier.kind), trained from scratch on real + kept synthetic images, and
 evaluated and logged exactly like the baseline (harness/arms.py), plus data/n_real and
-data/n_synthetic.
+data/n_synthetic. Under classifier.synthetic_use=pretrain it trains on the real images alone, from the
+weights the synthetic_stage phase trained on the kept images alone.
 
 Options: `on_epoch` (a sweep reports and prunes there), `evaluate_test=False` (sweep trials choose
 by validation only), `model_run` (test the model a trial trained instead of training again).
@@ -21,7 +22,8 @@ def keyed_on(ctx, cfg, inputs) -> tuple[str, ...]:
 def compute(ctx, cfg, inputs, on_epoch=None, evaluate_test: bool = True, model_run: str | None = None) -> ClassifierResult:
     kept = inputs["pseudolabel"]
     return arms.train_arm(ctx, cfg, inputs, "synthetic", "synthetic", "synthetic",
-                                lambda splits: (kept.images, kept.labels, kept.soft), on_epoch, evaluate_test, model_run)
+                          lambda splits: (kept.images, kept.labels, kept.soft), on_epoch, evaluate_test, model_run,
+                          stage="synthetic_stage")
 
 
 def load(ctx, cfg, run) -> ClassifierResult:
