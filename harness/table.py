@@ -11,8 +11,8 @@ from typing import Callable
 
 from harness import config
 from harness.config import Config
-from harness.phases import (baseline, compare, control, control_stage, evaluator, generate, generator, pretrain, pseudolabel,
-                            synthetic, synthetic_stage)
+from harness.phases import (baseline, compare, control, control_stage, evaluator, generate, generator, generator_pretrain,
+                            pretrain, pseudolabel, synthetic, synthetic_stage)
 
 # The table imports no torch or MLflow at import time, so that the CLI builds its commands from it
 # and `harness --help` stays instant: the phase modules above load on their first use
@@ -116,6 +116,25 @@ def _pretrain_dir(cfg: Config) -> str | None:
     return cfg.pretrain.data_dir or None
 
 
+def _generator_pretrains(cfg: Config) -> bool:
+    from harness import generators
+    return generators.pretrains(cfg)
+
+
+def _generator_pretrain_data(cfg: Config):
+    from harness.phases import pretrain
+    return pretrain.data_config(cfg)
+
+
+def _generator_pretrain_sections(cfg: Config) -> tuple[str, ...]:
+    # The pretraining draw ([pretrain], at the study's image size and channels) and the kind's settings.
+    return ("pretrain", "data.source", "data.image_size", "data.channels", "data.test_fraction") + _kind_sections(cfg)
+
+
+def _generator_pretrain_ignores(cfg: Config) -> tuple[str, ...]:
+    return ("pretrain.epochs",) + tuple(getattr(_kind(cfg), "PRETRAIN_UNREAD", ())) + _unread_generator_fields(cfg)
+
+
 def _evaluator_data(cfg: Config):
     from harness import quality
     return quality.evaluator_data(cfg)
@@ -181,7 +200,12 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           when=_quality, long=True, data_of=_evaluator_data, command=False, needs=lambda cfg: "quality.enabled=true", help="Train the sample-quality evaluator CNN (quality.enabled)."),
     Phase("baseline", baseline, ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC, upstream=("pretrain",),
           data=("train", "val", "test"), long=True, classifier_code=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
-    Phase("generator", generator, _generator_sections, ignores=_generator_ignores,
+    Phase("generator_pretrain", generator_pretrain, _generator_pretrain_sections, ignores=_generator_pretrain_ignores,
+          data=("train",), data_of=_generator_pretrain_data, data_dir_of=_pretrain_dir, when=_generator_pretrains,
+          long=True, kind_code=True, command=False,
+          needs=lambda cfg: "a generator that starts from its pretraining (gan.init=pretrain)",
+          help="Train the generator first on classes disjoint from the study's (pretrain.classes), for gan.init=pretrain."),
+    Phase("generator", generator, _generator_sections, ignores=_generator_ignores, upstream=("generator_pretrain",),
           data=("train",), when=_trains, quality=True, long=True, kind_code=True, resumable=True,
           needs=lambda cfg: f"a generator.kind that trains (this config has generator.kind={cfg.generator.kind}, "
                             "which draws its images without a generator run)",

@@ -137,7 +137,8 @@ def test_the_kind_is_in_the_keys_of_the_phases_that_build_it_and_no_generators(t
     path.write_text(path.read_text().replace("width = settings.width or 64", "width = settings.width or 65"))
     changed = {key for key, v in prints().items() if v != before[key]}
     assert changed == {("resnet18", "pretrain"), ("resnet18", "baseline"), ("resnet18", "pseudolabel"),
-                       ("resnet18", "control"), ("resnet18", "synthetic")}
+                       ("resnet18", "control"), ("resnet18", "synthetic"), ("resnet18", "control_stage"),
+                       ("resnet18", "synthetic_stage")}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_the_facts_of_a_field_are_read_from_its_declaration():
     assert set(config.fields_where("precision")) == {"classifier.precision", "gan.precision", "diffusion.precision",
                                                      "quality.precision"}
     assert set(config.fields_where("unhashed")) == {"generator.folder", "gan.one_pass", "gan.channels_last", "gan.fused_adam",
-                                      "classifier.init", "pretrain.data_dir"}  # paths: keys cover their content
+                                      "classifier.init", "pretrain.data_dir", "gan.init"}  # paths: keys cover their content
     # A kind's own section is optional unless it says not ([gan], in every hash since the first version);
     # a new kind adds its own (hence `<=`: a kind is its module and one registry line, and no test row).
     optional = set(config.optional_sections())

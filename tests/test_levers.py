@@ -262,3 +262,37 @@ def test_gan_iterations_give_every_data_size_one_budget(runner, client, tree):
     assert sorted(r.data.metrics["gan/epochs"] for r in runs)[0] < sorted(r.data.metrics["gan/epochs"] for r in runs)[1]
     assert all(any(a.path.startswith("checkpoints/generator_epoch_") for a in client.list_artifacts(r.info.run_id, "checkpoints"))
                for r in runs)  # the last, partial epoch is checkpointed
+
+
+def test_a_transferred_gan_pretrains_once_for_two_data_sizes_and_adapts_with_its_critic_frozen(runner, client, tree):
+    """gan.init=pretrain: the GAN trains first on the classes the study does not use (generator_pretrain),
+    one run for every data size; the generator phase starts from it, with new class embeddings and the
+    critic's first block frozen (gan.freeze_d); overlapping classes are refused in one line."""
+    from harness.tracking import codecs
+    two = ["--preset", "tiny", "--data-dir", tree, "--set", "data.classes=airplane,automobile",
+           "--set", "generator.kind=gan", "--set", "gan.init=pretrain", "--set", "gan.conditional=projection",
+           "--set", "gan.freeze_d=1"]
+    invoke(runner, ["run", *two])
+    invoke(runner, ["run", *two, "--set", "data.n_per_class=10"])
+    exp = client.get_experiment_by_name("harness").experiment_id
+    pre = client.search_runs([exp], "tags.`harness.phase` = 'generator_pretrain'", order_by=["attributes.start_time ASC"])
+    assert len(pre) == 2 and pre[1].data.tags["harness.reused_from"] == pre[0].info.run_id
+    assert pre[0].data.params["pretrain.classes"] == "bird,cat"
+    gens = client.search_runs([exp], "tags.`harness.phase` = 'generator'", order_by=["attributes.start_time ASC"])
+    assert len(gens) == 2 and "harness.reused_from" not in gens[1].data.tags  # another data size: another adaptation
+    for g in gens:
+        assert g.data.params["upstream.generator_pretrain"] == pre[0].info.run_id
+        note = g.data.tags["mlflow.note.content"]
+        assert f"started from the generator_pretrain run `{pre[0].info.run_id}`" in note
+        assert "class embeddings made anew" in note and "first 1 of 3 blocks frozen (Freeze-D)" in note
+    def newest(run):
+        return max((codecs.load_torch(run.info.run_id, f"checkpoints/training_state_{i}.pt") for i in (0, 1)),
+                   key=lambda s: s["epoch"])["critic"]
+    before, after = newest(pre[0]), newest(gens[0])
+    assert torch.equal(before["body.0.weight"], after["body.0.weight"])  # frozen
+    assert not torch.equal(before["body.2.weight"], after["body.2.weight"])  # adapted
+    assert before["embed.weight"].shape[0] == after["embed.weight"].shape[0] == 2
+    leak = invoke(runner, ["run", *two, "--set", "pretrain.classes=airplane,cat"], ok=False)
+    assert leak.exit_code == 2 and "leaks" in leak.stderr
+    cold = invoke(runner, ["run", *two, "--set", "gan.init=scratch"], ok=False)
+    assert cold.exit_code == 2 and "gan.freeze_d=1 freezes critic layers that were never trained" in cold.stderr

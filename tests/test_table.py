@@ -59,9 +59,12 @@ PERTURB = {
     "quality.cas": False, "quality.precision": "flip",
     "seeds.count": 2, "seeds.share_generator": True, "seeds.generators": 2,
     "pretrain.classes": "cat", "pretrain.n_per_class": 5, "pretrain.epochs": 3, "pretrain.seed": 1, "pretrain.data_dir": "/nowhere",
+    "gan.init": "/nowhere", "gan.freeze_d": 1, "gan.pretrain_iterations": 7,
 }
+# A value valid only beside another: checked with it (every perturbation at once holds both).
+WITH = {"gan.freeze_d": {"gan.init": "/nowhere"}}
 SHAPE = {"preset", "device", "generator.kind", "quality.enabled", "control.enabled", "gan.one_pass", "gan.channels_last",
-         "gan.fused_adam"}
+         "gan.fused_adam", "classifier.synthetic_use"}
 
 
 def _derived(key: str):
@@ -97,7 +100,7 @@ def test_every_field_has_a_perturbation():
     base = config.load("tiny")
     for key, value in moves.items():  # each one a valid value (a derived one that is not: give it a row above)
         if value != "flip":
-            config.apply(base, {key: value})
+            config.apply(base, {key: value, **WITH.get(key, {})})
 
 
 def _declared(phase, cfg) -> set[str]:

@@ -10,7 +10,8 @@ UPSTREAM_HELP = {"generator": "Generator run to sample from", "generate": "Synth
                  "baseline": "Classifier that labels", "pseudolabel": "Kept synthetic images",
                  "evaluator": "Sample-quality evaluator", "pretrain": "Pretrained classifier (classifier.init=pretrain)",
                  "synthetic_stage": "First stage under classifier.synthetic_use=pretrain (trained on the kept images alone)",
-                 "control_stage": "First stage of the control under classifier.synthetic_use=pretrain"}
+                 "control_stage": "First stage of the control under classifier.synthetic_use=pretrain",
+                 "generator_pretrain": "The generator's pretraining on other classes (gan.init=pretrain)"}
 
 
 def _phase_command(name: str, help_text: str, upstream: tuple[str, ...]):

@@ -32,6 +32,12 @@ and, when TRAINS (harness/generators/trained.py is the loop both gan and diffusi
   fit(ctx, cfg, splits, resume_from, evaluator)  train inside the active run, checkpointing
   resumable(store, run_id) -> bool               an interrupted run that fit can continue
   checkpoints(run_id) -> list[int]               the epochs a sampler can draw from
+optionally, a kind that can start from trained weights (gan: gan.init):
+  starting(ctx, cfg, inputs) -> (state, where) | None   the weights fit(..., start=) begins from
+  init_digest(ctx, cfg) -> str                  weights from outside, as their content: in the generator's key
+  pretrains(cfg) -> bool, pretraining(cfg, data) -> cfg, PRETRAIN_UNREAD
+                            a generator_pretrain phase on classes disjoint from the study's ([pretrain]):
+                            whether it runs, the config it trains under, the fields it does not read
 
 The controls every study needs go through the same generate -> pseudolabel -> synthetic path:
 `oracle` (unused real training images: the ceiling), `replay` (the training images themselves: the
@@ -107,6 +113,23 @@ def preflight(ctx, cfg, source: str | None = None) -> None:
         except HarnessError as e:
             raise HarnessError(f"quality.evaluator_per_class={cfg.quality.evaluator_per_class} does not fit the data: "
                                f"{str(e).replace('data.n_per_class', 'quality.evaluator_per_class')}") from None
+
+
+def pretrains(cfg) -> bool:
+    """Whether the kind starts from its own generator_pretrain phase under this config."""
+    kind = get(cfg.generator.kind)
+    return kind.TRAINS and hasattr(kind, "pretrains") and kind.pretrains(cfg)
+
+
+def starting(ctx, cfg, inputs):
+    """The weights the kind's generator phase starts from ((state, where)), or None: from scratch."""
+    kind = get(cfg.generator.kind)
+    return kind.starting(ctx, cfg, inputs) if hasattr(kind, "starting") else None
+
+
+def init_digest(ctx, cfg) -> str:
+    kind = get(cfg.generator.kind)
+    return kind.init_digest(ctx, cfg) if hasattr(kind, "init_digest") else ""
 
 
 def sampling(cfg) -> tuple[str, ...]:

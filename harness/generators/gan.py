@@ -62,6 +62,10 @@ class GanConfig:
     sample_every: int = setting(100, gt=0)  # epochs between sample grids
     checkpoint_every: int = setting(250, gt=0)  # epochs between generator checkpoints
     seed: int = setting(0, ge=0, le=SEED_MAX, seed=True)  # weight init, noise and batch order
+    # Where training starts (Wang et al., "Transferring GANs", ECCV 2018; Mo et al., "Freeze the Discriminator", 2020).
+    init: str = setting("scratch", unhashed=True, added=True)  # scratch | pretrain (a generator_pretrain phase: this GAN trained first on classes disjoint from the study's, [pretrain]; one run for every seed and data size) | a training-state or generator checkpoint file | runs:/RUN_ID (a generator run's newest training state); the key covers the weights' content, not this name. Class embeddings are made anew for classes the weights were not trained on
+    freeze_d: int = setting(0, ge=0, added=True)  # > 0: the critic's first N blocks stay frozen while adapting from gan.init (Freeze-D); 0: every layer trains
+    pretrain_iterations: int = setting(0, ge=0, added=True)  # gan.init=pretrain: generator iterations of the pretraining; 0: gan.iterations (or gan.epochs over the pretraining images)
 
     def check(self) -> None:
         """The section's own rules, checked with its ranges whenever a config is made (config/rules.py)."""
@@ -69,6 +73,9 @@ class GanConfig:
         unknown = [p for p in self.diffaugment.split(",") if p and p not in POLICIES]
         if unknown:
             raise HarnessError(f"gan.diffaugment: unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+        if self.freeze_d and self.init == "scratch":
+            raise HarnessError(f"gan.freeze_d={self.freeze_d} freezes critic layers that were never trained: it needs "
+                               "gan.init=pretrain, a checkpoint file or a runs:/ URI")
 
 
 CONFIG = GanConfig  # the kind's own section, [gan] (harness/config/schema.py gathers it)
@@ -84,6 +91,89 @@ PREFIX, STEPS = "gan", "generator_iters"  # metric names: gan/samples, gan/gener
 
 def knows_classes(cfg) -> bool:
     return cfg.gan.conditional != "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# Where training starts: gan.init (the generator phase's `starting`), a pretraining on other classes
+
+PRETRAIN_UNREAD = ("gan.init", "gan.freeze_d", "gan.seed")  # the pretraining's seed is pretrain.seed: one for every seed
+
+
+def pretrains(cfg) -> bool:
+    return cfg.gan.init == "pretrain"
+
+
+def pretraining(cfg, data):
+    """The config the generator_pretrain phase trains under: this GAN from scratch, on `data` (the
+    pretraining draw), seeded by pretrain.seed, for gan.pretrain_iterations where set."""
+    import dataclasses
+    g = cfg.gan
+    own = dataclasses.replace(g, init="scratch", freeze_d=0, seed=cfg.pretrain.seed,
+                              iterations=g.pretrain_iterations or g.iterations)
+    from harness import config
+    return config.with_sections(dataclasses.replace(cfg, data=data), {"gan": own})
+
+
+def _outside(init: str) -> bool:
+    return init not in ("scratch", "pretrain")
+
+
+def init_digest(ctx, cfg) -> str:
+    """What stands for gan.init's weights from outside in the generator's key: their content."""
+    if not _outside(cfg.gan.init):
+        return ""
+    import hashlib
+    state, _ = _load_init(ctx, cfg.gan.init)
+    h = hashlib.sha256()
+    for part in ("generator", "critic"):
+        for name, t in sorted((state.get(part) or {}).items()):
+            h.update(f"{part}.{name}{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return f"gan-weights:{h.hexdigest()[:16]}"
+
+
+def _load_init(ctx, init: str) -> tuple[dict, str]:
+    """({"generator": state dict, "critic": state dict or absent, "classes": [...] or absent}, where),
+    from a training state or a generator checkpoint file, or a generator run's newest training state."""
+    key = ("gan.init", init)
+    if key in ctx.memo.generators:
+        return ctx.memo.generators[key]
+    if init.startswith("runs:/"):
+        run_id = init[len("runs:/"):].split("/")[0]
+        try:
+            found = trained.newest_state(ctx.store, run_id)
+        except Exception as e:
+            raise HarnessError(f"gan.init {init}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+        if found is None:
+            raise HarnessError(f"gan.init {init}: run {run_id} holds no GAN training state (checkpoints/training_state_*.pt)")
+        state = found
+    else:
+        from pathlib import Path
+        path = Path(init).expanduser()
+        if not path.is_file():
+            raise HarnessError(f"gan.init {init}: no such checkpoint file (give scratch, pretrain, a file or a runs:/ URI)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise HarnessError(f"gan.init {init} cannot be read (torch.load with weights_only): {first}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("generator", state.get("state_dict")), dict):
+        raise HarnessError(f"gan.init {init} is neither a GAN training state nor a generator checkpoint of this harness")
+    out = {"generator": state.get("generator", state.get("state_dict")), "critic": state.get("critic"),
+           "classes": state.get("classes")}
+    return ctx.memo.remember(ctx.memo.generators, key, (out, init))
+
+
+def starting(ctx, cfg, inputs) -> tuple[dict, str] | None:
+    """gan.init's weights for the generator phase ((state, where) or None from scratch)."""
+    if cfg.gan.init == "scratch":
+        return None
+    if cfg.gan.init == "pretrain":
+        run_id = inputs["generator_pretrain"].source_run_id
+        state = trained.newest_state(ctx.store, run_id)
+        return {"generator": state["generator"], "critic": state["critic"], "classes": list(cfg.pretrain.classes)}, \
+            f"the generator_pretrain run `{run_id}`"
+    return _load_init(ctx, cfg.gan.init)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +230,7 @@ class WganGp:
             if cfg.gp_weight == 0:
                 self.critic.compile(mode=mode)
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.learning = list(self.critic.parameters())  # the critic's weights that train (start_from freezes some)
         self.epoch = 0
         self.critic_iters = 0
         self.generator_iters = 0
@@ -147,6 +238,44 @@ class WganGp:
         # (and, conditional, the classes in turn).
         self.fixed_noise = torch.randn(64, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
         self.fixed_labels = (torch.arange(64, device=device) % self.n_classes) if self.n_classes else None
+
+    def start_from(self, state: dict, classes, where: str) -> str:
+        """Weights from `state` (gan.init): the generator's and, where it has them, the critic's; class
+        embeddings (and an AC head) only where they were trained on these very `classes`, else made anew.
+        The critic's first gan.freeze_d blocks are frozen (Freeze-D). Optimizers start fresh. Returns
+        what was done, in words."""
+        same = state.get("classes") is not None and list(state["classes"]) == list(classes)
+        fresh = ("embed.",) if not same else ()
+        fresh_critic = ("embed.", "classify.") if not same else ()
+
+        def load(module, weights, new, what):
+            mine = module.state_dict()
+            kept = {k: v for k, v in weights.items() if k in mine and not k.startswith(new)}
+            wrong = [k for k, v in kept.items() if v.shape != mine[k].shape]
+            missing = [k for k in mine if k not in kept and not k.startswith(new)]
+            if wrong or missing:
+                first = (wrong or missing)[0]
+                raise HarnessError(f"gan.init {where}: its {what} does not fit this [gan] (width, latent_dim, "
+                                   f"conditional, spectral_norm, image size): {first!r} "
+                                   f"{'has another shape' if wrong else 'is missing'}")
+            module.load_state_dict(kept, strict=False)
+        load(self.generator, state["generator"], fresh, "generator")
+        if self.ema is not None:
+            self.ema.load_state_dict(self.generator.state_dict())
+        said = f"started from {where}" + ("" if same else " (class embeddings made anew for this study's classes)")
+        if state.get("critic") is not None:
+            load(self.critic, state["critic"], fresh_critic, "critic")
+        else:
+            said += "; its critic from scratch (the weights held a generator only)"
+        if self.cfg.freeze_d:
+            convs = [m for m in self.critic.body if isinstance(m, torch.nn.Conv2d)]
+            if self.cfg.freeze_d > len(convs):
+                raise HarnessError(f"gan.freeze_d={self.cfg.freeze_d}: the critic has {len(convs)} blocks")
+            for m in convs[:self.cfg.freeze_d]:
+                m.requires_grad_(False)
+            said += f"; the critic's first {self.cfg.freeze_d} of {len(convs)} blocks frozen (Freeze-D)"
+        self.learning = [p for p in self.critic.parameters() if p.requires_grad]
+        return said
 
     @property
     def sampler(self) -> torch.nn.Module:
@@ -246,7 +375,7 @@ class WganGp:
                 self.opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 self.opt_g.step()
-                for p in self.critic.parameters():
+                for p in self.learning:  # frozen layers (gan.freeze_d) stay frozen
                     p.requires_grad_(True)
                 if self.ema is not None:
                     self._update_ema()
@@ -410,9 +539,10 @@ def steps_per_epoch(n_real: int, g) -> int:
     return max(1, (n_real // g.batch_size) // g.critic_steps)
 
 
-def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None) -> None:
-    """Train (or continue `resume_from`) the GAN inside the active run, checkpointing as configured."""
-    trained.fit(ctx, cfg, splits, sys.modules[__name__], resume_from, evaluator)
+def fit(ctx, cfg, splits, resume_from: str | None = None, evaluator=None, start=None) -> None:
+    """Train (or continue `resume_from`) the GAN inside the active run, checkpointing as configured;
+    `start` = (state, where): gan.init's weights (`starting`)."""
+    trained.fit(ctx, cfg, splits, sys.modules[__name__], resume_from, evaluator, start)
 
 
 def curves_figure(history: list[dict[str, float]]):

@@ -174,13 +174,15 @@ def _carry_over(store, old: str) -> tuple[dict, list]:
 # ---------------------------------------------------------------------------------------------
 # The loop, inside the generator phase's run
 
-def fit(ctx, cfg, splits, kind, resume_from: str | None = None, evaluator=None) -> None:
+def fit(ctx, cfg, splits, kind, resume_from: str | None = None, evaluator=None, start=None) -> None:
     """Train (or continue `resume_from`) generator kind `kind` (its module) inside the active run,
-    checkpointing as configured."""
+    checkpointing as configured. `start` = (state, where): weights to start from (the kind's init),
+    which its trainer's `start_from(state, classes, where) -> words` loads."""
     s = kind.settings(cfg)
     state, history = _carry_over(ctx.store, resume_from) if resume_from else (None, [])
     trainer = kind.trainer(cfg, ctx.device, len(splits.classes), splits.train_x.shape[1], splits.train_x.shape[-1])
-    if state is not None:
+    started = trainer.start_from(start[0], splits.classes, start[1]) if start is not None else ""
+    if state is not None:  # after start_from: what it froze stays frozen, the weights are the state's
         trainer.load_state_dict(state)
     real, labels = splits.train_x.to(ctx.device), splits.train_y.to(ctx.device)
     pending: list[dict] = []  # epochs not yet sent to MLflow: flushed at each checkpoint
@@ -202,7 +204,7 @@ def fit(ctx, cfg, splits, kind, resume_from: str | None = None, evaluator=None) 
             mlflow.log_metrics(quality, step=trainer.epoch, model_id=model_id, synchronous=True)
         codecs.log_torch(trainer.checkpoint() | {"classes": list(splits.classes)}, checkpoint_path(trainer.epoch))
         older = min(slots, key=slots.get)  # the other slot keeps the previous state intact meanwhile
-        codecs.log_torch(trainer.state_dict() | {"history": history}, older)
+        codecs.log_torch(trainer.state_dict() | {"history": history, "classes": list(splits.classes)}, older)
         slots[older] = trainer.epoch
 
     # A budget in steps is the same for every data size; else in epochs.
@@ -238,4 +240,4 @@ def fit(ctx, cfg, splits, kind, resume_from: str | None = None, evaluator=None) 
     mlflow.log_metrics({f"{kind.PREFIX}/epochs": trainer.epoch, f"{kind.PREFIX}/seconds": seconds,
                         f"{kind.PREFIX}/{kind.STEPS}_total": trainer.steps})
     codecs.log_figure(kind.curves_figure(history), "loss_curves.png")
-    describe(kind.summary(cfg, trainer, history, seconds))
+    describe(kind.summary(cfg, trainer, history, seconds) + (f"\n\nInitialisation: {started}." if started else ""))

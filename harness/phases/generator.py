@@ -15,6 +15,12 @@ from harness.tracking.store import STOPPED
 
 def check(ctx, cfg, inputs) -> None:
     generators.preflight(ctx, cfg)  # a batch larger than the training set, an evaluator that does not fit
+    generators.init_digest(ctx, cfg)  # weights from outside (gan.init): there, readable
+
+
+def keyed_on(ctx, cfg, inputs) -> tuple[str, ...]:
+    """Weights from outside the kind starts from (gan.init): their content."""
+    return (generators.init_digest(ctx, cfg),)
 
 
 def before(ctx, cfg, found) -> dict:
@@ -38,8 +44,9 @@ def before(ctx, cfg, found) -> dict:
 
 def compute(ctx, cfg, inputs, resume_from: str | None = None) -> PhaseResult:
     ev = inputs.get("evaluator")
+    start = generators.starting(ctx, cfg, inputs)
     generators.get(cfg.generator.kind).fit(ctx, cfg, ctx.splits(cfg.data), resume_from,
-                                           ev.evaluator if ev is not None else None)
+                                           ev.evaluator if ev is not None else None, **({"start": start} if start else {}))
     return PhaseResult("")
 
 

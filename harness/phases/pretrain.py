@@ -22,13 +22,20 @@ def runs(cfg) -> bool:
     return weights.parse(cfg.classifier.init).source == "pretrain"
 
 
+def wanted(cfg) -> bool:
+    """Whether anything pretrains on [pretrain]'s classes: the classifier, or a generator kind that
+    pretrains (gan.init=pretrain: the generator_pretrain phase)."""
+    from harness import generators
+    return runs(cfg) or generators.pretrains(cfg)
+
+
 def unused_settings(cfg, overrides) -> list[str]:
     """pretrain.* set by the user under a config that does not pretrain, in words (a `note:` line)."""
     mine = [k for k in config.set_keys(overrides) if k.startswith("pretrain.")]
-    if not mine or runs(cfg):
+    if not mine or wanted(cfg):
         return []
     return [f"{', '.join(mine)} ignored: the pretrain phase runs with classifier.init=pretrain "
-            f"(this config has classifier.init={cfg.classifier.init})"]
+            f"(this config has classifier.init={cfg.classifier.init}), the generator's with gan.init=pretrain"]
 
 
 def data_config(cfg):
@@ -44,7 +51,7 @@ def with_classes(cfg, data_dir):
     """`cfg` with pretrain.classes filled in where classifier.init = pretrain leaves them empty: every class
     of the pretraining tree (pretrain.data_dir, else `data_dir`) the study does not use, in the config every
     key sees. Per config, not per command: a grid's or a sweep's cell may be the one that asks for pretrain."""
-    if not runs(cfg) or cfg.pretrain.classes:
+    if not wanted(cfg) or cfg.pretrain.classes:
         return cfg
     try:
         found = data.open_source(_tree(cfg, data_dir), data_config(cfg)).classes
@@ -54,7 +61,7 @@ def with_classes(cfg, data_dir):
         raise HarnessError(f"pretrain.data_dir {cfg.pretrain.data_dir}: {e}") from None
     others = [c for c in found if c not in cfg.data.classes]
     if not others:
-        raise HarnessError("classifier.init=pretrain: every class of the data is one of data.classes, so none "
+        raise HarnessError("pretraining (classifier.init or gan.init=pretrain): every class of the data is one of data.classes, so none "
                            "is left to pretrain on; set pretrain.classes, or give a tree with more classes "
                            "(pretrain.data_dir)")
     return config.apply(cfg, {"pretrain.classes": others})
@@ -62,7 +69,7 @@ def with_classes(cfg, data_dir):
 
 def check_data(ctx, cfg) -> None:
     """Before any run opens: pretrain.classes are in the pretraining tree, with images to train on."""
-    if not runs(cfg):
+    if not wanted(cfg):
         return
     try:
         ctx.splits(data_config(cfg), _tree(cfg, None))
