@@ -142,6 +142,15 @@ def test_bench_run_with_this_tree_twice(tmp_path, tree):
     assert number(r"^b\s+cold .* ratio to a \(medians\): cold ([\d.]+)x; cached", out) > 0
 
 
+@covers("benchmarks/bench_volume.py")
+def test_bench_volume(tmp_path, tree):
+    out = python(tmp_path, "benchmarks/bench_volume.py", "--smoke", "--data-dir", tree)
+    rows = re.findall(r"^\| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d,]+) \| (\d+) \| (\d+) \| (\d+) \|$", out, re.M)
+    assert [r[0] for r in rows] == ["64", "2,000"], out
+    assert all(int(r[4]) > 0 and int(r[5]) > 0 for r in rows)
+    assert number(r"\(([\d,.]+) images/s at the margin\)", out.replace(",", "")) > 0
+
+
 @covers("benchmarks/bench_store_calls.py")
 def test_bench_store_calls(tmp_path, tree):
     out = python(tmp_path, "benchmarks/bench_store_calls.py", "--smoke", "--data-dir", tree, "--tree", f"this={ROOT}")

@@ -186,8 +186,9 @@ def compute(ctx, cfg, inputs) -> PseudolabelResult:
     codecs.log_figure(histogram_figure(lab.confidence, cls, classes, cfg.pseudolabel.threshold),
                       "confidence_histogram.png")
     for i, name in enumerate(classes):
-        codecs.log_image_grid(images[labels == i][:64], f"kept/{name}.png")
-        codecs.log_image_grid(images[labels == i][:64], key=f"kept/{codecs.series_name(name, i)}")  # the run page's image view
+        first = images[(labels == i).nonzero().flatten()[:64]]  # indices: a mask would copy the whole class
+        codecs.log_image_grid(first, f"kept/{name}.png")
+        codecs.log_image_grid(first, key=f"kept/{codecs.series_name(name, i)}")  # the run page's image view
     codecs.log_class_grid(images, labels, classes, "kept.png")  # every class at a glance, named
     per_class = ", ".join(f"{c} {m[f'kept/{c}/count']}" for c in classes)
     how = {"label": f"the baseline labelled {len(keep)} synthetic images and kept",

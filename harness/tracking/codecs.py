@@ -155,7 +155,8 @@ def log_json(obj, path: str) -> None:
 def log_class_grid(images_uint8, labels, classes, path: str, per_class: int = 8) -> None:
     """A grid with one row per class, its name beside it: up to `per_class` images of each."""
     from harness.figures import subplots, wrap
-    rows = [(name, images_uint8[labels == i][:per_class]) for i, name in enumerate(classes)]
+    # Indices first: a boolean mask would copy every image of the class (all of a 50,000-image draw).
+    rows = [(name, images_uint8[(labels == i).nonzero().flatten()[:per_class]]) for i, name in enumerate(classes)]
     rows = [(name, x) for name, x in rows if len(x)]
     if not rows:
         return
