@@ -126,8 +126,9 @@ def test_a_joint_axis_varies_its_keys_together():
     assert len(rungs) == 4 and {(c.cfg.classifier.mode, c.cfg.data.n_per_class) for c in rungs} == \
         {("train", 10), ("train", 20), ("probe", 10), ("probe", 20)}
     assert grid.axis_keys(axes) == ["classifier.init", "classifier.mode", "data.n_per_class"]
-    with pytest.raises(HarnessError, match="ladder's own axes"):
-        grid.cells(cfg, grid.parse_axes(("generator.kind+generate.n_samples=oracle+10",)), ladder=[5])
+    # A joint axis holding a ladder key beside others (a confirmation's): rungs per setting of the others.
+    joint = grid.cells(cfg, grid.parse_axes(("generate.n_samples+data.n_per_class=10+10,20+10,10+20",)), ladder=[5])
+    assert sorted(c.cfg.data.n_per_class for c in joint if c.rung is not None) == [10, 20]
 
 
 def test_every_cell_is_checked_before_anything_is_enqueued(runner, client, tree, tmp_path):
@@ -361,3 +362,36 @@ def test_a_ladder_is_planned_beside_the_axes_and_kept_when_the_grid_grows(runner
     assert "0 new items" in again.stderr and "margin changes from 0.5 to 1.5" in again.stderr
     labels = {c.label for c in grid.plan_of(study)[1]}
     assert "data.n_per_class=20 generator.kind=oracle generate.n_samples=24" in labels
+
+
+def test_a_confirmation_tests_the_screens_best_cells_on_seeds_the_screen_never_ran(runner, tmp_path):
+    """Screen then confirm: the confirmation holds the --top cells by the screen's mean effect, as one
+    joint axis, and its seeds start past every seed the screen ran, grown ones included; a plan that
+    would reuse one is refused; Holm is over the confirmed cells."""
+    screen, cfg, axes, _, storage = _constructed(tmp_path, seeds=(0, 1, 2))
+    # Cell 0.9 is spread out, so the CI half-width target grows it to seeds 3..9; 0.5 is better on average.
+    deltas = {"0.5": [0.030, 0.031, 0.029] + [0.03] * 10, "0.9": [0.0, 0.03, -0.02] + [0.005] * 10}
+    with pytest.raises(HarnessError, match="have not finished"):
+        grid.screened(screen, 1)  # a ranking needs every cell's screening seeds
+    _complete(screen, storage, deltas)
+    assert grid.extend(screen) == 7
+    # Ranked on the screening seeds (the same count for every cell); the confirmation starts past every
+    # seed the screen holds, the grown ones still waiting included.
+    base, axis, first, info = grid.screened(screen, 1)
+    assert info["chosen"] == ["pseudolabel.threshold=0.5"] and first == 10
+    assert axis == [("pseudolabel.threshold", ["0.5"])] and base == cfg
+    confirm, _ = grid.open_grid("c", storage_url := f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert grid.plan(confirm, base, axis, [10, 11, 12], screen=info) == 3
+    assert {t.user_attrs["seed"] for t in confirm.get_trials(deepcopy=False)} == {10, 11, 12}
+    with pytest.raises(HarnessError, match="never reuses a screening seed"):
+        grid.plan(confirm, base, axis, [2, 10, 11, 12])  # the plan remembers its screen
+    with pytest.raises(HarnessError, match="--top 3"):
+        grid.screened(screen, 3)
+    # The CLI takes everything from the screen: an --axis beside --confirm is refused in one line.
+    out = invoke(runner, ["grid", "--confirm", "g", "--study", "c2", "--storage", storage_url, "--axis",
+                          "data.n_per_class=10"], ok=False)
+    assert out.exit_code == 2 and "--confirm takes its config and cells from the screen 'g': drop --axis" in out.stderr
+    # The report's screening section names the screen, its seeds, and what was confirmed.
+    md = __import__("harness.grid.report", fromlist=["x"]).screening_markdown(info, [10, 11, 12])
+    assert "no screening seed is reused" in md and "| pseudolabel.threshold=0.5 | +3.00 | **confirmed here** |" in md
+    assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in md and "screened out" in md

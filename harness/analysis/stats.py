@@ -314,11 +314,12 @@ class Design:
 
 
 def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | None = None,
-              margin: float = 1.0) -> list[dict]:
+              margin: float = 1.0, family=None) -> list[dict]:
     """One row per cell from its SeedReport (None: no finished item): arms' accuracy mean +- std, the
     paired delta's tests (two-stage where a CI half-width target added seeds), its CI half-width and the
     MDE at the seeds used, why its seeds stopped, the generators' variance split (K >= 2), and the
-    t-test p Holm-adjusted across the cells that have one."""
+    t-test p Holm-adjusted across the cells that have one; `family(cell)`: the cells Holm adjusts
+    together (default: all)."""
     import numpy as np
     rows = []
     for label, rep in reports:
@@ -355,6 +356,16 @@ def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | No
             split = variance_split([100 * by_seed[s] for s in row["seeds"]], [s % design.k for s in row["seeds"]])
             row["variance"] = split.to_json() if split else None
         rows.append(row)
+    families: dict[str, list[dict]] = {}
+    for row in rows:
+        families.setdefault(family(row["cell"]) if family else "", []).append(row)
+    for members in families.values():
+        _verdicts(members, margin)
+    return rows
+
+
+def _verdicts(rows: list[dict], margin: float) -> None:
+    """Holm over one family of cells, and each one's four-way verdict."""
     tested = sum(1 for r in rows if r["n"] >= 2 and not math.isnan(r.get("t_p", float("nan"))))
     for row, p in zip(rows, holm([r.get("t_p", float("nan")) for r in rows])):
         row["holm_p"] = p
@@ -368,7 +379,6 @@ def summarize(reports: list[tuple[str, object]], designs: dict[str, Design] | No
                      f"; TOST ±{margin:g}, p = {row['tost_p']:.3g}")
             row["verdict_kind"] = four_way(p, row["delta_mean"], row["tost_p"], margin)
             row["verdict"] = f"{row['verdict_kind']} ({basis})"
-    return rows
 
 
 EQUIVALENCE_RULE = ("equivalence is judged per cell (two one-sided tests at 5% each, the 90% CI inside the margin), "

@@ -80,10 +80,18 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               "[default: torch's, one per core]; with several workers on one machine, cores / workers.")
 @click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
 @click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
+@click.option("--confirm", "screen_name", default=None, metavar="SCREEN_STUDY",
+              help="Confirm a finished screening grid (few seeds over many cells) of the same storage: this grid holds "
+                   "its --top cells with the largest mean images' effect, its config and oracle ladder, on --seeds new "
+                   "seeds that start past every seed the screen ran (a screening seed chose the cells, so it never "
+                   "tests them), with new generators; Holm is over the confirmed cells. No --preset, --set or --axis: "
+                   "they are the screen's.")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --confirm: how many of the screen's cells to confirm.")
 @click.option("--dry-run", is_flag=True, help="Check the options, every cell's config, data and generator, say what "
               "the grid would hold, and stop: no study and no run is made.")
 def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwidth, old_halfwidth, max_seeds, ladder,
-         margin, study_name, storage, threads, plan_only, report_only, dry_run):
+         margin, study_name, storage, threads, plan_only, report_only, dry_run, screen_name, top):
     """A grid of paired seeds per cell: every combination of the --axis values, each cell N seeds
     of pipelines (baseline, control, synthetic arm). Items live in an Optuna storage: this command
     enqueues those it lacks and works on them; `harness worker --study NAME --storage URL` on any
@@ -99,9 +107,30 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     harness grid --preset cpu --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5
     harness grid --preset strong-baseline --axis data.n_per_class=100,300 --seeds 5 --ci-halfwidth 1.0 --max-seeds 15
     harness grid --preset strong-baseline --axis classifier.init+classifier.mode=scratch+train,pretrain+probe
+    harness grid --preset strong-baseline --axis gan.init=scratch,pretrain --seeds 3 --study screen   # screen...
+    harness grid --confirm screen --top 2 --seeds 5 --ci-halfwidth 1.0 --max-seeds 15 --study confirm  # ...confirm
     """
     from harness import grid as gridmod
     from harness import optuna_storage
+    screen = None
+    if screen_name is not None:
+        from click.core import ParameterSource
+        given = [flag for flag, name in (("--preset", "preset"), ("--set", "overrides"), ("--axis", "axes"))
+                 if click.get_current_context().get_parameter_source(name) != ParameterSource.DEFAULT]
+        if given or report_only:
+            raise HarnessError(f"--confirm takes its config and cells from the screen {screen_name!r}: drop "
+                               f"{', '.join(given) or '--report (read the confirmation with --report --study NAME)'}")
+        storage = storage or optuna_storage.default_storage()
+        base, axes_of_screen, first_seed, screen = gridmod.screened(
+            gridmod.join_grid(screen_name, storage, wait=0, say=say), top)
+        if study_name in (None, screen_name):
+            raise HarnessError("--confirm needs a --study name of its own for the confirmation (not the screen's)")
+        held = base  # the screen's plan: preset name (its budget curve) and every setting
+        from harness import config as cfgmod
+        flat = cfgmod.flat(held)
+        preset, overrides = flat.pop("preset"), tuple(f"{k}={v}" for k, v in flat.items() if k != "device")
+        axes = tuple(f"{k}={','.join(v)}" for k, v in axes_of_screen)
+        ladder = ladder or ",".join(map(str, screen["ladder"])) or None
     both = [flag for flag, on in (("--plan-only", plan_only), ("--report", report_only)) if on]
     if dry_run and both or len(both) > 1:
         raise HarnessError(f"{' and '.join((['--dry-run'] if dry_run else []) + both)} contradict each other: "
@@ -135,8 +164,9 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
         report_line(ctx, parent)
         return
     study, created = gridmod.open_grid(study_name, storage)
-    added, created = gridmod.planned(study, created, cfg, parsed, list(range(seeds)), halfwidth, max_seeds, say,
-                                     ladder=ladder, margin=margin)
+    first = 0 if screen is None else first_seed
+    added, created = gridmod.planned(study, created, cfg, parsed, list(range(first, first + seeds)), halfwidth,
+                                     max_seeds, say, ladder=ladder, margin=margin, screen=screen)
     click.echo(f"grid {study_name!r} in {mask(storage)}: {added} new items; {gridmod.cost(study)}", err=True)
     if plan_only:
         run_id = gridmod.open_run(ctx, study, created)

@@ -74,11 +74,14 @@ def cells(cfg: Config, axes: list[tuple[str, list[str]]], ladder: list[int] | tu
             updates = _updates(zip((k for k, _ in axes), values))
             out.append(Cell(" ".join(f"{k}={v}" for k, v in updates.items()), config.apply(cfg, updates)))
     rungs = []
-    if ladder and (both := next((k for k, _ in axes if JOIN in k and set(k.split(JOIN)) & set(LADDER_AXES)), None)):
-        raise HarnessError(f"--axis {both}: with --oracle-ladder, {' and '.join(LADDER_AXES)} are the ladder's own "
-                           "axes and cannot vary jointly with another key; give them an --axis of their own")
-    for values in itertools.product(*(v for k, v in axes if k not in LADDER_AXES)):
-        others = _updates(zip((k for k, _ in axes if k not in LADDER_AXES), values))
+    # One set of rungs per distinct setting of the keys that are not the ladder's own, a joint axis's
+    # parts included (a confirmation's one joint axis holds generate.n_samples beside the others).
+    groups: list[dict] = []
+    for values in itertools.product(*(v for _, v in axes)):
+        others = {k: v for k, v in _updates(zip((k for k, _ in axes), values)).items() if k not in LADDER_AXES}
+        if others not in groups:
+            groups.append(others)
+    for others in groups:
         for n in ladder:
             # Rung 0: no real image added, the synthetic arm's recipe alone (the replay control).
             updates = {**others, **({"generator.kind": "replay"} if n == 0 else
@@ -228,21 +231,65 @@ def check_generators(cfg: Config, seeds: int) -> None:
 
 
 def planned(study: optuna.Study, created: bool, cfg: Config, axes, seeds: list[int], halfwidth: float | None,
-            max_seeds: int | None, say, ladder: list[int] | None = None, margin: float | None = None) -> tuple[int, bool]:
+            max_seeds: int | None, say, ladder: list[int] | None = None, margin: float | None = None,
+            screen: dict | None = None) -> tuple[int, bool]:
     """`plan`, by a command that may have just created the study: (items added, whether this command
     made the grid). A refused plan leaves no study behind (its name would wait for a plan that never
     comes), and an empty study that a refused command of an older version left is planned as new."""
     fresh = created or PLAN not in study.user_attrs
     try:
-        return plan(study, cfg, axes, seeds, halfwidth, max_seeds, say=say, ladder=ladder, margin=margin), fresh
+        return plan(study, cfg, axes, seeds, halfwidth, max_seeds, say=say, ladder=ladder, margin=margin,
+                    screen=screen), fresh
     except BaseException:
         if fresh:
             optuna.delete_study(study_name=study.study_name, storage=optuna_storage.storage_of(study)[0])
         raise
 
 
+def screened(screen: optuna.Study, top: int) -> tuple[Config, list[tuple[str, list[str]]], int, dict]:
+    """A confirmation of a screening grid: (its base config, one joint axis holding the `top` cells with
+    the largest mean images' effect over the screening seeds, the first seed no screening item used, what
+    was screened for the report). Ladder rungs price cells and are never candidates; every cell must
+    have finished its screening seeds, so that the ranking is over all of them."""
+    cfg, grid_cells, seeds = plan_of(screen)
+    held = screen.user_attrs[PLAN]
+    items = items_of(screen)
+    means, missing = {}, []
+    for cell in grid_cells:
+        if cell.rung is not None:
+            continue
+        done = [ts[0].value for s in seeds if (ts := [t for t in items.get((cell.label, s), []) if t.state == COMPLETE])]
+        if len(done) < len(seeds):
+            missing.append(cell.label)
+        else:
+            means[cell.label] = sum(done) / len(done)
+    if missing:
+        raise HarnessError(f"--confirm {screen.study_name}: {len(missing)} screened cell(s) have not finished their "
+                           f"{len(seeds)} seeds (the first: {missing[0]}); finish the screen (`harness worker --study "
+                           f"{screen.study_name}`), then confirm")
+    if not 1 <= top <= len(means):
+        raise HarnessError(f"--top {top}: the screen {screen.study_name!r} has {len(means)} cells to choose from; "
+                           f"give 1 to {len(means)}")
+    chosen = sorted(means, key=means.get, reverse=True)[:top]
+    # Every seed a screening item ever ran, grown ones included: the confirmation starts past all of them.
+    used = [int(t.user_attrs["seed"]) for t in screen.get_trials(deepcopy=False) if "seed" in t.user_attrs]
+    axes = [tuple(a) for a in held["axes"]]
+    keys = axis_keys(axes)
+    # Each cell's values as the screen's axes spelled them, by its label (as `cells` makes it).
+    spelled = {}
+    for values in itertools.product(*(v for _, v in axes)):
+        updates = _updates(zip((k for k, _ in axes), values))
+        spelled[" ".join(f"{k}={v}" for k, v in updates.items())] = JOIN.join(updates[k] for k in keys)
+    axis = [(JOIN.join(keys), [spelled[label] for label in chosen])] if keys else []
+    info = {"study": screen.study_name, "seeds": sorted(set(used)), "top": top, "chosen": chosen,
+            "ladder": held.get("ladder", []), "screened_seeds": seeds,
+            "means": {label: round(100 * m, 4) for label, m in sorted(means.items(), key=lambda kv: -kv[1])}}
+    return cfg, axis, max(used) + 1, info
+
+
 def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], halfwidth: float | None = None,
-         max_seeds: int | None = None, say=None, ladder: list[int] | None = None, margin: float | None = None) -> int:
+         max_seeds: int | None = None, say=None, ladder: list[int] | None = None, margin: float | None = None,
+         screen: dict | None = None) -> int:
     """Store the grid in the study and enqueue the (cell, seed) items it does not hold yet; return how
     many were added. The same grid with more seeds or values grows; another base config is refused.
     With `halfwidth` (points), a cell whose first seeds' 95% CI is wider gets more seeds, up to
@@ -282,8 +329,13 @@ def plan(study: optuna.Study, cfg: Config, axes, seeds: list[int], halfwidth: fl
                                ("most seeds a cell", before["max_seeds"], max_seeds)):
             if old is not None and new != old:
                 say(f"grid {study.study_name!r}: the {name} changes from {old:g} to {new:g} (the plan held {old:g})")
+    screen = screen or (held or {}).get("screen")
+    if screen is not None and set(all_seeds) & set(screen["seeds"]):
+        raise HarnessError(f"a confirmation never reuses a screening seed: seeds {sorted(set(all_seeds) & set(screen['seeds']))} "
+                           f"ran in the screen {screen['study']!r}")
     study.set_user_attr(PLAN, {"config": flat, "axes": merged, "seeds": all_seeds, "halfwidth": halfwidth,
-                               "max_seeds": max_seeds, "generators": k, "ladder": ladder, "margin": margin})
+                               "max_seeds": max_seeds, "generators": k, "ladder": ladder, "margin": margin,
+                               **({"screen": screen} if screen is not None else {})})
     have = {(t.user_attrs.get("cell"), t.user_attrs.get("seed")) for t in study.get_trials(deepcopy=False)
             if t.state != FAIL}
     added = 0

@@ -36,7 +36,11 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
                             *cruns.runs_of_pipeline(ctx.store.client, t.user_attrs["pipeline_run"])) for t in trials]
         reports.append((cell.label, stats.seed_report(ctx.store.client, pairs) if pairs else None))
     margin = held.get("margin") or stats.MARGIN
-    rows = stats.summarize(reports, designs, margin=margin)
+    screen = held.get("screen")
+    # A confirmation tests the cells its screen chose: Holm over those alone (the ladder's rungs, which
+    # price them, are a family of their own).
+    rows = stats.summarize(reports, designs, margin=margin,
+                           family=(lambda cell: cell in screen["chosen"]) if screen is not None else None)
     priced = worth_of(grid_cells, {label: {int(t.user_attrs["seed"]): t.value for t in trials}
                                    for label, trials in done.items()})
     budget = {c.label: plateau.line(config.flat(c.cfg)) for c in grid_cells}
@@ -51,6 +55,9 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
            "mde_points": stats.mde(len(seeds)) if len(seeds) >= 2 else None, "cells": rows}
     md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows,
                               halfwidth=halfwidth_of(held), max_seeds=held.get("max_seeds"), margin=margin)
+    if screen is not None:
+        out["screen"] = screen
+        md = screening_markdown(screen, seeds) + md
     keys = view_keys(study.study_name)
     out["ui_views"] = keys
     md += (f"\nIn the MLflow UI (`harness ui` prints the addresses): the saved view `{keys['table']}` lists this "
@@ -71,6 +78,21 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         page.log(f"Grid {study.study_name}", md, drawn, run_id=parent_id, client=client)
         store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id, client=ctx.store.client)
     return md, out
+
+
+def screening_markdown(screen: dict, seeds: list[int]) -> str:
+    """What a confirmation grid confirms: the screen's cells and their means, which were chosen, and
+    that its seeds are new."""
+    lines = ["## Screened, then confirmed\n",
+             f"The screen `{screen['study']}` ran {len(screen['means'])} cells on seeds "
+             f"{', '.join(map(str, screen['seeds']))}; this grid confirms the {screen['top']} with the largest mean "
+             f"images' effect there, on seeds from {min(seeds)} on: **no screening seed is reused** (the seeds that "
+             "chose a cell would flatter it), and each confirmed cell's generators are new too. Holm is over the "
+             "confirmed cells.\n", "| screened cell | mean images' effect over the screen's seeds (points) | |",
+             "| --- | ---: | --- |"]
+    lines += [f"| {label} | {mean:+.2f} | {'**confirmed here**' if label in screen['chosen'] else 'screened out'} |"
+              for label, mean in screen["means"].items()]
+    return "\n".join(lines) + "\n\n"
 
 
 def worth_of(grid_cells: list[Cell], deltas: dict[str, dict[int, float]]) -> dict[str, dict]:

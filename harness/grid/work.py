@@ -117,7 +117,9 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                     scfg = pipeline.seeded(local, seed)
                     preflight.generator(ctx, scfg)
                     trains = generators.get(cell.cfg.generator.kind).TRAINS
-                    own = seed % k  # this seed's generator, trained on that seed's data draw
+                    # This seed's generator, trained on that seed's data draw: one of the K of the plan's first
+                    # seeds (a confirmation's start past the screen's: its generators are new too).
+                    own = seeds[0] + (seed - seeds[0]) % k
                     note = (f"\n\nGenerator {own} of the cell's {k}: trained on seed {own}'s images." if trains else "")
                     # Its own generator is simply the pipeline's (no second walk under an equal config),
                     # unless every seed shares fewer generators than there are first seeds (share_generator's mark).
