@@ -66,6 +66,7 @@ def inputs(ctx: Context, cfg: Config, dry_run: bool = False) -> None:
     URI needs the store, which a dry run does not open) and the pretrain phase's data."""
     if not (dry_run and weights.parse(cfg.classifier.init).needs_store):
         weights.check(ctx, cfg)
+    generators.check_init(ctx, cfg, dry_run)
     pretrain.check_data(ctx, cfg)
 
 

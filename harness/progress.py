@@ -79,3 +79,23 @@ class LogLines:
             tail = f", ETA {_duration((self.total - self.done) / rate)}" if rate > 0 and self.total else ""
         item = f"  {self.current_item}" if self.current_item else ""
         click.echo(f"{self.label}: {self.done}/{self.total} {self.unit}{share}, {rate:.2f}/s{tail}{item}", err=True)
+
+
+LONG = 5000  # images: below this a draw or a labelling takes seconds, and a bar would only add lines
+
+
+class _Silent:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def shown(total: int, label: str, unit: str = "images"):
+    """`bar` for work over `total` images when there are many (LONG), else a bar that says nothing: the
+    same loop serves a 64-image preview and a 50,000-image draw."""
+    return bar(total, label, unit=unit) if total >= LONG else _Silent()

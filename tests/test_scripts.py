@@ -151,6 +151,17 @@ def test_bench_volume(tmp_path, tree):
     assert number(r"\(([\d,.]+) images/s at the margin\)", out.replace(",", "")) > 0
 
 
+@covers("studies/transfer.py")
+def test_transfer_study(tmp_path, tree):
+    out_dir = tmp_path / "out"
+    out = python(tmp_path, "studies/transfer.py", str(tree), str(out_dir), "--smoke")
+    rows = re.findall(r"^\| (scratch|transferred|transferred, Freeze-D 1) \| ([\d.]+) \|", out, re.M)
+    assert [r[0] for r in rows] == ["scratch", "transferred", "transferred, Freeze-D 1"], out
+    saved = json.loads((out_dir / "transfer-tiny-preset.json").read_text())
+    assert len(saved["pretraining"]) == 1 and saved["pretraining"][0]["classes"]
+    assert len({g["run"] for g in saved["generators"]}) == 3
+
+
 @covers("benchmarks/bench_store_calls.py")
 def test_bench_store_calls(tmp_path, tree):
     out = python(tmp_path, "benchmarks/bench_store_calls.py", "--smoke", "--data-dir", tree, "--tree", f"this={ROOT}")

@@ -132,6 +132,14 @@ def init_digest(ctx, cfg) -> str:
     return kind.init_digest(ctx, cfg) if hasattr(kind, "init_digest") else ""
 
 
+def check_init(ctx, cfg, dry_run: bool = False) -> None:
+    """Before any run opens: the weights the kind starts from are there and readable (a URI needs the
+    store, which a dry run does not open)."""
+    kind = get(cfg.generator.kind)
+    if hasattr(kind, "init_digest") and not (dry_run and getattr(kind, "init_needs_store", lambda c: False)(cfg)):
+        kind.init_digest(ctx, cfg)
+
+
 def sampling(cfg) -> tuple[str, ...]:
     """The kind's settings read at generate time only."""
     return tuple(getattr(get(cfg.generator.kind), "SAMPLING", ()))

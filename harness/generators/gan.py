@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from harness import precision
+from harness import precision, progress
 from harness.config import PRECISIONS, SEED_MAX, setting
 from harness.errors import HarnessError
 from harness.generators import stream, trained
@@ -116,6 +116,10 @@ def pretraining(cfg, data):
 
 def _outside(init: str) -> bool:
     return init not in ("scratch", "pretrain")
+
+
+def init_needs_store(cfg) -> bool:
+    return cfg.gan.init.startswith("runs:/")
 
 
 def init_digest(ctx, cfg) -> str:
@@ -477,10 +481,12 @@ def generate(generator: torch.nn.Module, latent_dim: int, seed: int, device: tor
     y = stream.balanced_labels(start, stop, n_classes) if n_classes else None
     out = torch.empty(max(stop - start, 0), generator.channels, generator.image_size, generator.image_size,
                       dtype=torch.uint8)
-    for i in range(start, stop, batch):
-        j = min(i + batch, stop)
-        labels = None if y is None else y[i - start:j - start].to(device)
-        out[i - start:j - start] = to_uint8(generator(stream.noise(seed, i, j, latent_dim).to(device), labels)).cpu()
+    with progress.shown(stop - start, "generate", unit="images") as bar:
+        for i in range(start, stop, batch):
+            j = min(i + batch, stop)
+            labels = None if y is None else y[i - start:j - start].to(device)
+            out[i - start:j - start] = to_uint8(generator(stream.noise(seed, i, j, latent_dim).to(device), labels)).cpu()
+            bar.update(j - i)
     return out, y
 
 

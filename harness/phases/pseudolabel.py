@@ -49,6 +49,19 @@ class PseudolabelResult(PhaseResult):
         return f"kept:{h.hexdigest()[:16]}"
 
 
+def _predict(model, images: torch.Tensor, device, chunk: int = 4096) -> np.ndarray:
+    """The model's probabilities of many images, chunk by chunk under a progress bar (50,000 images are
+    tens of seconds on a CPU)."""
+    from harness import progress
+    out = np.zeros((len(images), 0), np.float32)
+    parts = []
+    with progress.shown(len(images), "pseudolabel") as bar:
+        for i in range(0, len(images), chunk):
+            parts.append(train.predict_proba(model, images[i:i + chunk], device).numpy())
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts) if parts else out
+
+
 def _baseline_proba(ctx, baseline, synthetic: torch.Tensor) -> np.ndarray:
     """The baseline's probabilities, per image and memoized in ctx.memo by baseline run: a sweep
     trial whose images are a prefix of a stream labelled before (same checkpoint, fewer samples; or
@@ -62,12 +75,12 @@ def _baseline_proba(ctx, baseline, synthetic: torch.Tensor) -> np.ndarray:
         m = min(n, len(images))
         if m and torch.equal(images[:m], synthetic[:m]):
             if n > m:
-                tail = train.predict_proba(baseline.model, synthetic[m:], ctx.device).numpy()
+                tail = _predict(baseline.model, synthetic[m:], ctx.device)
                 images, proba = synthetic, np.concatenate([proba, tail])
             memo.pop(i)
             memo.append((run_id, images, proba))
             return proba[:n]
-    proba = train.predict_proba(baseline.model, synthetic, ctx.device).numpy()
+    proba = _predict(baseline.model, synthetic, ctx.device)
     memo.append((baseline.source_run_id, synthetic, proba))
     del memo[:-ctx.memo.kept]
     return proba
