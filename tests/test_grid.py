@@ -380,6 +380,16 @@ def test_a_confirmation_tests_the_screens_best_cells_on_seeds_the_screen_never_r
     base, axis, first, info = grid.screened(screen, 1)
     assert info["chosen"] == ["pseudolabel.threshold=0.5"] and first == 10
     assert axis == [("pseudolabel.threshold", ["0.5"])] and base == cfg
+    # The same from the screen's exported grid.json (its storage gone: a screen in one session, confirmed in
+    # the next): its plan, outcomes and seeds travel in the report's JSON.
+    values, used = grid.outcomes(screen)
+    exported = tmp_path / "screen.json"
+    exported.write_text(json.dumps({"study": "g", "plan": screen.user_attrs[grid.PLAN], "outcomes": values,
+                                    "seeds_used": used}))
+    assert grid.screened_export(str(exported), 1) == (base, axis, first, info)
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(HarnessError, match="not a grid.json exported by this version"):
+        grid.screened_export(str(tmp_path / "other.json"), 1)
     confirm, _ = grid.open_grid("c", storage_url := f"sqlite:///{tmp_path / 'optuna.db'}")
     assert grid.plan(confirm, base, axis, [10, 11, 12], screen=info) == 3
     assert {t.user_attrs["seed"] for t in confirm.get_trials(deepcopy=False)} == {10, 11, 12}

@@ -80,8 +80,9 @@ def sweep(preset, overrides, data_dir, experiment, no_cache, trials, study_name,
               "[default: torch's, one per core]; with several workers on one machine, cores / workers.")
 @click.option("--plan-only", is_flag=True, help="Enqueue the items and leave them to `harness worker` processes.")
 @click.option("--report", "report_only", is_flag=True, help="Print and log the report of the finished items; run none.")
-@click.option("--confirm", "screen_name", default=None, metavar="SCREEN_STUDY",
-              help="Confirm a finished screening grid (few seeds over many cells) of the same storage: this grid holds "
+@click.option("--confirm", "screen_name", default=None, metavar="SCREEN_STUDY|GRID_JSON",
+              help="Confirm a finished screening grid (few seeds over many cells) of the same storage, or one exported "
+                   "as its grid.json (studies/export_grid.py; its storage may be gone): this grid holds "
                    "its --top cells with the largest mean images' effect, its config and oracle ladder, on --seeds new "
                    "seeds that start past every seed the screen ran (a screening seed chose the cells, so it never "
                    "tests them), with new generators; Holm is over the confirmed cells. No --preset, --set or --axis: "
@@ -121,8 +122,12 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
             raise HarnessError(f"--confirm takes its config and cells from the screen {screen_name!r}: drop "
                                f"{', '.join(given) or '--report (read the confirmation with --report --study NAME)'}")
         storage = storage or optuna_storage.default_storage()
-        base, axes_of_screen, first_seed, screen = gridmod.screened(
-            gridmod.join_grid(screen_name, storage, wait=0, say=say), top)
+        from pathlib import Path
+        if screen_name.endswith(".json") and Path(screen_name).is_file():  # an exported screen (its grid.json)
+            base, axes_of_screen, first_seed, screen = gridmod.screened_export(screen_name, top)
+        else:
+            base, axes_of_screen, first_seed, screen = gridmod.screened(
+                gridmod.join_grid(screen_name, storage, wait=0, say=say), top)
         if study_name in (None, screen_name):
             raise HarnessError("--confirm needs a --study name of its own for the confirmation (not the screen's)")
         held = base  # the screen's plan: preset name (its budget curve) and every setting

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 
@@ -246,33 +247,64 @@ def planned(study: optuna.Study, created: bool, cfg: Config, axes, seeds: list[i
         raise
 
 
+def outcomes(study: optuna.Study) -> tuple[dict[str, dict[int, float]], list[int]]:
+    """(cell -> seed -> the finished item's value, every seed an item of the grid ever held): what a
+    confirmation reads of a screen, stored in the screen's exported grid.json too."""
+    values: dict[str, dict[int, float]] = {}
+    for (label, seed), trials in items_of(study).items():
+        done = [t for t in trials if t.state == COMPLETE]
+        if done:
+            values.setdefault(label, {})[seed] = done[0].value
+    used = sorted({int(t.user_attrs["seed"]) for t in study.get_trials(deepcopy=False) if "seed" in t.user_attrs})
+    return values, used
+
+
 def screened(screen: optuna.Study, top: int) -> tuple[Config, list[tuple[str, list[str]]], int, dict]:
-    """A confirmation of a screening grid: (its base config, one joint axis holding the `top` cells with
-    the largest mean images' effect over the screening seeds, the first seed no screening item used, what
-    was screened for the report). Ladder rungs price cells and are never candidates; every cell must
-    have finished its screening seeds, so that the ranking is over all of them."""
-    cfg, grid_cells, seeds = plan_of(screen)
-    held = screen.user_attrs[PLAN]
-    items = items_of(screen)
+    """A confirmation of a screening grid (`chosen`, from its study)."""
+    if PLAN not in screen.user_attrs:
+        plan_of(screen)  # says it is not a grid
+    return chosen(screen.study_name, screen.user_attrs[PLAN], *outcomes(screen), top)
+
+
+def screened_export(path: str, top: int) -> tuple[Config, list[tuple[str, list[str]]], int, dict]:
+    """A confirmation of a screening grid from its exported grid.json (its storage may be gone: a screen
+    run in one session, its export committed, confirmed in the next)."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        held, values, used = saved["plan"], saved["outcomes"], saved["seeds_used"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise HarnessError(f"--confirm {path}: not a grid.json exported by this version (with its plan and "
+                           f"outcomes): {type(e).__name__} {e}") from None
+    return chosen(saved.get("study", path), held, {c: {int(s): v for s, v in d.items()} for c, d in values.items()},
+                  used, top)
+
+
+def chosen(name: str, held: dict, values: dict[str, dict[int, float]], used: list[int],
+           top: int) -> tuple[Config, list[tuple[str, list[str]]], int, dict]:
+    """A confirmation of screen `name` (its plan `held`, its finished items' `values`, every seed it
+    `used`): (its base config, one joint axis holding the `top` cells with the largest mean images'
+    effect over the screening seeds, the first seed no screening item used, what was screened for the
+    report). Ladder rungs price cells and are never candidates; every cell must have finished its
+    screening seeds, so that the ranking is over all of them."""
+    cfg = config.apply(Config(), held["config"])
+    seeds = held["seeds"]
     means, missing = {}, []
-    for cell in grid_cells:
+    for cell in cells(cfg, [tuple(a) for a in held["axes"]], held.get("ladder", ())):
         if cell.rung is not None:
             continue
-        done = [ts[0].value for s in seeds if (ts := [t for t in items.get((cell.label, s), []) if t.state == COMPLETE])]
+        done = [values[cell.label][s] for s in seeds if s in values.get(cell.label, {})]
         if len(done) < len(seeds):
             missing.append(cell.label)
         else:
             means[cell.label] = sum(done) / len(done)
     if missing:
-        raise HarnessError(f"--confirm {screen.study_name}: {len(missing)} screened cell(s) have not finished their "
+        raise HarnessError(f"--confirm {name}: {len(missing)} screened cell(s) have not finished their "
                            f"{len(seeds)} seeds (the first: {missing[0]}); finish the screen (`harness worker --study "
-                           f"{screen.study_name}`), then confirm")
+                           f"{name}`), then confirm")
     if not 1 <= top <= len(means):
-        raise HarnessError(f"--top {top}: the screen {screen.study_name!r} has {len(means)} cells to choose from; "
+        raise HarnessError(f"--top {top}: the screen {name!r} has {len(means)} cells to choose from; "
                            f"give 1 to {len(means)}")
-    chosen = sorted(means, key=means.get, reverse=True)[:top]
-    # Every seed a screening item ever ran, grown ones included: the confirmation starts past all of them.
-    used = [int(t.user_attrs["seed"]) for t in screen.get_trials(deepcopy=False) if "seed" in t.user_attrs]
+    best = sorted(means, key=means.get, reverse=True)[:top]
     axes = [tuple(a) for a in held["axes"]]
     keys = axis_keys(axes)
     # Each cell's values as the screen's axes spelled them, by its label (as `cells` makes it).
@@ -280,8 +312,9 @@ def screened(screen: optuna.Study, top: int) -> tuple[Config, list[tuple[str, li
     for values in itertools.product(*(v for _, v in axes)):
         updates = _updates(zip((k for k, _ in axes), values))
         spelled[" ".join(f"{k}={v}" for k, v in updates.items())] = JOIN.join(updates[k] for k in keys)
-    axis = [(JOIN.join(keys), [spelled[label] for label in chosen])] if keys else []
-    info = {"study": screen.study_name, "seeds": sorted(set(used)), "top": top, "chosen": chosen,
+    axis = [(JOIN.join(keys), [spelled[label] for label in best])] if keys else []
+    # Every seed a screening item ever held, grown ones included: the confirmation starts past all of them.
+    info = {"study": name, "seeds": sorted(set(used)), "top": top, "chosen": best,
             "ladder": held.get("ladder", []), "screened_seeds": seeds,
             "means": {label: round(100 * m, 4) for label, m in sorted(means.items(), key=lambda kv: -kv[1])}}
     return cfg, axis, max(used) + 1, info

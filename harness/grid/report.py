@@ -8,7 +8,7 @@ import optuna
 from harness import config, generators
 from harness.analysis import plateau, stats, worth
 from harness.context import Context
-from harness.grid.plan import COMPLETE, Cell, PLAN, items_of, generators_of, halfwidth_of, ladder_group, plan_of
+from harness.grid.plan import COMPLETE, Cell, PLAN, items_of, generators_of, halfwidth_of, ladder_group, outcomes, plan_of
 from harness.grid.views import view_keys
 from harness.tracking import codecs, store
 from harness.tracking.store import NOTE
@@ -58,6 +58,9 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
     if screen is not None:
         out["screen"] = screen
         md = screening_markdown(screen, seeds) + md
+    # What a confirmation of this grid reads (`harness grid --confirm grid.json`): the plan, and every item.
+    values, used = outcomes(study)
+    out |= {"plan": held, "outcomes": values, "seeds_used": used}
     keys = view_keys(study.study_name)
     out["ui_views"] = keys
     md += (f"\nIn the MLflow UI (`harness ui` prints the addresses): the saved view `{keys['table']}` lists this "
