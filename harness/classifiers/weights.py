@@ -12,7 +12,6 @@ does not fit the network is named in one line. The key of a phase that starts fr
 their content (`digest`), never their path."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,11 +129,8 @@ def digest(ctx, init: str) -> str:
     """What stands for the weights in a key: a hash of their names and values."""
     if not parse(init).outside:
         return ""
-    h = hashlib.sha256()
-    for name, tensor in sorted(load(ctx, init).items()):
-        h.update(name.encode() + b"\0" + str(tuple(tensor.shape)).encode() + b"\0")
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return f"weights:{h.hexdigest()[:16]}"
+    from harness.tracking import codecs
+    return f"weights:{codecs.tensors_digest(load(ctx, init).items())[:16]}"
 
 
 def _run_of(ctx, uri: str) -> str:

@@ -216,9 +216,10 @@ def with_sections(cfg: Config, new: dict[str, typing.Any]) -> Config:
     return dataclasses.replace(cfg, **fixed, kind_settings=own)
 
 
-def _default(name: str):
-    section, _, sub = name.partition(".")
-    return next(f.default for f in dataclasses.fields(sections()[section]) if f.name == sub)
+def _added() -> list[tuple[str, str, object]]:
+    """(section, field, default) of every field declared `added`, in one pass over the sections."""
+    return [(name, f.name, f.default) for name, cls in sections().items() for f in dataclasses.fields(cls)
+            if f.metadata.get("added")]
 
 
 def fields_where(fact: str) -> tuple[str, ...]:
@@ -290,10 +291,9 @@ def config_hash(cfg: Config, sections: typing.Iterable[str] | None = None, ignor
     for name in (*fields_where("unhashed"), *ignores):
         section, _, sub = name.partition(".")
         d[section].pop(sub, None)
-    for name in fields_where("added"):
-        section, _, sub = name.partition(".")
-        if section in d and d[section].get(sub) == _default(name):
-            d[section].pop(sub)
+    for section, name, default in _added():
+        if section in d and d[section].get(name, default) == default:
+            d[section].pop(name, None)
     if sections is not None:  # whole sections, or single fields as section.field
         chosen: dict = {}
         for s in sections:

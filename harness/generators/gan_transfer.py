@@ -38,14 +38,10 @@ def init_digest(ctx, cfg) -> str:
     """What stands for gan.init's weights from outside in the generator's key: their content."""
     if not _outside(cfg.gan.init):
         return ""
-    import hashlib
+    from harness.tracking import codecs
     state, _ = _load_init(ctx, cfg.gan.init)
-    h = hashlib.sha256()
-    for part in ("generator", "critic"):
-        for name, t in sorted((state.get(part) or {}).items()):
-            h.update(f"{part}.{name}{tuple(t.shape)}".encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return f"gan-weights:{h.hexdigest()[:16]}"
+    named = [(f"{part}.{name}", t) for part in ("generator", "critic") for name, t in (state.get(part) or {}).items()]
+    return f"gan-weights:{codecs.tensors_digest(named)[:16]}"
 
 
 def _load_init(ctx, init: str) -> tuple[dict, str]:

@@ -23,6 +23,19 @@ def download(run_id: str, path: str) -> str:
     return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tempfile.mkdtemp(prefix="harness-"))
 
 
+def tensors_digest(named) -> str:
+    """A hash (hex) of (name, tensor) pairs, sorted by name: their names, shapes and values. What stands
+    for weights read from outside in a key (classifier.init, gan.init), never their path."""
+    import hashlib
+
+    import torch
+    h = hashlib.sha256()
+    for name, tensor in sorted(named, key=lambda nt: nt[0]):
+        h.update(name.encode() + b"\0" + str(tuple(tensor.shape)).encode() + b"\0")
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()
+
+
 def log_torch(obj, path: str) -> None:
     """torch.save an object (a state dict + the config that made it) as an artifact."""
     import torch
