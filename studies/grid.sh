@@ -12,6 +12,12 @@
 #   bash studies/grid.sh sb-precision ../shared/datasets/cifar10 /tmp/sb-precision -- --preset strong-baseline \
 #       --axis data.n_per_class=100,300,1000 --axis generator.kind=gan,oracle --seeds 5 --ci-halfwidth 1.0 \
 #       --max-seeds 15 --set seeds.generators=3     (105 min here; docs/results.md)
+# Issue 47's screen (100 per class; classifier.steps=1880, gan.iterations=4000, to fit a session) and its confirmation:
+#   EXPERIMENT=s47 bash studies/grid.sh s47-screen ../shared/datasets/cifar10 /tmp/s47screen -- --preset strong-baseline \
+#       --axis gan.init=scratch,pretrain --axis classifier.synthetic_use=mix,pretrain --axis generate.n_samples=1500,15000 \
+#       --set data.n_per_class=100 --set gan.iterations=4000 --set classifier.steps=1880 --set seeds.generators=3 --seeds 3
+#   EXPERIMENT=s47 bash studies/grid.sh s47-confirm ../shared/datasets/cifar10 /tmp/s47screen -- \
+#       --confirm s47-screen --top 2 --seeds 5 --oracle-ladder 0,1500   (the screen's store: its generators are reused)
 # A check in seconds that the script still runs (tests/test_scripts.py; no GRID_ARGS: one seed of a
 # tiny GAN cell and a tiny oracle cell of 24 images each; $OUT defaults to WORK_DIR/results, never
 # studies/results):

@@ -362,6 +362,13 @@ def test_a_ladder_is_planned_beside_the_axes_and_kept_when_the_grid_grows(runner
     assert "0 new items" in again.stderr and "margin changes from 0.5 to 1.5" in again.stderr
     labels = {c.label for c in grid.plan_of(study)[1]}
     assert "data.n_per_class=20 generator.kind=oracle generate.n_samples=24" in labels
+    # Where a generator starts is in no config hash (gan.init's key holds the weights or the pretraining
+    # run, which do not exist yet), yet the plan counts each start as a generator of its own.
+    starts = invoke(runner, ["grid", *T, "--data-dir", tree, "--axis", "gan.init=scratch,pretrain", "--seeds", "2",
+                             "--set", "seeds.generators=2", "--set", "data.classes=airplane,automobile",
+                             "--set", "generator.kind=gan", "--set", "gan.conditional=projection", "--study", "s", "--storage", storage, "--plan-only"])
+    assert ("generator trainings: 2 generator setting(s) x K = 2 = 4, after 1 generator pretraining(s) on other "
+            "classes") in starts.stderr
 
 
 def test_a_confirmation_tests_the_screens_best_cells_on_seeds_the_screen_never_ran(runner, tmp_path):

@@ -158,7 +158,9 @@ def cost(study: optuna.Study) -> str:
     held = study.user_attrs[PLAN]
     k, most = held["generators"], held["max_seeds"]
     training = [c for c in grid_cells if generators.get(c.cfg.generator.kind).TRAINS]
-    distinct = {config.config_hash(c.cfg, table.PHASES["generator"].reads(c.cfg)[0]) for c in training}
+    distinct = {_generator_setting(c.cfg) for c in training}
+    pretrainings = {config.config_hash(c.cfg, table.PHASES["generator_pretrain"].reads(c.cfg)[0])
+                    for c in training if table.PHASES["generator_pretrain"].runs(c.cfg)}
     line = (f"{len(grid_cells)} cells x {len(seeds)} seeds = {len(grid_cells) * len(seeds)} items")
     if halfwidth_of(held) is not None:
         line += (f", up to {len(grid_cells) * most} with --ci-halfwidth {halfwidth_of(held):g} "
@@ -166,7 +168,19 @@ def cost(study: optuna.Study) -> str:
     if training:
         line += (f"; generator trainings: {len(distinct)} generator setting(s) x K = {min(k, len(seeds))} = "
                  f"{len(distinct) * min(k, len(seeds))}")
+    if pretrainings:
+        line += f", after {len(pretrainings)} generator pretraining(s) on other classes"
     return line
+
+
+def _generator_setting(cfg: Config) -> tuple:
+    """What tells one cell's generator from another's before anything runs: the config its key hashes,
+    and the unhashed fields (gan.init: the key holds the weights' content or the pretraining run, known
+    only once they exist) whose value tells where the generator starts."""
+    sections, upstream, _ = table.PHASES["generator"].reads(cfg)
+    where = tuple((name, getattr(getattr(cfg, name.split(".")[0], None), name.split(".")[1], None))
+                  for name in config.fields_where("unhashed") if name.split(".")[0] in sections)
+    return config.config_hash(cfg, sections), upstream, where
 
 
 def halfwidth_of(held: dict) -> float | None:
