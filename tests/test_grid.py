@@ -24,7 +24,7 @@ def _grid(runner, tree, tmp_path, *extra):
 
 
 def test_a_grid_builds_its_run_tree_and_a_report_that_checks_out(runner, client, tree, tmp_path):
-    _grid(runner, tree, tmp_path, "--seeds", "2")
+    _grid(runner, tree, tmp_path, "--seeds", "2", "--set", "quality.enabled=true")
     exp = client.get_experiment_by_name("harness").experiment_id
     (parent,) = client.search_runs([exp], "tags.`harness.phase` = 'grid'")
     pipes = client.search_runs([exp], "tags.`harness.phase` = 'pipeline'")
@@ -36,6 +36,14 @@ def test_a_grid_builds_its_run_tree_and_a_report_that_checks_out(runner, client,
     assert {r["cell"] for r in report["cells"]} == {p.data.tags["harness.cell"] for p in pipes}
     assert all(r["n"] == 2 for r in report["cells"]) and report["mde_points"] == pytest.approx(stats.mde(2))
     assert "Holm p" in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    # Each cell's generated images, from its pipelines' own metrics: kept count and sample quality per seed.
+    for row in report["cells"]:
+        mine = [p for p in pipes if p.data.tags["harness.cell"] == row["cell"]]
+        for name in ("count", "fd", "kid", "precision", "recall"):
+            metric = f"kept/{name}" if name == "count" else f"quality/{name}"
+            assert sorted(row["generated"][name]) == sorted(p.data.metrics[metric] for p in mine)
+    md = client.download_artifacts(parent.info.run_id, "grid.md", str(tmp_path))
+    assert "| cell | kept | FD | KID | precision | recall |" in open(md).read()
     assert {"grid.png", "report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     # The MLflow UI's saved views of this grid: its filter finds exactly its pipelines, and every column
     # it shows is a metric or a param those runs have.
@@ -228,6 +236,32 @@ def _rows(study, deltas):
                                                [], False, [])))
         designs[cell.label] = Design(tuple(seeds), grid.halfwidth_of(held), held["max_seeds"], held["generators"])
     return stats.summarize(reports, designs)
+
+
+def test_a_worker_takes_an_item_whose_generator_and_baseline_nobody_else_is_computing(tmp_path):
+    """Items that share a generator or a baseline with an item another worker holds wait for it: a worker
+    takes one that shares nothing where there is one, and the queue's order among equals."""
+    study, *_, storage = _constructed(tmp_path, seeds=(0, 1, 2))
+    _, cells, seeds = grid.plan_of(study)
+    k = study.user_attrs[grid.PLAN]["generators"] or grid.generators_of(cells[0].cfg, seeds)
+    by_label = {c.label: c for c in cells}
+    assert k == 3 and by_label["pseudolabel.threshold=0.5"].cfg.generator.kind == "gan"
+
+    def slots_of(label, seed):
+        return grid.slots(by_label[label], seed, seeds[0], k)
+    # The two cells differ in the pseudo-labelling only: seed s of either uses generator s and baseline s.
+    assert slots_of("pseudolabel.threshold=0.5", 1) == slots_of("pseudolabel.threshold=0.9", 1)
+    assert slots_of("pseudolabel.threshold=0.5", 1) != slots_of("pseudolabel.threshold=0.5", 2)
+    held = [grid.claim_item(study, slots_of) for _ in range(2)]
+    assert [item[1:] for item in held] == [("pseudolabel.threshold=0.5", 0), ("pseudolabel.threshold=0.5", 1)]
+    storage.set_trial_state_values(held[1][0], grid.COMPLETE, [0.0])
+    assert grid.claim_item(study, slots_of)[1:] == ("pseudolabel.threshold=0.5", 2)
+    # Seeds 0 and 2 are held (their generators training): seed 1 of the next cell goes first, then the rest
+    # in the queue's order, as without slots.
+    assert grid.claim_item(study, slots_of)[1:] == ("pseudolabel.threshold=0.9", 1)
+    assert grid.claim_item(study, slots_of)[1:] == ("pseudolabel.threshold=0.9", 0)
+    claimed = study.get_trials(deepcopy=False, states=(grid.RUNNING,))
+    assert all(t.user_attrs["slots"] == list(slots_of(t.user_attrs["cell"], t.user_attrs["seed"])) for t in claimed)
 
 
 def test_a_rerun_or_a_racing_worker_enqueues_nothing_twice(tmp_path):

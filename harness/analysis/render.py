@@ -2,6 +2,8 @@
 multi-seed report in Markdown, and their figures."""
 from __future__ import annotations
 
+import statistics
+
 from harness.analysis.runs import NOT_CONTROLLED
 from harness.analysis.stats import ALPHA, EQUIVALENCE_RULE, SeedReport
 
@@ -284,6 +286,32 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
                      "random effect (the K generators' mean deltas as the sample), the answer for another "
                      "generator trained the same way: with few generators it is wide, since K - 1 degrees of "
                      "freedom is all the data says about the generator-to-generator spread.")
+    return "\n".join(lines) + "\n"
+
+
+def generated_markdown(rows: list[dict]) -> str:
+    """The generated images per cell whose generator trains (rows' `generated`, from grid.report): how many
+    were kept and, where the pipelines measured them, their quality against the real test images."""
+    cells = [r for r in rows if r.get("generated")]
+    if not cells:
+        return ""
+
+    def cell(values, spec):
+        if not values:
+            return ""
+        sd = f" ± {statistics.stdev(values):{spec}}" if len(values) > 1 else ""
+        return f"{statistics.fmean(values):{spec}}{sd}"
+    lines = ["", "The generated images per cell (mean ± sd over seeds; FD, KID, precision and recall in the "
+                 "evaluator's features, lower FD and KID and higher precision and recall are better):", "",
+             "| cell | kept | FD | KID | precision | recall |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in cells:
+        g = r["generated"]
+        lines.append(f"| {r['cell']} | {cell(g.get('count'), '.0f')} | {cell(g.get('fd'), '.1f')} | "
+                     f"{cell(g.get('kid'), '.3f')} | {cell(g.get('precision'), '.3f')} | "
+                     f"{cell(g.get('recall'), '.3f')} |")
+    if not any(r["generated"].get("fd") for r in cells):
+        lines += ["", "Sample quality was not measured: these pipelines ran without `quality.enabled` "
+                      "(`studies/export_grid.py` measures it afterwards from the generate runs' images)."]
     return "\n".join(lines) + "\n"
 
 

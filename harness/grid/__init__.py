@@ -26,7 +26,7 @@ from __future__ import annotations
 from harness.grid.plan import (COMPLETE, Cell, FAIL, JOIN, LADDER_AXES, PLAN, PRUNED, RUNNING, WAITING, axis_keys,
                                cells, check_generators, check_seeds, cost, extend, generators_of, halfwidth_of,
                                items_of, join_grid, ladder_group, open_grid, outcomes, parse_axes, parse_ladder,
-                               plan, plan_of, planned, screened, screened_export)
+                               plan, plan_of, planned, screened, screened_export, slots)
 from harness.grid.report import report, worth_of
 from harness.grid.views import CONTROLLED, HEADLINE, VIEW, save_views, view_keys, view_urls, views
 from harness.grid.work import claim_item, open_run, work
@@ -36,4 +36,4 @@ __all__ = [
     "WAITING", "axis_keys", "cells", "check_generators", "check_seeds", "claim_item", "cost", "extend",
     "generators_of", "halfwidth_of", "items_of", "join_grid", "ladder_group", "open_grid", "open_run", "outcomes",
     "parse_axes", "parse_ladder", "plan", "plan_of", "planned", "report", "save_views", "screened",
-    "screened_export", "view_keys", "view_urls", "views", "work", "worth_of"]
+    "screened_export", "slots", "view_keys", "view_urls", "views", "work", "worth_of"]

@@ -173,6 +173,22 @@ def cost(study: optuna.Study) -> str:
     return line
 
 
+def slots(cell: Cell, seed: int, first: int, k: int) -> tuple[str, ...]:
+    """The runs an item shares with other items, which one of them computes while the others wait for it
+    (store.wait_for_others): its seed's baseline, its generator (one of the cell's K, trained on seed
+    `first + (seed - first) % k`'s images) and that generator's pretraining. A worker claims an item none of
+    whose slots another worker's item holds, where there is one (work.claim_item): it trains while the
+    other does, instead of waiting."""
+    cfg = cell.cfg
+    out = [f"baseline:{config.config_hash(cfg, table.PHASES['baseline'].reads(cfg)[0])}:{seed}"]
+    if generators.get(cfg.generator.kind).TRAINS:
+        own = first + (seed - first) % k
+        out.append(f"generator:{_generator_setting(cfg)!r}:{own}")
+        if table.PHASES["generator_pretrain"].runs(cfg):
+            out.append(f"generator_pretrain:{config.config_hash(cfg, table.PHASES['generator_pretrain'].reads(cfg)[0])}")
+    return tuple(out)
+
+
 def _generator_setting(cfg: Config) -> tuple:
     """What tells one cell's generator from another's before anything runs: the config its key hashes,
     and the unhashed fields (gan.init: the key holds the weights' content or the pretraining run, known

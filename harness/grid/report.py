@@ -53,8 +53,13 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
            "max_seeds": held.get("max_seeds"), "generators": k, "margin_points": margin,
            "equivalence": stats.EQUIVALENCE_RULE, "oracle_ladder": held.get("ladder", []),
            "mde_points": stats.mde(len(seeds)) if len(seeds) >= 2 else None, "cells": rows}
+    generated = _generated(ctx.store, grid_cells, done)
+    for row in rows:
+        if row["cell"] in generated:
+            row["generated"] = generated[row["cell"]]
     md = render.grid_markdown(study.study_name, len(grid_cells), seeds, out["mde_points"], rows,
                               halfwidth=halfwidth_of(held), max_seeds=held.get("max_seeds"), margin=margin)
+    md += render.generated_markdown(rows)
     if screen is not None:
         out["screen"] = screen
         md = screening_markdown(screen, seeds) + md
@@ -81,6 +86,29 @@ def report(ctx: Context, study: optuna.Study, parent_id: str | None = None) -> t
         page.log(f"Grid {study.study_name}", md, drawn, run_id=parent_id, client=client)
         store.log_batch(tags={NOTE: f"**Grid** `{study.study_name}`\n\n{md}"}, run_id=parent_id, client=ctx.store.client)
     return md, out
+
+
+def _generated(store, grid_cells: list[Cell], done: dict[str, list]) -> dict[str, dict[str, list[float]]]:
+    """Per cell whose generator trains, per finished seed: the images kept and, where the pipelines
+    measured them (quality.enabled), FD, KID, precision and recall of the generated images, so that
+    generators started differently (gan.init) compare in the report itself."""
+    trains = {c.label for c in grid_cells if generators.get(c.cfg.generator.kind).TRAINS}
+    ids = {t.user_attrs["pipeline_run"]: label for label, trials in done.items() if label in trains
+           for t in trials if t.user_attrs.get("pipeline_run")}
+    out: dict[str, dict[str, list[float]]] = {}
+    listed = sorted(ids)
+    for start in range(0, len(listed), 100):  # one query per hundred pipelines, not one per seed
+        quoted = ", ".join(f"'{i}'" for i in listed[start:start + 100])
+        for run in store.client.search_runs([store.experiment_id], f"attributes.run_id IN ({quoted})",
+                                            max_results=100):
+            values = out.setdefault(ids[run.info.run_id], {})
+            for name in ("kept/count", *QUALITY):
+                if name in run.data.metrics:
+                    values.setdefault(name.split("/")[1], []).append(run.data.metrics[name])
+    return out
+
+
+QUALITY = ("quality/fd", "quality/kid", "quality/precision", "quality/recall")
 
 
 def screening_markdown(screen: dict, seeds: list[int]) -> str:

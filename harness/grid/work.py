@@ -3,6 +3,7 @@ its trial's heartbeat while the item's pipeline runs under the grid's MLflow run
 the last item is done."""
 from __future__ import annotations
 
+import functools
 import threading
 
 import optuna
@@ -13,6 +14,7 @@ from harness.config import Config
 from harness.context import Context
 from harness.errors import HarnessError
 from harness.grid.plan import COMPLETE, FAIL, PLAN, PRUNED, RUNNING, WAITING, items_of, extend, generators_of, plan_of
+from harness.grid.plan import slots as plan_slots
 from harness.grid.report import report
 from harness.grid.views import save_views
 from harness.phases import compare, pretrain
@@ -44,13 +46,23 @@ class _TrialHeartbeat:
         self.thread.join(timeout=5)
 
 
-def claim_item(study: optuna.Study):
-    """A WAITING item switched to RUNNING by this worker (atomic in the storage), or None."""
+def claim_item(study: optuna.Study, slots_of=None):
+    """A WAITING item switched to RUNNING by this worker (atomic in the storage), or None. With
+    `slots_of(cell, seed)` (plan.slots): first the items that share the fewest runs with the items other
+    workers hold (a generator, a baseline another worker may be computing), in queue order among equals."""
     storage, study_id = optuna_storage.storage_of(study)
-    for t in study.get_trials(deepcopy=False, states=(WAITING,)):
+    waiting = study.get_trials(deepcopy=False, states=(WAITING,))
+    wanted: dict[int, tuple] = {}
+    if slots_of is not None and waiting:
+        busy = {s for t in study.get_trials(deepcopy=False, states=(RUNNING,)) for s in t.user_attrs.get("slots", ())}
+        wanted = {t.number: slots_of(t.user_attrs["cell"], int(t.user_attrs["seed"])) for t in waiting}
+        waiting = sorted(waiting, key=lambda t: len(busy.intersection(wanted[t.number])))  # stable: queue order
+    for t in waiting:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         if storage.set_trial_state_values(trial_id, RUNNING):
             cell, seed = t.user_attrs["cell"], int(t.user_attrs["seed"])
+            if wanted:
+                storage.set_trial_user_attr(trial_id, "slots", list(wanted[t.number]))
             if items_of(study)[(cell, seed)][0].number != t.number:
                 # Two workers extended the grid at once and enqueued the same seed twice: the oldest
                 # trial of a (cell, seed) is the item, this one steps aside.
@@ -88,10 +100,14 @@ def work(ctx: Context, study: optuna.Study, created: bool) -> tuple[str, str | N
                   f"minimum detectable effect at 80% power with {len(seeds)} seeds: {stats.mde(len(seeds)):.2f} "
                   "points (paired-delta SD 1.5)")
     checked: set[str] = set()
+
+    @functools.lru_cache(maxsize=None)
+    def slots_of(label: str, seed: int) -> tuple[str, ...]:
+        return plan_slots(by_label[label], seed, seeds[0], k) if label in by_label else ()
     with _grid_run(ctx, study, created, cfg) as parent:
         while True:
             optuna_storage.fail_stale(study)
-            item = claim_item(study)
+            item = claim_item(study, slots_of)
             if item is None:
                 if study.get_trials(deepcopy=False, states=(RUNNING,)):
                     ctx.store.pause()  # others' items: one may die and come back
