@@ -175,12 +175,14 @@ def cost(study: optuna.Study) -> str:
 
 def slots(cell: Cell, seed: int, first: int, k: int) -> tuple[str, ...]:
     """The runs an item shares with other items, which one of them computes while the others wait for it
-    (store.wait_for_others): its seed's baseline, its generator (one of the cell's K, trained on seed
+    (store.wait_for_others): its seed's baseline and control, its generator (one of the cell's K, trained on seed
     `first + (seed - first) % k`'s images) and that generator's pretraining. A worker claims an item none of
     whose slots another worker's item holds, where there is one (work.claim_item): it trains while the
     other does, instead of waiting."""
     cfg = cell.cfg
-    out = [f"baseline:{config.config_hash(cfg, table.PHASES['baseline'].reads(cfg)[0])}:{seed}"]
+    # The control replays the real images through the recipe: cells that differ in the generator alone share it.
+    out = [f"{phase}:{config.config_hash(cfg, table.PHASES[phase].reads(cfg)[0])}:{seed}"
+           for phase in ("baseline", "control") if table.PHASES[phase].runs(cfg)]
     if generators.get(cfg.generator.kind).TRAINS:
         own = first + (seed - first) % k
         out.append(f"generator:{_generator_setting(cfg)!r}:{own}")
