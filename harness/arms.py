@@ -92,7 +92,7 @@ def fit_and_report(cfg, splits: Splits, device: torch.device, label: str, on_epo
     return model, final | report_test(model, splits, device, label, trained, model_id)
 
 
-MIXING = ("budget", "synthetic_share", "synthetic_weight", "real_only_epochs")  # how a slot mixes into real batches
+MIXING = tuple(name.split(".")[1] for name in config.MIXING)  # how a slot mixes into real batches
 
 
 def unmixed(cfg):

@@ -74,9 +74,8 @@ def _generator_ignores(cfg: Config) -> tuple[str, ...]:
 # Sample-quality fields a phase computes nothing from: the evaluator's own settings reach the
 # generator phases through the evaluator's key, and CAS is the generate phase's alone.
 _NOT_EVALUATOR = ("quality.enabled", "quality.n_samples", "quality.k", "quality.cas")
-_MIXING = ("classifier.budget", "classifier.synthetic_share", "classifier.synthetic_weight",
-           "classifier.real_only_epochs")  # how a slot's images mix into real batches
-_CLASSIFIER_SYNTHETIC = _MIXING + ("classifier.synthetic_use",)  # how synthetic images enter training: not the baseline's
+_MIXING = config.MIXING  # how a slot's images mix into real batches
+_CLASSIFIER_SYNTHETIC = config.SYNTHETIC_ONLY  # how synthetic images enter training: not the baseline's
 
 
 def _staged(cfg: Config) -> bool:

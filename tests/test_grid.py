@@ -103,7 +103,8 @@ def test_a_grid_grows_without_recomputing(runner, client, tree, tmp_path):
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 8
     out = invoke(runner, ["grid", *T, "--data-dir", tree, *AXES, "--study", "g", "--report",
                           "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]).output
-    assert out.count("| data.n_per_class=") == 8 and "| 2 |" in out  # two tables: the deltas, the seeds spent
+    # Three tables of the 4 cells: the deltas, the seeds spent, the generated images (their quality unmeasured).
+    assert out.count("| data.n_per_class=") == 12 and "| 2 |" in out and "Sample quality was not measured" in out
 
 
 def test_grid_helpers_on_known_values():

@@ -44,6 +44,9 @@ def test_the_line_says_what_was_measured_for_this_recipe_and_nothing_more():
     assert "+0.94 [+0.68, +1.21]" in ta and "classifier.augmentation=trivialaugment" in ta
     half_lr = line("strong-baseline", "data.n_per_class=300", "classifier.lr=0.025")
     assert "+0.19 [+0.09, +0.28]" in half_lr and "it is at its plateau" in half_lr
+    # How the synthetic arm uses its images is not the baseline's recipe: the same line, whatever it is.
+    assert line("strong-baseline", "data.n_per_class=100", "classifier.synthetic_use=pretrain",
+                "classifier.synthetic_share=0.5") == at_100
     # Any other recipe, data size or budget is not what the curve measured.
     for sets in (("data.n_per_class=100", "classifier.lr=0.1"), ("data.n_per_class=1000",),
                  ("data.n_per_class=100", "classifier.steps=100")):

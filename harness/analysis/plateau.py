@@ -23,10 +23,11 @@ def curves(preset: str) -> dict | None:
 
 def _recipe(params: typing.Mapping[str, str]) -> dict[str, str]:
     """What decides the plain baseline's accuracy, less the seeds the curve's pairs vary: the data draw's
-    settings and the classifier's (its init included: a curve is measured from scratch). Less its
+    settings and the classifier's (its init included: a curve is measured from scratch), less those only
+    the synthetic arm reads (how its images mix in, or that it trains on them first). Less its
     arithmetic too: a run logs the precision `auto` resolved to, and bf16 against fp32 is measured
     equivalent (docs/precision.md)."""
-    left_out = {*config.fields_where("seed"), *config.fields_where("precision")}
+    left_out = {*config.fields_where("seed"), *config.fields_where("precision"), *config.SYNTHETIC_ONLY}
     return {k: v for k, v in params.items() if k.startswith(("data.", "classifier.")) and k not in left_out}
 
 

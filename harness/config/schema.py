@@ -235,6 +235,9 @@ def sweepable_sections() -> tuple[str, ...]:
 
 
 UNHASHED = {"preset", "device"}
+# How synthetic images enter an arm's training: fields the baseline, which trains on the real images alone, never reads.
+MIXING = ("classifier.budget", "classifier.synthetic_share", "classifier.synthetic_weight", "classifier.real_only_epochs")
+SYNTHETIC_ONLY = MIXING + ("classifier.synthetic_use",)
 # Out of every key: where, not what (a folder's path is not its content: the folder kind's key covers
 # its pixels and labels), and speed-only switches tested to train the same GAN
 # (tests/test_generators.py::test_speedups_train_the_same_gan), as `device` is: `unhashed` on the field.
