@@ -406,7 +406,7 @@ def test_a_ladder_is_planned_beside_the_axes_and_kept_when_the_grid_grows(runner
             "classes") in starts.stderr
 
 
-def test_a_confirmation_tests_the_screens_best_cells_on_seeds_the_screen_never_ran(runner, tmp_path):
+def test_a_confirmation_tests_the_screens_best_cells_on_seeds_the_screen_never_ran(runner, tree, tmp_path):
     """Screen then confirm: the confirmation holds the --top cells by the screen's mean effect, as one
     joint axis, and its seeds start past every seed the screen ran, grown ones included; a plan that
     would reuse one is refused; Holm is over the confirmed cells."""
@@ -443,6 +443,11 @@ def test_a_confirmation_tests_the_screens_best_cells_on_seeds_the_screen_never_r
     out = invoke(runner, ["grid", "--confirm", "g", "--study", "c2", "--storage", storage_url, "--axis",
                           "data.n_per_class=10"], ok=False)
     assert out.exit_code == 2 and "--confirm takes its config and cells from the screen 'g': drop --axis" in out.stderr
+    # It plans the screen's config with what the screen set beyond its preset, so nothing is "ignored".
+    out = invoke(runner, ["grid", "--confirm", "g", "--study", "c3", "--storage", storage_url, "--top", "1",
+                          "--seeds", "2", "--data-dir", tree, "--plan-only"])
+    assert "2 new items" in out.stderr and "ignored" not in out.stderr
+    assert grid.plan_of(optuna.load_study(study_name="c3", storage=storage_url))[0] == base
     # The report's screening section names the screen, its seeds, and what was confirmed.
     md = __import__("harness.grid.report", fromlist=["x"]).screening_markdown(info, [10, 11, 12])
     assert "no screening seed is reused" in md and "| pseudolabel.threshold=0.5 | +3.00 | **confirmed here** |" in md

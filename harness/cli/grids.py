@@ -133,7 +133,12 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
         held = base  # the screen's plan: preset name (its budget curve) and every setting
         from harness import config as cfgmod
         flat = cfgmod.flat(held)
-        preset, overrides = flat.pop("preset"), tuple(f"{k}={v}" for k, v in flat.items() if k != "device")
+        preset = flat.pop("preset")
+        try:  # only what the screen set beyond its preset: every field as --set would call the other kinds' "ignored"
+            own = cfgmod.flat(cfgmod.load(preset))
+        except HarnessError:
+            own = {}  # the screen's preset file is not on this machine: every setting as the screen held it
+        overrides = tuple(f"{k}={v}" for k, v in flat.items() if k != "device" and own.get(k) != v)
         axes = tuple(f"{k}={','.join(v)}" for k, v in axes_of_screen)
         ladder = ladder or ",".join(map(str, screen["ladder"])) or None
     both = [flag for flag, on in (("--plan-only", plan_only), ("--report", report_only)) if on]
