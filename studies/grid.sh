@@ -16,8 +16,9 @@
 #   EXPERIMENT=s47 bash studies/grid.sh s47-screen ../shared/datasets/cifar10 /tmp/s47screen -- --preset strong-baseline \
 #       --axis gan.init=scratch,pretrain --axis classifier.synthetic_use=mix,pretrain --axis generate.n_samples=1500,15000 \
 #       --set data.n_per_class=100 --set gan.iterations=4000 --set classifier.steps=1880 --set seeds.generators=3 --seeds 3
-#   EXPERIMENT=s47 bash studies/grid.sh s47-confirm ../shared/datasets/cifar10 /tmp/s47screen -- \
-#       --confirm s47-screen --top 2 --seeds 5 --oracle-ladder 0,1500   (the screen's store: its generators are reused)
+#   EXPERIMENT=s47 bash studies/grid.sh s47-confirm ../shared/datasets/cifar10 /tmp/s47confirm -- \
+#       --confirm studies/results/grid/s47-screen.json --top 2 --seeds 5 --ci-halfwidth 1.0 --max-seeds 15 \
+#       --oracle-ladder 1500   (84 min here; from the committed export, so any store will do)
 # A check in seconds that the script still runs (tests/test_scripts.py; no GRID_ARGS: one seed of a
 # tiny GAN cell and a tiny oracle cell of 24 images each; $OUT defaults to WORK_DIR/results, never
 # studies/results):
@@ -34,6 +35,12 @@ else
   OUT=$(realpath -m "${OUT:-studies/results/grid}")
 fi
 ROOT=$(realpath "$(dirname "$0")/..")
+# The grid runs in WORK: a path among GRID_ARGS (--confirm screen.json) is read from where you typed it.
+args=()
+for a in "$@"; do
+  if [[ "$a" == */* || "$a" == *.json ]] && [ -e "$a" ]; then args+=("$(realpath "$a")"); else args+=("$a"); fi
+done
+set -- "${args[@]}"
 mkdir -p "$WORK" "$OUT"
 export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db"
 cd "$WORK"
