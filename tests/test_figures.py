@@ -145,6 +145,14 @@ def _figures():
              for r in _grid_rows(False)], []),
         "grid, one panel": lambda: render.grid_figure(
             [r for r in _grid_rows() if "scratch" in r["cell"] and "diffusion" not in r["cell"]], []),
+        # A confirmation's cells lie on one joint axis, which no cell's label names.
+        "grid, a confirmation's joint axis": lambda: render.grid_figure(
+            [{"cell": cell, "n": 5, "controlled": True, "delta_mean": d, "ci_low": d - 0.01, "ci_high": d + 0.01}
+             for cell, d in (("gan.init=pretrain classifier.synthetic_use=pretrain generate.n_samples=15000", -0.005),
+                             ("gan.init=scratch classifier.synthetic_use=mix generate.n_samples=15000", -0.005),
+                             ("gan.init=scratch classifier.synthetic_use=mix generator.kind=oracle "
+                              "generate.n_samples=1500", 0.03))],
+            [("gan.init+classifier.synthetic_use+generate.n_samples", ["pretrain+pretrain+15000", "scratch+mix+15000"])]),
         "worth": lambda: render.worth_figure(_worth_rows()),
         "comparison": lambda: render.figure(rows, classes, control),
         "comparison, uncontrolled": lambda: render.figure(rows, classes[:3]),

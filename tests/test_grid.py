@@ -343,6 +343,16 @@ def test_the_exchange_rate_reads_the_oracle_curve_and_says_less_than_nothing():
     rows = [{"cell": label, "n": 10, "delta_mean": float(np.mean(list(d.values()))), **priced.get(label, {})}
             for label, d in deltas.items()]
     assert render.worth_figure(rows) is not None
+    # A cell grown past its ladder's seeds (Stein's rule asked for more) is placed at the mean of the
+    # seeds it shares with the ladder, and its report says so beside that number, not beside its own mean.
+    gan = "data.n_per_class=10 generator.kind=gan"
+    grown = deltas[gan] | {s: 0.10 for s in range(100, 110)}
+    row = {"cell": gan, "n": 20, "delta_mean": float(np.mean(list(grown.values()))),
+           **grid.worth_of(cells, deltas | {gan: grown})[gan]}
+    assert row["worth"]["real_images"] == pytest.approx(500, abs=1)  # the extra seeds' +10 points are not read
+    shared = 100 * float(np.mean(list(deltas[gan].values())))
+    assert render._placed(row) == f"{shared:+.2f} (on the 10 of 20 seeds the ladder ran)"
+    assert render._placed(rows[[r["cell"] for r in rows].index(gan)]) == f"{shared:+.2f}"  # all seeds shared
 
     # A rung at 0 is the replay control (the training images through the same recipe), and the curve
     # starts there: a gain the recipe alone makes is no real image's worth.

@@ -276,7 +276,7 @@ def grid_markdown(study_name: str, n_cells: int, seeds: list[int], mde_points: f
             if not b or b["low"] is None:
                 return ""
             return f"{b['mean']:+.2f} [{b['low']:+.2f}, {b['high']:+.2f}] ({b['seeds']} seeds)"
-        lines += [f"| {r['cell']} | {100 * r['delta_mean']:+.2f} | {r['worth_text']} | {beyond(r)} |" for r in priced]
+        lines += [f"| {r['cell']} | {_placed(r)} | {r['worth_text']} | {beyond(r)} |" for r in priced]
         if any(r["worth"].get("seeds", 0) < 10 for r in priced):
             lines += ["", "With fewer than 10 seeds a percentile bootstrap is too narrow (its resamples cannot spread "
                           "more than the few seeds do): read the worth interval of such a cell as a lower bound on its "
@@ -348,6 +348,19 @@ def _panels(n: int, width: float, height: float, sharey: bool = True):
     return fig, flat[:n]
 
 
+def _ladder_seeds(r: dict) -> str:
+    """" (on the 5 of 15 seeds the ladder ran)" when a cell grew past its ladder's seeds: its worth is
+    paired seed by seed, so it places the delta of those seeds, not the cell's."""
+    shared, n = r["worth"].get("seeds"), r.get("n")
+    return f" (on the {shared} of {n} seeds the ladder ran)" if shared and n and shared < n else ""
+
+
+def _placed(r: dict) -> str:
+    """The delta a cell's worth was read at (its own mean, or that of the seeds it shares with the ladder)."""
+    d = r["worth"].get("delta_points")  # absent from reports written before it was recorded
+    return f"{100 * r['delta_mean']:+.2f}" if d is None else f"{d:+.2f}{_ladder_seeds(r)}"
+
+
 def worth_figure(rows: list[dict]):
     """What each generator cell's images are worth in real ones: one panel per oracle curve (a data
     size, a regime), the curve (mean images' effect against real held-out images added) and each
@@ -366,7 +379,8 @@ def worth_figure(rows: list[dict]):
         groups.setdefault(group, []).append(r)
     controlled = bool(priced[0].get("controlled"))
     names = sorted({_series_name(_parts(r["cell"])) for r in priced})
-    label = {r["cell"]: wrap(f"{_series_name(_parts(r['cell']))}: {r['worth_text']}", 44) for r in priced}
+    label = {r["cell"]: wrap(f"{_series_name(_parts(r['cell']))}: {r['worth_text']}{_ladder_seeds(r)}", 44)
+             for r in priced}
     legend_lines = max(1 + sum(label[r["cell"]].count("\n") + 1 for r in cells) for cells in groups.values())
     fig, axes = _panels(len(groups), 4.6, 3.0 + 0.26 * legend_lines)  # room below each panel for its legend
     for ax, (group, cells) in zip(axes, groups.items()):
@@ -411,7 +425,9 @@ def grid_figure(rows: list[dict], axes: list[tuple[str, list[str]]]):
             return float(v)
         except (TypeError, ValueError):
             return None
-    keys = list(dict.fromkeys([k for k, _ in axes] + [k for parts, _ in cells for k in parts]))
+    # A joint axis ("a+b+c", a confirmation's) names no cell's part: its members are the cells' own keys.
+    keys = [k for k in dict.fromkeys([k for k, _ in axes] + [k for parts, _ in cells for k in parts])
+            if any(k in parts for parts, _ in cells)]
     rest = [k for k in keys if not k.startswith(GENERATOR_KEYS)]
     numeric = [k for k in rest if all(number(p.get(k)) is not None for p, _ in cells)]
     x_key = (numeric or rest or [None])[0]
@@ -437,7 +453,7 @@ def grid_figure(rows: list[dict], axes: list[tuple[str, list[str]]]):
         # Long category names (paths, model names) stand on end, wrapped: side by side they would collide.
         ax.set_xticks(range(len(xs)), [wrap(x, 16) for x in xs], rotation=90 if max(map(len, xs)) > 6 else 0)
         ax.set_xlim(-0.6, len(xs) - 0.4)
-        ax.set_xlabel("real images per class" if x_key == "data.n_per_class" else (x_key or ""))
+        ax.set_xlabel("real images per class" if x_key == "data.n_per_class" else wrap(x_key or "", 28))
         if panel:
             ax.set_title(wrap(panel, 36), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
