@@ -458,6 +458,13 @@ def test_a_confirmation_tests_the_screens_best_cells_on_seeds_the_screen_never_r
                           "--seeds", "2", "--data-dir", tree, "--plan-only"])
     assert "2 new items" in out.stderr and "ignored" not in out.stderr
     assert grid.plan_of(optuna.load_study(study_name="c3", storage=storage_url))[0] == base
+    # The same command with --report reads that confirmation (its screen named in its report), planning nothing.
+    out = invoke(runner, ["grid", "--confirm", "g", "--study", "c3", "--storage", storage_url, "--top", "1",
+                          "--seeds", "2", "--data-dir", tree, "--report"])
+    assert "## Screened, then confirmed" in out.stdout and "The screen `g` ran" in out.stdout, out.stdout
+    assert len(optuna.load_study(study_name="c3", storage=storage_url).trials) == 2
+    out = invoke(runner, ["grid", "--confirm", "g", "--storage", storage_url, "--report"], ok=False)
+    assert out.exit_code == 2 and "name it with --study" in out.stderr
     # The report's screening section names the screen, its seeds, and what was confirmed.
     md = __import__("harness.grid.report", fromlist=["x"]).screening_markdown(info, [10, 11, 12])
     assert "no screening seed is reused" in md and "| pseudolabel.threshold=0.5 | +3.00 | **confirmed here** |" in md

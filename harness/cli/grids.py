@@ -114,13 +114,18 @@ def grid(preset, overrides, data_dir, experiment, no_cache, axes, seeds, halfwid
     from harness import grid as gridmod
     from harness import optuna_storage
     screen = None
+    if screen_name is not None and report_only:
+        # The confirm command again with --report (as any grid is read): its own plan names its screen.
+        if study_name in (None, screen_name):
+            raise HarnessError("--confirm with --report reads the confirmation: name it with --study")
+        screen_name = None
     if screen_name is not None:
         from click.core import ParameterSource
         given = [flag for flag, name in (("--preset", "preset"), ("--set", "overrides"), ("--axis", "axes"))
                  if click.get_current_context().get_parameter_source(name) != ParameterSource.DEFAULT]
-        if given or report_only:
+        if given:
             raise HarnessError(f"--confirm takes its config and cells from the screen {screen_name!r}: drop "
-                               f"{', '.join(given) or '--report (read the confirmation with --report --study NAME)'}")
+                               f"{', '.join(given)}")
         storage = storage or optuna_storage.default_storage()
         from pathlib import Path
         if screen_name.endswith(".json") and Path(screen_name).is_file():  # an exported screen (its grid.json)
