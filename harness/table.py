@@ -74,8 +74,6 @@ def _generator_ignores(cfg: Config) -> tuple[str, ...]:
 # Sample-quality fields a phase computes nothing from: the evaluator's own settings reach the
 # generator phases through the evaluator's key, and CAS is the generate phase's alone.
 _NOT_EVALUATOR = ("quality.enabled", "quality.n_samples", "quality.k", "quality.cas")
-_MIXING = config.MIXING  # how a slot's images mix into real batches
-_CLASSIFIER_SYNTHETIC = config.SYNTHETIC_ONLY  # how synthetic images enter training: not the baseline's
 
 
 def _staged(cfg: Config) -> bool:
@@ -84,7 +82,7 @@ def _staged(cfg: Config) -> bool:
 
 def _arm_ignores(cfg: Config) -> tuple[str, ...]:
     """An arm under synthetic_use=pretrain trains its slot alone, then the real images alone: nothing mixes."""
-    return _MIXING if _staged(cfg) else ()
+    return config.MIXING if _staged(cfg) else ()
 
 
 def _controls(cfg: Config) -> bool:
@@ -197,7 +195,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           help="Pretrain the classifier (classifier.init=pretrain) on classes disjoint from the study's: pretrain.classes."),
     Phase("evaluator", evaluator, ("data", "quality"), ignores=_NOT_EVALUATOR, data=("train", "test"),
           when=_quality, long=True, data_of=_evaluator_data, command=False, needs=lambda cfg: "quality.enabled=true", help="Train the sample-quality evaluator CNN (quality.enabled)."),
-    Phase("baseline", baseline, ("data", "classifier"), ignores=_CLASSIFIER_SYNTHETIC, upstream=("pretrain",),
+    Phase("baseline", baseline, ("data", "classifier"), ignores=config.SYNTHETIC_ONLY, upstream=("pretrain",),
           data=("train", "val", "test"), long=True, classifier_code=True, help="Train the classifier (classifier.kind) on the real images only; log metrics, report, confusion matrix, weights."),
     Phase("generator_pretrain", generator_pretrain, _generator_pretrain_sections, ignores=_generator_pretrain_ignores,
           data=("train",), data_of=_generator_pretrain_data, data_dir_of=_pretrain_dir, when=_generator_pretrains,
@@ -216,7 +214,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
     Phase("pseudolabel", pseudolabel, ("data", "pseudolabel"), upstream=("generate", "baseline"),
           in_memory=True, classifier_code=True,
           help="Label synthetic images with the baseline; keep those with confidence >= pseudolabel.threshold."),
-    Phase("control_stage", control_stage, ("data", "classifier"), ignores=_MIXING, upstream=("pretrain", "pseudolabel"),
+    Phase("control_stage", control_stage, ("data", "classifier"), ignores=config.MIXING, upstream=("pretrain", "pseudolabel"),
           data=("train", "val", "test"), when=lambda cfg: _controls(cfg) and _staged(cfg), long=True,
           classifier_code=True, sized=("pseudolabel",), command=False,
           needs=lambda cfg: "classifier.synthetic_use=pretrain and control.enabled=true",
@@ -229,7 +227,7 @@ PHASES: dict[str, Phase] = {p.name: p for p in [
           help="Train the recipe-matched control: the synthetic arm's recipe with the real training images in the "
                "synthetic slot (as many as were kept, or the training set once under classifier.synthetic_share); "
                "synthetic minus control is what the images add."),
-    Phase("synthetic_stage", synthetic_stage, ("data", "classifier"), ignores=_MIXING, upstream=("pretrain", "pseudolabel"),
+    Phase("synthetic_stage", synthetic_stage, ("data", "classifier"), ignores=config.MIXING, upstream=("pretrain", "pseudolabel"),
           data=("train", "val", "test"), when=_staged, long=True, classifier_code=True, command=False,
           logs_inputs=("pseudolabel",),
           needs=lambda cfg: "classifier.synthetic_use=pretrain",

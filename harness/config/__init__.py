@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from harness.config.presets import (RENAMED, apply, available_presets, ignored, load, preset_path, renamed, set_keys)
 from harness.config.rules import (check, check_fields, min_quality_images)
-from harness.config.schema import (AUGMENTATIONS, EXPERIMENTS_DIR, MIXING, PRECISIONS, SEED_MAX, SYNTHETIC_ONLY, UNHASHED, ClassifierConfig,
+from harness.config.schema import (AUGMENTATIONS, EXPERIMENTS_DIR, MIXING, PRECISIONS, SEED_MAX, SYNTHETIC_ONLY, UNHASHED,
+                                   ClassifierConfig,
                                    Config, ControlConfig, DataConfig, GenerateConfig, GeneratorConfig, PretrainConfig,
                                    PseudolabelConfig, QualityConfig, SeedsConfig, config_hash, fields_where, flat,
                                    flat_sections, flat_values, kind_sections, optional_sections, sections, setting,
@@ -20,7 +21,8 @@ from harness.config.schema import (AUGMENTATIONS, EXPERIMENTS_DIR, MIXING, PRECI
 __all__ = [
     "AUGMENTATIONS", "ClassifierConfig", "Config", "ControlConfig", "DataConfig", "EXPERIMENTS_DIR",
     "GenerateConfig", "GeneratorConfig", "MIXING", "PRECISIONS", "PretrainConfig", "PseudolabelConfig", "QualityConfig",
-    "RENAMED", "SEED_MAX", "SYNTHETIC_ONLY", "SeedsConfig", "UNHASHED", "apply", "available_presets", "check", "check_fields",
+    "RENAMED", "SEED_MAX", "SYNTHETIC_ONLY", "SeedsConfig", "UNHASHED", "apply", "available_presets", "check",
+    "check_fields",
     "config_hash", "fields_where", "flat", "flat_sections", "flat_values", "ignored", "kind_sections", "load",
     "min_quality_images", "optional_sections", "preset_path", "renamed", "sections", "set_keys", "setting",
     "sweepable_sections", "to_dict", "valid_keys", "with_sections"]
