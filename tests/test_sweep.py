@@ -225,10 +225,38 @@ def test_a_sweep_whose_trials_all_fail_stops(runner, client, tree, tmp_path):
     study = optuna.load_study(study_name="diverge", storage=f"sqlite:///{tmp_path / 'o.db'}")
     # (the preset's own lr lies outside the space: no reference trial) one line per failed trial
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * sweep.MAX_FAILED_IN_A_ROW
+    assert all("diverged" in t.user_attrs["error"] for t in study.trials)  # why, in the study too
     said = [ln for ln in result.stderr.splitlines() if ln.startswith("sweep trial ")]
     assert len(said) == sweep.MAX_FAILED_IN_A_ROW and all("diverged" in ln for ln in said)
     exp = client.get_experiment_by_name("harness").experiment_id
     assert client.search_runs([exp], "attributes.status = 'RUNNING'") == []
+
+
+def test_a_live_trial_a_peer_took_for_dead_does_not_stop_the_worker(tmp_path, monkeypatch):
+    """A loaded machine delays a worker's heartbeat past the grace period: a peer fails its trial as dead
+    and queues a copy. Optuna then refuses the worker's result; the worker says so and goes on, and the
+    copy is run, instead of the sweep ending in a traceback."""
+    monkeypatch.setenv("HARNESS_HEARTBEAT_SECONDS", "1")
+    from harness import optuna_storage
+    study, _ = optuna_storage.open_study("late", f"sqlite:///{tmp_path / 'o.db'}", optuna.samplers.RandomSampler(0),
+                                         optuna.pruners.NopPruner())
+    storage, _ = optuna_storage.storage_of(study)
+    said, ran = [], []
+
+    def objective(trial):
+        ran.append(trial.number)
+        if trial.number == 0:  # what a peer's fail_stale does to a trial whose heartbeat came late
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, storage.get_trial(trial._trial_id))
+        return 0.5
+
+    ctx = types.SimpleNamespace(store=types.SimpleNamespace(say=said.append, pause=lambda: None))
+    sweep._work(ctx, study, objective, 2, [], ran)
+    states = [t.state.name for t in study.trials]
+    assert states[0] == "FAIL" and states.count("COMPLETE") == 2
+    assert study.trials[1].system_attrs["failed_trial"] == 0  # the copy ran
+    assert said == ["sweep trial 0: another worker took it over (this worker's heartbeat came late); its copy "
+                    "reuses the phases finished here"]
 
 
 STEPS_SPEC = """

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chromium import BrowserGone, Chromium
 from conftest import browser as _browser, invoke
 
 
@@ -20,40 +21,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dump(browser, url, profile: Path, budget_ms: int = 20000, window: str = "1300,1000", tries: int = 3) -> str:
-    """The page's DOM once `budget_ms` of virtual time has passed. Headless Chromium sometimes never
-    finishes its virtual time (CI once waited 240 s on the runs page, which loads in seconds): a browser
-    past its wall-clock allowance is killed with its children and started again on a fresh profile."""
+def _pages(browser: str, pages: dict, profile: Path, timeout: float = 240, tries: int = 2) -> dict[str, str]:
+    """Every page's HTML once it holds its words (tests/chromium.py: one browser, a window each, read by the
+    wall clock). A browser that stops answering is started again on a fresh profile; after `tries` the
+    test is skipped: the browser, not the harness, is what failed, and nothing about the pages was seen."""
     for attempt in range(tries):
-        # Every host but the UI's fails at once: a fetch the page makes to the internet (absent here) would
-        # otherwise hold virtual time still until it times out.
-        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run",
-               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-               f"--user-data-dir={profile.with_name(f'{profile.name}-try{attempt}')}",
-               f"--virtual-time-budget={budget_ms}", f"--window-size={window}", "--dump-dom", url]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                start_new_session=True)
         try:
-            return proc.communicate(timeout=90 + budget_ms / 1000)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.communicate()
-    # Three fresh browsers stalled on a page this server renders in seconds elsewhere (CI, 3 of 6 runs, at any
-    # point of the suite): the browser, not the harness, is what failed, and nothing about the page was seen.
-    pytest.skip(f"headless Chromium stalled {tries} times on {url} (its virtual time never completed); the UI "
-                "was not checked")
-
-
-def _dump_until(browser, url, profile: Path, needle: str, tries: int = 5) -> str:
-    """Charts render lazily: a page that has not drawn `needle` yet is loaded again, given more time."""
-    page = ""
-    for attempt in range(tries):
-        page = _dump(browser, url, profile.with_name(f"{profile.name}-{attempt}"), 40000 * (attempt + 1), "1300,2000")
-        if needle in page:
-            break
-        time.sleep(5)  # a loaded machine (CI) serves the artifact listings late: give the server time
-    return page
+            # Every host but the UI's fails at once: the UI's fetches to the internet (absent here) would
+            # otherwise wait for DNS.
+            with Chromium(browser, profile.with_name(f"{profile.name}-{attempt}"),
+                          extra=("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",)) as chromium:
+                return chromium.wait_for(pages, timeout)
+        except BrowserGone as e:
+            why = e
+    pytest.skip(f"headless Chromium stopped answering {tries} times ({why}); the UI was not checked")
 
 
 def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, tmp_path):
@@ -85,18 +66,18 @@ def test_ui_shows_runs_metrics_and_samples(runner, client, tree, tracking_uri, t
             time.sleep(0.5)
         exp_url = f"{base}/#/experiments/{exp.experiment_id}"
 
-        # The five pages load at once, each in its own browser profile: a browser start is seconds of
-        # waiting on the server, and five in a row cost the sum of them.
-        from concurrent.futures import ThreadPoolExecutor
+        # The five pages load at once, each in a window of one browser, each read once it shows what is
+        # asserted below (or after 4 minutes, as it then stands).
         ml = "?workflowType=machine_learning"  # the UI's classic-ML view, whatever the browser's last choice
-        with ThreadPoolExecutor(max_workers=5) as pool:
-            runs_page = pool.submit(_dump, browser, f"{exp_url}/runs", tmp_path / "p1")
-            run_page = pool.submit(_dump, browser, f"{exp_url}/runs/{parent.info.run_id}", tmp_path / "p2")
-            charts = pool.submit(_dump_until, browser, f"{exp_url}/runs/{gan.info.run_id}/model-metrics{ml}",
-                                 tmp_path / "p3", "gan/samples")
-            models = pool.submit(_dump_until, browser, f"{exp_url}/models{ml}", tmp_path / "p4", ">generator<")
-            page = pool.submit(_dump, browser, f"{exp_url}/runs/{reused.info.run_id}{ml}", tmp_path / "p5")
-            runs_page, run_page, charts, models, page = (f.result() for f in (runs_page, run_page, charts, models, page))
+        got = _pages(browser, {
+            "runs": (f"{exp_url}/runs", ("pipeline seed=0",)),
+            "run": (f"{exp_url}/runs/{parent.info.run_id}", ("Child runs", ">compare<", ">baseline<",
+                                                              "control/test_accuracy", "effect: ")),
+            "charts": (f"{exp_url}/runs/{gan.info.run_id}/model-metrics{ml}", ("gan/samples", 'role="slider"')),
+            "models": (f"{exp_url}/models{ml}", (">generator<", ">baseline<", ">synthetic<")),
+            "reused": (f"{exp_url}/runs/{reused.info.run_id}{ml}", ("Reused", f"run {gan.info.run_id}"))},
+            tmp_path / "profile")
+        runs_page, run_page, charts, models, page = (got[k] for k in ("runs", "run", "charts", "models", "reused"))
         assert "pipeline seed=0" in runs_page
 
         text = " ".join(run_page.split())

@@ -141,10 +141,12 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
                 trial.set_user_attr(SURPLUS, True)
                 raise optuna.TrialPruned("surplus: the study already has its trials")
             values = {p.field: suggest(trial, p, checkpoints) for p in spec.params}
+            ran.append(trial.number)
             try:
                 value = _one(trial, values)
             except HarnessError as e:
                 failed.append(f"trial {trial.number} ({json.dumps(values)}): {e}")
+                trial.set_user_attr("error", str(e)[:500])  # why, for whoever reads the study (as a grid item's)
                 raise
             except optuna.TrialPruned:
                 failed.clear()
@@ -168,8 +170,9 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
             return value
 
         failed: list[str] = []  # this worker's trials that failed one after another, with why
+        ran: list[int] = []  # the numbers of this worker's trials
         _enqueue_reference(study, spec, cfg, checkpoints)
-        _work(ctx, study, objective, n_trials, failed)
+        _work(ctx, study, objective, n_trials, failed, ran)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not completed:
             raise HarnessError(f"study {study_name!r} has no completed trial (all pruned or failed)")
@@ -188,7 +191,7 @@ def _counted(study: optuna.Study, running: bool = False) -> list:
     return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(SURPLUS)]
 
 
-def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: list[str]) -> None:
+def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: list[str], ran: list[int]) -> None:
     """Run trials until the study holds n_trials finished ones. When the trials left are all held by
     other workers, wait: one of them may have died, and then its trial is failed once its heartbeat is
     stale and retried (a WAITING copy), here or by another worker. A trial that fails (a diverged
@@ -208,6 +211,13 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: l
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is our one line, not Optuna's traceback
         try:
             study.optimize(objective, n_trials=1, catch=(HarnessError,))
+        except Exception:
+            if not (ran and _taken_over(study, ran[-1])):
+                raise
+            # A loaded machine delayed this worker's heartbeat past the grace period: a peer failed the
+            # trial as dead and queued a copy, and Optuna cannot record this worker's result on it.
+            ctx.store.say(f"sweep trial {ran[-1]}: another worker took it over (this worker's heartbeat came late); "
+                          "its copy reuses the phases finished here")
         finally:
             optuna.logging.set_verbosity(level)
         if failed:
@@ -215,6 +225,13 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: l
         if len(failed) >= MAX_FAILED_IN_A_ROW:
             raise HarnessError(f"{len(failed)} sweep trials failed in a row, the last: {failed[-1]}; stopping the sweep "
                                "(fix the setting, then rerun: the study continues)")
+
+
+def _taken_over(study: optuna.Study, number: int) -> bool:
+    """Whether trial `number` was failed by a peer that took it for dead (its retry copy names it)."""
+    trials = study.get_trials(deepcopy=False)
+    return any(t.number == number and t.state == optuna.trial.TrialState.FAIL for t in trials) and \
+        any(number in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t) for t in trials)
 
 
 def _test_best(ctx: Context, cfg: Config, study: optuna.Study, study_name: str, shared: dict):
