@@ -170,7 +170,7 @@ def run(ctx: Context, cfg: Config, spec: Spec, n_trials: int, study_name: str, s
             return value
 
         failed: list[str] = []  # this worker's trials that failed one after another, with why
-        ran: list[int] = []  # the numbers of this worker's trials
+        ran: list[int] = []  # the number of the trial this worker runs now
         _enqueue_reference(study, spec, cfg, checkpoints)
         _work(ctx, study, objective, n_trials, failed, ran)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -209,6 +209,7 @@ def _work(ctx: Context, study: optuna.Study, objective, n_trials: int, failed: l
             continue
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is our one line, not Optuna's traceback
+        ran.clear()  # the objective notes this call's trial
         try:
             study.optimize(objective, n_trials=1, catch=(HarnessError,))
         except Exception:
