@@ -2,10 +2,11 @@
 the test waits for, by the wall clock.
 
 `--dump-dom` with `--virtual-time-budget` (what the UI test used) sometimes never finished its virtual
-time: CI waited 3 x 110 s on a runs page that loads in seconds, then skipped the test, in one run of
-two. Here one browser opens every page at once, each in a window of its own, and the test polls each
-page's HTML until its words are there (five pages of the MLflow UI: ~12 s on an idle machine). The pipe (`--remote-debugging-pipe`: commands on fd 3, replies on fd 4,
-each a JSON message ended by a NUL byte) needs nothing beyond the standard library."""
+time: CI waited 3 x 110 s on a runs page that loads in seconds, then skipped the test, in three runs in
+a row. Here one browser opens every page at once, each in a window of its own, and the test polls each
+page's HTML until its words are there (five pages of the MLflow UI: ~12 s on an idle machine). The pipe
+(`--remote-debugging-pipe`: commands on fd 3, replies on fd 4, each a JSON message ended by a NUL byte)
+needs nothing beyond the standard library."""
 from __future__ import annotations
 
 import json
@@ -47,6 +48,7 @@ class Chromium:
         os.close(commands_r)
         os.close(replies_w)
         self._next, self._buffer = 0, b""
+        self._urls: dict[str, str] = {}  # session -> the address it was opened on
 
     def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30) -> dict:
         """One DevTools command, its result (events that arrive meanwhile are dropped)."""
@@ -81,6 +83,7 @@ class Chromium:
         self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
                                                          "mobile": False}, session)
         self.call("Page.navigate", {"url": url}, session)
+        self._urls[session] = url
         return session
 
     def html(self, session: str) -> str:
@@ -105,9 +108,12 @@ class Chromium:
             if all(map(done, pages)) or now - start > timeout:
                 return seen
             if now - last_load > reload_every:
-                for name in pages:
+                for name, session in sessions.items():
                     if not done(name):
-                        self.call("Page.reload", {}, sessions[name])
+                        # From its address, not Page.reload: the UI rewrites the address once it has read
+                        # it (a view's parameters go), and a reload would open another view.
+                        self.call("Page.navigate", {"url": "about:blank"}, session)
+                        self.call("Page.navigate", {"url": self._urls[session]}, session)
                 last_load = now
             time.sleep(0.5)
 
